@@ -1,0 +1,39 @@
+# returnflow — every target sets up what it needs: .venv, packages, embedded broker and database.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit schemas bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/returnflow up --demo
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+schemas: $(STAMP)
+	$(BIN)/returnflow contracts export
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.intake
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache

@@ -1,0 +1,351 @@
+"""Events and commands on Kafka. JSON values; key = return id; money in integer minor units.
+
+Every message carries event_id, type, version, occurred_at, return_id and correlation_id.
+Adding an optional field is compatible; removing a field, narrowing a type or adding a
+required field is not (see contracts.compat and tests/unit/test_contracts.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+MinorUnits = Annotated[int, Field(ge=0, description="money in integer minor units (fen, cents)")]
+Sku = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ReturnKind(StrEnum):
+    refund_only = "refund_only"
+    return_and_refund = "return_and_refund"
+    exchange = "exchange"
+
+
+class ScanCode(StrEnum):
+    accepted = "accepted"
+    picked_up = "picked_up"
+    in_transit = "in_transit"
+    out_for_delivery = "out_for_delivery"
+    delivered = "delivered"
+    exception = "exception"
+
+
+MOVING_SCAN_CODES = frozenset({ScanCode.picked_up, ScanCode.in_transit, ScanCode.out_for_delivery, ScanCode.delivered})
+
+
+class Condition(StrEnum):
+    as_described = "as_described"
+    damaged = "damaged"
+    wrong_item = "wrong_item"
+    missing = "missing"
+
+
+class Disposition(StrEnum):
+    restock = "restock"
+    destroy = "destroy"
+    refurbish = "refurbish"
+    quarantine = "quarantine"
+
+
+class Movement(StrEnum):
+    restock = "restock"
+    destroy = "destroy"
+    refurbish = "refurbish"
+    relist = "relist"
+    delist = "delist"
+
+
+class RefundBasis(StrEnum):
+    agent_authority = "agent_authority"
+    refund_only = "refund_only"
+    early_scan = "early_scan"
+    warehouse_receipt = "warehouse_receipt"
+
+
+class Role(StrEnum):
+    agent = "agent"
+    supervisor = "supervisor"
+    manager = "manager"
+    owner = "owner"
+
+
+class Message(BaseModel):
+    """Envelope fields common to every event and command."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    TYPE: ClassVar[str] = ""
+
+    event_id: UUID = Field(default_factory=uuid4)
+    type: str
+    version: int = 1
+    occurred_at: datetime
+    return_id: UUID
+    correlation_id: str = Field(min_length=1, max_length=128)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+
+Event = Message
+
+
+class Customer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    phone: str = Field(description="E.164; only services that send SMS use it in full")
+    locale: str = "zh-CN"
+    timezone: str = "Asia/Shanghai"
+
+
+class ReturnLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    sku: Sku
+    qty: int = Field(ge=1)
+    unit_price: MinorUnits
+    reason: str
+    note: str | None = None
+
+
+class RequestedBy(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    type: Literal["customer", "agent"]
+    agent_id: str | None = None
+
+
+class ReturnRequested(Message):
+    TYPE: ClassVar[str] = "return.requested"
+    type: Literal["return.requested"] = "return.requested"
+    shop_id: str
+    platform: str
+    platform_return_id: str
+    order_id: str
+    kind: ReturnKind
+    customer: Customer
+    currency: Currency
+    paid_total: MinorUnits
+    lines: list[ReturnLine]
+    tracking_no: str | None = None
+    requested_by: RequestedBy
+    requested_at: datetime
+
+
+class ReturnCancelled(Message):
+    TYPE: ClassVar[str] = "return.cancelled"
+    type: Literal["return.cancelled"] = "return.cancelled"
+    reason: str | None = None
+    cancelled_by: str = "customer"
+
+
+class TrackingRegistered(Message):
+    TYPE: ClassVar[str] = "return.tracking_registered"
+    type: Literal["return.tracking_registered"] = "return.tracking_registered"
+    tracking_no: str
+    carrier: str | None = None
+
+
+class ParcelScanned(Message):
+    TYPE: ClassVar[str] = "parcel.scanned"
+    type: Literal["parcel.scanned"] = "parcel.scanned"
+    scan_id: str
+    tracking_no: str
+    carrier: str
+    scan_code: ScanCode
+    scanned_at: datetime
+    location: str | None = None
+    first_moving: bool = Field(description="the first scan that shows the parcel moving")
+
+
+class ReceivedLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    sku: Sku
+    qty_requested: int = Field(ge=0)
+    qty_received: int = Field(ge=0)
+    unit_price: MinorUnits
+    condition: Condition
+    disposition: Disposition
+
+
+class ReturnReceived(Message):
+    TYPE: ClassVar[str] = "return.received"
+    type: Literal["return.received"] = "return.received"
+    receipt_id: str
+    warehouse_id: str
+    inspector_id: str
+    received_at: datetime
+    lines: list[ReceivedLine]
+
+
+class InventoryAttested(Message):
+    """One side of a dual check: the warehouse's physical record of a stock movement."""
+
+    TYPE: ClassVar[str] = "inventory.attested"
+    type: Literal["inventory.attested"] = "inventory.attested"
+    attestation_id: str
+    source: Literal["warehouse", "returns_team"]
+    sku: Sku
+    movement: Movement
+    quantity: int = Field(ge=0)
+    attested_by: str
+    attested_at: datetime
+
+
+class InventoryCheck(Message):
+    """Command: the returns team's side of a dual check (`inventory.checks`)."""
+
+    TYPE: ClassVar[str] = "inventory.check"
+    type: Literal["inventory.check"] = "inventory.check"
+    check_id: str
+    sku: Sku
+    movement: Movement
+    quantity: int = Field(ge=0)
+    checked_by: str
+    checked_at: datetime
+
+
+class MovementVerified(Message):
+    TYPE: ClassVar[str] = "inventory.verified"
+    type: Literal["inventory.verified"] = "inventory.verified"
+    sku: Sku
+    movement: Movement
+    quantity: int
+    warehouse_attested_by: str
+    returns_team_checked_by: str
+
+
+class DiscrepancyFound(Message):
+    TYPE: ClassVar[str] = "inventory.discrepancy"
+    type: Literal["inventory.discrepancy"] = "inventory.discrepancy"
+    discrepancy_id: str
+    reason: Literal[
+        "quantity_mismatch",
+        "kind_mismatch",
+        "same_person",
+        "missing_side",
+        "double_relist",
+        "unknown_return",
+    ]
+    sku: str | None = None
+    details: str
+
+
+class RefundDecided(Message):
+    TYPE: ClassVar[str] = "refund.decided"
+    type: Literal["refund.decided"] = "refund.decided"
+    decision: Literal["refund", "reject"]
+    amount: MinorUnits
+    currency: Currency
+    basis: RefundBasis | None = None
+    actor_id: str | None = None
+    actor_role: Role | None = None
+    note: str | None = None
+
+
+class RefundEscalated(Message):
+    TYPE: ClassVar[str] = "refund.escalated"
+    type: Literal["refund.escalated"] = "refund.escalated"
+    amount: MinorUnits
+    currency: Currency
+    required_role: Role
+    requested_by: str | None = None
+    reason: str
+
+
+class RefundIssued(Message):
+    TYPE: ClassVar[str] = "refund.issued"
+    type: Literal["refund.issued"] = "refund.issued"
+    refund_id: str
+    amount: MinorUnits
+    currency: Currency
+    basis: RefundBasis
+    gateway_reference: str
+
+
+class RefundFailed(Message):
+    TYPE: ClassVar[str] = "refund.failed"
+    type: Literal["refund.failed"] = "refund.failed"
+    refund_id: str
+    amount: MinorUnits
+    currency: Currency
+    error: str
+    retryable: bool
+
+
+class ClawbackFlagged(Message):
+    TYPE: ClassVar[str] = "refund.clawback_flagged"
+    type: Literal["refund.clawback_flagged"] = "refund.clawback_flagged"
+    amount: MinorUnits
+    currency: Currency
+    receipt_id: str
+    reason: str
+
+
+class RefundCommand(Message):
+    """Command on `refunds.commands`: what an actor decides about a return's refund."""
+
+    TYPE: ClassVar[str] = "refund.command"
+    type: Literal["refund.command"] = "refund.command"
+    action: Literal["approve", "reject", "grant_free_refund"]
+    actor_id: str
+    amount: MinorUnits | None = None
+    note: str | None = None
+
+
+class SmsEvent(Message):
+    step: str
+    phone_masked: str
+    locale: str
+
+
+class SmsSent(SmsEvent):
+    TYPE: ClassVar[str] = "sms.sent"
+    type: Literal["sms.sent"] = "sms.sent"
+    provider: str
+    provider_message_id: str
+
+
+class SmsDeferred(SmsEvent):
+    TYPE: ClassVar[str] = "sms.deferred"
+    type: Literal["sms.deferred"] = "sms.deferred"
+    deliver_after: datetime
+    reason: str
+
+
+class SmsSuppressed(SmsEvent):
+    TYPE: ClassVar[str] = "sms.suppressed"
+    type: Literal["sms.suppressed"] = "sms.suppressed"
+    reason: str
+
+
+class SmsFailed(SmsEvent):
+    TYPE: ClassVar[str] = "sms.failed"
+    type: Literal["sms.failed"] = "sms.failed"
+    provider: str
+    error: str
+
+
+EVENT_MODELS: tuple[type[Message], ...] = (
+    ReturnRequested,
+    ReturnCancelled,
+    TrackingRegistered,
+    ParcelScanned,
+    ReturnReceived,
+    InventoryAttested,
+    InventoryCheck,
+    MovementVerified,
+    DiscrepancyFound,
+    RefundDecided,
+    RefundEscalated,
+    RefundIssued,
+    RefundFailed,
+    ClawbackFlagged,
+    RefundCommand,
+    SmsSent,
+    SmsDeferred,
+    SmsSuppressed,
+    SmsFailed,
+)
+EVENT_TYPES: dict[str, type[Message]] = {m.TYPE: m for m in EVENT_MODELS}

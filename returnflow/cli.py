@@ -1,0 +1,86 @@
+"""The `returnflow` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib import import_module
+
+from returnflow.settings import get_settings
+
+
+def _serve(name: str) -> int:
+    import uvicorn
+
+    from returnflow.embedded import port_is_free
+    from services import SERVICE_MODULES
+
+    if name not in SERVICE_MODULES:
+        raise SystemExit(f"returnflow: unknown service {name!r} (known: {', '.join(SERVICE_MODULES)})")
+    settings = get_settings()
+    port = settings.port_for(name)
+    if not port_is_free(settings.host, port):
+        raise SystemExit(f"returnflow: port {port} on {settings.host} is already in use ({name})")
+    module = import_module(SERVICE_MODULES[name])
+    uvicorn.run(
+        module.app,
+        factory=True,
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+def _up(demo: bool) -> int:
+    from returnflow.stack import StackError, run_stack
+
+    after = None
+    if demo:
+        from returnflow.demo import run_demo
+
+        after = run_demo
+    try:
+        return asyncio.run(run_stack(get_settings(), after))
+    except StackError as exc:
+        print(f"returnflow: {exc}", file=sys.stderr)
+        return 1
+
+
+def _contracts_export(check: bool) -> int:
+    from contracts.export import export_schemas
+
+    problems = export_schemas(check=check)
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="returnflow", description="returnflow after-sales platform")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the whole platform (embedded broker and database by default)")
+    up.add_argument("--demo", action="store_true", help="play a short demo once everything is ready")
+    serve = sub.add_parser("serve", help="run one service in this process")
+    serve.add_argument("service")
+    contracts = sub.add_parser("contracts", help="JSON Schemas of the contracts")
+    contracts.add_argument("action", choices=["export", "check"])
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            return _up(args.demo)
+        if args.cmd == "serve":
+            return _serve(args.service)
+        if args.cmd == "contracts":
+            return _contracts_export(check=args.action == "check")
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

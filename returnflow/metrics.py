@@ -1,0 +1,30 @@
+"""Prometheus metrics shared by every service (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "returnflow_messages_total",
+    "Kafka messages handled, by consumer group, topic and outcome (processed, duplicate, dead_lettered)",
+    ["consumer", "topic", "outcome"],
+)
+BATCH_SECONDS = Histogram(
+    "returnflow_consumer_batch_seconds",
+    "Time to apply one consumed batch (one PostgreSQL transaction)",
+    ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+HANDLER_RETRIES = Counter(
+    "returnflow_consumer_retries_total", "Handler attempts that failed and were retried", ["consumer"]
+)
+OUTBOX_PUBLISHED = Counter("returnflow_outbox_published_total", "Outbox rows published", ["service"])
+OUTBOX_BACKLOG = Gauge("returnflow_outbox_backlog", "Unpublished outbox rows", ["service"])
+OUTBOX_AGE = Gauge("returnflow_outbox_oldest_age_seconds", "Age of the oldest unpublished row", ["service"])
+HTTP_REQUESTS = Counter("returnflow_http_requests_total", "HTTP requests by route and status", ["route", "status"])
+HTTP_SECONDS = Histogram(
+    "returnflow_http_request_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,0 +1,259 @@
+"""Transactional outbox and its relay.
+
+`enqueue` writes events in the caller's transaction. The relay claims unpublished rows with
+FOR UPDATE SKIP LOCKED, publishes them as one batch, marks them published and commits: a crash
+anywhere before the commit leaves the rows unclaimed, so they are published again (at-least-once;
+consumers are idempotent). Published rows are kept for a retention period; when the broker reports
+an end offset below one the relay has seen acknowledged, the broker lost its log (the embedded
+broker is memory-only) and every retained row is published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts.catalog import (
+    HEADER_CORRELATION_ID,
+    HEADER_EVENT_ID,
+    HEADER_TYPE,
+    HEADER_VERSION,
+    topic_for_type,
+)
+from contracts.events import Message
+from returnflow import metrics
+from returnflow.logging import get_logger
+
+log = get_logger("returnflow.outbox")
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def encode_event(event: Message) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def event_record(event: Message, topic: str | None = None) -> OutboxRecord:
+    return OutboxRecord(
+        topic=topic or topic_for_type(event.type).name,
+        key=str(event.return_id).encode(),
+        value=encode_event(event),
+        headers={
+            HEADER_TYPE: event.type,
+            HEADER_VERSION: str(event.version),
+            HEADER_CORRELATION_ID: event.correlation_id,
+            HEADER_EVENT_ID: str(event.event_id),
+        },
+    )
+
+
+async def enqueue(conn: asyncpg.Connection, items: Iterable[Message | OutboxRecord]) -> int:
+    """Write events to the outbox inside the caller's transaction (one statement for the batch)."""
+    records = [i if isinstance(i, OutboxRecord) else event_record(i) for i in items]
+    if not records:
+        return 0
+    await conn.execute(
+        """INSERT INTO outbox (topic, key, value, headers)
+           SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[])""",
+        [r.topic for r in records],
+        [r.key for r in records],
+        [r.value for r in records],
+        [r.headers for r in records],
+    )
+    return len(records)
+
+
+class Publisher(Protocol):
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> Awaitable[Any]: ...
+
+
+class Relay:
+    """Publishes one service's outbox. Run one per process; several may run safely."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        dsn: str,
+        schema: str,
+        publish: Publisher,
+        bootstrap: str,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        retention_hours: float = 168.0,
+        broker_check_interval_s: float = 5.0,
+        ensure_topics: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.schema = schema
+        self.publish = publish
+        self.bootstrap = bootstrap
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.retention_hours = retention_hours
+        self.broker_check_interval_s = broker_check_interval_s
+        self.ensure_topics = ensure_topics
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._offsets_consumer: AIOKafkaConsumer | None = None
+        self.published_total = 0
+
+    # -- one batch ---------------------------------------------------------------------------
+    async def publish_batch(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, topic, key, value, headers FROM outbox
+                   WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            futures = [await self.publish(r["topic"], r["key"], r["value"], r["headers"]) for r in rows]
+            metas = await asyncio.gather(*futures)
+            high: dict[tuple[str, int], int] = {}
+            for meta in metas:
+                k = (meta.topic, meta.partition)
+                high[k] = max(high.get(k, -1), meta.offset + 1)
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            )
+            if high:
+                await conn.execute(
+                    """INSERT INTO outbox_offsets (topic, partition, next_offset)
+                       SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+                       ON CONFLICT (topic, partition)
+                       DO UPDATE SET next_offset = GREATEST(outbox_offsets.next_offset, EXCLUDED.next_offset)""",
+                    [k[0] for k in high],
+                    [k[1] for k in high],
+                    list(high.values()),
+                )
+        self.published_total += len(rows)
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+        return len(rows)
+
+    async def drain(self) -> int:
+        total = 0
+        while not self._stopping:
+            n = await self.publish_batch()
+            total += n
+            if n < self.batch_size:
+                break
+        return total
+
+    # -- broker loss -------------------------------------------------------------------------
+    async def broker_lost_log(self) -> bool:
+        """True when the broker's end offset of any partition we published to is below what it acked."""
+        rows = await self.pool.fetch("SELECT topic, partition, next_offset FROM outbox_offsets")
+        if not rows:
+            return False
+        if self._offsets_consumer is None:
+            self._offsets_consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await self._offsets_consumer.start()
+        consumer = self._offsets_consumer
+        await consumer._client.force_metadata_update()
+        known = consumer._client.cluster.topics()
+        if any(r["topic"] not in known for r in rows):
+            return True
+        tps = [TopicPartition(r["topic"], r["partition"]) for r in rows]
+        ends = await consumer.end_offsets(tps)
+        return any(ends.get(TopicPartition(r["topic"], r["partition"]), 0) < r["next_offset"] for r in rows)
+
+    async def republish_retained(self) -> int:
+        if self.ensure_topics is not None:
+            await self.ensure_topics()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE outbox_offsets IN EXCLUSIVE MODE")
+            n = await conn.fetchval(
+                """WITH r AS (UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL RETURNING 1)
+                   SELECT count(*) FROM r"""
+            )
+            await conn.execute("DELETE FROM outbox_offsets")
+        log.warning("broker lost its log: re-publishing retained outbox rows", schema=self.schema, rows=n)
+        return int(n)
+
+    async def check_broker(self) -> None:
+        try:
+            if await self.broker_lost_log():
+                await self.republish_retained()
+                self._wake.set()
+        except Exception as exc:  # the broker may be restarting; try again next round
+            log.warning("broker offset check failed", schema=self.schema, error=repr(exc))
+
+    async def purge(self) -> int:
+        status = await self.pool.execute(
+            """DELETE FROM outbox WHERE published_at IS NOT NULL
+               AND created_at < now() - make_interval(secs => $1)""",
+            self.retention_hours * 3600,
+        )
+        return int(status.split()[-1])
+
+    async def backlog(self) -> tuple[int, float]:
+        row = await self.pool.fetchrow(
+            """SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age
+               FROM outbox WHERE published_at IS NULL"""
+        )
+        assert row is not None
+        return int(row["n"]), float(row["age"])
+
+    # -- loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        listener = await asyncpg.connect(self.dsn)
+        await listener.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
+        await self.check_broker()
+        next_check = time.monotonic() + self.broker_check_interval_s
+        next_purge = time.monotonic() + 60
+        backoff = 0.05
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self.drain()
+                    backoff = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("outbox relay batch failed; retrying", schema=self.schema, error=repr(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                now = time.monotonic()
+                if now >= next_check:
+                    await self.check_broker()
+                    n, age = await self.backlog()
+                    metrics.OUTBOX_BACKLOG.labels(self.schema).set(n)
+                    metrics.OUTBOX_AGE.labels(self.schema).set(age)
+                    next_check = now + self.broker_check_interval_s
+                if now >= next_purge:
+                    await self.purge()
+                    next_purge = now + 600
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.close()
+            if self._offsets_consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._offsets_consumer.stop()
+
+    async def stop(self) -> None:
+        """Flush what is pending, then stop the loop."""
+        with contextlib.suppress(Exception):
+            await self.drain()
+        self._stopping = True
+        self._wake.set()

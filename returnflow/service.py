@@ -1,0 +1,246 @@
+"""One way to run a service: FastAPI (HTTP + OpenAPI) with a FastStream Kafka broker, an asyncpg
+pool on the service's own schema, the outbox relay and idempotent batch consumers.
+
+A service module declares a `ServiceSpec`; `create_app(spec)` wires the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from returnflow import db, metrics
+from returnflow.consumer import Handler, IdempotentConsumer
+from returnflow.kafka import create_topics, make_broker, publisher_for
+from returnflow.logging import configure_logging, get_logger
+from returnflow.outbox import Relay
+from returnflow.settings import Settings, get_settings
+
+log = get_logger("returnflow.service")
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group `<service>.<name>` over `topics`, applying batches with `handler`."""
+
+    name: str
+    topics: Sequence[str]
+    handler: Callable[[Runtime], Handler]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    folder: Path
+    consumers: Sequence[ConsumerSpec] = ()
+    routes: Callable[[FastAPI, Runtime], None] | None = None
+    background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    on_start: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    on_stop: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    description: str = ""
+
+    @property
+    def schema(self) -> str:
+        return self.name
+
+    def migrations(self) -> list[db.Migration]:
+        return db.migrations_for(self.schema, self.folder)
+
+
+@dataclass
+class Runtime:
+    """What a running service has. Handlers and routes receive it."""
+
+    spec: ServiceSpec
+    settings: Settings
+    dsn: str
+    bootstrap: str
+    broker: KafkaBroker
+    pool: asyncpg.Pool = field(init=False)
+    relay: Relay = field(init=False)
+    consumers: dict[str, IdempotentConsumer] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def wake_relay(self) -> None:
+        self.relay._wake.set()
+
+
+def require_endpoints(settings: Settings) -> tuple[str, str]:
+    if not settings.database_url or not settings.kafka_bootstrap:
+        raise SystemExit(
+            "returnflow: a service needs RETURNFLOW_DATABASE_URL and RETURNFLOW_KAFKA_BOOTSTRAP "
+            "(`returnflow up` sets both)"
+        )
+    return settings.database_url.get_secret_value(), settings.kafka_bootstrap
+
+
+def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
+    group = f"{rt.spec.name}.{cspec.name}"
+    consumer = IdempotentConsumer(
+        name=group,
+        pool=None,  # type: ignore[arg-type]  # set at start, once the pool exists
+        handler=lambda conn, batch: cspec.handler(rt)(conn, batch),
+        max_attempts=rt.settings.consumer_max_attempts,
+        backoff_base_s=rt.settings.consumer_backoff_base_s,
+        backoff_max_s=rt.settings.consumer_backoff_max_s,
+    )
+    rt.consumers[group] = consumer
+    sub = rt.broker.subscriber(
+        *cspec.topics,
+        group_id=group,
+        batch=True,
+        max_records=rt.settings.consumer_max_records,
+        batch_timeout_ms=rt.settings.consumer_batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+    )
+
+    async def on_batch(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        await consumer.process_records(records)
+        await msg.ack()  # commit offsets only after the transaction committed
+
+    sub(on_batch)
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI: request count/latency per route template, and a correlation id per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+        cid = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-correlation-id":
+                cid = v.decode(errors="replace")[:128]
+                break
+        cid = cid or uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = cid
+
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-correlation-id", cid.encode()))
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(label, str(status["code"])).inc()
+            metrics.HTTP_SECONDS.labels(label).observe(time.perf_counter() - started)
+
+
+def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    dsn, bootstrap = require_endpoints(settings)
+    broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
+    rt = Runtime(spec=spec, settings=settings, dsn=dsn, bootstrap=bootstrap, broker=broker)
+    for cspec in spec.consumers:
+        _subscribe(rt, cspec)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(spec.name, settings.log_format, settings.log_level)
+        await db.migrate(dsn, spec.schema, spec.migrations())
+        rt.pool = await db.create_pool(dsn, spec.schema, spec.name, settings.db_pool_min, settings.db_pool_max)
+        for c in rt.consumers.values():
+            c.pool = rt.pool
+        rt.relay = Relay(
+            pool=rt.pool,
+            dsn=dsn,
+            schema=spec.schema,
+            publish=publisher_for(broker),
+            bootstrap=bootstrap,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            retention_hours=settings.outbox_retention_hours,
+            broker_check_interval_s=settings.outbox_broker_check_interval_s,
+            ensure_topics=_ensure_topics(bootstrap),
+        )
+        for hook in spec.on_start:
+            await hook(rt)
+        await broker.connect()
+        rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
+        await broker.start()
+        for bg in spec.background:
+            rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
+        log.info("service started")
+        try:
+            yield
+        finally:
+            # Stop taking new messages, finish in-flight batches (and their commits), flush the outbox.
+            for hook in spec.on_stop:
+                with contextlib.suppress(Exception):
+                    await hook(rt)
+            await broker.stop()
+            await rt.relay.stop()
+            for t in rt.tasks:
+                t.cancel()
+            await asyncio.gather(*rt.tasks, return_exceptions=True)
+            await rt.pool.close()
+            log.info("service stopped")
+
+    app = FastAPI(title=f"returnflow {spec.name}", description=spec.description, lifespan=lifespan)
+    app.state.runtime = rt
+    app.add_middleware(HttpMetricsMiddleware)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive", "service": spec.name}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            pending = await asyncio.wait_for(db.pending_migrations(rt.pool, spec.migrations()), 2)
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            checks["broker"] = "ok" if await broker.ping(timeout=2.0) else "unreachable"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, "service": spec.name, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if spec.routes is not None:
+        spec.routes(app, rt)
+    return app
+
+
+def _ensure_topics(bootstrap: str) -> Callable[[], Awaitable[None]]:
+    async def ensure() -> None:
+        await create_topics(bootstrap)
+
+    return ensure

@@ -1,0 +1,93 @@
+"""Configuration from environment variables (prefix RETURNFLOW_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("returns", "warehouse", "refunds", "notify", "audit")
+DEFAULT_PORTS: dict[str, int] = {
+    "returns": 8081,
+    "warehouse": 8082,
+    "refunds": 8083,
+    "notify": 8084,
+    "audit": 8085,
+}
+
+# Development-only secrets so `make run` works out of the box; production sets its own.
+DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
+    "generic": ["dev-generic-secret"],
+    "shopify": ["dev-shopify-secret"],
+    "carriers": ["dev-carrier-secret"],
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETURNFLOW_", extra="ignore")
+
+    data_dir: Path = Path(".data")
+    # External servers: when set, nothing embedded is started for that part.
+    kafka_bootstrap: str | None = None
+    database_url: SecretStr | None = None
+    embedded_kafka_port: int = 19092
+
+    host: str = "127.0.0.1"
+    returns_port: int = DEFAULT_PORTS["returns"]
+    warehouse_port: int = DEFAULT_PORTS["warehouse"]
+    refunds_port: int = DEFAULT_PORTS["refunds"]
+    notify_port: int = DEFAULT_PORTS["notify"]
+    audit_port: int = DEFAULT_PORTS["audit"]
+    public_base_url: str | None = None
+
+    # Kafka producer: idempotence is refused by the embedded broker; turn it on for Apache Kafka.
+    kafka_enable_idempotence: bool = False
+    kafka_acks: str = "all"
+    kafka_linger_ms: int = 2
+    kafka_max_batch_size: int = 256 * 1024
+
+    # Consumers
+    consumer_max_records: int = 500
+    consumer_batch_timeout_ms: int = 20
+    consumer_max_attempts: int = 4
+    consumer_backoff_base_s: float = 0.05
+    consumer_backoff_max_s: float = 2.0
+
+    # Outbox relay
+    outbox_batch_size: int = 500
+    outbox_poll_interval_s: float = 1.0
+    outbox_retention_hours: float = 168.0
+    outbox_broker_check_interval_s: float = 5.0
+
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    # Webhook secrets: JSON map of source -> list of active secrets (two during a rotation).
+    webhook_secrets: dict[str, list[SecretStr]] = Field(
+        default_factory=lambda: {k: [SecretStr(s) for s in v] for k, v in DEV_WEBHOOK_SECRETS.items()}
+    )
+    webhook_tolerance_s: int = 300
+    webhook_max_body_bytes: int = 1024 * 1024
+
+    # Intake group commit
+    intake_batch_max: int = 200
+    intake_batch_wait_ms: float = 2.0
+
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+
+    def port_for(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def base_url_for(self, service: str) -> str:
+        return f"http://{self.host}:{self.port_for(service)}"
+
+    def secrets_for(self, source: str) -> list[bytes]:
+        return [s.get_secret_value().encode() for s in self.webhook_secrets.get(source, [])]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

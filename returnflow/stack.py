@@ -1,0 +1,228 @@
+"""`returnflow up`: embedded PostgreSQL and broker (unless external ones are configured), topics,
+migrations, and each service as its own OS process; Ctrl-C stops everything cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from returnflow import db
+from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, port_is_free
+from returnflow.kafka import create_topics, wait_for_broker
+from returnflow.settings import Settings
+from services import SERVICE_MODULES
+
+
+class StackError(Exception):
+    """A one-line reason the stack cannot start."""
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    services: tuple[str, ...] = tuple(SERVICE_MODULES)
+    out: Callable[[str], None] = print
+    kafka: EmbeddedKafka | None = None
+    postgres: EmbeddedPostgres | None = None
+    dsn: str = ""
+    bootstrap: str = ""
+    children: dict[str, Child] = field(default_factory=dict)
+    _lock: IO[str] | None = None
+    _stopping: bool = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    # -- start ---------------------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "returnflow.lock"
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise StackError(
+                f"returnflow is already running (pid {pid}) with data dir {self.data_dir.resolve()}"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock = f
+
+    def check_ports(self) -> None:
+        wanted = [(f"{name} service", self.settings.port_for(name)) for name in self.services]
+        if not self.settings.kafka_bootstrap:
+            wanted.append(("embedded Kafka broker", self.settings.embedded_kafka_port))
+        for what, port in wanted:
+            if not port_is_free(self.settings.host, port):
+                raise StackError(f"port {port} on {self.settings.host} is already in use (needed by the {what})")
+
+    async def start(self) -> None:
+        self.acquire_lock()
+        self.check_ports()
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if self.settings.database_url:
+            self.dsn = self.settings.database_url.get_secret_value()
+        else:
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            await asyncio.to_thread(self.postgres.start)
+            self.dsn = self.postgres.uri("returnflow")
+            self.out(f"  PostgreSQL   embedded, data in {(self.data_dir / 'postgres').resolve()}")
+        await db.ensure_database(self.dsn)
+        if self.settings.kafka_bootstrap:
+            self.bootstrap = self.settings.kafka_bootstrap
+        else:
+            self.kafka = EmbeddedKafka(self.settings.embedded_kafka_port, self.settings.host, logs / "broker.log")
+            await asyncio.to_thread(self.kafka.start)
+            self.bootstrap = self.kafka.bootstrap
+            self.out(f"  Kafka        embedded (memory only) at {self.bootstrap}")
+        await wait_for_broker(self.bootstrap)
+        created = await create_topics(self.bootstrap)
+        self.out(f"  topics       {len(created)} created, catalog complete")
+        for name in self.services:
+            spec = import_module(SERVICE_MODULES[name]).SPEC
+            await db.migrate(self.dsn, spec.schema, spec.migrations())
+        self.out(f"  migrations   applied for {', '.join(self.services)}")
+        for name in self.services:
+            self.children[name] = Child(name, self.settings.port_for(name), logs / f"{name}.log")
+            self._spawn(self.children[name])
+        await self.wait_ready()
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["RETURNFLOW_DATABASE_URL"] = self.dsn
+        env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
+        env["RETURNFLOW_LOG_FORMAT"] = env.get("RETURNFLOW_LOG_FORMAT", "json")
+        return env
+
+    def _spawn(self, child: Child) -> None:
+        child.log_file = open(child.log_path, "ab")
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", "returnflow.cli", "serve", child.name],
+            env=self.child_env(),
+            stdout=child.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children once, in order
+            preexec_fn=_die_with_parent,
+        )
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(self.children)
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while pending:
+                for name in list(pending):
+                    child = self.children[name]
+                    assert child.proc is not None
+                    if child.proc.poll() is not None:
+                        raise StackError(f"{name} exited with status {child.proc.returncode}; see {child.log_path}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        r = await client.get(f"http://{self.settings.host}:{child.port}/readyz")
+                        if r.status_code == 200:
+                            pending.discard(name)
+                if pending:
+                    if time.monotonic() > deadline:
+                        raise StackError(f"not ready after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
+                    await asyncio.sleep(0.2)
+
+    # -- run -----------------------------------------------------------------------------------
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart a service process that died (with backoff) until asked to stop."""
+        while not stop.is_set():
+            for child in self.children.values():
+                if child.proc is not None and child.proc.poll() is not None and not self._stopping:
+                    child.restarts += 1
+                    self.out(f"  {child.name} exited ({child.proc.returncode}); restarting (#{child.restarts})")
+                    await asyncio.sleep(min(0.2 * child.restarts, 3.0))
+                    self._spawn(child)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    # -- stop ----------------------------------------------------------------------------------
+    async def stop(self, grace_s: float = 20.0) -> None:
+        self._stopping = True
+        for child in self.children.values():
+            if child.proc and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in self.children.values():
+            if child.proc is None:
+                continue
+            while child.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+            if child.log_file:
+                child.log_file.close()
+        if self.kafka:
+            await asyncio.to_thread(self.kafka.stop)
+        if self.postgres:
+            await asyncio.to_thread(self.postgres.stop)
+        if self._lock:
+            self._lock.close()
+            self._lock = None
+
+    def urls(self) -> list[str]:
+        return [f"http://{self.settings.host}:{c.port}" for c in self.children.values()]
+
+
+async def run_stack(settings: Settings, after_start: Callable[[Stack], Awaitable[Any]] | None = None) -> int:
+    stack = Stack(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("returnflow: starting")
+    try:
+        await stack.start()
+    except StackError:
+        await stack.stop()
+        raise
+    except BaseException:
+        await stack.stop()
+        raise
+    try:
+        print("returnflow: ready")
+        for name, child in stack.children.items():
+            base = f"http://{settings.host}:{child.port}"
+            print(f"  {name:<10} {base}/docs   {base}/readyz   {base}/metrics")
+        print(f"  logs         {(settings.data_dir / 'logs').resolve()}")
+        if after_start is not None:
+            await after_start(stack)
+        print("returnflow: running — press Ctrl-C to stop")
+        await stack.supervise(stop)
+    finally:
+        print("returnflow: stopping")
+        await stack.stop()
+        print("returnflow: stopped")
+    return 0

@@ -1,0 +1,5 @@
+"""The five returnflow services. None imports another; they share only contracts/ and returnflow/."""
+
+SERVICE_MODULES = {
+    "returns": "services.returns.app",
+}

@@ -1,0 +1,281 @@
+"""returns service wiring: platform webhooks in, return-requested events out, and the timeline
+built from every lifecycle topic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from contracts.catalog import CATALOG
+from contracts.events import ReturnCancelled, TrackingRegistered
+from returnflow.batching import GroupCommitter
+from returnflow.consumer import Delivery, Handler
+from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_response, read_body
+from returnflow.logging import mask_phone
+from returnflow.outbox import enqueue
+from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
+from returnflow.signing import (
+    DELIVERY_HEADER,
+    SHOPIFY_HMAC_HEADER,
+    SHOPIFY_SHOP_HEADER,
+    SHOPIFY_WEBHOOK_ID_HEADER,
+    SIGNATURE_HEADER,
+    SignatureError,
+    shopify_verify,
+    verify,
+)
+from services.returns import storage
+from services.returns.domain import (
+    ReturnEventWebhook,
+    ReturnWebhook,
+    can_cancel,
+    field_errors,
+    map_shopify,
+    parse_return_id,
+    status_after,
+)
+
+OWN_TOPICS = {t.name for t in CATALOG if t.producer == "returns"}
+TIMELINE_TOPICS = [
+    t.name
+    for t in CATALOG
+    if t.timeline and t.name not in OWN_TOPICS and "commands" not in t.name and t.name != "inventory.checks"
+]
+
+
+def timeline_handler(rt: Runtime) -> Handler:
+    async def handle(conn: Any, batch: list[Delivery]) -> None:
+        entries = []
+        updates: dict[Any, tuple[str, int]] = {}
+        for d in batch:
+            e = d.event
+            assert e is not None
+            data = e.model_dump(mode="json")
+            entries.append((e.return_id, str(e.event_id), e.occurred_at, e.type, data))
+            st = status_after(e.type, data)
+            if st and (e.return_id not in updates or updates[e.return_id][1] < st[1]):
+                updates[e.return_id] = st
+        await storage.add_timeline_raw(conn, entries)
+        await storage.advance_status(conn, updates)
+
+    return handle
+
+
+async def _start_intake(rt: Runtime) -> None:
+    rt.state["intake"] = GroupCommitter(
+        rt.pool,
+        storage.accept_returns,
+        max_size=rt.settings.intake_batch_max,
+        max_wait_s=rt.settings.intake_batch_wait_ms / 1000,
+    )
+
+
+async def _stop_intake(rt: Runtime) -> None:
+    await rt.state["intake"].close()
+
+
+def _timeline_url(request: Request, return_id: Any) -> str:
+    return f"/v1/returns/{return_id}/timeline"
+
+
+def routes(app: FastAPI, rt: Runtime) -> None:
+    settings = rt.settings
+
+    async def accept(request: Request, source: str, platform: str, delivery_id: str, data: Any) -> Response:
+        try:
+            body = ReturnWebhook.model_validate(data)
+        except ValidationError as exc:
+            return error(422, "validation failed", fields=field_errors(exc))
+        result = await rt.state["intake"].submit(
+            storage.Intake(source, delivery_id, platform, body, correlation_id(request))
+        )
+        return json_response(
+            {
+                "return_id": str(result.return_id),
+                "status": result.status,
+                "timeline_url": _timeline_url(request, result.return_id),
+                "duplicate": not result.created,
+            },
+            202 if result.created else 200,
+        )
+
+    @app.post(
+        "/v1/webhooks/generic/returns",
+        status_code=202,
+        tags=["webhooks"],
+        summary="A platform's return request (signed, X-Returnflow-Signature)",
+    )
+    async def generic_return(request: Request) -> Response:
+        try:
+            raw = await read_body(request, settings.webhook_max_body_bytes)
+        except BodyTooLarge:
+            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
+        try:
+            verify(
+                request.headers.get(SIGNATURE_HEADER),
+                raw,
+                settings.secrets_for("generic"),
+                settings.webhook_tolerance_s,
+            )
+        except SignatureError as exc:
+            return error(401, str(exc))
+        delivery_id = request.headers.get(DELIVERY_HEADER, "").strip()
+        if not delivery_id or len(delivery_id) > 128:
+            return error(
+                400,
+                f"missing or invalid {DELIVERY_HEADER} header",
+                fields=[{"field": DELIVERY_HEADER, "message": "a unique id per delivery is required"}],
+            )
+        if not is_json(request):
+            return error(415, "content-type must be application/json")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return error(422, "body is not valid JSON", fields=[{"field": "body", "message": str(exc)}])
+        return await accept(request, "generic", "generic", delivery_id, data)
+
+    @app.post(
+        "/v1/webhooks/shopify/returns",
+        status_code=202,
+        tags=["webhooks"],
+        summary="Shopify returns/request webhook (X-Shopify-Hmac-SHA256)",
+    )
+    async def shopify_return(request: Request) -> Response:
+        try:
+            raw = await read_body(request, settings.webhook_max_body_bytes)
+        except BodyTooLarge:
+            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
+        try:
+            shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for("shopify"))
+        except SignatureError as exc:
+            return error(401, str(exc))
+        delivery_id = request.headers.get(SHOPIFY_WEBHOOK_ID_HEADER, "").strip()
+        if not delivery_id:
+            return error(
+                400,
+                f"missing {SHOPIFY_WEBHOOK_ID_HEADER} header",
+                fields=[{"field": SHOPIFY_WEBHOOK_ID_HEADER, "message": "required"}],
+            )
+        if not is_json(request):
+            return error(415, "content-type must be application/json")
+        try:
+            payload = orjson.loads(raw)
+            if not isinstance(payload, dict):
+                raise ValueError("body must be a JSON object")
+            data = map_shopify(payload, request.headers.get(SHOPIFY_SHOP_HEADER))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return error(422, "body is not a Shopify return", fields=[{"field": "body", "message": str(exc)}])
+        return await accept(request, "shopify", "shopify", delivery_id, data)
+
+    @app.post(
+        "/v1/webhooks/{platform}/returns/{platform_return_id}/events",
+        status_code=202,
+        tags=["webhooks"],
+        summary="Tracking number registered, or return cancelled by the customer",
+    )
+    async def return_event(platform: str, platform_return_id: str, request: Request) -> Response:
+        if platform not in ("generic", "shopify"):
+            return error(404, f"unknown platform {platform!r}")
+        try:
+            raw = await read_body(request, settings.webhook_max_body_bytes)
+        except BodyTooLarge:
+            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
+        try:
+            if platform == "shopify":
+                shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for("shopify"))
+                delivery_id = request.headers.get(SHOPIFY_WEBHOOK_ID_HEADER, "").strip()
+            else:
+                verify(
+                    request.headers.get(SIGNATURE_HEADER),
+                    raw,
+                    settings.secrets_for("generic"),
+                    settings.webhook_tolerance_s,
+                )
+                delivery_id = request.headers.get(DELIVERY_HEADER, "").strip()
+        except SignatureError as exc:
+            return error(401, str(exc))
+        if not delivery_id:
+            return error(400, "missing delivery id header")
+        if not is_json(request):
+            return error(415, "content-type must be application/json")
+        try:
+            body = ReturnEventWebhook.model_validate_json(raw)
+        except ValidationError as exc:
+            return error(422, "validation failed", fields=field_errors(exc))
+        source = f"{platform}-events"
+        async with rt.pool.acquire() as conn, conn.transaction():
+            ret = await storage.find_by_platform_id(conn, body.shop_id, platform_return_id, for_update=True)
+            if ret is None:
+                return error(404, f"no return {platform_return_id!r} for shop {body.shop_id!r}")
+            if await storage.find_delivery(conn, source, delivery_id):
+                return json_response({"return_id": str(ret["id"]), "status": ret["status"], "duplicate": True})
+            now = datetime.now(UTC)
+            event: TrackingRegistered | ReturnCancelled
+            if body.type == "tracking_registered":
+                assert body.tracking_no is not None
+                event = TrackingRegistered(
+                    occurred_at=now,
+                    return_id=ret["id"],
+                    correlation_id=correlation_id(request),
+                    tracking_no=body.tracking_no,
+                    carrier=body.carrier,
+                )
+                await conn.execute(
+                    "UPDATE returns SET tracking_no = $2, updated_at = now() WHERE id = $1", ret["id"], body.tracking_no
+                )
+            else:
+                if ret["status"] == "cancelled":
+                    return json_response({"return_id": str(ret["id"]), "status": "cancelled", "duplicate": True})
+                if not can_cancel(ret["status_rank"]):
+                    return error(409, f"return is already {ret['status']}; it can no longer be cancelled")
+                event = ReturnCancelled(
+                    occurred_at=now, return_id=ret["id"], correlation_id=correlation_id(request), reason=body.reason
+                )
+            await enqueue(conn, [event])
+            await storage.add_timeline(conn, [event])
+            st = status_after(event.type, {})
+            if st:
+                await storage.advance_status(conn, {ret["id"]: st})
+            await storage.record_delivery(conn, source, delivery_id, ret["id"])
+        return json_response({"return_id": str(ret["id"]), "event": event.type, "duplicate": False}, 202)
+
+    @app.get("/v1/returns/{return_id}", tags=["returns"], summary="A return and its status")
+    async def get_return(return_id: str, request: Request) -> Response:
+        rid = parse_return_id(return_id)
+        found = await storage.get_return(rt.pool, rid) if rid else None
+        if found is None:
+            return error(404, f"unknown return {return_id!r}")
+        found["customer"] = {**found["customer"], "phone": mask_phone(found["customer"].get("phone", ""))}
+        found.pop("status_rank", None)
+        found["timeline_url"] = _timeline_url(request, rid)
+        return json_response(found)
+
+    @app.get("/v1/returns/{return_id}/timeline", tags=["returns"], summary="What happened to a return, in order")
+    async def get_timeline(return_id: str) -> Response:
+        rid = parse_return_id(return_id)
+        found = await rt.pool.fetchrow("SELECT status FROM returns WHERE id = $1", rid) if rid else None
+        if found is None:
+            return error(404, f"unknown return {return_id!r}")
+        entries = await storage.get_timeline(rt.pool, rid)  # type: ignore[arg-type]
+        return json_response({"return_id": str(rid), "status": found["status"], "entries": entries})
+
+
+SPEC = ServiceSpec(
+    name="returns",
+    folder=Path(__file__).parent,
+    description="Platform webhooks in; return events out; each return's status and timeline.",
+    consumers=[ConsumerSpec("timeline", TIMELINE_TOPICS, timeline_handler)],
+    routes=routes,
+    on_start=[_start_intake],
+    on_stop=[_stop_intake],
+)
+
+
+def app() -> FastAPI:
+    return create_app(SPEC)

@@ -1,0 +1,108 @@
+"""Test fixtures: a real PostgreSQL (embedded, one server per session, a fresh database per test)
+and a real Kafka-protocol broker (embedded Tansu, a fresh one per test), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from returnflow.kafka import create_topics
+from returnflow.service import ServiceSpec, create_app
+from returnflow.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server.uri("postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield pg_server.uri(name)
+    admin = await asyncpg.connect(pg_server.uri("postgres"))
+    with contextlib.suppress(Exception):
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    broker = EmbeddedKafka(free_port(), log_path=tmp_path / "broker.log").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+async def bootstrap(kafka: EmbeddedKafka) -> str:
+    await create_topics(kafka.bootstrap)
+    return kafka.bootstrap
+
+
+@pytest.fixture
+def settings(dsn: str, bootstrap: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=SecretStr(dsn),
+        kafka_bootstrap=bootstrap,
+        data_dir=tmp_path / "data",
+        webhook_secrets={
+            "generic": [SecretStr("test-secret-old"), SecretStr("test-secret-new")],
+            "shopify": [SecretStr("shopify-secret")],
+            "carriers": [SecretStr("carrier-secret")],
+        },
+        consumer_backoff_base_s=0.01,
+        consumer_backoff_max_s=0.05,
+        outbox_poll_interval_s=0.2,
+        outbox_broker_check_interval_s=0.5,
+        log_format="console",
+    )
+
+
+class RunningService:
+    def __init__(self, app: Any, port: int) -> None:
+        self.app = app
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+
+@contextlib.asynccontextmanager
+async def serve(spec: ServiceSpec, settings: Settings) -> AsyncIterator[RunningService]:
+    """Run a service in this event loop with uvicorn on a free loopback port."""
+    port = free_port()
+    app = create_app(spec, settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield RunningService(app, port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def service_runner() -> Any:
+    return serve

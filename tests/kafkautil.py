@@ -1,0 +1,52 @@
+"""Read topics with a real consumer, for assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 15.0,
+                     settle_s: float = 0.5) -> list[Any]:
+    """Read a topic from the start until `expect` records arrived (then a little longer, to catch extras)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+            if len(records) >= expect:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def values(records: list[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+def headers(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+async def wait_for(predicate: Any, timeout_s: float = 15.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
