@@ -15,10 +15,12 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
+from returnflow.db import Conn
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-Flush = Callable[[asyncpg.Connection, Sequence[T]], Awaitable[Sequence[R]]]
+Flush = Callable[[Conn, Sequence[T]], Awaitable[Sequence[R]]]
 
 
 class GroupCommitter(Generic[T, R]):

@@ -34,6 +34,7 @@ from contracts.catalog import (
 )
 from contracts.events import EVENT_TYPES, Message
 from returnflow import metrics
+from returnflow.db import Conn
 from returnflow.logging import get_logger
 from returnflow.outbox import OutboxRecord, enqueue
 
@@ -66,7 +67,7 @@ class Delivery:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Handler = Callable[[asyncpg.Connection, list[Delivery]], Awaitable[None]]
+Handler = Callable[[Conn, list[Delivery]], Awaitable[None]]
 
 
 class PoisonMessage(Exception):

@@ -9,6 +9,10 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+#: A connection, pooled or not: what handlers and storage functions receive.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{3,})_[\w-]+\.sql$")

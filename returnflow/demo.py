@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
+from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from returnflow.stack import Stack
+from services import SERVICE_MODULES
+
+DemoStep = Callable[[httpx.AsyncClient, Settings, list[dict[str, Any]]], Awaitable[None]]
+
+
+def _demo_step(service: str) -> DemoStep | None:
+    """A service may add to the demo with `services/<name>/demo.py: async def play(client, settings, returns)`."""
+    try:
+        module = importlib.import_module(f"services.{service}.demo")
+    except ModuleNotFoundError:
+        return None
+    step: DemoStep = module.play
+    return step
 
 
 def demo_returns(run: str) -> list[dict[str, Any]]:
@@ -100,6 +116,12 @@ async def run_demo(stack: Stack) -> None:
         bad = dict(demo_returns(run)[0], paid_total=-5, kind="swap")
         r = await post_signed(client, f"{base}/v1/webhooks/generic/returns", bad, secret)
         print(f"  POST invalid body        -> {r.status_code} {r.json()['fields']}")
+        returns = [{"return_id": rid, **b} for rid, b in zip(ids, demo_returns(run), strict=True)]
+        for name in SERVICE_MODULES:
+            step = _demo_step(name)
+            if step is not None:
+                print(f"\ndemo: {name}")
+                await step(client, settings, returns)
         await asyncio.sleep(1.5)
         for rid in ids:
             t = (await client.get(f"{base}/v1/returns/{rid}/timeline")).json()

@@ -18,7 +18,7 @@ def make_broker(settings: Settings, bootstrap: str, client_id: str) -> KafkaBrok
     return KafkaBroker(
         bootstrap,
         client_id=client_id,
-        acks="all" if settings.kafka_acks == "all" else int(settings.kafka_acks),  # type: ignore[arg-type]
+        acks="all" if settings.kafka_acks == "all" else int(settings.kafka_acks),
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=settings.kafka_linger_ms,
         max_batch_size=settings.kafka_max_batch_size,

@@ -29,6 +29,7 @@ from contracts.catalog import (
 )
 from contracts.events import Message
 from returnflow import metrics
+from returnflow.db import Conn
 from returnflow.logging import get_logger
 
 log = get_logger("returnflow.outbox")
@@ -60,7 +61,7 @@ def event_record(event: Message, topic: str | None = None) -> OutboxRecord:
     )
 
 
-async def enqueue(conn: asyncpg.Connection, items: Iterable[Message | OutboxRecord]) -> int:
+async def enqueue(conn: Conn, items: Iterable[Message | OutboxRecord]) -> int:
     """Write events to the outbox inside the caller's transaction (one statement for the batch)."""
     records = [i if isinstance(i, OutboxRecord) else event_record(i) for i in items]
     if not records:

@@ -177,9 +177,9 @@ class Stack:
         for child in self.children.values():
             if child.proc is None:
                 continue
-            while child.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if child.proc.poll() is None:
+            try:
+                await asyncio.to_thread(child.proc.wait, max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
             if child.log_file:

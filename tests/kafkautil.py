@@ -10,11 +10,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 15.0,
-                     settle_s: float = 0.5) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, expect: int, timeout_s: float = 15.0, settle_s: float = 0.5
+) -> list[Any]:
     """Read a topic from the start until `expect` records arrived (then a little longer, to catch extras)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -50,3 +52,22 @@ async def wait_for(predicate: Any, timeout_s: float = 15.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Committed offset per partition of `topic` for `group`, read without joining the group."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        out = {}
+        for p in parts:
+            out[p] = (await consumer.committed(TopicPartition(topic, p))) or 0
+        return out
+    finally:
+        await consumer.stop()

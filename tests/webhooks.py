@@ -30,8 +30,9 @@ def return_body(**over: Any) -> dict[str, Any]:
     return body
 
 
-def signed(body: dict[str, Any] | bytes, secret: bytes = SECRET, delivery_id: str | None = None,
-           t: int | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict[str, Any] | bytes, secret: bytes = SECRET, delivery_id: str | None = None, t: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     return raw, {
         "content-type": "application/json",

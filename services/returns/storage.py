@@ -18,6 +18,7 @@ from contracts.events import (
     ReturnLine,
     ReturnRequested,
 )
+from returnflow.db import Conn
 from returnflow.outbox import enqueue
 from services.returns.domain import STATUS_BY_EVENT, ReturnWebhook, summarize
 
@@ -59,7 +60,7 @@ def _requested_event(return_id: UUID, it: Intake, now: datetime) -> ReturnReques
     )
 
 
-async def accept_returns(conn: asyncpg.Connection, items: Sequence[Intake]) -> list[IntakeResult]:
+async def accept_returns(conn: Conn, items: Sequence[Intake]) -> list[IntakeResult]:
     """Insert new returns with their lines, timeline entry and outbox event; recognise duplicates
     by delivery id or by (shop, platform_return_id). One round of statements for the whole batch."""
     now = await conn.fetchval("SELECT now()")
@@ -161,15 +162,13 @@ async def accept_returns(conn: asyncpg.Connection, items: Sequence[Intake]) -> l
     return results
 
 
-async def add_timeline(conn: asyncpg.Connection, events: Sequence[Message]) -> None:
+async def add_timeline(conn: Conn, events: Sequence[Message]) -> None:
     await add_timeline_raw(
         conn, [(e.return_id, str(e.event_id), e.occurred_at, e.type, e.model_dump(mode="json")) for e in events]
     )
 
 
-async def add_timeline_raw(
-    conn: asyncpg.Connection, entries: Sequence[tuple[UUID, str, datetime, str, dict[str, Any]]]
-) -> None:
+async def add_timeline_raw(conn: Conn, entries: Sequence[tuple[UUID, str, datetime, str, dict[str, Any]]]) -> None:
     if not entries:
         return
     await conn.execute(
@@ -184,7 +183,7 @@ async def add_timeline_raw(
     )
 
 
-async def advance_status(conn: asyncpg.Connection, updates: dict[UUID, tuple[str, int]]) -> None:
+async def advance_status(conn: Conn, updates: dict[UUID, tuple[str, int]]) -> None:
     """Move each return to a later status; an earlier-ranked status never overwrites a later one."""
     if not updates:
         return
@@ -198,14 +197,14 @@ async def advance_status(conn: asyncpg.Connection, updates: dict[UUID, tuple[str
     )
 
 
-async def find_delivery(conn: asyncpg.Connection, source: str, delivery_id: str) -> UUID | None:
+async def find_delivery(conn: Conn, source: str, delivery_id: str) -> UUID | None:
     rid: UUID | None = await conn.fetchval(
         "SELECT return_id FROM deliveries WHERE source = $1 AND delivery_id = $2", source, delivery_id
     )
     return rid
 
 
-async def record_delivery(conn: asyncpg.Connection, source: str, delivery_id: str, return_id: UUID) -> None:
+async def record_delivery(conn: Conn, source: str, delivery_id: str, return_id: UUID) -> None:
     await conn.execute(
         "INSERT INTO deliveries (source, delivery_id, return_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         source,
@@ -215,7 +214,7 @@ async def record_delivery(conn: asyncpg.Connection, source: str, delivery_id: st
 
 
 async def find_by_platform_id(
-    conn: asyncpg.Connection, shop_id: str, platform_return_id: str, for_update: bool = False
+    conn: Conn, shop_id: str, platform_return_id: str, for_update: bool = False
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, status, status_rank, correlation_id FROM returns WHERE shop_id = $1 AND platform_return_id = $2"
@@ -225,7 +224,7 @@ async def find_by_platform_id(
     )
 
 
-async def get_return(conn: asyncpg.Connection | asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
+async def get_return(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow("SELECT * FROM returns WHERE id = $1", return_id)
     if row is None:
         return None
@@ -238,7 +237,7 @@ async def get_return(conn: asyncpg.Connection | asyncpg.Pool, return_id: UUID) -
     return out
 
 
-async def get_timeline(conn: asyncpg.Connection | asyncpg.Pool, return_id: UUID) -> list[dict[str, Any]]:
+async def get_timeline(conn: Conn | asyncpg.Pool, return_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT occurred_at, type, summary FROM timeline WHERE return_id = $1 ORDER BY occurred_at, id",
         return_id,

@@ -47,8 +47,9 @@ async def test_same_webhook_nine_times_concurrently_is_one_return_one_event(sett
         sequential = [await client.post(URL, content=raw, headers=hdrs) for _ in range(3)]
         concurrent = await asyncio.gather(*(client.post(URL, content=raw, headers=hdrs) for _ in range(3)))
         # a platform re-sending with a new delivery id is still the same (shop, platform_return_id)
-        others = await asyncio.gather(*(client.post(URL, content=r, headers=h)
-                                        for r, h in (signed(body) for _ in range(3))))
+        others = await asyncio.gather(
+            *(client.post(URL, content=r, headers=h) for r, h in (signed(body) for _ in range(3)))
+        )
         responses = sequential + list(concurrent) + list(others)
         assert sorted(r.status_code for r in responses) == [200] * 8 + [202]
         assert len({r.json()["return_id"] for r in responses}) == 1
@@ -65,5 +66,6 @@ async def test_concurrent_distinct_webhooks_all_accepted(settings, service_runne
         assert len({r.json()["return_id"] for r in responses}) == 120
         records = await read_topic(settings.kafka_bootstrap, "returns.requested", expect=120)
         assert len({v["event_id"] for v in values(records)}) == 120
-        assert await wait_for(lambda: svc.runtime.pool.fetchval(
-            "SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
+        assert await wait_for(
+            lambda: svc.runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL")
+        )
