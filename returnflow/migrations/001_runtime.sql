@@ -11,8 +11,9 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 CREATE INDEX outbox_created_at ON outbox (created_at);
 
--- Highest offset the relay has seen acknowledged per partition: if the broker later reports a
--- lower end offset, it lost its log (the embedded broker is memory-only) and the relay re-publishes.
+-- Per partition, a lower bound of the end offset the broker must have after the relay's last acked
+-- batch: if the broker later reports less, it lost its log (the embedded broker is memory-only) and
+-- the relay re-publishes every retained row.
 CREATE TABLE outbox_offsets (
     topic       text   NOT NULL,
     partition   int    NOT NULL,
