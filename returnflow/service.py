@@ -109,6 +109,8 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
         batch_timeout_ms=rt.settings.consumer_batch_timeout_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
+        session_timeout_ms=rt.settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=rt.settings.kafka_heartbeat_interval_ms,
     )
 
     async def on_batch(msg: KafkaMessage) -> None:

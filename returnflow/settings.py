@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = 2
     kafka_max_batch_size: int = 256 * 1024
 
-    # Consumers
+    # Consumers. The embedded broker holds a JoinGroup for about half the session timeout, so
+    # tests use a short one; production keeps Kafka's usual values.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
     consumer_max_records: int = 500
     consumer_batch_timeout_ms: int = 20
     consumer_max_attempts: int = 4

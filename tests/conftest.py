@@ -71,6 +71,8 @@ def settings(dsn: str, bootstrap: str, tmp_path: Path) -> Settings:
         outbox_poll_interval_s=0.2,
         outbox_broker_check_interval_s=0.5,
         log_format="console",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=400,
     )
 
 

@@ -1,0 +1,172 @@
+"""Signatures and validation at the returns webhook, over HTTP: clear errors, nothing half-accepted."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from services.returns.app import SPEC
+from tests.webhooks import return_body, signed
+
+URL = "/v1/webhooks/generic/returns"
+
+
+@pytest.fixture
+async def client(settings, service_runner):
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as c:
+        c.svc = svc  # type: ignore[attr-defined]
+        yield c
+
+
+async def count_returns(client) -> int:
+    return await client.svc.runtime.pool.fetchval("SELECT count(*) FROM returns")
+
+
+async def test_signature_cases(client):
+    raw, h = signed(return_body())
+    flipped = bytearray(raw)
+    flipped[10] ^= 0x01
+    cases = {
+        "one byte changed": (bytes(flipped), h),
+        "stale t": signed(return_body(), t=int(time.time()) - 301),
+        "future t": signed(return_body(), t=int(time.time()) + 301),
+        "missing header": (raw, {k: v for k, v in h.items() if k != "X-Returnflow-Signature"}),
+        "malformed header": (raw, {**h, "X-Returnflow-Signature": "v1=abc"}),
+        "unknown secret": signed(return_body(), secret=b"not-a-secret"),
+    }
+    for name, (body, headers) in cases.items():
+        r = await client.post(URL, content=body, headers=headers)
+        assert r.status_code == 401, name
+        assert r.json()["error"], name
+    assert await count_returns(client) == 0
+    # rotation: both active secrets are accepted
+    for secret in (b"test-secret-old", b"test-secret-new"):
+        r = await client.post(URL, content=(s := signed(return_body(), secret=secret))[0], headers=s[1])
+        assert r.status_code == 202, r.text
+    assert await count_returns(client) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"paid_total": -1}, "paid_total"),
+        ({"paid_total": 10.5}, "paid_total"),
+        ({"kind": "swap"}, "kind"),
+        ({"lines": [{"sku": "A", "qty": 0, "unit_price": 100, "reason": "x"}]}, "lines.0.qty"),
+        ({"lines": [{"sku": "A", "qty": 1, "unit_price": -5, "reason": "x"}]}, "lines.0.unit_price"),
+        ({"lines": [{"sku": "A", "qty": 3, "unit_price": 2000, "reason": "x"}]}, "lines"),
+        ({"lines": []}, "lines"),
+        ({"customer": {"id": "c", "phone": "13812345678"}}, "customer.phone"),
+        ({"customer": {"id": "c", "phone": "+8613812345678", "timezone": "Mars/Base"}}, "customer.timezone"),
+        ({"currency": "cny"}, "currency"),
+        ({"requested_at": "2026-11-11T10:00:00"}, "requested_at"),
+    ],
+)
+async def test_validation_names_the_field(client, change, field):
+    raw, h = signed(return_body(**change))
+    r = await client.post(URL, content=raw, headers=h)
+    assert r.status_code == 422, r.text
+    assert field in [f["field"] for f in r.json()["fields"]], r.json()
+    assert await count_returns(client) == 0
+
+
+async def test_missing_required_fields_are_each_named(client):
+    raw, h = signed({"kind": "refund_only"})
+    r = await client.post(URL, content=raw, headers=h)
+    assert r.status_code == 422
+    named = {f["field"] for f in r.json()["fields"]}
+    assert {"platform_return_id", "order_id", "shop_id", "customer", "currency", "paid_total", "lines"} <= named
+
+
+async def test_size_type_and_delivery_header(client):
+    big = b'{"x": "' + b"a" * (1024 * 1024) + b'"}'
+    raw, h = signed(big)
+    assert (await client.post(URL, content=raw, headers=h)).status_code == 413
+    raw, h = signed(b"platform_return_id=1")
+    assert (await client.post(URL, content=raw, headers={**h, "content-type": "text/plain"})).status_code == 415
+    raw, h = signed(b"{not json")
+    assert (await client.post(URL, content=raw, headers=h)).status_code == 422
+    raw, h = signed(return_body())
+    del h["X-Returnflow-Delivery"]
+    r = await client.post(URL, content=raw, headers=h)
+    assert r.status_code == 400 and "X-Returnflow-Delivery" in r.json()["error"]
+    assert await count_returns(client) == 0
+
+
+def shopify_payload(return_id: int) -> dict:
+    return {
+        "id": return_id,
+        "admin_graphql_api_id": f"gid://shopify/Return/{return_id}",
+        "status": "requested",
+        "created_at": "2026-11-11T10:00:00+08:00",
+        "order": {
+            "id": 4501,
+            "currency": "USD",
+            "total_price": "59.90",
+            "customer": {"id": 77, "phone": "+14155550123", "locale": "en", "timezone": "America/New_York"},
+        },
+        "return_line_items": [
+            {
+                "id": 1,
+                "quantity": 2,
+                "return_reason": "SIZE_TOO_SMALL",
+                "customer_note": "too tight",
+                "fulfillment_line_item": {"line_item": {"id": 9, "sku": "TEE-S", "price": "19.95"}},
+            },
+        ],
+        "exchange_line_items": [],
+    }
+
+
+async def test_shopify_webhook(client):
+    body = orjson.dumps(shopify_payload(1001))
+    mac = base64.b64encode(hmac.new(b"shopify-secret", body, hashlib.sha256).digest()).decode()
+    headers = {
+        "content-type": "application/json",
+        "X-Shopify-Hmac-SHA256": mac,
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+    }
+    r = await client.post("/v1/webhooks/shopify/returns", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    again = await client.post("/v1/webhooks/shopify/returns", content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["return_id"] == r.json()["return_id"]
+    got = (await client.get(f"/v1/returns/{r.json()['return_id']}")).json()
+    assert got["paid_total"] == 5990 and got["currency"] == "USD" and got["platform"] == "shopify"
+    assert got["lines"][0]["unit_price"] == 1995 and got["lines"][0]["qty"] == 2
+    bad = await client.post(
+        "/v1/webhooks/shopify/returns",
+        content=body,
+        headers={**headers, "X-Shopify-Hmac-SHA256": base64.b64encode(b"x" * 32).decode()},
+    )
+    assert bad.status_code == 401
+
+
+async def test_tracking_and_cancel_events(client):
+    body = return_body()
+    raw, h = signed(body)
+    rid = (await client.post(URL, content=raw, headers=h)).json()["return_id"]
+    ev_url = f"/v1/webhooks/generic/returns/{body['platform_return_id']}/events"
+    raw, h = signed({"shop_id": "shop-1", "type": "tracking_registered", "tracking_no": "SF123", "carrier": "sf"})
+    assert (await client.post(ev_url, content=raw, headers=h)).status_code == 202
+    assert (await client.post(ev_url, content=raw, headers=h)).json()["duplicate"] is True
+    raw, h = signed({"shop_id": "shop-1", "type": "tracking_registered"})
+    r = await client.post(ev_url, content=raw, headers=h)
+    assert r.status_code == 422
+    raw, h = signed({"shop_id": "shop-1", "type": "cancelled", "reason": "changed my mind"})
+    assert (await client.post(ev_url, content=raw, headers=h)).status_code == 202
+    tl = (await client.get(f"/v1/returns/{rid}/timeline")).json()
+    assert tl["status"] == "cancelled"
+    assert [e["type"] for e in tl["entries"]] == ["return.requested", "return.tracking_registered", "return.cancelled"]
+    raw, h = signed({"shop_id": "shop-1", "type": "cancelled"})
+    missing = await client.post("/v1/webhooks/generic/returns/nope/events", content=raw, headers=h)
+    assert missing.status_code == 404
+    assert (await client.get(f"/v1/returns/{uuid.uuid4()}")).status_code == 404
+    assert (await client.get("/v1/returns/not-a-uuid/timeline")).status_code == 404
