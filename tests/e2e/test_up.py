@@ -1,0 +1,145 @@
+"""`returnflow up` as a user runs it: every service ready, Ctrl-C leaves nothing behind, and a stop
+with events in flight followed by a start loses nothing (the embedded broker comes back empty)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from returnflow.embedded import free_port, port_is_free
+from services import SERVICE_MODULES
+from tests.kafkautil import read_topic, values
+from tests.webhooks import return_body, signed
+
+pytestmark = pytest.mark.e2e
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETURNFLOW_")}
+    env.update(
+        {
+            "RETURNFLOW_DATA_DIR": str(data_dir),
+            "RETURNFLOW_EMBEDDED_KAFKA_PORT": str(free_port()),
+            "RETURNFLOW_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "400",
+            "RETURNFLOW_OUTBOX_BROKER_CHECK_INTERVAL_S": "0.5",
+            "RETURNFLOW_WEBHOOK_SECRETS": '{"generic": ["test-secret-new"]}',
+        }
+    )
+    for name in SERVICE_MODULES:
+        env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
+    return env
+
+
+def start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "returnflow.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str], timeout_s: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("returnflow up exited early:\n" + "".join(lines))
+        lines.append(line)
+        if "returnflow: running" in line:
+            return lines
+    raise AssertionError("not ready in time:\n" + "".join(lines))
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def base(env: dict[str, str], name: str) -> str:
+    return f"http://127.0.0.1:{env[f'RETURNFLOW_{name.upper()}_PORT']}"
+
+
+async def post_returns(env: dict[str, str], n: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10) as client:
+        reqs = [signed(return_body()) for _ in range(n)]
+        responses = await asyncio.gather(
+            *(client.post("/v1/webhooks/generic/returns", content=r, headers=h) for r, h in reqs)
+        )
+    assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
+    return [r.json()["return_id"] for r in responses]
+
+
+async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp_path):
+    env = stack_env(tmp_path / "data")
+    proc = start(env)
+    try:
+        wait_ready(proc)
+        async with httpx.AsyncClient(timeout=5) as client:
+            for name in SERVICE_MODULES:
+                r = await client.get(f"{base(env, name)}/readyz")
+                assert r.status_code == 200, (name, r.text)
+                assert (await client.get(f"{base(env, name)}/metrics")).status_code == 200
+        # starting twice: one clear line, not a traceback
+        second = subprocess.run(
+            [sys.executable, "-m", "returnflow.cli", "up"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip().startswith("returnflow: returnflow is already running")
+        assert "Traceback" not in second.stderr + second.stdout
+        # a port already taken (another data dir, same ports)
+        other = dict(env, RETURNFLOW_DATA_DIR=str(tmp_path / "other"))
+        third = subprocess.run(
+            [sys.executable, "-m", "returnflow.cli", "up"], env=other, capture_output=True, text=True, timeout=60
+        )
+        assert third.returncode == 1 and "already in use" in third.stderr and "Traceback" not in third.stderr
+
+        ids = await post_returns(env, 200)
+        tree = descendants(proc.pid)
+        assert len(tree) >= len(SERVICE_MODULES) + 1  # services and the broker
+        out = stop(proc)  # right away: events may still be in the outbox
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    time.sleep(0.5)
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], alive
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "data") in " ".join(p.info["cmdline"] or [])
+    ]
+    for name in SERVICE_MODULES:
+        assert port_is_free("127.0.0.1", int(env[f"RETURNFLOW_{name.upper()}_PORT"]))
+    assert port_is_free("127.0.0.1", int(env["RETURNFLOW_EMBEDDED_KAFKA_PORT"]))
+
+    # start again: same data dir, a new (empty) embedded broker
+    proc = start(env)
+    try:
+        wait_ready(proc)
+        async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10) as client:
+            for rid in ids:
+                assert (await client.get(f"/v1/returns/{rid}")).status_code == 200
+        bootstrap = f"127.0.0.1:{env['RETURNFLOW_EMBEDDED_KAFKA_PORT']}"
+        records = await read_topic(bootstrap, "returns.requested", expect=200, timeout_s=30)
+        assert {v["return_id"] for v in values(records)} == set(ids)
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
