@@ -10,7 +10,8 @@ from typing import Any
 
 import structlog
 
-_PHONE = re.compile(r"(?<![\w])\+?\d[\d \-]{6,16}\d(?![\w])")
+# E.164 with its plus (7+ digits), or a bare national mobile number (11-15 digits).
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d \-]{5,16}\d|\d{11,15})(?![\w])")
 _SECRET_KEYS = ("secret", "password", "token", "authorization", "signature", "api_key", "apikey")
 
 
