@@ -22,14 +22,17 @@ def _serve(name: str) -> int:
     port = settings.port_for(name)
     if not port_is_free(settings.host, port):
         raise SystemExit(f"returnflow: port {port} on {settings.host} is already in use ({name})")
-    module = import_module(SERVICE_MODULES[name])
+    import_module(SERVICE_MODULES[name])  # fail here, in one line, if the service cannot load
     uvicorn.run(
-        module.app,
+        f"{SERVICE_MODULES[name]}:app",
         factory=True,
+        workers=settings.workers_for(name),
         host=settings.host,
         port=port,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
     )

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     notify_port: int = DEFAULT_PORTS["notify"]
     audit_port: int = DEFAULT_PORTS["audit"]
     public_base_url: str | None = None
+    # Worker processes per service (uvicorn workers sharing the port). The webhook intake is
+    # CPU-bound in Python, so the returns service runs two by default.
+    returns_workers: int = 2
+    warehouse_workers: int = 1
+    refunds_workers: int = 1
+    notify_workers: int = 1
+    audit_workers: int = 1
 
     # Kafka producer: idempotence is refused by the embedded broker; turn it on for Apache Kafka.
     kafka_enable_idempotence: bool = False
@@ -83,6 +90,9 @@ class Settings(BaseSettings):
 
     def port_for(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
+
+    def workers_for(self, service: str) -> int:
+        return max(1, int(getattr(self, f"{service}_workers", 1)))
 
     def base_url_for(self, service: str) -> str:
         return f"http://{self.host}:{self.port_for(service)}"

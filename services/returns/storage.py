@@ -40,8 +40,12 @@ class IntakeResult:
 
 
 def _requested_event(return_id: UUID, it: Intake, now: datetime) -> ReturnRequested:
+    # The body is already validated; build the event without validating every field again.
     b = it.body
-    return ReturnRequested(
+    return ReturnRequested.model_construct(
+        event_id=uuid.uuid4(),
+        type="return.requested",
+        version=1,
         occurred_at=now,
         return_id=return_id,
         correlation_id=it.correlation_id,
@@ -50,12 +54,12 @@ def _requested_event(return_id: UUID, it: Intake, now: datetime) -> ReturnReques
         platform_return_id=b.platform_return_id,
         order_id=b.order_id,
         kind=b.kind,
-        customer=Customer(**b.customer.model_dump()),
+        customer=Customer.model_construct(**b.customer.model_dump()),
         currency=b.currency,
         paid_total=b.paid_total,
-        lines=[ReturnLine(**line.model_dump()) for line in b.lines],
+        lines=[ReturnLine.model_construct(**line.model_dump()) for line in b.lines],
         tracking_no=b.tracking_no,
-        requested_by=RequestedBy(**b.requested_by.model_dump()),
+        requested_by=RequestedBy.model_construct(**b.requested_by.model_dump()),
         requested_at=b.requested_at,
     )
 
