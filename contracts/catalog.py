@@ -79,7 +79,7 @@ CATALOG: tuple[Topic, ...] = (
         "returns.received",
         ev.ReturnReceived,
         "warehouse",
-        ("returns", "refunds", "notify"),
+        ("returns", "refunds", "notify", "audit"),
         description="the warehouse recorded what came back",
     ),
     Topic(

@@ -214,6 +214,10 @@ class MovementVerified(Message):
     quantity: int
     warehouse_attested_by: str
     returns_team_checked_by: str
+    warehouse_attestation_id: str | None = None
+    returns_team_check_id: str | None = None
+    audit_seq: int | None = Field(default=None, description="sequence number of the audit-log entry")
+    audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
 class DiscrepancyFound(Message):
@@ -230,6 +234,10 @@ class DiscrepancyFound(Message):
     ]
     sku: str | None = None
     details: str
+    movement: Movement | None = None
+    sides: list[str] | None = Field(default=None, description="the attestations involved, as source:id")
+    audit_seq: int | None = Field(default=None, description="sequence number of the audit-log entry")
+    audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
 class RefundDecided(Message):
