@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit schemas bench clean
+.PHONY: run test lint typecheck unit schemas docs bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
@@ -31,6 +31,9 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/returnflow contracts export
+
+docs: $(STAMP)
+	$(BIN)/returnflow docs
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.intake

@@ -63,6 +63,17 @@ def _contracts_export(check: bool) -> int:
     return 1 if problems else 0
 
 
+def _docs() -> int:
+    from pathlib import Path
+
+    from contracts.docs import update_readme
+
+    status = _contracts_export(check=False)
+    changed = update_readme(Path("README.md"))
+    print("README.md topic table " + ("updated" if changed else "up to date"))
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="returnflow", description="returnflow after-sales platform")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("service")
     contracts = sub.add_parser("contracts", help="JSON Schemas of the contracts")
     contracts.add_argument("action", choices=["export", "check"])
+    sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -80,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.service)
         if args.cmd == "contracts":
             return _contracts_export(check=args.action == "check")
+        if args.cmd == "docs":
+            return _docs()
     except KeyboardInterrupt:
         return 130
     return 2

@@ -85,3 +85,12 @@ def test_compatible_changes_pass():
 def test_breaking_changes_are_caught(mutate, expected):
     problems = compat.check(BASE, changed(mutate))
     assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_readme_topic_table_is_generated_from_the_catalog():
+    from pathlib import Path
+
+    from contracts.docs import render_readme
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert render_readme(readme) == readme, "README.md topic table is stale: run `make docs`"
