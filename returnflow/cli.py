@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from importlib import import_module
 
@@ -84,8 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     contracts = sub.add_parser("contracts", help="JSON Schemas of the contracts")
     contracts.add_argument("action", choices=["export", "check"])
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
+    from returnflow import ops
+
+    ops.register(sub)
     args = parser.parse_args(argv)
+    # The CLI speaks in one-line errors of its own; client libraries' connection chatter stays out.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
+        handled = ops.run(args, get_settings())
+        if handled is not None:
+            return handled
         if args.cmd == "up":
             return _up(args.demo)
         if args.cmd == "serve":
@@ -96,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             return _docs()
     except KeyboardInterrupt:
         return 130
+    except ops.OpsError as exc:
+        print(f"returnflow: {exc}", file=sys.stderr)
+        return 1
     return 2
 
 

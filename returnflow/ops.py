@@ -1,0 +1,373 @@
+"""Ops commands of the `returnflow` CLI: the same against the embedded broker and a real cluster.
+
+topics, tail, dlq list|show|replay, timeline, approve|reject.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contracts.catalog import (
+    CATALOG,
+    DLQ_SUFFIX,
+    HEADER_DLQ_ERROR_MESSAGE,
+    HEADER_DLQ_ERROR_TYPE,
+    HEADER_DLQ_TOPIC,
+    HEADER_REPLAYED,
+    TOPICS_BY_NAME,
+)
+from contracts.events import RefundCommand
+from returnflow.logging import _redact
+from returnflow.outbox import event_record
+from returnflow.settings import Settings
+
+REPLAY_GROUP = "returnflow.dlq-replay"
+
+
+class OpsError(Exception):
+    """One clear line for the operator."""
+
+
+def bootstrap_of(settings: Settings) -> str:
+    return settings.kafka_bootstrap or f"{settings.host}:{settings.embedded_kafka_port}"
+
+
+def progress(done: int, total: int, what: str) -> None:
+    if total <= 0 or (not sys.stderr.isatty() and done not in (total,) and done % 500):
+        return
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(admin.start(), 8)
+    except Exception as exc:
+        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+    return admin
+
+
+async def _offsets(
+    bootstrap: str, topics: list[str], group: str | None = None
+) -> dict[TopicPartition, tuple[int, int]]:
+    """(end offset, committed offset of `group` or 0) per partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        await asyncio.wait_for(consumer.start(), 8)
+    except Exception as exc:
+        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        out = {}
+        for tp in tps:
+            committed = (await consumer.committed(tp)) if group else 0
+            out[tp] = (ends.get(tp, 0), committed or 0)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def consumer_groups() -> dict[str, list[str]]:
+    """Consumer groups of every service and the topics they read, from the service specs."""
+    from importlib import import_module
+
+    from services import SERVICE_MODULES
+
+    groups: dict[str, list[str]] = {}
+    for name, module in SERVICE_MODULES.items():
+        spec = import_module(module).SPEC
+        for c in spec.consumers:
+            groups[f"{name}.{c.name}"] = list(c.topics)
+    return groups
+
+
+async def topics_cmd(settings: Settings, describe: bool) -> None:
+    bootstrap = bootstrap_of(settings)
+    admin = await _admin(bootstrap)
+    try:
+        names = sorted(t for t in await admin.list_topics() if not t.startswith("__"))
+    finally:
+        await admin.close()
+    ends = await _offsets(bootstrap, names)
+    print(f"{'topic':<34} {'partitions':>10} {'messages':>10}  consumers")
+    for name in names:
+        parts = [tp for tp in ends if tp.topic == name]
+        total = sum(ends[tp][0] for tp in parts)
+        t = TOPICS_BY_NAME.get(name)
+        print(f"{name:<34} {len(parts):>10} {total:>10}  {', '.join(t.consumers) if t else ''}")
+    if not describe:
+        return
+    print(f"\n{'consumer group':<28} {'topic':<30} {'partition':>9} {'end':>8} {'committed':>9} {'lag':>6}")
+    for group, topics in consumer_groups().items():
+        offsets = await _offsets(bootstrap, [t for t in topics if t in names], group)
+        for tp, (end, committed) in sorted(offsets.items()):
+            print(f"{group:<28} {tp.topic:<30} {tp.partition:>9} {end:>8} {committed:>9} {max(0, end - committed):>6}")
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in record.headers or ()}
+
+
+def render(record: Any) -> str:
+    try:
+        value: Any = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        value = record.value.decode(errors="replace")
+    doc = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": datetime.fromtimestamp(record.timestamp / 1000, UTC).isoformat(timespec="milliseconds"),
+        "key": record.key.decode(errors="replace") if record.key else None,
+        "headers": _headers(record),
+        "value": _redact(value),
+    }
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+
+
+async def _read(
+    bootstrap: str,
+    topic: str,
+    follow: bool,
+    max_messages: int | None,
+    keep: Callable[[Any], bool],
+    on_record: Callable[[Any], None],
+) -> int:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), 8)
+    except Exception as exc:
+        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+    seen = 0
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            raise OpsError(f"no topic {topic!r}")
+        ends = await consumer.end_offsets(parts)
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                for r in recs:
+                    if keep(r):
+                        on_record(r)
+                        seen += 1
+                        if max_messages and seen >= max_messages:
+                            return seen
+            if not follow and not batch:
+                positions = {tp: await consumer.position(tp) for tp in parts}
+                if all(positions[tp] >= ends.get(tp, 0) for tp in parts):
+                    return seen
+    finally:
+        await consumer.stop()
+
+
+async def tail_cmd(
+    settings: Settings, topic: str, return_id: str | None, follow: bool, max_messages: int | None
+) -> None:
+    key = return_id.encode() if return_id else None
+    await _read(
+        bootstrap_of(settings),
+        topic,
+        follow,
+        max_messages,
+        lambda r: key is None or r.key == key,
+        lambda r: print(render(r)),
+    )
+
+
+def _dlq_topics() -> list[str]:
+    return [t.dlq for t in CATALOG if t.consumers]
+
+
+async def dlq_list_cmd(settings: Settings) -> None:
+    bootstrap = bootstrap_of(settings)
+    ends = await _offsets(bootstrap, _dlq_topics())
+    replayed = await _offsets(bootstrap, _dlq_topics(), REPLAY_GROUP)
+    print(f"{'dead-letter topic':<36} {'messages':>8} {'replayed':>8} {'pending':>8}")
+    for topic in _dlq_topics():
+        end = sum(v[0] for tp, v in ends.items() if tp.topic == topic)
+        done = sum(v[1] for tp, v in replayed.items() if tp.topic == topic)
+        print(f"{topic:<36} {end:>8} {done:>8} {max(0, end - done):>8}")
+
+
+async def dlq_show_cmd(settings: Settings, topic: str, max_messages: int | None) -> None:
+    if not topic.endswith(DLQ_SUFFIX):
+        raise OpsError(f"{topic!r} is not a dead-letter topic (they end in {DLQ_SUFFIX})")
+
+    def show(r: Any) -> None:
+        h = _headers(r)
+        print(f"# offset {r.offset}: {h.get(HEADER_DLQ_ERROR_TYPE)}: {h.get(HEADER_DLQ_ERROR_MESSAGE)}")
+        print(render(r))
+
+    await _read(bootstrap_of(settings), topic, False, max_messages, lambda r: True, show)
+
+
+async def dlq_replay_cmd(settings: Settings, topic: str, dry_run: bool) -> int:
+    """Re-publish pending dead letters to their original topic with a replay header. The replay cursor
+    (consumer group `returnflow.dlq-replay`) moves only after the broker acknowledged the re-publish,
+    and nothing is removed from the DLQ."""
+    if not topic.endswith(DLQ_SUFFIX):
+        raise OpsError(f"{topic!r} is not a dead-letter topic (they end in {DLQ_SUFFIX})")
+    bootstrap = bootstrap_of(settings)
+    pending = await _offsets(bootstrap, [topic], REPLAY_GROUP)
+    total = sum(max(0, end - committed) for end, committed in pending.values())
+    if total == 0:
+        print(f"{topic}: nothing to replay")
+        return 0
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=REPLAY_GROUP,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=settings.kafka_enable_idempotence
+    )
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        while done < total:
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                break
+            for tp, recs in batch.items():
+                for r in recs:
+                    h = _headers(r)
+                    original = h.get(HEADER_DLQ_TOPIC) or topic.removesuffix(DLQ_SUFFIX)
+                    if not dry_run:
+                        headers = [(k, v.encode()) for k, v in h.items() if not k.startswith("rf-dlq-")]
+                        headers.append((HEADER_REPLAYED, f"{topic}:{r.partition}:{r.offset}".encode()))
+                        await producer.send_and_wait(original, r.value, key=r.key, headers=headers)
+                        await consumer.commit({tp: r.offset + 1})
+                    done += 1
+                    progress(done, total, f"replaying {topic}")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    print(f"{topic}: {'would replay' if dry_run else 'replayed'} {done} message(s)")
+    return done
+
+
+async def timeline_cmd(settings: Settings, return_id: str) -> None:
+    url = f"{settings.base_url_for('returns')}/v1/returns/{return_id}/timeline"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise OpsError(f"cannot reach the returns service at {settings.base_url_for('returns')} ({exc!r})") from None
+    if r.status_code != 200:
+        raise OpsError(r.json().get("error", f"HTTP {r.status_code}"))
+    body = r.json()
+    print(f"return {body['return_id']}  status={body['status']}")
+    for e in body["entries"]:
+        print(f"  {e['occurred_at'][:19]}  {e['type']:<28} {e['summary']}")
+
+
+async def command_cmd(
+    settings: Settings, action: str, return_id: str, actor: str, amount: int | None, note: str | None
+) -> None:
+    try:
+        rid = uuid.UUID(return_id)
+    except ValueError:
+        raise OpsError(f"not a return id: {return_id!r}") from None
+    if amount is not None and amount < 0:
+        raise OpsError("amount must be a non-negative number of minor units")
+    cmd = RefundCommand(
+        occurred_at=datetime.now(UTC),
+        return_id=rid,
+        correlation_id=f"cli-{uuid.uuid4().hex[:12]}",
+        action=action,
+        actor_id=actor,
+        amount=amount,
+        note=note,
+    )
+    rec = event_record(cmd)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_of(settings), acks="all")
+    try:
+        await asyncio.wait_for(producer.start(), 8)
+    except Exception as exc:
+        raise OpsError(f"cannot reach Kafka at {bootstrap_of(settings)} ({type(exc).__name__})") from None
+    try:
+        meta = await producer.send_and_wait(
+            rec.topic, rec.value, key=rec.key, headers=[(k, v.encode()) for k, v in rec.headers.items()]
+        )
+    finally:
+        await producer.stop()
+    print(
+        f"{action} for return {rid} by {actor} sent to {meta.topic}[{meta.partition}]@{meta.offset} "
+        f"(correlation id {cmd.correlation_id})"
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("topics", help="list topics; --describe adds consumer-group lag")
+    p.add_argument("--describe", action="store_true")
+    p = sub.add_parser("tail", help="print a topic's messages (pretty JSON, headers, phone numbers masked)")
+    p.add_argument("topic")
+    p.add_argument("--return-id")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--max", type=int, dest="max_messages")
+    p = sub.add_parser("dlq", help="dead-letter topics: list, show, replay")
+    p.add_argument("action", choices=["list", "show", "replay"])
+    p.add_argument("topic", nargs="?")
+    p.add_argument("--max", type=int, dest="max_messages")
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("timeline", help="a return's timeline")
+    p.add_argument("return_id")
+    for action in ("approve", "reject", "grant"):
+        p = sub.add_parser(action, help=f"send a refunds command ({action}) on refunds.commands")
+        p.add_argument("return_id")
+        p.add_argument("--actor", required=True, help="actor id from the roster (its role is looked up there)")
+        p.add_argument("--amount", type=int, help="minor units")
+        p.add_argument("--note")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Run an ops command; None when `args` is not one of ours."""
+    cmd = args.cmd
+    if cmd == "topics":
+        asyncio.run(topics_cmd(settings, args.describe))
+    elif cmd == "tail":
+        asyncio.run(tail_cmd(settings, args.topic, args.return_id, args.follow, args.max_messages))
+    elif cmd == "dlq":
+        if args.action == "list":
+            asyncio.run(dlq_list_cmd(settings))
+        elif not args.topic:
+            raise OpsError(f"dlq {args.action} needs a dead-letter topic (see `returnflow dlq list`)")
+        elif args.action == "show":
+            asyncio.run(dlq_show_cmd(settings, args.topic, args.max_messages))
+        else:
+            asyncio.run(dlq_replay_cmd(settings, args.topic, args.dry_run))
+    elif cmd == "timeline":
+        asyncio.run(timeline_cmd(settings, args.return_id))
+    elif cmd in ("approve", "reject", "grant"):
+        action = "grant_free_refund" if cmd == "grant" else cmd
+        asyncio.run(command_cmd(settings, action, args.return_id, args.actor, args.amount, args.note))
+    else:
+        return None
+    return 0
