@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contracts import events as ev
 
@@ -94,6 +94,7 @@ CATALOG: tuple[Topic, ...] = (
         ev.InventoryCheck,
         "ops / returns team",
         ("audit",),
+        timeline=False,
         description="command: returns-team side of a dual-check stock movement",
     ),
     Topic(
@@ -138,6 +139,7 @@ CATALOG: tuple[Topic, ...] = (
         ev.RefundCommand,
         "ops / agents",
         ("refunds",),
+        timeline=False,
         description="command: approve, reject or grant a free refund",
     ),
     Topic("sms.sent", ev.SmsSent, "notify", ("returns",), description="an SMS was accepted by the provider"),
@@ -151,6 +153,19 @@ CATALOG: tuple[Topic, ...] = (
     ),
     Topic("sms.failed", ev.SmsFailed, "notify", ("returns",), description="the provider refused an SMS"),
 )
+
+
+def _with_timeline(topics: tuple[Topic, ...]) -> tuple[Topic, ...]:
+    """The returns service reads every lifecycle topic it does not produce, to build the timeline."""
+    return tuple(
+        replace(t, consumers=(*t.consumers, "returns"))
+        if t.timeline and t.producer != "returns" and "returns" not in t.consumers
+        else t
+        for t in topics
+    )
+
+
+CATALOG = _with_timeline(CATALOG)
 
 TOPICS_BY_NAME: dict[str, Topic] = {t.name: t for t in CATALOG}
 _TOPIC_BY_TYPE: dict[str, Topic] = {t.model.TYPE: t for t in CATALOG}

@@ -9,6 +9,7 @@ import sys
 from importlib import import_module
 
 from returnflow.settings import get_settings
+from services.audit import cli as audit_cli
 
 
 def _serve(name: str) -> int:
@@ -68,10 +69,13 @@ def _docs() -> int:
     from pathlib import Path
 
     from contracts.docs import update_readme
+    from returnflow.specs import write_docs
 
     status = _contracts_export(check=False)
     changed = update_readme(Path("README.md"))
     print("README.md topic table " + ("updated" if changed else "up to date"))
+    for path in write_docs():
+        print(f"wrote {path}")
     return status
 
 
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("service")
     contracts = sub.add_parser("contracts", help="JSON Schemas of the contracts")
     contracts.add_argument("action", choices=["export", "check"])
+    audit_cli.register(sub)
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     from returnflow import ops
 
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.service)
         if args.cmd == "contracts":
             return _contracts_export(check=args.action == "check")
+        if args.cmd == "audit":
+            return audit_cli.run(args)
         if args.cmd == "docs":
             return _docs()
     except KeyboardInterrupt:

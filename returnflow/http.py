@@ -45,3 +45,28 @@ def is_json(request: Request) -> bool:
 
 def correlation_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("correlation_id") or "")
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema with its local `$defs` references inlined (our models have no cycles)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                return walk(defs[node["$ref"].removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    return out
+
+
+def json_body(model: Any, example: Any = None) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its raw body (for signatures) but takes this JSON model."""
+    media: dict[str, Any] = {"schema": inline_refs(model.model_json_schema())}
+    if example is not None:
+        media["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": media}}}

@@ -236,6 +236,12 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI 3.0 document of this service's topics")
+    async def asyncapi() -> Response:
+        from returnflow.specs import asyncapi_for, render
+
+        return Response(render(asyncapi_for(spec)), media_type="application/json")
+
     if spec.routes is not None:
         spec.routes(app, rt)
     return app

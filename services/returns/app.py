@@ -16,7 +16,7 @@ from contracts.catalog import CATALOG
 from contracts.events import ReturnCancelled, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Delivery, Handler
-from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_response, read_body
+from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_body, json_response, read_body
 from returnflow.logging import mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
@@ -41,12 +41,8 @@ from services.returns.domain import (
     status_after,
 )
 
-OWN_TOPICS = {t.name for t in CATALOG if t.producer == "returns"}
-TIMELINE_TOPICS = [
-    t.name
-    for t in CATALOG
-    if t.timeline and t.name not in OWN_TOPICS and "commands" not in t.name and t.name != "inventory.checks"
-]
+# Every lifecycle topic the catalog lists us as a consumer of (see contracts.catalog._with_timeline).
+TIMELINE_TOPICS = [t.name for t in CATALOG if "returns" in t.consumers]
 
 
 def timeline_handler(rt: Runtime) -> Handler:
@@ -114,6 +110,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         status_code=202,
         tags=["webhooks"],
         summary="A platform's return request (signed, X-Returnflow-Signature)",
+        openapi_extra=json_body(ReturnWebhook),
     )
     async def generic_return(request: Request) -> Response:
         try:
@@ -178,6 +175,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         status_code=202,
         tags=["webhooks"],
         summary="Tracking number registered, or return cancelled by the customer",
+        openapi_extra=json_body(ReturnEventWebhook),
     )
     async def return_event(platform: str, platform_return_id: str, request: Request) -> Response:
         if platform not in ("generic", "shopify"):
