@@ -28,3 +28,8 @@ HTTP_SECONDS = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+CONSUMER_LAG = Gauge(
+    "returnflow_consumer_lag",
+    "Messages behind the partition's high-water mark after the last applied batch",
+    ["consumer", "topic", "partition"],
+)

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka import TopicPartition
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -117,8 +118,21 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         await consumer.process_records(records)
         await msg.ack()  # commit offsets only after the transaction committed
+        _record_lag(group, sub.consumer, records)
 
     sub(on_batch)
+
+
+def _record_lag(group: str, kafka_consumer: Any, records: Sequence[Any]) -> None:
+    if kafka_consumer is None:
+        return
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (topic, partition), offset in last.items():
+        high = kafka_consumer.highwater(TopicPartition(topic, partition))
+        if high is not None:
+            metrics.CONSUMER_LAG.labels(group, topic, str(partition)).set(max(0, high - offset - 1))
 
 
 class HttpMetricsMiddleware:
