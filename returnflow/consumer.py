@@ -40,7 +40,7 @@ from returnflow.outbox import OutboxRecord, enqueue
 
 log = get_logger("returnflow.consumer")
 
-INFRA_ERRORS: tuple[type[BaseException], ...] = (
+INFRA_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,

@@ -212,41 +212,49 @@ class Relay:
         return int(row["n"]), float(row["age"])
 
     # -- loop --------------------------------------------------------------------------------
-    async def run(self) -> None:
+    async def _listen(self) -> asyncpg.Connection:
         listener = await asyncpg.connect(self.dsn)
         await listener.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
-        await self.check_broker()
-        next_check = time.monotonic() + self.broker_check_interval_s
+        return listener
+
+    async def run(self) -> None:
+        """Publish until stopped. Survives database and broker outages: every step is retried with
+        backoff, and the LISTEN connection is re-opened after the database comes back."""
+        listener: asyncpg.Connection | None = None
+        next_check = 0.0
         next_purge = time.monotonic() + 60
         backoff = 0.05
         try:
             while not self._stopping:
                 self._wake.clear()
                 try:
+                    if listener is None or listener.is_closed():
+                        listener = await self._listen()
                     await self.drain()
+                    now = time.monotonic()
+                    if now >= next_check:
+                        await self.check_broker()
+                        n, age = await self.backlog()
+                        metrics.OUTBOX_BACKLOG.labels(self.schema).set(n)
+                        metrics.OUTBOX_AGE.labels(self.schema).set(age)
+                        next_check = now + self.broker_check_interval_s
+                    if now >= next_purge:
+                        await self.purge()
+                        next_purge = now + 600
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("outbox relay batch failed; retrying", schema=self.schema, error=repr(exc))
+                    log.warning("outbox relay step failed; retrying", schema=self.schema, error=repr(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
-                now = time.monotonic()
-                if now >= next_check:
-                    await self.check_broker()
-                    n, age = await self.backlog()
-                    metrics.OUTBOX_BACKLOG.labels(self.schema).set(n)
-                    metrics.OUTBOX_AGE.labels(self.schema).set(age)
-                    next_check = now + self.broker_check_interval_s
-                if now >= next_purge:
-                    await self.purge()
-                    next_purge = now + 600
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
         finally:
-            with contextlib.suppress(Exception):
-                await listener.close()
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
             if self._offsets_consumer is not None:
                 with contextlib.suppress(Exception):
                     await self._offsets_consumer.stop()

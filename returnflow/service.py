@@ -26,7 +26,7 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from returnflow import db, metrics
-from returnflow.consumer import Handler, IdempotentConsumer
+from returnflow.consumer import INFRA_ERRORS, Handler, IdempotentConsumer
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
@@ -224,6 +224,16 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title=f"returnflow {spec.name}", description=spec.description, lifespan=lifespan)
     app.state.runtime = rt
+
+    async def unavailable(request: Any, exc: Exception) -> Response:
+        # The database is down or restarting: nothing was accepted, the caller should retry.
+        log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
+        return JSONResponse(
+            {"error": "temporarily unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    for exc_type in INFRA_ERRORS:
+        app.add_exception_handler(exc_type, unavailable)
     app.add_middleware(HttpMetricsMiddleware)
 
     @app.get("/healthz", tags=["ops"])

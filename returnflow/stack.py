@@ -167,6 +167,29 @@ class Stack:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
+    # -- fault drills ---------------------------------------------------------------------------
+    def kill_service(self, name: str) -> int:
+        """kill -9 a service's process group (the supervisor restarts it). Returns the pid killed."""
+        child = self.children[name]
+        assert child.proc is not None
+        pid = child.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    async def restart_broker(self) -> None:
+        """Stop and start the embedded broker on the same port: it comes back empty."""
+        assert self.kafka is not None, "only the embedded broker can be restarted from here"
+        await asyncio.to_thread(self.kafka.stop)
+        await asyncio.to_thread(self.kafka.start)
+        await wait_for_broker(self.bootstrap)
+        await create_topics(self.bootstrap)
+
+    async def restart_postgres(self) -> None:
+        assert self.postgres is not None, "only the embedded PostgreSQL can be restarted from here"
+        await asyncio.to_thread(self.postgres.stop)
+        await asyncio.to_thread(self.postgres.start)
+
     # -- stop ----------------------------------------------------------------------------------
     async def stop(self, grace_s: float = 20.0) -> None:
         self._stopping = True
