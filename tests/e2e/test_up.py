@@ -143,3 +143,25 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
+
+
+async def test_external_servers_start_nothing_embedded(tmp_path, pg_server, dsn):
+    from returnflow.embedded import EmbeddedKafka
+
+    external = EmbeddedKafka(free_port(), log_path=tmp_path / "external-broker.log").start()  # stands in for a cluster
+    env = stack_env(tmp_path / "data")
+    env["RETURNFLOW_KAFKA_BOOTSTRAP"] = external.bootstrap
+    env["RETURNFLOW_DATABASE_URL"] = dsn
+    proc = start(env)
+    try:
+        wait_ready(proc)
+        names = {p.name() for p in descendants(proc.pid)}
+        assert not any("tansu" in n or n == "postgres" for n in names), names
+        assert not (tmp_path / "data" / "postgres").exists()
+        ids = await post_returns(env, 5)
+        records = await read_topic(external.bootstrap, "returns.requested", expect=5)
+        assert {v["return_id"] for v in values(records)} == set(ids)
+    finally:
+        out = stop(proc)
+        external.stop()
+    assert proc.returncode == 0, out
