@@ -250,6 +250,7 @@ class RefundDecided(Message):
     actor_id: str | None = None
     actor_role: Role | None = None
     note: str | None = None
+    refund_id: str | None = Field(default=None, description="the ledger entry paid for this decision")
 
 
 class RefundEscalated(Message):
@@ -260,6 +261,8 @@ class RefundEscalated(Message):
     required_role: Role
     requested_by: str | None = None
     reason: str
+    escalation_id: str | None = None
+    basis: RefundBasis | None = None
 
 
 class RefundIssued(Message):
@@ -280,6 +283,7 @@ class RefundFailed(Message):
     currency: Currency
     error: str
     retryable: bool
+    attempts: int | None = Field(default=None, description="gateway attempts so far for this refund")
 
 
 class ClawbackFlagged(Message):
@@ -289,6 +293,8 @@ class ClawbackFlagged(Message):
     currency: Currency
     receipt_id: str
     reason: str
+    clawback_id: str | None = None
+    refund_id: str | None = Field(default=None, description="the early refund the clawback is about")
 
 
 class RefundCommand(Message):
