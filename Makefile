@@ -34,6 +34,7 @@ schemas: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/returnflow docs
+	$(BIN)/python -m returnflow.deploygen
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.intake

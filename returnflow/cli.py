@@ -93,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     from returnflow import ops
 
     ops.register(sub)
+    _register_deploy_commands(sub)
     args = parser.parse_args(argv)
     # The CLI speaks in one-line errors of its own; client libraries' connection chatter stays out.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        handled = ops.run(args, get_settings())
+        handled = _run_deploy_command(args)
+        if handled is None:
+            handled = ops.run(args, get_settings())
         if handled is not None:
             return handled
         if args.cmd == "up":
@@ -116,6 +119,89 @@ def main(argv: list[str] | None = None) -> int:
         print(f"returnflow: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+# --- deploy commands (deploy/: compose's one-shot jobs, Kubernetes init containers) -----------------------
+# `returnflow topics create` and `returnflow migrate`. Kept in this block so other edits to this file do
+# not collide with it; `topics` itself (list / --describe) belongs to returnflow/ops.py.
+
+
+def _register_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    topics = sub.choices["topics"]
+    topics.add_argument(
+        "action", nargs="?", choices=["list", "create"], default="list", help="create: every catalog topic and DLQ"
+    )
+    topics.add_argument("--replication-factor", type=int, default=1, help="create: copies of each partition")
+    topics.add_argument("--min-insync-replicas", type=int, help="create: replicas in sync for an acks=all write")
+    topics.add_argument("--wait", type=float, default=60.0, help="create: seconds to wait for the broker")
+    topics.add_argument("--dry-run", action="store_true", help="create: print the plan, touch nothing")
+    migrate = sub.add_parser("migrate", help="apply the database migrations of the given services (default: all)")
+    migrate.add_argument("services", nargs="*")
+
+
+def _run_deploy_command(args: argparse.Namespace) -> int | None:
+    if args.cmd == "topics" and args.action == "create":
+        return _topics_create(args.replication_factor, args.min_insync_replicas, args.wait, args.dry_run)
+    if args.cmd == "migrate":
+        return asyncio.run(_migrate(args.services))
+    return None
+
+
+def _topics_create(replicas: int, min_insync: int | None, wait_s: float, dry_run: bool) -> int:
+    from returnflow.deploygen import topic_plan
+    from returnflow.kafka import create_topics, wait_for_broker
+
+    plan = topic_plan(replicas, min_insync)
+    if dry_run:
+        for t in plan:
+            config = " ".join(f"{k}={v}" for k, v in sorted(t.config.items()))
+            print(f"{t.name}\tpartitions={t.partitions}\treplicas={t.replicas}\t{config}")
+        return 0
+    bootstrap = get_settings().kafka_bootstrap
+    if not bootstrap:
+        print("returnflow: topics create needs RETURNFLOW_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 1
+
+    async def run() -> list[str]:
+        await wait_for_broker(bootstrap, timeout_s=wait_s)
+        return await create_topics(
+            bootstrap,
+            [(t.name, t.partitions) for t in plan],
+            replication_factor=replicas,
+            configs={t.name: t.config for t in plan},
+        )
+
+    try:
+        created = asyncio.run(run())
+    except Exception as exc:
+        print(f"returnflow: topics create failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"topics: {len(created)} created, {len(plan) - len(created)} already there ({len(plan)} in the catalog)")
+    return 0
+
+
+async def _migrate(names: list[str]) -> int:
+    from returnflow import db
+    from services import SERVICE_MODULES
+
+    settings = get_settings()
+    if settings.database_url is None:
+        print("returnflow: migrate needs RETURNFLOW_DATABASE_URL", file=sys.stderr)
+        return 1
+    unknown = [n for n in names if n not in SERVICE_MODULES]
+    if unknown:
+        print(f"returnflow: unknown service {unknown[0]!r} (known: {', '.join(SERVICE_MODULES)})", file=sys.stderr)
+        return 1
+    dsn = settings.database_url.get_secret_value()
+    for name in names or list(SERVICE_MODULES):
+        spec = import_module(SERVICE_MODULES[name]).SPEC
+        try:
+            applied = await db.migrate(dsn, spec.schema, spec.migrations())
+        except Exception as exc:
+            print(f"returnflow: migrate {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{name}: " + (", ".join(applied) + " applied" if applied else "up to date"))
+    return 0
 
 
 if __name__ == "__main__":

