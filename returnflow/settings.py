@@ -23,6 +23,8 @@ DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
     "shopify": ["dev-shopify-secret"],
     "carriers": ["dev-carrier-secret"],
 }
+# Development-only returns-team people and their bearer tokens for the audit API.
+DEV_AUDIT_TOKENS: dict[str, str] = {"rt-lin": "dev-audit-token-lin", "rt-ana": "dev-audit-token-ana"}
 
 
 class Settings(BaseSettings):
@@ -84,6 +86,21 @@ class Settings(BaseSettings):
     # Intake group commit
     intake_batch_max: int = 200
     intake_batch_wait_ms: float = 2.0
+
+    # Audit (dual-check inventory log). Both sides of a movement must be attested within the deadline
+    # of each other; a side is declared missing only after it has also been held `audit_settle_s` (so a
+    # counterpart queued behind it after downtime can still arrive); an attestation for a return not
+    # yet seen waits `audit_unknown_return_grace_s` for its return.requested.
+    audit_check_deadline_s: float = 86_400.0
+    audit_settle_s: float = 60.0
+    audit_unknown_return_grace_s: float = 600.0
+    audit_sweep_interval_s: float = 15.0
+    audit_sweep_batch: int = 500
+    audit_checks_batch_max: int = 100
+    # person id -> bearer token: who may post returns-team checks and resolve discrepancies.
+    audit_tokens: dict[str, SecretStr] = Field(
+        default_factory=lambda: {k: SecretStr(v) for k, v in DEV_AUDIT_TOKENS.items()}
+    )
 
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"

@@ -1,0 +1,1 @@
+"""audit: the dual-check inventory log."""
