@@ -30,7 +30,7 @@ from returnflow.signing import (
     shopify_verify,
     verify,
 )
-from services.returns import storage
+from services.returns import analytics, storage
 from services.returns.domain import (
     ReturnEventWebhook,
     ReturnWebhook,
@@ -264,12 +264,40 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         return json_response({"return_id": str(rid), "status": found["status"], "entries": entries})
 
 
+def analytics_routes(app: FastAPI, rt: Runtime) -> None:
+    @app.get(
+        "/v1/analytics/{report}",
+        tags=["analytics"],
+        summary=f"After-sales reports: {', '.join(analytics.REPORTS)} (JSON, or CSV with ?format=csv)",
+    )
+    async def get_report(report: str, format: str = "json", months: int = 6) -> Response:
+        if report not in analytics.REPORTS:
+            return error(404, f"unknown report {report!r}; one of {', '.join(analytics.REPORTS)}")
+        if format not in ("json", "csv"):
+            return error(422, "format must be json or csv", fields=[{"field": "format", "message": "json or csv"}])
+        if not 1 <= months <= 36:
+            return error(422, "months must be 1..36", fields=[{"field": "months", "message": "1..36"}])
+        body = await analytics.report(rt.pool, report, months)
+        if format == "csv":
+            return Response(
+                analytics.to_csv(body["rows"]),
+                media_type="text/csv",
+                headers={"content-disposition": f'attachment; filename="{report}.csv"'},
+            )
+        return json_response(body)
+
+
+def all_routes(app: FastAPI, rt: Runtime) -> None:
+    routes(app, rt)
+    analytics_routes(app, rt)
+
+
 SPEC = ServiceSpec(
     name="returns",
     folder=Path(__file__).parent,
     description="Platform webhooks in; return events out; each return's status and timeline.",
     consumers=[ConsumerSpec("timeline", TIMELINE_TOPICS, timeline_handler)],
-    routes=routes,
+    routes=all_routes,
     on_start=[_start_intake],
     on_stop=[_stop_intake],
 )

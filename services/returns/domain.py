@@ -271,6 +271,46 @@ def summarize(event_type: str, d: dict[str, Any]) -> str:
     return event_type
 
 
+_DROP = {"customer", "phone_masked", "lines", "correlation_id", "event_id", "return_id", "type", "version"}
+
+
+def analytics_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """What reports need from an event: its scalar facts, never the customer's contact details."""
+    return {k: v for k, v in data.items() if k not in _DROP and not isinstance(v, dict | list)}
+
+
+def top_movers(counts: dict[str, dict[str, int]], months: list[str], n: int = 3) -> list[dict[str, Any]]:
+    """Reasons whose share of returns changed most from the previous month to the latest one."""
+    if len(months) < 2:
+        return []
+    prev, last = months[-2], months[-1]
+    total_prev = sum(counts.get(prev, {}).values()) or 1
+    total_last = sum(counts.get(last, {}).values()) or 1
+    reasons = set(counts.get(prev, {})) | set(counts.get(last, {}))
+    moves: list[dict[str, Any]] = []
+    for r in sorted(reasons):
+        before = counts.get(prev, {}).get(r, 0) / total_prev
+        now = counts.get(last, {}).get(r, 0) / total_last
+        moves.append(
+            {
+                "reason": r,
+                "share_before": round(before, 4),
+                "share_now": round(now, 4),
+                "change": round(now - before, 4),
+            }
+        )
+    moves.sort(key=lambda m: -abs(m["change"]))
+    return moves[:n]
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), int(-(-p * len(sorted_values) // 100))))
+    return sorted_values[rank - 1]
+
+
 def parse_return_id(value: str) -> UUID | None:
     try:
         return UUID(value)

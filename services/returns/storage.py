@@ -20,7 +20,7 @@ from contracts.events import (
 )
 from returnflow.db import Conn
 from returnflow.outbox import enqueue
-from services.returns.domain import STATUS_BY_EVENT, ReturnWebhook, summarize
+from services.returns.domain import STATUS_BY_EVENT, ReturnWebhook, analytics_payload, summarize
 
 
 @dataclass(frozen=True)
@@ -176,14 +176,15 @@ async def add_timeline_raw(conn: Conn, entries: Sequence[tuple[UUID, str, dateti
     if not entries:
         return
     await conn.execute(
-        """INSERT INTO timeline (return_id, event_id, occurred_at, type, summary)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+        """INSERT INTO timeline (return_id, event_id, occurred_at, type, summary, data)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[])
            ON CONFLICT (return_id, event_id) DO NOTHING""",
         [e[0] for e in entries],
         [e[1] for e in entries],
         [e[2] for e in entries],
         [e[3] for e in entries],
         [summarize(e[3], e[4]) for e in entries],
+        [analytics_payload(e[4]) for e in entries],
     )
 
 

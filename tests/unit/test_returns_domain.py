@@ -104,3 +104,25 @@ def test_phone_numbers_never_reach_logs(phone):
         None, "info", {"event": f"sending to {phone}", "phone": phone, "nested": {"to": phone}, "api_secret": "s3cr3t"}
     )
     assert phone not in str(event) and "s3cr3t" not in str(event)
+
+
+month_counts = st.dictionaries(st.sampled_from(["damaged", "size", "late", "other"]), st.integers(1, 100), min_size=1)
+
+
+@given(before=month_counts, after=month_counts)
+def test_top_movers_are_the_largest_share_changes(before, after):
+    from services.returns.domain import top_movers
+
+    moves = top_movers({"2026-10": before, "2026-11": after}, ["2026-10", "2026-11"], n=10)
+    changes = [abs(m["change"]) for m in moves]
+    assert changes == sorted(changes, reverse=True)
+    assert {m["reason"] for m in moves} == set(before) | set(after)
+    assert abs(sum(m["share_now"] for m in moves) - 1) < 0.01
+    assert abs(sum(m["change"] for m in moves)) < 0.01  # shares move between reasons, never out of thin air
+
+
+def test_analytics_payload_drops_contact_details():
+    from services.returns.domain import analytics_payload
+
+    data = {"customer": {"phone": "+8613812345678"}, "phone_masked": "+86*", "amount": 5, "basis": "early_scan"}
+    assert analytics_payload(data) == {"amount": 5, "basis": "early_scan"}
