@@ -90,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     contracts.add_argument("action", choices=["export", "check"])
     audit_cli.register(sub)
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
-    from returnflow import ops
+    from returnflow import ops, reports
 
     ops.register(sub)
+    reports.register(sub)
     _register_deploy_commands(sub)
     args = parser.parse_args(argv)
     # The CLI speaks in one-line errors of its own; client libraries' connection chatter stays out.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
+        if args.cmd == "report":
+            return reports.run(args, get_settings())
         handled = _run_deploy_command(args)
         if handled is None:
             handled = ops.run(args, get_settings())
