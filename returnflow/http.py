@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from returnflow.signing import (
+    SHOPIFY_HMAC_HEADER,
+    SIGNATURE_HEADER,
+    SignatureError,
+    shopify_verify,
+    verify,
+)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -70,3 +82,83 @@ def json_body(model: Any, example: Any = None) -> dict[str, Any]:
     if example is not None:
         media["example"] = example
     return {"requestBody": {"required": True, "content": {"application/json": media}}}
+
+
+class HttpProblem(Exception):
+    """Raised by a route: answered as `{"error": message, "fields": [...]}` with `status`."""
+
+    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): (.+)$", re.S)
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, message}] with dotted paths (`lines.0.qty`). A model-level validator
+    names its field by starting its message with `field: ` (e.g. `lines: worth more than paid_total`)."""
+    out = []
+    for e in exc.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        field = ".".join(loc)
+        m = _FIELD_PREFIX.match(msg)
+        if m:
+            field = ".".join([*loc, m.group(1)]) if loc else m.group(1)
+            msg = m.group(2)
+        out.append({"field": field or "body", "message": msg})
+    return out
+
+
+def parse_json(model: type[M], raw: bytes) -> M:
+    """Validate a raw JSON body; a 422 naming each bad field otherwise."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise HttpProblem(422, "validation failed", field_errors(exc)) from None
+
+
+async def signed_body(request: Request, settings: Any, source: str, scheme: str = "returnflow") -> bytes:
+    """The raw body of a signed webhook: size (413), signature (401) and content type (415) checked.
+
+    scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256.
+    """
+    limit = settings.webhook_max_body_bytes
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpProblem(413, f"body larger than {limit} bytes") from None
+    try:
+        if scheme == "shopify":
+            shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for(source))
+        else:
+            verify(
+                request.headers.get(SIGNATURE_HEADER), raw, settings.secrets_for(source), settings.webhook_tolerance_s
+            )
+    except SignatureError as exc:
+        raise HttpProblem(401, str(exc)) from None
+    if not is_json(request):
+        raise HttpProblem(415, "content-type must be application/json")
+    return raw
+
+
+def required_header(request: Request, name: str, max_len: int = 128) -> str:
+    value = request.headers.get(name, "").strip()
+    if not value or len(value) > max_len:
+        raise HttpProblem(
+            400,
+            f"missing or invalid {name} header",
+            [{"field": name, "message": f"required, at most {max_len} characters"}],
+        )
+    return value
+
+
+async def problem_response(_: Any, exc: Exception) -> Response:
+    assert isinstance(exc, HttpProblem)
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.fields is not None:
+        body["fields"] = exc.fields
+    return json_response(body, exc.status)

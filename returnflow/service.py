@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Handler, IdempotentConsumer
+from returnflow.http import HttpProblem, problem_response
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
@@ -234,6 +235,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     for exc_type in INFRA_ERRORS:
         app.add_exception_handler(exc_type, unavailable)
+    app.add_exception_handler(HttpProblem, problem_response)
     app.add_middleware(HttpMetricsMiddleware)
 
     @app.get("/healthz", tags=["ops"])

@@ -2,4 +2,5 @@
 
 SERVICE_MODULES = {
     "returns": "services.returns.app",
+    "audit": "services.audit.app",
 }

@@ -101,7 +101,7 @@ class ChainVerifier:
         problem = self._check(row)
         if problem is not None:
             self.first_bad = row.seq
-            self.problem = f"entry {row.seq}: {problem}"
+            self.problem = problem
             return False
         self.checked += 1
         self.expected_seq = row.seq + 1
@@ -140,7 +140,7 @@ class ChainVerifier:
             beyond = sorted(s for s in self.anchors if s >= self.expected_seq)
             if beyond:
                 self.first_bad = beyond[0]
-                self.problem = f"entry {beyond[0]}: anchored but missing from the log (entries were removed)"
+                self.problem = "anchored but missing from the log (entries were removed)"
         return VerifyResult(
             ok=self.first_bad is None,
             checked=self.checked,

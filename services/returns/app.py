@@ -16,26 +16,30 @@ from contracts.catalog import CATALOG
 from contracts.events import ReturnCancelled, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Delivery, Handler
-from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_body, json_response, read_body
+from returnflow.http import (
+    HttpProblem,
+    correlation_id,
+    error,
+    field_errors,
+    json_body,
+    json_response,
+    parse_json,
+    required_header,
+    signed_body,
+)
 from returnflow.logging import mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
 from returnflow.signing import (
     DELIVERY_HEADER,
-    SHOPIFY_HMAC_HEADER,
     SHOPIFY_SHOP_HEADER,
     SHOPIFY_WEBHOOK_ID_HEADER,
-    SIGNATURE_HEADER,
-    SignatureError,
-    shopify_verify,
-    verify,
 )
 from services.returns import analytics, storage
 from services.returns.domain import (
     ReturnEventWebhook,
     ReturnWebhook,
     can_cancel,
-    field_errors,
     map_shopify,
     parse_return_id,
     status_after,
@@ -83,17 +87,9 @@ def _timeline_url(request: Request, return_id: Any) -> str:
 def routes(app: FastAPI, rt: Runtime) -> None:
     settings = rt.settings
 
-    async def accept(request: Request, source: str, platform: str, delivery_id: str, data: Any) -> Response:
-        try:
-            body = (
-                ReturnWebhook.model_validate_json(data)
-                if isinstance(data, bytes)
-                else ReturnWebhook.model_validate(data)
-            )
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+    async def accept(request: Request, source: str, delivery_id: str, body: ReturnWebhook) -> Response:
         result = await rt.state["intake"].submit(
-            storage.Intake(source, delivery_id, platform, body, correlation_id(request))
+            storage.Intake(source, delivery_id, source, body, correlation_id(request))
         )
         return json_response(
             {
@@ -113,29 +109,9 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         openapi_extra=json_body(ReturnWebhook),
     )
     async def generic_return(request: Request) -> Response:
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        try:
-            verify(
-                request.headers.get(SIGNATURE_HEADER),
-                raw,
-                settings.secrets_for("generic"),
-                settings.webhook_tolerance_s,
-            )
-        except SignatureError as exc:
-            return error(401, str(exc))
-        delivery_id = request.headers.get(DELIVERY_HEADER, "").strip()
-        if not delivery_id or len(delivery_id) > 128:
-            return error(
-                400,
-                f"missing or invalid {DELIVERY_HEADER} header",
-                fields=[{"field": DELIVERY_HEADER, "message": "a unique id per delivery is required"}],
-            )
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        return await accept(request, "generic", "generic", delivery_id, raw)
+        raw = await signed_body(request, settings, "generic")
+        delivery_id = required_header(request, DELIVERY_HEADER)
+        return await accept(request, "generic", delivery_id, parse_json(ReturnWebhook, raw))
 
     @app.post(
         "/v1/webhooks/shopify/returns",
@@ -144,31 +120,20 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         summary="Shopify returns/request webhook (X-Shopify-Hmac-SHA256)",
     )
     async def shopify_return(request: Request) -> Response:
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        try:
-            shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for("shopify"))
-        except SignatureError as exc:
-            return error(401, str(exc))
-        delivery_id = request.headers.get(SHOPIFY_WEBHOOK_ID_HEADER, "").strip()
-        if not delivery_id:
-            return error(
-                400,
-                f"missing {SHOPIFY_WEBHOOK_ID_HEADER} header",
-                fields=[{"field": SHOPIFY_WEBHOOK_ID_HEADER, "message": "required"}],
-            )
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
+        raw = await signed_body(request, settings, "shopify", scheme="shopify")
+        delivery_id = required_header(request, SHOPIFY_WEBHOOK_ID_HEADER)
         try:
             payload = orjson.loads(raw)
             if not isinstance(payload, dict):
                 raise ValueError("body must be a JSON object")
             data = map_shopify(payload, request.headers.get(SHOPIFY_SHOP_HEADER))
         except (orjson.JSONDecodeError, ValueError) as exc:
-            return error(422, "body is not a Shopify return", fields=[{"field": "body", "message": str(exc)}])
-        return await accept(request, "shopify", "shopify", delivery_id, data)
+            raise HttpProblem(422, "body is not a Shopify return", [{"field": "body", "message": str(exc)}]) from None
+        try:
+            body = ReturnWebhook.model_validate(data)
+        except ValidationError as exc:
+            raise HttpProblem(422, "validation failed", field_errors(exc)) from None
+        return await accept(request, "shopify", delivery_id, body)
 
     @app.post(
         "/v1/webhooks/{platform}/returns/{platform_return_id}/events",
@@ -180,32 +145,13 @@ def routes(app: FastAPI, rt: Runtime) -> None:
     async def return_event(platform: str, platform_return_id: str, request: Request) -> Response:
         if platform not in ("generic", "shopify"):
             return error(404, f"unknown platform {platform!r}")
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        try:
-            if platform == "shopify":
-                shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for("shopify"))
-                delivery_id = request.headers.get(SHOPIFY_WEBHOOK_ID_HEADER, "").strip()
-            else:
-                verify(
-                    request.headers.get(SIGNATURE_HEADER),
-                    raw,
-                    settings.secrets_for("generic"),
-                    settings.webhook_tolerance_s,
-                )
-                delivery_id = request.headers.get(DELIVERY_HEADER, "").strip()
-        except SignatureError as exc:
-            return error(401, str(exc))
-        if not delivery_id:
-            return error(400, "missing delivery id header")
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        try:
-            body = ReturnEventWebhook.model_validate_json(raw)
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+        if platform == "shopify":
+            raw = await signed_body(request, settings, "shopify", scheme="shopify")
+            delivery_id = required_header(request, SHOPIFY_WEBHOOK_ID_HEADER)
+        else:
+            raw = await signed_body(request, settings, "generic")
+            delivery_id = required_header(request, DELIVERY_HEADER)
+        body = parse_json(ReturnEventWebhook, raw)
         source = f"{platform}-events"
         async with rt.pool.acquire() as conn, conn.transaction():
             ret = await storage.find_by_platform_id(conn, body.shop_id, platform_return_id, for_update=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from contracts.events import ReturnKind
 
@@ -89,7 +89,7 @@ class ReturnWebhook(BaseModel):
     def _lines_within_paid(self) -> ReturnWebhook:
         worth = sum(line.qty * line.unit_price for line in self.lines)
         if worth > self.paid_total:
-            raise ValueError(f"lines are worth {worth}, more than paid_total {self.paid_total}")
+            raise ValueError(f"lines: worth {worth}, more than paid_total {self.paid_total}")
         return self
 
 
@@ -106,22 +106,8 @@ class ReturnEventWebhook(BaseModel):
     @model_validator(mode="after")
     def _tracking(self) -> ReturnEventWebhook:
         if self.type == "tracking_registered" and not self.tracking_no:
-            raise ValueError("tracking_no is required for tracking_registered")
+            raise ValueError("tracking_no: required for tracking_registered")
         return self
-
-
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, message}] with dotted paths (`lines.0.qty`)."""
-    out = []
-    for e in exc.errors(include_url=False):
-        loc = [str(p) for p in e["loc"] if p not in ("function-after[_lines_within_paid()]",)]
-        field = ".".join(loc) or _field_from_msg(e["msg"])
-        out.append({"field": field, "message": e["msg"].removeprefix("Value error, ")})
-    return out
-
-
-def _field_from_msg(msg: str) -> str:
-    return "lines" if "lines are worth" in msg else ("tracking_no" if "tracking_no" in msg else "body")
 
 
 # -- Shopify -------------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from returnflow.http import field_errors
 from returnflow.logging import mask_phone, redact_processor
 from services.returns.domain import (
     STATUS_BY_EVENT,
     ReturnWebhook,
     can_cancel,
-    field_errors,
     format_money,
     status_after,
     to_minor_units,
