@@ -33,9 +33,9 @@ def _open_warehouse_sides(view: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in view["sides"] if s["source"] == "warehouse" and s["outcome"] is None]
 
 
-async def _wait_for_warehouse(client: httpx.AsyncClient, base: str, rid: str, want: int, timeout: float) -> list[Any]:
+async def _wait_for_warehouse(client: httpx.AsyncClient, base: str, rid: str, want: int, wait_s: float) -> list[Any]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + wait_s
     sides: list[dict[str, Any]] = []
     while loop.time() < deadline:
         sides = _open_warehouse_sides(await _view(client, base, rid))
