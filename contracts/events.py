@@ -131,6 +131,7 @@ class ReturnRequested(Message):
     tracking_no: str | None = None
     requested_by: RequestedBy
     requested_at: datetime
+    shop_name: str | None = Field(default=None, description="the shop's display name (SMS signature)")
 
 
 class ReturnCancelled(Message):

@@ -22,6 +22,7 @@ DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
     "generic": ["dev-generic-secret"],
     "shopify": ["dev-shopify-secret"],
     "carriers": ["dev-carrier-secret"],
+    "sms": ["dev-sms-secret"],
 }
 # Development-only returns-team people and their bearer tokens for the audit API.
 DEV_AUDIT_TOKENS: dict[str, str] = {"rt-lin": "dev-audit-token-lin", "rt-ana": "dev-audit-token-ana"}
@@ -101,6 +102,43 @@ class Settings(BaseSettings):
     audit_tokens: dict[str, SecretStr] = Field(
         default_factory=lambda: {k: SecretStr(v) for k, v in DEV_AUDIT_TOKENS.items()}
     )
+
+    # Notify (SMS follow-ups). Provider: file (JSON lines under the data dir), twilio or aliyun.
+    notify_provider: str = "file"
+    notify_sms_file: Path | None = None  # default <data_dir>/sms/messages.jsonl
+    notify_templates_dir: Path | None = None  # a merchant's copy of services/notify/templates
+    notify_default_locale: str = "en"
+    notify_default_timezone: str = "Asia/Shanghai"
+    notify_shop_names: dict[str, str] = Field(default_factory=lambda: {"demo-shop": "Demo Shop"})
+    notify_reminder_intervals_s: list[float] = Field(default_factory=lambda: [86_400.0, 259_200.0, 604_800.0])
+    notify_reminder_stale_s: float = 43_200.0  # a reminder this late (service down) is skipped
+    notify_quiet_start_hour: int = 21
+    notify_quiet_end_hour: int = 8
+    notify_daily_cap: int = 5  # messages per number per local day
+    notify_sender_rate_per_s: float = 10.0
+    notify_sender_burst: int = 1
+    notify_poll_interval_s: float = 1.0
+    notify_claim_batch: int = 50
+    notify_send_concurrency: int = 8
+    notify_send_lease_s: float = 120.0
+    notify_send_max_attempts: int = 6
+    notify_retry_base_s: float = 2.0
+    notify_retry_max_s: float = 300.0
+    notify_http_timeout_s: float = 10.0
+    notify_clock_offset_s: float = 0.0  # shifts the service's clock (demos and tests of quiet hours)
+    notify_twilio_account_sid: str | None = None
+    notify_twilio_auth_tokens: list[SecretStr] = Field(default_factory=list)  # two during a rotation
+    notify_twilio_from: str | None = None
+    notify_twilio_messaging_service_sid: str | None = None
+    notify_twilio_base_url: str = "https://api.twilio.com"
+    notify_aliyun_access_key_id: str | None = None
+    notify_aliyun_access_key_secret: SecretStr | None = None
+    notify_aliyun_sign_name: str | None = None
+    # template name (requested, parcel_seen, received, under_review, refund_paid, reminder), optionally
+    # "name:locale" -> Aliyun TemplateCode (SMS_123456789)
+    notify_aliyun_template_codes: dict[str, str] = Field(default_factory=dict)
+    notify_aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    notify_aliyun_region: str = "cn-hangzhou"
 
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"

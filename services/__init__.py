@@ -3,4 +3,5 @@
 SERVICE_MODULES = {
     "returns": "services.returns.app",
     "audit": "services.audit.app",
+    "notify": "services.notify.app",
 }

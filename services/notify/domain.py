@@ -1,0 +1,360 @@
+"""Pure decisions of the notify service: which step an event is, when reminders fall, and whether a
+message may go now (quiet hours, opt-out, daily cap, staleness, superseded steps), how fast a sender
+may go, how money and phone numbers read. No I/O: every function takes `now` and returns a value."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from babel.numbers import format_currency, get_currency_precision
+
+from contracts.events import MOVING_SCAN_CODES, ReturnKind, ScanCode
+
+# -- steps -------------------------------------------------------------------------------------------
+
+REQUESTED = "requested"
+PARCEL_SEEN = "parcel_seen"
+RECEIVED = "received"
+UNDER_REVIEW = "under_review"
+REFUND_PAID = "refund_paid"
+REMINDER_PREFIX = "reminder_"
+
+CARE_STEPS: tuple[str, ...] = (REQUESTED, PARCEL_SEEN, RECEIVED, UNDER_REVIEW, REFUND_PAID)
+
+# The order a customer reads the steps in. A step already sent makes an earlier step of this chain
+# pointless (a late scan after "goods received" is not news); UNDER_REVIEW can happen at any point
+# and is never superseded, its rank only orders messages that are due together.
+CHAIN: dict[str, int] = {REQUESTED: 10, PARCEL_SEEN: 20, RECEIVED: 30, REFUND_PAID: 50}
+RANK: dict[str, int] = {**CHAIN, UNDER_REVIEW: 40}
+REMINDER_RANK = 15
+
+Kind = Literal["care", "reminder"]
+
+# Return kinds whose goods come back (a reminder makes sense when no moving scan was seen).
+GOODS_COME_BACK = frozenset({ReturnKind.return_and_refund.value, ReturnKind.exchange.value})
+
+
+def reminder_step(n: int) -> str:
+    return f"{REMINDER_PREFIX}{n}"
+
+
+def is_reminder(step: str) -> bool:
+    return step.startswith(REMINDER_PREFIX)
+
+
+def reminder_no(step: str) -> int:
+    return int(step[len(REMINDER_PREFIX) :])
+
+
+def rank_of(step: str) -> int:
+    if is_reminder(step):
+        return REMINDER_RANK
+    return RANK[step]
+
+
+def kind_of(step: str) -> Kind:
+    return "reminder" if is_reminder(step) else "care"
+
+
+def needs_reminders(kind: str, goods_moving: bool, closed: bool) -> bool:
+    return kind in GOODS_COME_BACK and not goods_moving and not closed
+
+
+def reminder_schedule(requested_at: datetime, intervals_s: Sequence[float]) -> list[tuple[str, datetime]]:
+    """reminder_1 .. reminder_n at requested_at + each interval (intervals are sorted; non-positive
+    ones are dropped), then nothing more."""
+    out: list[tuple[str, datetime]] = []
+    for n, s in enumerate(sorted(x for x in intervals_s if x > 0), 1):
+        out.append((reminder_step(n), requested_at + timedelta(seconds=s)))
+    return out
+
+
+# -- time zones and quiet hours ----------------------------------------------------------------------
+
+
+def zone(name: str | None, default: str = "Asia/Shanghai") -> ZoneInfo:
+    for candidate in (name, default, "UTC"):
+        if not candidate:
+            continue
+        try:
+            return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return ZoneInfo("UTC")
+
+
+def _at_local(day: date, hour: int, tz: ZoneInfo) -> datetime:
+    # fold=0 and a round trip through UTC resolve a DST gap or overlap to a real instant
+    return datetime.combine(day, time(hour), tzinfo=tz).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Local hours during which nothing is sent: [start, end), wrapping midnight when start > end."""
+
+    start: int = 21
+    end: int = 8
+
+    def contains_hour(self, hour: int) -> bool:
+        if self.start == self.end:
+            return False
+        if self.start > self.end:
+            return hour >= self.start or hour < self.end
+        return self.start <= hour < self.end
+
+
+def quiet_until(now: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime | None:
+    """None when `now` is outside the recipient's quiet hours, else the UTC instant they end."""
+    local = now.astimezone(tz)
+    if not quiet.contains_hour(local.hour):
+        return None
+    day = local.date()
+    if quiet.start > quiet.end and local.hour >= quiet.start:
+        day = day + timedelta(days=1)
+    end = _at_local(day, quiet.end, tz)
+    if end <= now:  # a DST jump moved the end back before now: wait for the next day's end
+        end = _at_local(day + timedelta(days=1), quiet.end, tz)
+    return end
+
+
+def local_day_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the recipient's local calendar day containing `now`."""
+    day = now.astimezone(tz).date()
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    return start, end
+
+
+def next_morning(now: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime:
+    """The end of quiet hours on the recipient's next local day (where a capped care message waits)."""
+    day = now.astimezone(tz).date() + timedelta(days=1)
+    return _at_local(day, quiet.end, tz)
+
+
+# -- opt-out / opt-in keywords -------------------------------------------------------------------------
+
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "UNSUBSCRIBE", "END", "QUIT", "STOPALL", "REVOKE", "OPTOUT", "CANCEL", "退订", "TD"}
+)
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES", "SUBSCRIBE", "订阅"})
+
+_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
+
+Keyword = Literal["opt_out", "opt_in"]
+
+
+def normalize_keyword(text: str) -> str:
+    """Full-width to half-width, upper case, trimmed of whitespace and surrounding punctuation."""
+    t = unicodedata.normalize("NFKC", text or "").strip().upper()
+    return re.sub(r"\s+", " ", _EDGE_PUNCT.sub("", t))
+
+
+def classify_keyword(text: str) -> Keyword | None:
+    """A reply that is exactly one keyword (any case, spacing, punctuation around it) changes the
+    number's consent; anything else is an ordinary reply and changes nothing."""
+    k = normalize_keyword(text)
+    if k in OPT_OUT_KEYWORDS:
+        return "opt_out"
+    if k in OPT_IN_KEYWORDS:
+        return "opt_in"
+    return None
+
+
+def opted_out_after(keywords: Iterable[Keyword | None], initially: bool = False) -> bool:
+    """Consent after a sequence of replies: the last keyword wins; other replies change nothing."""
+    state = initially
+    for k in keywords:
+        if k == "opt_out":
+            state = True
+        elif k == "opt_in":
+            state = False
+    return state
+
+
+# -- pacing (GCRA) ---------------------------------------------------------------------------------------
+
+
+def pace(tat: datetime | None, now: datetime, rate_per_s: float, burst: int = 1) -> tuple[datetime, datetime]:
+    """Schedule one send on a sender limited to `rate_per_s` with bursts of `burst`.
+
+    Generic cell rate algorithm: `tat` is the theoretical arrival time of the next send. Returns
+    (send_at, new_tat); send_at >= now, and any window of length w holds at most burst + w*rate sends.
+    """
+    if rate_per_s <= 0 or math.isinf(rate_per_s):
+        return now, now
+    interval = timedelta(seconds=1 / rate_per_s)
+    tat = now if tat is None or tat < now else tat
+    tolerance = interval * (max(1, burst) - 1)
+    send_at = max(now, tat - tolerance)
+    return send_at, tat + interval
+
+
+# -- decisions ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    pass
+
+
+@dataclass(frozen=True)
+class Defer:
+    until: datetime
+    reason: str  # quiet_hours | daily_cap
+
+
+@dataclass(frozen=True)
+class Suppress:
+    reason: str  # opted_out | return_cancelled | superseded | stale | daily_cap
+
+
+Decision = Send | Defer | Suppress
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A message that is due, with what the rules need to know about it."""
+
+    step: str
+    due_at: datetime
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Situation:
+    now: datetime
+    opted_out: bool = False
+    closed: bool = False
+    sent_today: int = 0  # messages to this number already sent (or being sent) in its local day
+    sent_steps: frozenset[str] = frozenset()  # steps of this return already sent or being sent
+    due_steps: frozenset[str] = frozenset()  # steps of this return due together with this one
+
+
+@dataclass(frozen=True)
+class Rules:
+    quiet: QuietHours = QuietHours()
+    daily_cap: int = 5
+    reminder_stale_s: float = 12 * 3600
+    default_timezone: str = "Asia/Shanghai"
+
+
+def superseded(step: str, sent: Iterable[str], due: Iterable[str] = ()) -> bool:
+    """A chain step is pointless once a later chain step was sent; a reminder once any later step of
+    the return was sent or is due with it (only the latest of several due reminders goes)."""
+    sent = set(sent)
+    if is_reminder(step):
+        n = reminder_no(step)
+        later = sent | set(due)
+        return any(
+            (is_reminder(s) and reminder_no(s) > n) or (not is_reminder(s) and s in CHAIN and s != REQUESTED)
+            for s in later
+        )
+    if step not in CHAIN:
+        return False
+    return any(s in CHAIN and CHAIN[s] > CHAIN[step] for s in sent)
+
+
+def decide(p: Pending, s: Situation, rules: Rules) -> Decision:
+    """What to do with a due message now. Order matters: refusals that are final come first."""
+    if s.closed:
+        return Suppress("return_cancelled")
+    if s.opted_out:
+        return Suppress("opted_out")
+    if superseded(p.step, s.sent_steps, s.due_steps - {p.step}):
+        return Suppress("superseded")
+    reminder = is_reminder(p.step)
+    if reminder and (s.now - p.due_at).total_seconds() > rules.reminder_stale_s:
+        return Suppress("stale")
+    tz = zone(p.timezone, rules.default_timezone)
+    until = quiet_until(s.now, tz, rules.quiet)
+    if until is not None:
+        return Defer(until, "quiet_hours")
+    if rules.daily_cap >= 0 and s.sent_today >= rules.daily_cap:
+        # A reminder is only a nudge: the next one comes anyway. A step's news waits for tomorrow.
+        return Suppress("daily_cap") if reminder else Defer(next_morning(s.now, tz, rules.quiet), "daily_cap")
+    return Send()
+
+
+def retry_delay_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Backoff before retrying a send that failed for a transient reason (attempt counts from 1)."""
+    return float(min(max_s, base_s * 2 ** max(0, attempt - 1)))
+
+
+# -- locale, money, phone numbers ----------------------------------------------------------------------
+
+
+def pick_locale(requested: str | None, available: Iterable[str], default: str = "en") -> str:
+    """Exact match, else the same language (zh-TW -> zh-CN, es-MX -> es), else the default."""
+    avail = list(available)
+    if not requested:
+        return default if default in avail else (avail[0] if avail else default)
+    req = requested.replace("_", "-")
+    lowered = {a.lower(): a for a in avail}
+    if req.lower() in lowered:
+        return lowered[req.lower()]
+    lang = req.split("-")[0].lower()
+    for a in avail:
+        if a.split("-")[0].lower() == lang:
+            return a
+    return default if default in avail else (avail[0] if avail else default)
+
+
+def babel_locale(locale: str) -> Locale:
+    try:
+        return Locale.parse(locale.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en")
+
+
+def format_money(minor: int, currency: str, locale: str) -> str:
+    """Integer minor units as the locale writes them: 4000 CNY -> ¥40.00 (zh-CN), CN¥40.00 (en),
+    40,00 CN¥ (es). Exact: never goes through a float."""
+    digits = get_currency_precision(currency)
+    amount = Decimal(minor).scaleb(-digits)
+    return str(format_currency(amount, currency, locale=babel_locale(locale), currency_digits=True))
+
+
+_DIGITS = re.compile(r"\D")
+
+
+def normalize_phone(raw: str, default_country: str = "86") -> str | None:
+    """E.164 from what providers send: '+8613812345678', '008613812345678', '8613812345678' or a
+    mainland '13812345678' (Aliyun's callbacks) all give '+8613812345678'. None if not a number."""
+    if not raw:
+        return None
+    s = raw.strip()
+    digits = _DIGITS.sub("", s)
+    if not digits:
+        return None
+    if s.startswith("+"):
+        pass
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    elif default_country == "86" and len(digits) == 11 and digits.startswith("1"):
+        digits = "86" + digits
+    elif len(digits) <= 10 and default_country:
+        digits = default_country + digits.lstrip("0")
+    if not (7 <= len(digits) <= 15) or digits.startswith("0"):
+        return None
+    return "+" + digits
+
+
+def national_for_aliyun(e164: str) -> str:
+    """Aliyun wants mainland numbers as 11 digits and others as country code + number, no '+'."""
+    digits = _DIGITS.sub("", e164)
+    if digits.startswith("86") and len(digits) == 13:
+        return digits[2:]
+    return digits
+
+
+def moving(scan_code: ScanCode | str) -> bool:
+    return str(getattr(scan_code, "value", scan_code)) in {c.value for c in MOVING_SCAN_CODES}

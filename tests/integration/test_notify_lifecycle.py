@@ -1,0 +1,96 @@
+"""notify on the real broker and PostgreSQL: one SMS per (return, step), in the customer's language and
+in order; lifecycle events delivered three times still give one message per step."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from contracts.events import ScanCode
+from services.notify.app import SPEC
+from tests.integration.notify_support import (
+    escalated,
+    issued,
+    notify_settings,
+    publish,
+    received,
+    requested,
+    scanned,
+    sms_lines,
+    wait_sms,
+)
+from tests.kafkautil import read_topic, values
+
+STEPS = ["requested", "parcel_seen", "received", "under_review", "refund_paid"]
+
+
+async def test_full_lifecycle_gives_the_expected_messages_in_language_and_order(settings, service_runner):
+    s = notify_settings(settings)
+    customers = {
+        "en": requested(locale="en", phone="+8613811110001"),
+        "zh-CN": requested(locale="zh-CN", phone="+8613811110002"),
+        "es": requested(locale="es-MX", phone="+8613811110003", shop_name="Tienda Sol"),
+    }
+    async with service_runner(SPEC, s):
+        ids = [e.return_id for e in customers.values()]
+        steps = [
+            list(customers.values()),
+            [scanned(r) for r in ids],
+            [received(r) for r in ids],
+            [escalated(r) for r in ids],
+            [issued(r) for r in ids],
+        ]
+        for n, events in enumerate(steps, 1):
+            await publish(s.kafka_bootstrap, events)
+            for rid in ids:
+                await wait_sms(s, n, rid)
+        sent = values(await read_topic(s.kafka_bootstrap, "sms.sent", 15))
+        await asyncio.sleep(0.5)  # nothing more comes
+        lines = {loc: sms_lines(s, e.return_id) for loc, e in customers.items()}
+
+    for loc, got in lines.items():
+        assert [x["step"] for x in got] == STEPS, loc
+    en, zh, es = lines["en"], lines["zh-CN"], lines["es"]
+    assert all(x["locale"] == "en" and x["text"].endswith("- Maple & Co") for x in en)
+    assert "CN¥50.00" in en[4]["text"] and "has been paid" in en[4]["text"]
+    assert "pack the items" in en[0]["text"] and "SF Express" in en[1]["text"]
+    assert all(x["locale"] == "zh-CN" and x["text"].startswith("【Maple & Co】") for x in zh)
+    assert "¥50.00" in zh[4]["text"] and "退款" in zh[4]["text"]
+    # es-MX reads the es templates; the shop name configured for shop-1 wins over the event's
+    assert all(x["locale"] == "es" and x["text"].endswith("- Maple & Co") for x in es)
+    assert "50,00" in es[3]["text"] and "devolución" in es[0]["text"]
+    # events: one sms.sent per message, numbers masked, nothing in full anywhere
+    assert len(sent) == 15
+    assert {(e["return_id"], e["step"]) for e in sent} == {(str(r), st) for r in ids for st in STEPS}
+    assert all(e["phone_masked"].startswith("+86") and "*" in e["phone_masked"] for e in sent)
+    raw = orjson.dumps(sent).decode() + orjson.dumps(lines).decode()
+    assert "13811110001" not in raw and "13811110002" not in raw
+
+
+async def test_each_event_three_times_still_one_message_per_step(settings, service_runner):
+    s = notify_settings(settings)
+    req = requested(locale="zh-CN")
+    rid = req.return_id
+    async with service_runner(SPEC, s) as svc:
+        chain = [req, scanned(rid), received(rid), escalated(rid), issued(rid)]
+        for n, e in enumerate(chain, 1):
+            await publish(s.kafka_bootstrap, [e, e, e])
+            await wait_sms(s, n, rid)
+        # a later moving scan (a different event) is the same step: still nothing new
+        await publish(s.kafka_bootstrap, [scanned(rid, ScanCode.in_transit, "s2")] * 3)
+        await asyncio.sleep(1.5)
+        got = sms_lines(s, rid)
+        rows = await svc.runtime.pool.fetch("SELECT step, status FROM messages WHERE return_id = $1", rid)
+        sent = [e for e in values(await read_topic(s.kafka_bootstrap, "sms.sent", 5)) if e["return_id"] == str(rid)]
+    assert [x["step"] for x in got] == STEPS
+    care = [r for r in rows if not r["step"].startswith("reminder_")]
+    assert sorted(r["step"] for r in care) == sorted(STEPS)
+    assert all(r["status"] == "sent" for r in care)
+    # the reminders scheduled at the request were called off by the moving scan
+    assert sorted((r["step"], r["status"]) for r in rows if r not in care) == [
+        ("reminder_1", "cancelled"),
+        ("reminder_2", "cancelled"),
+        ("reminder_3", "cancelled"),
+    ]
+    assert sorted(e["step"] for e in sent) == sorted(STEPS)
