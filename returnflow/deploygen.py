@@ -78,9 +78,9 @@ class Workload:
     memory_limit: str
 
 
-# Consumers per group are bounded by partitions (4 per topic in the catalog): a 5th member of a group whose
-# topics have 4 partitions gets no partition of the busiest topic. Only `returns` goes past that bound: its
-# webhook intake is HTTP and CPU-bound, extra pods take HTTP load while their consumers stand by.
+# Consumers per group are bounded by partitions (4 per topic in the catalog): each partition has one member of
+# a group, so at most 4 pods work on any one topic; a 5th pod never speeds up the busiest topic. Only `returns`
+# goes past that bound: its webhook intake is HTTP and CPU-bound, extra pods take HTTP load.
 WORKLOADS: tuple[Workload, ...] = (
     Workload("returns", 2, 8, "500m", "256Mi", "512Mi"),
     Workload("warehouse", 2, 4, "250m", "192Mi", "384Mi"),
@@ -99,7 +99,8 @@ def consumed_topics(service: str) -> list[str]:
 
 
 def partition_bound(service: str) -> int:
-    """The most consumers of one group that can each own a partition of every topic the service consumes."""
+    """The most members of one group that can work on one topic at once: the largest partition count among
+    the topics the service consumes (each partition belongs to one member of a group)."""
     return max((TOPICS_BY_NAME[n].partitions for n in consumed_topics(service)), default=1)
 
 
