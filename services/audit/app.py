@@ -30,7 +30,16 @@ from contracts.events import InventoryAttested, InventoryCheck, ReturnReceived, 
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Delivery, Handler
 from returnflow.db import Conn
-from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_response, read_body
+from returnflow.http import (
+    BodyTooLarge,
+    HttpProblem,
+    correlation_id,
+    error,
+    field_errors,
+    is_json,
+    json_response,
+    read_body,
+)
 from returnflow.logging import get_logger
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
 from returnflow.settings import Settings
@@ -44,7 +53,6 @@ from services.audit.domain import (
     ResolutionRequest,
     Side,
     Verified,
-    field_errors,
 )
 
 log = get_logger("services.audit")
@@ -209,10 +217,8 @@ def _check_view(state: dict[str, Any], duplicate: bool) -> dict[str, Any]:
 
 
 # -- HTTP: query helpers ---------------------------------------------------------------------------
-class BadQuery(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+def bad_query(field: str, message: str) -> HttpProblem:
+    return HttpProblem(422, "invalid query parameter", [{"field": field, "message": message}])
 
 
 def _time_param(request: Request, name: str) -> datetime | None:
@@ -222,7 +228,7 @@ def _time_param(request: Request, name: str) -> datetime | None:
     try:
         t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BadQuery(name, "must be an ISO 8601 time, e.g. 2026-11-22T08:00:00Z") from None
+        raise bad_query(name, "must be an ISO 8601 time, e.g. 2026-11-22T08:00:00Z") from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -231,7 +237,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise BadQuery(name, f"must be an integer from {lo} to {hi}")
+        raise bad_query(name, f"must be an integer from {lo} to {hi}")
     return int(raw)
 
 
@@ -242,14 +248,14 @@ def _uuid_param(request: Request, name: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise BadQuery(name, "must be a UUID") from None
+        raise bad_query(name, "must be a UUID") from None
 
 
 def _wants_csv(request: Request) -> bool:
     fmt = request.query_params.get("format")
     if fmt is not None:
         if fmt not in ("csv", "json"):
-            raise BadQuery("format", "must be csv or json")
+            raise bad_query("format", "must be csv or json")
         return fmt == "csv"
     accept = request.headers.get("accept", "")
     return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
@@ -291,17 +297,13 @@ def _parse_anchors(values: list[str]) -> dict[int, str]:
     for v in values:
         seq, sep, h = v.partition(":")
         if not sep or not seq.isdigit() or len(h) != 64:
-            raise BadQuery("anchor", "must look like <seq>:<64 hex hash>")
+            raise bad_query("anchor", "must look like <seq>:<64 hex hash>")
         anchors[int(seq)] = h.lower()
     return anchors
 
 
 def routes(app: FastAPI, rt: Runtime) -> None:
     settings = rt.settings
-
-    @app.exception_handler(BadQuery)
-    async def bad_query(request: Request, exc: BadQuery) -> Response:
-        return error(422, "invalid query parameter", fields=[{"field": exc.field, "message": str(exc)}])
 
     @app.post(
         "/v1/inventory/checks",
@@ -361,10 +363,10 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         reasons = tuple(r for v in q.getlist("reason") for r in v.split(",") if r)
         bad = [r for r in reasons if r not in REASONS]
         if bad:
-            raise BadQuery("reason", f"unknown reason {bad[0]!r}; one of {', '.join(REASONS)}")
+            raise bad_query("reason", f"unknown reason {bad[0]!r}; one of {', '.join(REASONS)}")
         status = q.get("status") or None
         if status not in (None, "open", "resolved"):
-            raise BadQuery("status", "must be open or resolved")
+            raise bad_query("status", "must be open or resolved")
         as_csv = _wants_csv(request)
         f = storage.DiscrepancyFilter(
             reasons=reasons,

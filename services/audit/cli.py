@@ -99,14 +99,15 @@ async def _verify(args: argparse.Namespace) -> int:
     import orjson
 
     from returnflow import db
+    from returnflow.http import HttpProblem
     from returnflow.settings import get_settings
     from services.audit import storage
-    from services.audit.app import BadQuery, _parse_anchors
+    from services.audit.app import _parse_anchors
 
     try:
         anchors = _parse_anchors(args.anchor)
-    except BadQuery as exc:
-        print(f"returnflow: --anchor {exc}", file=sys.stderr)
+    except HttpProblem as exc:
+        print(f"returnflow: --anchor {(exc.fields or [{}])[0].get('message', exc.message)}", file=sys.stderr)
         return 2
     settings = get_settings()
     dsn = args.database_url or (settings.database_url.get_secret_value() if settings.database_url else None)

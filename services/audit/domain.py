@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from contracts.events import Movement
 
@@ -380,10 +380,3 @@ class CheckRequest(BaseModel):
 class ResolutionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     note: str = Field(min_length=1, max_length=4000)
-
-
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-        for e in exc.errors(include_url=False)
-    ]
