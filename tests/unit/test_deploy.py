@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import fnmatch
 import http.server
 import io
 import json
@@ -22,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -393,6 +395,27 @@ def test_the_image_package_set_imports_without_the_embedded_servers() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.splitlines()) == len(all_topic_names(with_dlq=True))
+
+
+def test_every_data_file_is_installed_in_the_image() -> None:
+    """The image installs the package (`pip install .`), not the work tree: a template, migration or schema
+    outside pyproject's package-data would exist in development and be missing in the container."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+
+    def matches(rel: str, pattern: str) -> bool:
+        parts, pats = rel.split("/"), pattern.split("/")
+        return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pats, strict=True))
+
+    missing = []
+    for top in ("returnflow", "contracts", "services"):
+        for path in (ROOT / top).rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc", ".pyi") or "__pycache__" in path.parts:
+                continue
+            package = next(p for p in path.parents if (p / "__init__.py").exists())
+            rel = path.relative_to(package).as_posix()
+            if not any(matches(rel, pat) for pat in patterns):
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == [], f"add to [tool.setuptools.package-data] in pyproject.toml: {missing}"
 
 
 def test_healthcheck_finds_the_service_from_pid_1() -> None:
