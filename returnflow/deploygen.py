@@ -272,10 +272,14 @@ def _hpa(w: Workload) -> dict[str, Any]:
 def _dump_docs(docs: list[tuple[str, dict[str, Any]]], header: str) -> str:
     import yaml
 
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # plain YAML, no &id001 anchors, for people reading the manifests
+
     parts = [header.rstrip() + "\n"]
     for comment, doc in docs:
         lines = "".join(f"# {c}\n" if c else "#\n" for c in comment.splitlines()) if comment else ""
-        parts.append("---\n" + lines + yaml.safe_dump(doc, sort_keys=False, width=120))
+        parts.append("---\n" + lines + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=120))
     return "".join(parts)
 
 
