@@ -191,7 +191,7 @@ def pace(tat: datetime | None, now: datetime, rate_per_s: float, burst: int = 1)
     """
     if rate_per_s <= 0 or math.isinf(rate_per_s):
         return now, now
-    interval = timedelta(seconds=1 / rate_per_s)
+    interval = timedelta(microseconds=math.ceil(1_000_000 / rate_per_s))  # rounded up: never faster
     tat = now if tat is None or tat < now else tat
     tolerance = interval * (max(1, burst) - 1)
     send_at = max(now, tat - tolerance)
