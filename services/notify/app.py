@@ -259,7 +259,8 @@ def routes(app: FastAPI, rt: Runtime) -> None:
                             phone_masked=mask_phone(row["phone"] or ""),
                             locale=row["locale"] or "",
                             provider=provider.name,
-                            error=f"not delivered: {rep.status}" + (f" ({rep.error})" if rep.error else ""),
+                            error=f"not delivered: {rep.status}"
+                            + (f" ({rep.error})" if rep.error and rep.error != rep.status else ""),
                         )
                     )
             await enqueue(conn, events)

@@ -464,7 +464,8 @@ class AliyunProvider:
                 raise BadWebhook("biz_id and success are required")
             ok = bool(item["success"])
             code = str(item.get("err_code") or ("DELIVERED" if ok else "FAILED"))
-            out.append(DeliveryReport(str(biz_id), code, ok, None if ok else code))
+            detail = str(item.get("err_msg") or code)
+            out.append(DeliveryReport(str(biz_id), code, ok, None if ok else detail))
         return out
 
     def answer(self, kind: str) -> WebhookAnswer:

@@ -26,7 +26,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from contracts.events import Message, SmsDeferred, SmsFailed, SmsSent, SmsSuppressed
-from returnflow.logging import get_logger, mask_phone
+from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
 from services.notify import storage
@@ -246,6 +246,8 @@ class Sender:
             "locale": m.locale,
         }
         event: Message | None = None
+        if outcome != "sent":  # providers quote the number in their errors: events never carry it
+            detail = redact_text(detail)
         async with self.pool.acquire() as conn, conn.transaction():
             if outcome == "sent":
                 if await storage.record_sent(conn, m.id, detail, now):

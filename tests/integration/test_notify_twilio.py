@@ -27,7 +27,9 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
             notify_twilio_base_url=twilio_url,
         )
         ok = requested(locale="en", phone="+8613811112222")
-        bad = requested(locale="en", phone="+1555")
+        bad = requested(locale="en", phone="+861380000000912345")  # too long for E.164
+        refused = requested(locale="en", phone="+8613800000009")
+        fake.unsubscribed.add("+8613800000009")
         async with service_runner(SPEC, s) as svc:
             # 5. provider answering 500 twice then 201 -> one message sent
             await publish(s.kafka_bootstrap, [ok])
@@ -42,8 +44,15 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
             await publish(s.kafka_bootstrap, [bad])
             failed = values(await read_topic(s.kafka_bootstrap, "sms.failed", 1))
             assert failed[0]["return_id"] == str(bad.return_id) and "21211" in failed[0]["error"]
+            assert "861380000000912345" not in failed[0]["error"]  # Twilio quotes the number; events mask it
             await asyncio.sleep(0.6)
             assert len(fake.requests) == 4
+            # Twilio refuses a number that replied STOP to it: failed, and the number is opted out here too
+            await publish(s.kafka_bootstrap, [refused])
+            failed = values(await read_topic(s.kafka_bootstrap, "sms.failed", 2))
+            assert "21610" in failed[1]["error"] and "13800000009" not in failed[1]["error"]
+            assert await svc.runtime.pool.fetchval("SELECT opted_out FROM opt_outs WHERE phone = '+8613800000009'")
+            assert len(fake.requests) == 5
             status = await svc.runtime.pool.fetchval(
                 "SELECT status FROM messages WHERE return_id = $1 AND step = 'requested'", bad.return_id
             )
@@ -56,8 +65,8 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
             for _ in range(2):
                 r = await fake.post_webhook(status_url, fake.status_params(sid, "undelivered", "30003"))
                 assert r.status_code == 204
-            failed = values(await read_topic(s.kafka_bootstrap, "sms.failed", 2))
-            assert len(failed) == 2 and "not delivered: undelivered (30003)" in failed[1]["error"]
+            failed = values(await read_topic(s.kafka_bootstrap, "sms.failed", 3))
+            assert len(failed) == 3 and "not delivered: undelivered (30003)" in failed[2]["error"]
             row = await svc.runtime.pool.fetchrow(
                 "SELECT status, delivery_status, delivery_error FROM messages WHERE provider_message_id = $1", sid
             )
@@ -74,7 +83,7 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
             await publish(s.kafka_bootstrap, [scanned(ok.return_id)])
             suppressed = values(await read_topic(s.kafka_bootstrap, "sms.suppressed", 1))
             assert [(e["step"], e["reason"]) for e in suppressed] == [("parcel_seen", "opted_out")]
-            assert len(fake.requests) == 4
+            assert len(fake.requests) == 5
 
 
 async def _true(value: bool) -> bool:

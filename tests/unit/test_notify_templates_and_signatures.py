@@ -158,7 +158,7 @@ def test_aliyun_callbacks_need_the_url_token_and_read_replies_and_receipts():
         ]
     )
     [rep] = p.parse_status(WebhookRequest("http://x", {}, report, {"token": "cb-token"}))
-    assert (rep.provider_message_id, rep.delivered, rep.error) == ("900619746936498440^0", False, "MK:0001")
+    assert (rep.provider_message_id, rep.delivered, rep.error) == ("900619746936498440^0", False, "用户接收失败")
     assert orjson.loads(p.answer("status").body) == {"code": 0, "msg": "接收成功"}
     with pytest.raises(BadWebhook):
         p.parse_status(WebhookRequest("http://x", {}, b'[{"success": true}]', {"token": "cb-token"}))
