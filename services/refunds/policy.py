@@ -1,0 +1,602 @@
+"""The refund policy: pure decisions, no I/O.
+
+From what is known about a return (its lines and paid total, the first moving scan, the warehouse
+receipt, the refunds and escalations so far, the customer's recent clawbacks), the configured
+policy and — for a person's command — the actor with their roster role, decide: refund now (how
+much, on which basis), escalate (to which role), flag a clawback, or note why nothing moves yet.
+
+Invariants (property-tested in tests/unit/test_refunds_policy.py):
+- the refunds of a return never add up to more than its paid total;
+- nothing is refunded on an actor's say beyond their role's cumulative limit for the return;
+- no early refund before a scan that shows the parcel moving;
+- receipt refunds never pay for units that were not received.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from contracts.events import Condition, RefundBasis, ReturnKind, Role
+
+ROLE_ORDER: tuple[Role, ...] = (Role.agent, Role.supervisor, Role.manager, Role.owner)
+GOODS_BASES = frozenset({RefundBasis.early_scan, RefundBasis.warehouse_receipt})
+_NS = uuid.UUID("6f1c2a4e-2d0b-4d8e-9a55-0d6c1b7e9f31")
+
+
+# -- configuration ------------------------------------------------------------------------------------
+
+Limits = Mapping[Role, int | None]  # role -> cumulative limit per return in minor units; None = unlimited
+
+PRESETS: dict[str, dict[str, dict[Role, int | None]]] = {
+    # agent 20.00, supervisor 50.00, manager 100.00, owner unlimited (CNY)
+    "tiered": {"CNY": {Role.agent: 2_000, Role.supervisor: 5_000, Role.manager: 10_000, Role.owner: None}},
+    # front-line agents may grant a full free refund of any amount
+    "full_trust": {"*": {Role.agent: None, Role.supervisor: None, Role.manager: None, Role.owner: None}},
+}
+
+
+@dataclass(frozen=True)
+class Authority:
+    """Cumulative limits per return, per currency ("*" = any currency). A currency without limits
+    gives no authority but the owner's. The owner is unlimited in every configuration."""
+
+    limits: Mapping[str, Limits]
+
+    def limit(self, role: Role, currency: str) -> int | None:
+        if role == Role.owner:
+            return None
+        table = self.limits.get(currency, self.limits.get("*", {}))
+        return table.get(role, 0)
+
+    def covers(self, role: Role, currency: str, cumulative: int) -> bool:
+        lim = self.limit(role, currency)
+        return lim is None or cumulative <= lim
+
+    def required_role(self, currency: str, cumulative: int) -> Role:
+        """The lowest role whose limit covers the cumulative amount."""
+        for role in ROLE_ORDER:
+            if self.covers(role, currency, cumulative):
+                return role
+        return Role.owner  # unreachable: the owner is unlimited
+
+
+def authority_from(preset: str, custom: Mapping[str, Mapping[str, int | None]] | None = None) -> Authority:
+    if preset == "custom":
+        if not custom:
+            raise ValueError("authority preset 'custom' needs refunds_authority_limits (currency -> role -> limit)")
+        table: dict[str, dict[Role, int | None]] = {}
+        for currency, roles in custom.items():
+            table[currency] = {}
+            for role, lim in roles.items():
+                if lim is not None and lim < 0:
+                    raise ValueError(f"authority limit of {role} in {currency} must be >= 0 or null")
+                table[currency][Role(role)] = lim
+        return Authority(table)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown authority preset {preset!r} (tiered, full_trust or custom)")
+    return Authority(PRESETS[preset])
+
+
+@dataclass(frozen=True)
+class Policy:
+    authority: Authority
+    early_refund: bool = True
+    early_refund_cap: Mapping[str, int] = field(default_factory=lambda: {"CNY": 50_000})
+    early_refund_max_clawbacks: int = 0
+    return_window: timedelta | None = None
+
+
+# -- what is known about a return ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    qty: int
+    unit_price: int
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    sku: str
+    qty_received: int
+    condition: Condition
+
+
+@dataclass(frozen=True)
+class Receipt:
+    receipt_id: str
+    received_at: datetime
+    lines: tuple[ReceiptLine, ...]
+
+
+@dataclass(frozen=True)
+class Paid:
+    """A ledger entry (pending or issued; failed ones are kept but count for nothing)."""
+
+    cause: str
+    amount: int
+    basis: RefundBasis
+    actor_id: str | None = None
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class OpenEscalation:
+    escalation_id: str
+    cause: str
+    amount: int
+    basis: RefundBasis
+    required_role: Role
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    actor_id: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class ReturnFacts:
+    return_id: UUID
+    kind: ReturnKind
+    currency: str
+    paid_total: int
+    lines: tuple[Line, ...]
+    requested_at: datetime
+    requester: Actor | None = None  # the agent who filed it, with the roster's role
+    cancelled: bool = False
+    first_moving_at: datetime | None = None
+    receipts: tuple[Receipt, ...] = ()
+    refunds: tuple[Paid, ...] = ()
+    decided: frozenset[str] = frozenset()
+    escalations: tuple[OpenEscalation, ...] = ()
+    recent_clawbacks: int = 0
+
+    @property
+    def reserved(self) -> int:
+        return sum(p.amount for p in self.refunds if not p.failed)
+
+    @property
+    def headroom(self) -> int:
+        return max(0, self.paid_total - self.reserved)
+
+    @property
+    def goods_refunded(self) -> int:
+        return sum(p.amount for p in self.refunds if not p.failed and p.basis in GOODS_BASES)
+
+    @property
+    def early_refunded(self) -> int:
+        return sum(p.amount for p in self.refunds if not p.failed and p.basis == RefundBasis.early_scan)
+
+    @property
+    def authority_used(self) -> int:
+        """What actors have refunded on this return so far: their limits are cumulative."""
+        return sum(p.amount for p in self.refunds if not p.failed and p.actor_id is not None)
+
+    @property
+    def goods_value(self) -> int:
+        return min(sum(x.qty * x.unit_price for x in self.lines), self.paid_total)
+
+
+# -- decisions ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundNow:
+    cause: str
+    amount: int
+    basis: RefundBasis
+    actor: Actor | None = None
+    note: str | None = None
+    escalation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Escalate:
+    cause: str
+    amount: int
+    basis: RefundBasis
+    required_role: Role
+    reason: str
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Reescalate:
+    """An open escalation now needs a higher role (more was refunded on the return meanwhile)."""
+
+    escalation_id: str
+    required_role: Role
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Recorded: nothing is paid for this cause now, and why."""
+
+    cause: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FlagClawback:
+    cause: str
+    amount: int
+    receipt_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    cause: str
+    escalation_id: str
+    amount: int
+    actor: Actor
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CloseEscalation:
+    escalation_id: str
+    status: str  # approved | rejected | superseded | cancelled
+    by: str | None = None
+
+
+Action = RefundNow | Escalate | Reescalate | Wait | FlagClawback | Reject | CloseEscalation
+
+
+def refund_id(return_id: UUID, cause: str) -> str:
+    """The same cause on the same return is always the same refund (and idempotency key)."""
+    return str(uuid.uuid5(_NS, f"refund|{return_id}|{cause}"))
+
+
+def escalation_id(return_id: UUID, cause: str) -> str:
+    return str(uuid.uuid5(_NS, f"escalation|{return_id}|{cause}"))
+
+
+def fold(f: ReturnFacts, action: Action) -> ReturnFacts:
+    """The facts after an action took effect."""
+    match action:
+        case RefundNow():
+            paid = Paid(action.cause, action.amount, action.basis, action.actor.actor_id if action.actor else None)
+            return replace(f, refunds=(*f.refunds, paid), decided=f.decided | {action.cause})
+        case Escalate():
+            esc = OpenEscalation(
+                escalation_id(f.return_id, action.cause),
+                action.cause,
+                action.amount,
+                action.basis,
+                action.required_role,
+                action.requested_by,
+            )
+            return replace(f, escalations=(*f.escalations, esc), decided=f.decided | {action.cause})
+        case Reescalate():
+            return replace(
+                f,
+                escalations=tuple(
+                    replace(e, required_role=action.required_role) if e.escalation_id == action.escalation_id else e
+                    for e in f.escalations
+                ),
+            )
+        case Wait() | FlagClawback():
+            return replace(f, decided=f.decided | {action.cause})
+        case Reject():
+            return replace(f, decided=f.decided | {action.cause})
+        case CloseEscalation():
+            return replace(f, escalations=tuple(e for e in f.escalations if e.escalation_id != action.escalation_id))
+    raise TypeError(action)
+
+
+class _Plan:
+    """Decisions taken one after another, each seeing the effect of the previous ones."""
+
+    def __init__(self, facts: ReturnFacts) -> None:
+        self.facts = facts
+        self.actions: list[Action] = []
+
+    def add(self, action: Action) -> None:
+        self.actions.append(action)
+        self.facts = fold(self.facts, action)
+
+
+# -- valuing what came back ------------------------------------------------------------------------------
+
+
+def value_of_units(lines: Sequence[Line], units: Mapping[str, int]) -> int:
+    """The value of `units` per SKU, capped at what was requested; a SKU listed at several prices is
+    valued from its cheapest units up (so a partial receipt never pays for the dearer units)."""
+    total = 0
+    for sku, n in units.items():
+        prices = sorted(p for x in lines if x.sku == sku for p in [x.unit_price] * x.qty)
+        total += sum(prices[: max(0, n)])
+    return total
+
+
+def _units(receipt: Receipt, conditions: Iterable[Condition]) -> dict[str, int]:
+    wanted = set(conditions)
+    out: dict[str, int] = {}
+    for line in receipt.lines:
+        if line.condition in wanted:
+            out[line.sku] = out.get(line.sku, 0) + max(0, line.qty_received)
+    return out
+
+
+def _requested(lines: Sequence[Line]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in lines:
+        out[x.sku] = out.get(x.sku, 0) + x.qty
+    return out
+
+
+def _shortfall_text(lines: Sequence[Line], receipt: Receipt) -> str:
+    requested = _requested(lines)
+    ok = _units(receipt, [Condition.as_described])
+    parts = []
+    for sku, qty in requested.items():
+        got = min(ok.get(sku, 0), qty)
+        if got < qty:
+            bad = sorted({x.condition.value for x in receipt.lines if x.sku == sku and x.condition != "as_described"})
+            parts.append(f"{sku}: {got} of {qty} as described" + (f" ({', '.join(bad)})" if bad else ""))
+    return "; ".join(parts)
+
+
+def _late(f: ReturnFacts, p: Policy, shipped_at: datetime | None) -> bool:
+    return p.return_window is not None and shipped_at is not None and shipped_at - f.requested_at > p.return_window
+
+
+# -- automatic decisions -----------------------------------------------------------------------------------
+
+
+def evaluate(f: ReturnFacts, p: Policy) -> list[Action]:
+    """What happens to a return now, without anyone's command. Deterministic and idempotent: a cause
+    already decided is never decided again."""
+    plan = _Plan(f)
+    if f.cancelled:
+        if f.early_refunded > 0 and not f.receipts and "clawback:cancelled" not in f.decided:
+            plan.add(
+                FlagClawback(
+                    "clawback:cancelled",
+                    f.early_refunded,
+                    "",
+                    "return cancelled after an early refund: the goods will not come back",
+                )
+            )
+        for e in f.escalations:
+            plan.add(CloseEscalation(e.escalation_id, "cancelled"))
+        return plan.actions
+    if f.kind == ReturnKind.refund_only:
+        _refund_only_request(plan, p)
+    elif f.kind == ReturnKind.return_and_refund:
+        _early_refund(plan, p)
+        for r in f.receipts:
+            _receipt(plan, p, r)
+    return plan.actions
+
+
+def _refund_only_request(plan: _Plan, p: Policy) -> None:
+    f = plan.facts
+    if "request" in f.decided:
+        return
+    amount = min(f.goods_value, f.headroom)
+    if amount <= 0:
+        plan.add(Wait("request", "nothing left to refund"))
+        return
+    cumulative = f.authority_used + amount
+    who = f.requester
+    if who is not None and p.authority.covers(who.role, f.currency, cumulative):
+        plan.add(RefundNow("request", amount, RefundBasis.refund_only, who, "refund-only request filed by an agent"))
+        return
+    required = p.authority.required_role(f.currency, cumulative)
+    reason = (
+        f"refund-only request filed by {who.actor_id} ({who.role.value}) is above their authority"
+        if who is not None
+        else "refund-only request: a person decides"
+    )
+    plan.add(
+        Escalate(
+            "request", amount, RefundBasis.refund_only, required, reason, requested_by=who.actor_id if who else None
+        )
+    )
+
+
+def _early_refund(plan: _Plan, p: Policy) -> None:
+    f = plan.facts
+    if f.first_moving_at is None or "early_scan" in f.decided or f.receipts:
+        return
+    value = f.goods_value
+    cap = p.early_refund_cap.get(f.currency)
+    amount = min(max(0, value - f.goods_refunded), f.headroom)
+    if not p.early_refund:
+        plan.add(Wait("early_scan", "early refund is off: refund at receipt"))
+    elif cap is None or value > cap:
+        plan.add(Wait("early_scan", f"{value} {f.currency} is above the early-refund cap: refund at receipt"))
+    elif f.recent_clawbacks > p.early_refund_max_clawbacks:
+        plan.add(Wait("early_scan", f"customer has {f.recent_clawbacks} recent clawback(s): refund at receipt"))
+    elif _late(f, p, f.first_moving_at):
+        plan.add(Wait("early_scan", "parcel shipped after the return window: a person decides at receipt"))
+    elif amount <= 0:
+        plan.add(Wait("early_scan", "nothing left to refund"))
+    else:
+        plan.add(RefundNow("early_scan", amount, RefundBasis.early_scan, note="parcel seen moving by the carrier"))
+
+
+def _receipt(plan: _Plan, p: Policy, r: Receipt) -> None:
+    f = plan.facts
+    cause = f"receipt:{r.receipt_id}"
+    if cause in f.decided:
+        return
+    ok_value = value_of_units(f.lines, _units(r, [Condition.as_described]))
+    received_value = value_of_units(
+        f.lines, _units(r, [Condition.as_described, Condition.damaged, Condition.wrong_item])
+    )
+    flagged_value = max(0, received_value - ok_value)
+    early = f.early_refunded
+    if early > 0:
+        shortfall = max(0, early - ok_value)
+        if shortfall > 0:
+            plan.add(
+                FlagClawback(
+                    f"clawback:{r.receipt_id}",
+                    shortfall,
+                    r.receipt_id,
+                    f"after an early refund the warehouse found: {_shortfall_text(f.lines, r)}",
+                )
+            )
+        plan.add(Wait(cause, "already refunded early; receipt checked against it"))
+        return
+    due = min(max(0, ok_value - f.goods_refunded), f.headroom)
+    shipped_at = f.first_moving_at or r.received_at
+    if _late(f, p, shipped_at):
+        amount = min(due + flagged_value, f.headroom)
+        if amount > 0:
+            required = p.authority.required_role(f.currency, f.authority_used + amount)
+            plan.add(
+                Escalate(
+                    cause,
+                    amount,
+                    RefundBasis.warehouse_receipt,
+                    required,
+                    "parcel shipped after the return window: a person decides (never an automatic rejection)",
+                )
+            )
+        else:
+            plan.add(Wait(cause, "nothing received"))
+        return
+    if due > 0:
+        plan.add(RefundNow(cause, due, RefundBasis.warehouse_receipt, note="for the quantity received as described"))
+    else:
+        plan.add(Wait(cause, "nothing received as described"))
+    f = plan.facts
+    review = min(flagged_value, f.headroom)
+    if review > 0 and f"review:{r.receipt_id}" not in f.decided:
+        required = p.authority.required_role(f.currency, f.authority_used + review)
+        plan.add(
+            Escalate(
+                f"review:{r.receipt_id}",
+                review,
+                RefundBasis.warehouse_receipt,
+                required,
+                f"received damaged or wrong item: {_shortfall_text(f.lines, r)}; a person decides",
+            )
+        )
+
+
+# -- a person's command ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    command_id: str
+    action: str  # approve | reject | grant_free_refund
+    amount: int | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # HTTP-like: 200 took effect, 202 escalated, 4xx refused
+    result: str  # refunded | escalated | rejected | refused
+    message: str
+    actions: tuple[Action, ...] = ()
+    field: str | None = None
+    required_role: Role | None = None
+    amount: int | None = None
+
+
+def _refused(status: int, message: str, fld: str | None = None) -> Outcome:
+    return Outcome(status, "refused", message, field=fld)
+
+
+def decide_command(f: ReturnFacts | None, p: Policy, actor: Actor | None, cmd: Command) -> Outcome:
+    """What an actor's approve / reject / grant_free_refund does. The actor's role is the roster's."""
+    if actor is None:
+        return _refused(401, "unknown actor")
+    if f is None:
+        return _refused(404, "unknown return")
+    if f.cancelled:
+        return _refused(409, "the return was cancelled")
+    if cmd.action == "grant_free_refund":
+        return _grant(f, p, actor, cmd)
+    if cmd.action in ("approve", "reject"):
+        if not f.escalations:
+            return _refused(409, "no refund of this return waits for a decision")
+        esc = f.escalations[0]
+        return _approve(f, p, actor, cmd, esc) if cmd.action == "approve" else _reject(f, p, actor, cmd, esc)
+    return _refused(422, f"unknown action {cmd.action!r}", "action")
+
+
+def _grant(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
+    if cmd.amount is None or cmd.amount <= 0:
+        return _refused(422, "a positive amount in minor units is required", "amount")
+    if cmd.amount > f.headroom:
+        return _refused(422, f"amount exceeds what remains refundable ({f.headroom} {f.currency})", "amount")
+    plan = _Plan(f)
+    basis = RefundBasis.refund_only if f.kind == ReturnKind.refund_only else RefundBasis.agent_authority
+    cause = f"command:{cmd.command_id}"
+    cumulative = f.authority_used + cmd.amount
+    if p.authority.covers(actor.role, f.currency, cumulative):
+        plan.add(RefundNow(cause, cmd.amount, basis, actor, cmd.note))
+        _supersede(plan)
+        return Outcome(200, "refunded", "refund granted", tuple(plan.actions), amount=cmd.amount)
+    required = p.authority.required_role(f.currency, cumulative)
+    reason = f"{actor.actor_id} ({actor.role.value}) granted {cmd.amount}; {cumulative} in all is above their authority"
+    plan.add(Escalate(cause, cmd.amount, basis, required, reason, requested_by=actor.actor_id))
+    return Outcome(
+        202,
+        "escalated",
+        f"waits for a {required.value}",
+        tuple(plan.actions),
+        required_role=required,
+        amount=cmd.amount,
+    )
+
+
+def _approve(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command, esc: OpenEscalation) -> Outcome:
+    if cmd.amount is not None and not 0 < cmd.amount <= esc.amount:
+        return _refused(422, f"amount must be between 1 and the escalated {esc.amount}", "amount")
+    plan = _Plan(f)
+    amount = min(cmd.amount if cmd.amount is not None else esc.amount, f.headroom)
+    if amount <= 0:
+        plan.add(CloseEscalation(esc.escalation_id, "superseded", actor.actor_id))
+        return Outcome(409, "refused", "nothing is left to refund on this return", tuple(plan.actions))
+    cumulative = f.authority_used + amount
+    if not p.authority.covers(actor.role, f.currency, cumulative):
+        required = p.authority.required_role(f.currency, cumulative)
+        if ROLE_ORDER.index(required) > ROLE_ORDER.index(esc.required_role):
+            plan.add(Reescalate(esc.escalation_id, required, f"{cumulative} refunded in all needs a {required.value}"))
+        return Outcome(
+            202,
+            "escalated",
+            f"a {actor.role.value} cannot approve {amount}: waits for a {required.value}",
+            tuple(plan.actions),
+            required_role=required,
+            amount=amount,
+        )
+    plan.add(RefundNow(f"escalation:{esc.escalation_id}", amount, esc.basis, actor, cmd.note, esc.escalation_id))
+    plan.add(CloseEscalation(esc.escalation_id, "approved", actor.actor_id))
+    _supersede(plan)
+    return Outcome(200, "refunded", "escalated refund approved", tuple(plan.actions), amount=amount)
+
+
+def _reject(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command, esc: OpenEscalation) -> Outcome:
+    cumulative = f.authority_used + esc.amount
+    if not p.authority.covers(actor.role, f.currency, cumulative):
+        required = p.authority.required_role(f.currency, cumulative)
+        return _refused(403, f"a {actor.role.value} cannot reject a refund that needs a {required.value}")
+    plan = _Plan(f)
+    plan.add(Reject(f"reject:{esc.escalation_id}", esc.escalation_id, esc.amount, actor, cmd.note))
+    plan.add(CloseEscalation(esc.escalation_id, "rejected", actor.actor_id))
+    return Outcome(200, "rejected", "refund rejected", tuple(plan.actions), amount=esc.amount)
+
+
+def _supersede(plan: _Plan) -> None:
+    """Open escalations asking for more than is left refundable are closed."""
+    for e in plan.facts.escalations:
+        if e.amount > plan.facts.headroom:
+            plan.add(CloseEscalation(e.escalation_id, "superseded"))

@@ -1,0 +1,158 @@
+"""Pure rules of the warehouse service: scan identity, first moving scan, receipt checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from contracts.events import Condition, Disposition, Movement, ScanCode
+from services.warehouse.domain import (
+    ExpectedLine,
+    PendingScan,
+    ReceiptBody,
+    ScanWebhook,
+    first_moving,
+    receipt_errors,
+    receipt_fingerprint,
+    received_lines,
+    scan_identity,
+    stock_movements,
+)
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def scan(**over):
+    body = {"tracking_no": "SF1", "scan_code": "picked_up", "scanned_at": T0.isoformat(), "location": "Hangzhou"}
+    body.update(over)
+    return ScanWebhook.model_validate(body)
+
+
+def test_the_same_scan_has_one_identity_whatever_the_timezone_it_is_written_in():
+    same = scan(scanned_at=T0.astimezone(timezone(timedelta(hours=8))).isoformat(), location="elsewhere")
+    assert scan_identity("sf", scan()) == scan_identity("sf", same)
+    assert scan_identity("sf", scan()) != scan_identity("sf", scan(scan_code="in_transit"))
+    assert scan_identity("sf", scan()) != scan_identity("yto", scan())
+    assert scan_identity("sf", scan(scan_id="E1")) == "sf:E1"
+
+
+def test_naive_scan_time_is_refused():
+    with pytest.raises(ValidationError, match="timezone"):
+        scan(scanned_at="2026-11-22T09:00:00")
+
+
+codes = st.sampled_from(list(ScanCode))
+
+
+@given(st.lists(st.tuples(codes, st.integers(0, 100)), max_size=8), st.booleans())
+def test_at_most_one_first_moving_scan_and_it_is_the_earliest_moving_one(items, already):
+    scans = [PendingScan(f"s{i}", c.value, T0 + timedelta(minutes=m)) for i, (c, m) in enumerate(items)]
+    chosen = first_moving(already, scans)
+    moving = [s for s in scans if s.scan_code not in ("accepted", "exception")]
+    if already or not moving:
+        assert chosen is None
+    else:
+        assert chosen == min(moving, key=lambda s: (s.scanned_at, s.scan_id)).scan_id
+
+
+EXPECTED = [ExpectedLine("A", 2, 1000), ExpectedLine("B", 1, 500)]
+
+
+def receipt(lines, **over):
+    return ReceiptBody.model_validate(
+        {"return_id": "8c1f0f9e-4d55-4c8e-9a39-8ef9c1c8b0aa", "inspector_id": "i1", "lines": lines, **over}
+    )
+
+
+def test_receipt_that_fits():
+    body = receipt(
+        [
+            {"sku": "A", "qty_received": 1, "condition": "as_described", "disposition": "restock"},
+            {"sku": "A", "qty_received": 1, "condition": "damaged", "disposition": "destroy"},
+            {"sku": "B", "qty_received": 0, "condition": "missing"},
+        ]
+    )
+    assert receipt_errors(EXPECTED, body) == []
+    lines = received_lines(EXPECTED, body)
+    assert [(x.sku, x.qty_requested, x.qty_received, x.condition) for x in lines] == [
+        ("A", 2, 1, Condition.as_described),
+        ("A", 2, 1, Condition.damaged),
+        ("B", 1, 0, Condition.missing),
+    ]
+    assert lines[2].disposition == Disposition.quarantine
+    assert stock_movements(lines) == [("A", Movement.restock, 1), ("A", Movement.destroy, 1)]
+
+
+@pytest.mark.parametrize(
+    ("lines", "field", "words"),
+    [
+        (
+            [{"sku": "A", "qty_received": 3, "condition": "as_described", "disposition": "restock"}],
+            "lines.0.qty_received",
+            "requested 2",
+        ),
+        (
+            [{"sku": "Z", "qty_received": 1, "condition": "as_described", "disposition": "restock"}],
+            "lines.0.sku",
+            "not in this return",
+        ),
+        ([{"sku": "A", "qty_received": 1, "condition": "missing"}], "lines.0.qty_received", "missing"),
+        ([{"sku": "A", "qty_received": 0, "condition": "damaged"}], "lines.0.condition", "missing"),
+        ([{"sku": "A", "qty_received": 1, "condition": "as_described"}], "lines.0.disposition", "required"),
+        (
+            [{"sku": "A", "qty_received": 2, "condition": "as_described", "disposition": "restock"}],
+            "lines",
+            "B not recorded",
+        ),
+    ],
+)
+def test_receipt_errors_name_the_field(lines, field, words):
+    errors = receipt_errors(
+        EXPECTED,
+        receipt(
+            lines
+            + (
+                []
+                if any(x["sku"] == "B" for x in lines) or field == "lines"
+                else [{"sku": "B", "qty_received": 0, "condition": "missing"}]
+            )
+        ),
+    )
+    assert any(e["field"] == field and words in e["message"] for e in errors), errors
+
+
+def test_receipt_names_exactly_one_return_reference_and_fingerprint_ignores_line_order():
+    with pytest.raises(ValidationError, match="exactly one"):
+        receipt([{"sku": "A", "qty_received": 0, "condition": "missing"}], tracking_no="SF1")
+    a = {"sku": "A", "qty_received": 2, "condition": "as_described", "disposition": "restock"}
+    b = {"sku": "B", "qty_received": 0, "condition": "missing"}
+    assert receipt_fingerprint(receipt([a, b])) == receipt_fingerprint(receipt([b, a]))
+    assert receipt_fingerprint(receipt([a, b])) != receipt_fingerprint(receipt([dict(a, qty_received=1), b]))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B"]),
+            st.integers(0, 3),
+            st.sampled_from(list(Condition)),
+            st.sampled_from(list(Disposition)),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_receipt_that_fits_never_attests_more_than_was_requested(items):
+    body = receipt(
+        [{"sku": s, "qty_received": q, "condition": c.value, "disposition": d.value} for s, q, c, d in items]
+    )
+    if receipt_errors(EXPECTED, body):
+        return
+    moved: dict[str, int] = {}
+    for sku, _, qty in stock_movements(received_lines(EXPECTED, body)):
+        moved[sku] = moved.get(sku, 0) + qty
+    assert moved.get("A", 0) <= 2 and moved.get("B", 0) <= 1
