@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WarehouseDevice(BaseModel):
+    """A registered warehouse scanner: the warehouse it belongs to and its bearer token."""
+
+    warehouse_id: str
+    token: SecretStr
+
+
+# Development-only warehouse device so `make run` can post receipts; production registers its own.
+DEV_WAREHOUSE_DEVICES: dict[str, dict[str, str]] = {
+    "dock-1": {"warehouse_id": "WH-DEMO", "token": "dev-device-token-dock-1"},
+}
 
 SERVICES: tuple[str, ...] = ("returns", "warehouse", "refunds", "notify", "audit")
 DEFAULT_PORTS: dict[str, int] = {
@@ -76,6 +90,41 @@ class Settings(BaseSettings):
 
     db_pool_min: int = 2
     db_pool_max: int = 10
+
+    # Warehouse (warehouse-confirm): devices allowed to post receipts (JSON: id -> {warehouse_id, token}),
+    # and the group commit of carrier scans and receipts.
+    warehouse_devices: dict[str, WarehouseDevice] = Field(
+        default_factory=lambda: {k: WarehouseDevice.model_validate(v) for k, v in DEV_WAREHOUSE_DEVICES.items()}
+    )
+    warehouse_batch_max: int = 200
+    warehouse_batch_wait_ms: float = 2.0
+
+    # Refunds: authority preset (tiered | full_trust | custom). `custom` reads refunds_authority_limits:
+    # currency -> role -> cumulative limit per return in minor units (null = unlimited).
+    refunds_authority_preset: Literal["tiered", "full_trust", "custom"] = "tiered"
+    refunds_authority_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    # Early refund on the first moving carrier scan (return_and_refund only): on/off, the largest
+    # amount per currency refunded before the goods arrive, and how many clawbacks a customer may have
+    # had in the lookback window and still get one. An optional return window (days from request to
+    # the parcel moving) sends a late parcel to a person instead of refunding automatically.
+    refunds_early_refund: bool = True
+    refunds_early_refund_cap: dict[str, int] = Field(default_factory=lambda: {"CNY": 50_000})
+    refunds_early_refund_max_clawbacks: int = 0
+    refunds_clawback_lookback_days: int = 90
+    refunds_return_window_days: int | None = None
+    # Payment gateway. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
+    refunds_gateway: Literal["simulated"] = "simulated"
+    refunds_gateway_url: str | None = None
+    refunds_gateway_api_key: SecretStr = SecretStr("sk_test_returnflow_dev")
+    refunds_gateway_timeout_s: float = 5.0
+    refunds_gateway_attempts: int = 3
+    refunds_gateway_backoff_s: float = 0.2
+    refunds_payment_concurrency: int = 64
+    refunds_payment_batch: int = 200
+    refunds_payment_lease_s: float = 60.0
+    refunds_payment_retry_max_s: float = 300.0
+    refunds_payment_poll_s: float = 1.0
+    gateway_sim_port: int = 0  # 0: `returnflow up` picks a free loopback port
 
     # Webhook secrets: JSON map of source -> list of active secrets (two during a rotation).
     webhook_secrets: dict[str, list[SecretStr]] = Field(

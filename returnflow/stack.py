@@ -20,7 +20,7 @@ from typing import IO, Any
 import httpx
 
 from returnflow import db
-from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, port_is_free
+from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, free_port, port_is_free
 from returnflow.kafka import create_topics, wait_for_broker
 from returnflow.settings import Settings
 from services import SERVICE_MODULES
@@ -38,6 +38,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     restarts: int = 0
+    argv: list[str] | None = None  # a helper process (not a service): its command line
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Stack:
     dsn: str = ""
     bootstrap: str = ""
     children: dict[str, Child] = field(default_factory=dict)
+    gateway_url: str = ""
     _lock: IO[str] | None = None
     _stopping: bool = False
 
@@ -81,6 +83,8 @@ class Stack:
         wanted = [(f"{name} service", self.settings.port_for(name)) for name in self.services]
         if not self.settings.kafka_bootstrap:
             wanted.append(("embedded Kafka broker", self.settings.embedded_kafka_port))
+        if self.settings.gateway_sim_port:
+            wanted.append(("simulated payment gateway", self.settings.gateway_sim_port))
         for what, port in wanted:
             if not port_is_free(self.settings.host, port):
                 raise StackError(f"port {port} on {self.settings.host} is already in use (needed by the {what})")
@@ -112,22 +116,38 @@ class Stack:
             spec = import_module(SERVICE_MODULES[name]).SPEC
             await db.migrate(self.dsn, spec.schema, spec.migrations())
         self.out(f"  migrations   applied for {', '.join(self.services)}")
+        self._add_gateway_sim(logs)
         for name in self.services:
             self.children[name] = Child(name, self.settings.port_for(name), logs / f"{name}.log")
             self._spawn(self.children[name])
         await self.wait_ready()
 
+    def _add_gateway_sim(self, logs: Path) -> None:
+        """The refunds service pays through a gateway; unless one is configured, run the simulated
+        PSP (services/refunds/gateway_sim.py) as its own process on loopback."""
+        s = self.settings
+        if "refunds" not in self.services or s.refunds_gateway != "simulated" or s.refunds_gateway_url:
+            return
+        port = s.gateway_sim_port or free_port(s.host)
+        self.gateway_url = f"http://{s.host}:{port}"
+        argv = [sys.executable, "-m", "services.refunds.gateway_sim", "--host", s.host, "--port", str(port)]
+        self.children["gateway-sim"] = Child("gateway-sim", port, logs / "gateway-sim.log", argv=argv)
+        self._spawn(self.children["gateway-sim"])
+        self.out(f"  gateway      simulated payment gateway at {self.gateway_url}")
+
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
+        if self.gateway_url:
+            env["RETURNFLOW_REFUNDS_GATEWAY_URL"] = self.gateway_url
         env["RETURNFLOW_LOG_FORMAT"] = env.get("RETURNFLOW_LOG_FORMAT", "json")
         return env
 
     def _spawn(self, child: Child) -> None:
         child.log_file = open(child.log_path, "ab")
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "returnflow.cli", "serve", child.name],
+            child.argv or [sys.executable, "-m", "returnflow.cli", "serve", child.name],
             env=self.child_env(),
             stdout=child.log_file,
             stderr=subprocess.STDOUT,
@@ -238,7 +258,8 @@ async def run_stack(settings: Settings, after_start: Callable[[Stack], Awaitable
         print("returnflow: ready")
         for name, child in stack.children.items():
             base = f"http://{settings.host}:{child.port}"
-            print(f"  {name:<10} {base}/docs   {base}/readyz   {base}/metrics")
+            extra = f"{base}/metrics" if child.argv is None else "(simulated PSP)"
+            print(f"  {name:<10} {base}/docs   {base}/readyz   {extra}")
         print(f"  logs         {(settings.data_dir / 'logs').resolve()}")
         if after_start is not None:
             await after_start(stack)

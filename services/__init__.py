@@ -2,6 +2,8 @@
 
 SERVICE_MODULES = {
     "returns": "services.returns.app",
+    "warehouse": "services.warehouse.app",
+    "refunds": "services.refunds.app",
     "audit": "services.audit.app",
     "notify": "services.notify.app",
 }

@@ -1,0 +1,234 @@
+"""The `simulated` payment gateway: a small local HTTP service with a PSP's refund semantics.
+
+    POST /v1/refunds            Idempotency-Key required; body {payment_id, amount, currency, metadata}
+                                201 new refund; 200 + Idempotent-Replayed: true for the same key and body;
+                                422 same key, different parameters; 409 same key still in progress
+    GET  /v1/refunds/{id}       one refund
+    GET  /v1/refunds            list (?payment_id=)
+    POST /_sim/faults           inject faults into the next requests:
+                                {"mode": "timeout" | "hang" | "error" | "decline", "count": n,
+                                 "status": 503, "delay_s": 2.0}
+                                timeout = the refund IS made, the answer comes too late (the hard case);
+                                hang = nothing is made and the answer comes too late;
+                                error = answered with `status` (5xx) and nothing made; decline = 402
+    DELETE /_sim/faults         clear faults;  GET /_sim/stats  request and refund counts
+
+State is in memory (one process serves every refunds worker). `returnflow up` runs it as its own
+process on loopback; tests start it on a free port with `serve_gateway`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    payment_id: str = Field(min_length=1, max_length=128)
+    amount: StrictInt = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Fault(BaseModel):
+    mode: Literal["timeout", "hang", "error", "decline"]
+    count: int = Field(default=1, ge=1)
+    status: int = Field(default=503, ge=400, le=599)
+    delay_s: float = Field(default=2.0, ge=0, le=120)
+
+
+@dataclass
+class SimState:
+    api_key: str | None = None
+    by_key: dict[str, tuple[str, int, dict[str, Any]]] = field(
+        default_factory=dict
+    )  # key -> (fingerprint, status, body)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)
+    faults: deque[Fault] = field(default_factory=deque)
+    requests: int = 0
+
+    def next_fault(self) -> Fault | None:
+        while self.faults:
+            f = self.faults[0]
+            if f.count <= 0:
+                self.faults.popleft()
+                continue
+            f.count -= 1
+            return f.model_copy()
+        return None
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _err(status: int, type_: str, message: str, param: str | None = None) -> Response:
+    e: dict[str, Any] = {"type": type_, "message": message}
+    if param:
+        e["param"] = param
+    return _json({"error": e}, status)
+
+
+def create_sim_app(api_key: str | None = None) -> FastAPI:
+    state = SimState(api_key=api_key)
+    app = FastAPI(title="returnflow simulated payment gateway", description=__doc__)
+    app.state.sim = state
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive", "service": "gateway-sim"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        return {"ready": True, "service": "gateway-sim"}
+
+    @app.post("/v1/refunds", status_code=201)
+    async def create_refund(request: Request) -> Response:
+        state.requests += 1
+        if state.api_key and request.headers.get("authorization") != f"Bearer {state.api_key}":
+            return _err(401, "authentication_error", "invalid API key")
+        key = request.headers.get("idempotency-key", "").strip()
+        if not key or len(key) > 255:
+            return _err(400, "invalid_request_error", "an Idempotency-Key header is required", "Idempotency-Key")
+        raw = await request.body()
+        try:
+            req = RefundRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            return _err(400, "invalid_request_error", first["msg"], ".".join(str(p) for p in first["loc"]))
+        fingerprint = hashlib.sha256(orjson.dumps(req.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        fault = state.next_fault()
+        if fault is not None and fault.mode == "hang":
+            await asyncio.sleep(fault.delay_s)
+            return _err(504, "api_error", "simulated hang")
+        if fault is not None and fault.mode == "error":
+            return _err(fault.status, "api_error", "simulated gateway error")
+        if key in state.in_flight:
+            return _err(409, "idempotency_error", "a request with this key is still being processed")
+        if key in state.by_key:
+            fp, status, body = state.by_key[key]
+            if fp != fingerprint:
+                return _err(
+                    422,
+                    "idempotency_error",
+                    "keys for idempotent requests can only be used with the same parameters they were first used with",
+                )
+            if fault is not None and fault.mode == "timeout":
+                await asyncio.sleep(fault.delay_s)
+            return _json(body, 200 if status == 201 else status, {"Idempotent-Replayed": "true"})
+        state.in_flight.add(key)
+        try:
+            if fault is not None and fault.mode == "decline":
+                status, body = 402, {"error": {"type": "card_error", "code": "refund_declined", "message": "declined"}}
+            else:
+                rid = f"re_{uuid.uuid4().hex[:24]}"
+                body = {
+                    "id": rid,
+                    "object": "refund",
+                    "payment_id": req.payment_id,
+                    "amount": req.amount,
+                    "currency": req.currency,
+                    "status": "succeeded",
+                    "metadata": req.metadata,
+                    "created": int(time.time()),
+                }
+                state.refunds[rid] = body
+                status = 201
+            state.by_key[key] = (fingerprint, status, body)
+        finally:
+            state.in_flight.discard(key)
+        if fault is not None and fault.mode == "timeout":
+            await asyncio.sleep(fault.delay_s)  # made, but the answer arrives after the caller gave up
+        return _json(body, status)
+
+    @app.get("/v1/refunds/{refund_id}")
+    async def get_refund(refund_id: str) -> Response:
+        found = state.refunds.get(refund_id)
+        return _json(found) if found else _err(404, "invalid_request_error", f"no refund {refund_id}")
+
+    @app.get("/v1/refunds")
+    async def list_refunds(payment_id: str | None = None) -> Response:
+        data = [r for r in state.refunds.values() if payment_id is None or r["payment_id"] == payment_id]
+        return _json({"object": "list", "data": data})
+
+    @app.post("/_sim/faults", status_code=204)
+    async def add_fault(fault: Fault) -> Response:
+        state.faults.append(fault)
+        return Response(status_code=204)
+
+    @app.delete("/_sim/faults", status_code=204)
+    async def clear_faults() -> Response:
+        state.faults.clear()
+        return Response(status_code=204)
+
+    @app.get("/_sim/stats")
+    async def stats() -> Response:
+        return _json({"requests": state.requests, "refunds": len(state.refunds), "keys": len(state.by_key)})
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> AsyncIterator[str]:
+    """Run the simulated gateway in this event loop (tests); yields its base URL."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_sim_app(api_key)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from returnflow.settings import get_settings
+
+    parser = argparse.ArgumentParser(description="returnflow simulated payment gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    key = get_settings().refunds_gateway_api_key.get_secret_value()
+    uvicorn.run(
+        create_sim_app(key),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""`returnflow roster seed [FILE]`: put actors and their roles in the refunds roster.
+
+FILE is a JSON list of {"actor_id", "role", "name", "token", "active"}; without it, the development
+roster (agent-amy, agent-bo, sup-sam, mgr-mia, owner-oz with dev-token-<id> tokens) is seeded, as
+`make run` does. Works against RETURNFLOW_DATABASE_URL, or the embedded PostgreSQL under the data
+dir (attached to if `returnflow up` is running, started and stopped again if not).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from returnflow import db
+from returnflow.settings import Settings
+from services.refunds.domain import DEV_ROSTER, RosterEntry
+
+
+def load_entries(path: str | None) -> list[RosterEntry]:
+    if path is None:
+        return list(DEV_ROSTER)
+    try:
+        return TypeAdapter(list[RosterEntry]).validate_python(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise SystemExit(f"returnflow: cannot read roster file {path}: {exc}".splitlines()[0]) from None
+
+
+async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
+    from services.refunds import storage
+    from services.refunds.app import SPEC
+
+    entries = load_entries(path)
+    if settings.database_url:
+        dsn = settings.database_url.get_secret_value()
+    else:
+        from returnflow.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(settings.data_dir / "postgres")
+        pg.start()  # attaches to the running one; stopped at exit only if this process started it
+        dsn = pg.uri("returnflow")
+        await db.ensure_database(dsn)
+    await db.migrate(dsn, SPEC.schema, SPEC.migrations())
+    conn = await db.connect(dsn, SPEC.schema)
+    try:
+        async with conn.transaction():
+            await storage.seed_roster(conn, entries)
+    finally:
+        await conn.close()
+    return entries
+
+
+def seed_cmd(settings: Settings, path: str | None) -> int:
+    import asyncio
+
+    entries = asyncio.run(seed(settings, path))
+    for e in entries:
+        print(f"  {e.actor_id:<12} {e.role.value:<10} {'active' if e.active else 'inactive'}")
+    print(f"roster: {len(entries)} actor(s) seeded")
+    return 0

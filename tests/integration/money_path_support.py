@@ -1,0 +1,141 @@
+"""Shared pieces of the money-path tests: returns + warehouse + refunds services on the real broker and
+PostgreSQL, the simulated gateway on a free loopback port, signed scans and device receipts."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from returnflow.service import ConsumerSpec
+from returnflow.settings import Settings
+from returnflow.signing import SIGNATURE_HEADER, sign
+from services.refunds import storage as refunds_storage
+from services.refunds.app import SPEC as REFUNDS
+from services.refunds.domain import DEV_ROSTER
+from services.refunds.gateway_sim import serve_gateway
+from services.returns.app import SPEC as RETURNS
+from services.warehouse.app import SPEC as WAREHOUSE
+from tests.kafkautil import wait_for
+from tests.webhooks import return_body, signed
+
+CARRIER_SECRET = b"carrier-secret"
+DEVICE = {"authorization": "Bearer dev-device-token-dock-1"}
+TOKENS = {e.actor_id: e.token for e in DEV_ROSTER}
+
+
+def auth(actor_id: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[actor_id]}"}
+
+
+def money_settings(settings: Settings, gateway_url: str, **over: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "refunds_gateway_url": gateway_url,
+            "refunds_gateway_timeout_s": 0.3,
+            "refunds_gateway_backoff_s": 0.05,
+            "refunds_payment_poll_s": 0.2,
+            "refunds_payment_retry_max_s": 0.5,
+            **over,
+        }
+    )
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    gateway: httpx.AsyncClient
+    returns: httpx.AsyncClient
+    warehouse: httpx.AsyncClient
+    refunds: list[httpx.AsyncClient]
+    refunds_pool: Any
+    warehouse_pool: Any
+
+    async def new_return(self, **over: Any) -> uuid.UUID:
+        raw, hdrs = signed(return_body(**over))
+        r = await self.returns.post("/v1/webhooks/generic/returns", content=raw, headers=hdrs)
+        assert r.status_code == 202, r.text
+        return uuid.UUID(r.json()["return_id"])
+
+    async def scan(
+        self, tracking_no: str, code: str = "picked_up", at: datetime | None = None, carrier: str = "sf"
+    ) -> httpx.Response:
+        body = {
+            "tracking_no": tracking_no,
+            "scan_code": code,
+            "scanned_at": (at or datetime(2026, 11, 22, 9, 0, tzinfo=UTC)).isoformat(),
+            "location": "Hangzhou",
+        }
+        raw = orjson.dumps(body)
+        hdrs = {"content-type": "application/json", SIGNATURE_HEADER: sign(CARRIER_SECRET, raw)}
+        return await self.warehouse.post(f"/v1/webhooks/carriers/{carrier}/scans", content=raw, headers=hdrs)
+
+    async def receipt(self, **body: Any) -> httpx.Response:
+        body.setdefault("inspector_id", "insp-wang")
+        if "return_id" in body:
+            body["return_id"] = str(body["return_id"])
+        return await self.warehouse.post("/v1/warehouse/receipts", json=body, headers=DEVICE)
+
+    async def ledger(self, rid: uuid.UUID) -> list[dict[str, Any]]:
+        rows = await self.refunds_pool.fetch(
+            "SELECT refund_id, cause, amount, basis, status, actor_id FROM refunds WHERE return_id = $1", rid
+        )
+        return [dict(r) for r in rows]
+
+    async def wait_issued(self, rid: uuid.UUID, n: int = 1, timeout_s: float = 20) -> list[dict[str, Any]]:
+        async def issued() -> list[dict[str, Any]] | None:
+            rows = [r for r in await self.ledger(rid) if r["status"] == "issued"]
+            return rows if len(rows) >= n else None
+
+        result: list[dict[str, Any]] = await wait_for(issued, timeout_s)
+        return result
+
+    async def gateway_refunds(self, rid: uuid.UUID) -> list[dict[str, Any]]:
+        data = (await self.gateway.get("/v1/refunds")).json()["data"]
+        return [r for r in data if r["metadata"].get("return_id") == str(rid)]
+
+    async def timeline(self, rid: uuid.UUID, types: list[str], timeout_s: float = 15) -> list[dict[str, Any]]:
+        async def got() -> list[dict[str, Any]] | None:
+            entries = (await self.returns.get(f"/v1/returns/{rid}/timeline")).json()["entries"]
+            have = [e["type"] for e in entries]
+            return entries if all(t in have for t in types) else None
+
+        result: list[dict[str, Any]] = await wait_for(got, timeout_s)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def platform(
+    settings: Settings, service_runner: Any, refunds_instances: int = 1, **over: Any
+) -> AsyncIterator[Platform]:
+    """returns + warehouse + refunds (one or more instances) + the simulated gateway, roster seeded.
+    A second refunds instance consumes in its own consumer group, so both apply every event to the
+    same database at the same time: a real race, not a partition hand-over."""
+    async with contextlib.AsyncExitStack() as stack:
+        gw_url = await stack.enter_async_context(serve_gateway())
+        s = money_settings(settings, gw_url, **over)
+        ret = await stack.enter_async_context(service_runner(RETURNS, s))
+        wh = await stack.enter_async_context(service_runner(WAREHOUSE, s))
+        refunds = []
+        for i in range(refunds_instances):
+            spec = REFUNDS
+            if i:
+                spec = replace(
+                    REFUNDS,
+                    consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, c.handler) for c in REFUNDS.consumers],
+                )
+            refunds.append(await stack.enter_async_context(service_runner(spec, s)))
+        pool = refunds[0].runtime.pool
+        async with pool.acquire() as conn:
+            await refunds_storage.seed_roster(conn, list(DEV_ROSTER))
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10))
+            for u in (gw_url, ret.base_url, wh.base_url, *(r.base_url for r in refunds))
+        ]
+        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool)
