@@ -1,0 +1,77 @@
+"""`make run`'s warehouse step: a carrier scan that arrives before the return's tracking number is
+known (parked, then applied), the same scan delivered twice, and a receipt the warehouse refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from returnflow.settings import Settings
+from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+
+DEVICE_TOKEN = "dev-device-token-dock-1"
+
+
+def demo_tracking(ret: dict[str, Any]) -> str:
+    return f"SF{ret['platform_return_id'].replace('demo-', '').replace('-', '').upper()}"
+
+
+async def post_scan(
+    client: httpx.AsyncClient, settings: Settings, tracking_no: str, code: str, at: datetime
+) -> httpx.Response:
+    raw = orjson.dumps(
+        {"tracking_no": tracking_no, "scan_code": code, "scanned_at": at.isoformat(), "location": "Hangzhou hub"}
+    )
+    headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(settings.secrets_for("carriers")[0], raw)}
+    return await client.post(
+        f"{settings.base_url_for('warehouse')}/v1/webhooks/carriers/sf/scans", content=raw, headers=headers
+    )
+
+
+async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
+    ret = next(r for r in returns if r["kind"] == "return_and_refund")
+    tracking = demo_tracking(ret)
+    wh = settings.base_url_for("warehouse")
+    picked_up = datetime.now(UTC) - timedelta(minutes=5)
+    r = await post_scan(client, settings, tracking, "picked_up", picked_up)
+    print(
+        f"  courier scan {tracking} picked_up before the tracking number is known -> "
+        f"{r.status_code} {r.json()['status']}"
+    )
+
+    raw = orjson.dumps(
+        {"shop_id": ret["shop_id"], "type": "tracking_registered", "tracking_no": tracking, "carrier": "sf"}
+    )
+    headers = {
+        "content-type": "application/json",
+        SIGNATURE_HEADER: sign(settings.secrets_for("generic")[0], raw),
+        DELIVERY_HEADER: str(uuid.uuid4()),
+    }
+    url = f"{settings.base_url_for('returns')}/v1/webhooks/generic/returns/{ret['platform_return_id']}/events"
+    r = await client.post(url, content=raw, headers=headers)
+    print(f"  platform registers tracking number {tracking} on the return -> {r.status_code}")
+    for _ in range(50):
+        parcel = (await client.get(f"{wh}/v1/warehouse/parcels/{ret['return_id']}")).json()
+        if parcel.get("scans"):
+            print("  the parked scan is applied: parcel.scanned published, marked as the first moving scan")
+            break
+        await asyncio.sleep(0.2)
+
+    for attempt in (1, 2):
+        r = await post_scan(client, settings, tracking, "in_transit", picked_up + timedelta(minutes=3))
+        print(f"  courier scan in_transit, delivery #{attempt} -> {r.status_code} duplicate={r.json()['duplicate']}")
+
+    bad = {
+        "return_id": ret["return_id"],
+        "inspector_id": "insp-wang",
+        "lines": [{"sku": "JACKET-M", "qty_received": 3, "condition": "as_described", "disposition": "restock"}],
+    }
+    r = await client.post(f"{wh}/v1/warehouse/receipts", json=bad, headers={"authorization": f"Bearer {DEVICE_TOKEN}"})
+    print(f"  receipt of 3 jackets when 1 was requested -> {r.status_code}")
+    for f in r.json().get("fields", []):
+        print(f"    {f['field']}: {f['message']}")
