@@ -159,7 +159,9 @@ class Sender:
             failures: list[tuple[int, str]] = []
             events: list[Message] = []
             lease = timedelta(seconds=s.notify_send_lease_s)
-            for r in sorted(rows, key=lambda r: (r["due_at"], r["return_id"], r["rank"])):
+            # per return in step order: an earlier step decided first is never "superseded" by a later
+            # one that merely arrived first (a scan can come before the request it belongs to)
+            for r in sorted(rows, key=lambda r: (r["return_id"], r["rank"], r["due_at"])):
                 rid = r["return_id"]
                 locale = self.templates.locale_for(r["locale"])
                 window = windows[r["id"]]

@@ -94,3 +94,18 @@ async def test_each_event_three_times_still_one_message_per_step(settings, servi
         ("reminder_3", "cancelled"),
     ]
     assert sorted(e["step"] for e in sent) == sorted(STEPS)
+
+
+async def test_events_before_the_request_wait_for_it_and_go_in_step_order(settings, service_runner):
+    s = notify_settings(settings)
+    req = requested(locale="en")
+    rid = req.return_id
+    async with service_runner(SPEC, s):
+        await publish(s.kafka_bootstrap, [scanned(rid), escalated(rid)])  # the request is not known yet
+        await asyncio.sleep(1.0)
+        assert sms_lines(s, rid) == []
+        await publish(s.kafka_bootstrap, [req])
+        got = await wait_sms(s, 3, rid)
+        await asyncio.sleep(0.5)
+    assert [x["step"] for x in sms_lines(s, rid)] == ["requested", "parcel_seen", "under_review"]
+    assert got[0]["step"] == "requested"
