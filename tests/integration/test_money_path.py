@@ -94,7 +94,7 @@ async def test_refund_only_within_authority_at_once_above_it_escalated_then_a_su
         esc = await p.refunds_pool.fetch(
             "SELECT cause, status, closed_by FROM escalations WHERE return_id = $1 ORDER BY created_at", big
         )
-        assert [(e["cause"], e["status"], e["closed_by"]) for e in esc][0] == ("request", "approved", "sup-sam")
+        assert (esc[0]["cause"], esc[0]["status"], esc[0]["closed_by"]) == ("request", "approved", "sup-sam")
         assert esc[1]["status"] == "superseded"
         log = await p.refunds_pool.fetch(
             "SELECT actor_id, actor_role, source, http_status FROM commands WHERE return_id = $1 ORDER BY created_at",
