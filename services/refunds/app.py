@@ -100,6 +100,7 @@ async def _start(rt: Runtime) -> None:
         timeout_s=s.refunds_gateway_timeout_s,
         attempts=s.refunds_gateway_attempts,
         backoff_s=s.refunds_gateway_backoff_s,
+        max_connections=s.refunds_payment_concurrency,
     )
 
 

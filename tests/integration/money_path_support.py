@@ -3,6 +3,7 @@ PostgreSQL, the simulated gateway on a free loopback port, signed scans and devi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -120,17 +121,16 @@ async def platform(
     async with contextlib.AsyncExitStack() as stack:
         gw_url = await stack.enter_async_context(serve_gateway())
         s = money_settings(settings, gw_url, **over)
-        ret = await stack.enter_async_context(service_runner(RETURNS, s))
-        wh = await stack.enter_async_context(service_runner(WAREHOUSE, s))
-        refunds = []
-        for i in range(refunds_instances):
-            spec = REFUNDS
-            if i:
-                spec = replace(
+        specs = [RETURNS, WAREHOUSE, REFUNDS]
+        for i in range(1, refunds_instances):
+            specs.append(
+                replace(
                     REFUNDS,
                     consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, c.handler) for c in REFUNDS.consumers],
                 )
-            refunds.append(await stack.enter_async_context(service_runner(spec, s)))
+            )
+        # started side by side: each one's start is mostly waiting for its consumer group to form
+        ret, wh, *refunds = await asyncio.gather(*(stack.enter_async_context(service_runner(x, s)) for x in specs))
         pool = refunds[0].runtime.pool
         async with pool.acquire() as conn:
             await refunds_storage.seed_roster(conn, list(DEV_ROSTER))
