@@ -198,7 +198,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             poll_interval_s=settings.outbox_poll_interval_s,
             retention_hours=settings.outbox_retention_hours,
             broker_check_interval_s=settings.outbox_broker_check_interval_s,
-            ensure_topics=_ensure_topics(bootstrap),
+            ensure_topics=_ensure_topics(bootstrap, settings.kafka_replication_factor),
         )
         for hook in spec.on_start:
             await hook(rt)
@@ -273,8 +273,8 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _ensure_topics(bootstrap: str) -> Callable[[], Awaitable[None]]:
+def _ensure_topics(bootstrap: str, replication_factor: int) -> Callable[[], Awaitable[None]]:
     async def ensure() -> None:
-        await create_topics(bootstrap)
+        await create_topics(bootstrap, replication_factor=replication_factor)
 
     return ensure

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     # Kafka producer: idempotence is refused by the embedded broker; turn it on for Apache Kafka.
     kafka_enable_idempotence: bool = False
+    # Replication of topics a service re-creates after the broker lost them (1 for the embedded broker).
+    kafka_replication_factor: int = 1
     kafka_acks: str = "all"
     kafka_linger_ms: int = 2
     kafka_max_batch_size: int = 256 * 1024
