@@ -59,7 +59,7 @@ def lifecycle_handler(rt: Runtime) -> Handler:
         correlations = {e.return_id: e.correlation_id for e in events if not isinstance(e, RefundCommand)}
         await storage.evaluate_returns(conn, policy, lookback, correlations)
         # Commands parked before their return was known, then this batch's commands, in order.
-        commands = await storage.parked_commands(conn, [e.return_id for e in requested])
+        commands = await storage.parked_commands(conn, [e.return_id for e in requested]) if requested else []
         commands += [
             storage.CommandIn(
                 str(e.event_id), e.return_id, "kafka", e.actor_id, e.action, e.amount, e.note, e.correlation_id

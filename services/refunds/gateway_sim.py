@@ -184,7 +184,9 @@ def create_sim_app(api_key: str | None = None) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def serve_gateway(host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> AsyncIterator[str]:
+async def serve_gateway(
+    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, keep_alive_s: float = 5.0
+) -> AsyncIterator[str]:
     """Run the simulated gateway in this event loop (tests); yields its base URL."""
     import socket
 
@@ -194,7 +196,9 @@ async def serve_gateway(host: str = "127.0.0.1", port: int = 0, api_key: str | N
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     app = create_sim_app(api_key)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=int(max(1, keep_alive_s)))
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
