@@ -13,12 +13,18 @@ from typing import Any
 import asyncpg
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
 from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
 from returnflow.service import ServiceSpec, create_app
 from returnflow.settings import Settings
+
+# The machines are shared and noisy: a slow example is not a failure. Property tests still run
+# their full number of examples.
+hypothesis_settings.register_profile("returnflow", deadline=None)
+hypothesis_settings.load_profile("returnflow")
 
 
 @pytest.fixture(scope="session")
