@@ -116,6 +116,7 @@ async def record_facts(
             [s.scanned_at for s in ss],
         )
     if receipts:
+        receipts = sorted(receipts, key=lambda r: r.receipt_id)
         await conn.execute(
             """INSERT INTO receipts (receipt_id, return_id, received_at, lines)
                SELECT r, rid, at, l::jsonb FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[])
@@ -479,6 +480,9 @@ async def process_commands(
     log). A command for a return not known yet is parked (Kafka) or refused with 404 (HTTP)."""
     if not commands:
         return []
+    actors = await actors_by_id(conn, [c.actor_id for c in commands])
+    known = await load_facts(conn, [c.return_id for c in commands], lookback_days)
+    # After the returns are locked: a retry racing its original sees the original's answer.
     replays: dict[str, Outcome] = {}
     keys = [c.idempotency_key for c in commands if c.idempotency_key]
     if keys:
@@ -494,8 +498,6 @@ async def process_commands(
                 required_role=Role(r["required_role"]) if r["required_role"] else None,
                 amount=r["amount"],
             )
-    actors = await actors_by_id(conn, [c.actor_id for c in commands])
-    known = await load_facts(conn, [c.return_id for c in commands], lookback_days)
     facts = {rid: k.facts for rid, k in known.items()}
     outcomes: list[Outcome] = []
     planned: list[Planned] = []
