@@ -23,7 +23,11 @@ def load_entries(path: str | None) -> list[RosterEntry]:
         return list(DEV_ROSTER)
     try:
         return TypeAdapter(list[RosterEntry]).validate_python(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SystemExit(f"returnflow: roster file {path}: entry {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
         raise SystemExit(f"returnflow: cannot read roster file {path}: {exc}".splitlines()[0]) from None
 
 
