@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     contracts.add_argument("action", choices=["export", "check"])
     audit_cli.register(sub)
     roster = sub.add_parser("roster", help="refund authority roster: who may decide refunds, with which role")
-    roster.add_argument("action", choices=["seed"])
+    roster.add_argument("action", nargs="?", choices=["list", "seed"], default="list")
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     from returnflow import ops, reports
@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "contracts":
             return _contracts_export(check=args.action == "check")
         if args.cmd == "roster":
-            from services.refunds.roster import seed_cmd
+            from services.refunds.roster import list_cmd, seed_cmd
 
+            if args.action == "list":
+                return list_cmd(get_settings())
             return seed_cmd(get_settings(), args.file)
         if args.cmd == "audit":
             return audit_cli.run(args)

@@ -1,4 +1,4 @@
-"""`returnflow roster seed [FILE]`: put actors and their roles in the refunds roster.
+"""`returnflow roster seed [FILE]` puts actors and their roles in the refunds roster; `roster list` shows it.
 
 FILE is a JSON list of {"actor_id", "role", "name", "token", "active"}; without it, the development
 roster (agent-amy, agent-bo, sup-sam, mgr-mia, owner-oz with dev-token-<id> tokens) is seeded, as
@@ -31,11 +31,9 @@ def load_entries(path: str | None) -> list[RosterEntry]:
         raise SystemExit(f"returnflow: cannot read roster file {path}: {exc}".splitlines()[0]) from None
 
 
-async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
-    from services.refunds import storage
+async def _dsn(settings: Settings) -> str:
     from services.refunds.app import SPEC
 
-    entries = load_entries(path)
     if settings.database_url:
         dsn = settings.database_url.get_secret_value()
     else:
@@ -46,7 +44,14 @@ async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
         dsn = pg.uri("returnflow")
         await db.ensure_database(dsn)
     await db.migrate(dsn, SPEC.schema, SPEC.migrations())
-    conn = await db.connect(dsn, SPEC.schema)
+    return dsn
+
+
+async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
+    from services.refunds import storage
+
+    entries = load_entries(path)
+    conn = await db.connect(await _dsn(settings), "refunds")
     try:
         async with conn.transaction():
             await storage.seed_roster(conn, entries)
@@ -62,4 +67,30 @@ def seed_cmd(settings: Settings, path: str | None) -> int:
     for e in entries:
         print(f"  {e.actor_id:<12} {e.role.value:<10} {'active' if e.active else 'inactive'}")
     print(f"roster: {len(entries)} actor(s) seeded")
+    return 0
+
+
+async def listing(settings: Settings) -> list[dict[str, object]]:
+    conn = await db.connect(await _dsn(settings), "refunds")
+    try:
+        rows = await conn.fetch("SELECT actor_id, role, display_name, active FROM roster ORDER BY role, actor_id")
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+def list_cmd(settings: Settings) -> int:
+    import asyncio
+
+    rows = asyncio.run(listing(settings))
+    print(f"  {'actor':<14} {'role':<11} {'name':<20} status")
+    for r in rows:
+        print(
+            f"  {r['actor_id']!s:<14} {r['role']!s:<11} {r['display_name'] or '':<20} "
+            f"{'active' if r['active'] else 'inactive'}"
+        )
+    print(
+        f"roster: {len(rows)} actor(s); roles come from here, never from a request "
+        f"(preset {settings.refunds_authority_preset})"
+    )
     return 0
