@@ -239,7 +239,9 @@ def summarize(event_type: str, d: dict[str, Any]) -> str:
                 return "Refund rejected" + (f" by {d['actor_id']}" if d.get("actor_id") else "")
             return f"Refund of {money()} approved ({d.get('basis')})"
         case "refund.escalated":
-            return f"Refund of {money()} needs a {d.get('required_role')}'s approval"
+            role = str(d.get("required_role"))
+            article = "an" if role[:1] in "aeiou" else "a"
+            return f"Refund of {money()} needs {article} {role}'s approval"
         case "refund.issued":
             return f"Refund of {money()} paid ({d.get('basis')})"
         case "refund.failed":
