@@ -121,6 +121,17 @@ def parse_json(model: type[M], raw: bytes) -> M:
         raise HttpProblem(422, "validation failed", field_errors(exc)) from None
 
 
+async def json_request(request: Request, model: type[M], limit: int) -> M:
+    """An unsigned JSON body: size (413), content type (415) and fields (422) checked."""
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpProblem(413, f"body larger than {limit} bytes") from None
+    if not is_json(request):
+        raise HttpProblem(415, "content-type must be application/json")
+    return parse_json(model, raw)
+
+
 async def signed_body(request: Request, settings: Any, source: str, scheme: str = "returnflow") -> bytes:
     """The raw body of a signed webhook: size (413), signature (401) and content type (415) checked.
 

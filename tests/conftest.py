@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,11 +30,15 @@ hypothesis_settings.load_profile("returnflow")
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: pytest prunes old basetemps when other sessions start, which would
+    # delete a running server's data directory under a concurrent run.
+    root = Path(tempfile.mkdtemp(prefix="returnflow-test-pg-"))
+    server = EmbeddedPostgres(root / "data")
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -24,21 +24,17 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from contracts.events import InventoryAttested, InventoryCheck, ReturnReceived, ReturnRequested
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Delivery, Handler
 from returnflow.db import Conn
 from returnflow.http import (
-    BodyTooLarge,
     HttpProblem,
     correlation_id,
     error,
-    field_errors,
-    is_json,
+    json_request,
     json_response,
-    read_body,
 )
 from returnflow.logging import get_logger
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
@@ -315,16 +311,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         person = person_for(request, settings)
         if person is None:
             return _unauthorized()
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        try:
-            body = CheckRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+        body = await json_request(request, CheckRequest, settings.webhook_max_body_bytes)
         if body.checked_by is not None and body.checked_by != person:
             return error(
                 403,
@@ -401,14 +388,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         person = person_for(request, settings)
         if person is None:
             return _unauthorized()
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        try:
-            body = ResolutionRequest.model_validate_json(await read_body(request, 64 * 1024))
-        except BodyTooLarge:
-            return error(413, "body larger than 65536 bytes")
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+        body = await json_request(request, ResolutionRequest, 64 * 1024)
         try:
             async with rt.pool.acquire() as conn, conn.transaction():
                 resolved = await storage.resolve(conn, discrepancy_id, person, body.note, correlation_id(request))

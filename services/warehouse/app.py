@@ -11,21 +11,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from contracts.catalog import topic_of
 from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Delivery, Handler
-from returnflow.http import BodyTooLarge, correlation_id, error, is_json, json_body, json_response, read_body
+from returnflow.http import correlation_id, error, json_body, json_request, json_response, parse_json, signed_body
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
-from returnflow.signing import SIGNATURE_HEADER, SignatureError, verify
 from services.warehouse import storage
 from services.warehouse.domain import (
     CARRIER,
     ReceiptBody,
     ScanWebhook,
-    field_errors,
     receipt_fingerprint,
     scan_identity,
 )
@@ -100,25 +97,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
     async def carrier_scan(carrier: str, request: Request) -> Response:
         if not CARRIER.match(carrier):
             return error(404, f"unknown carrier {carrier!r}", fields=[{"field": "carrier", "message": "a slug"}])
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        try:
-            verify(
-                request.headers.get(SIGNATURE_HEADER),
-                raw,
-                settings.secrets_for("carriers"),
-                settings.webhook_tolerance_s,
-            )
-        except SignatureError as exc:
-            return error(401, str(exc))
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        try:
-            body = ScanWebhook.model_validate_json(raw)
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+        body = parse_json(ScanWebhook, await signed_body(request, settings, "carriers"))
         scan_id = scan_identity(carrier, body)
         result = await rt.state["scans"].submit(storage.ScanIntake(carrier, scan_id, body, correlation_id(request)))
         return json_response(
@@ -142,16 +121,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         device = device_for(rt, request.headers.get("authorization"))
         if device is None:
             return error(401, "a registered warehouse device's bearer token is required")
-        try:
-            raw = await read_body(request, settings.webhook_max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        if not is_json(request):
-            return error(415, "content-type must be application/json")
-        try:
-            body = ReceiptBody.model_validate_json(raw)
-        except ValidationError as exc:
-            return error(422, "validation failed", fields=field_errors(exc))
+        body = await json_request(request, ReceiptBody, settings.webhook_max_body_bytes)
         result = await rt.state["receipts"].submit(
             storage.ReceiptIntake(device[0], device[1], body, receipt_fingerprint(body), correlation_id(request))
         )

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
@@ -230,11 +229,3 @@ def stock_movements(lines: Sequence[ReceivedLineOut]) -> list[tuple[str, Movemen
         if movement is not None and line.qty_received > 0:
             out[(line.sku, movement)] = out.get((line.sku, movement), 0) + line.qty_received
     return [(sku, movement, qty) for (sku, movement), qty in out.items()]
-
-
-def field_errors(exc: Any) -> list[dict[str, str]]:
-    out = []
-    for e in exc.errors(include_url=False):
-        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        out.append({"field": ".".join(loc) or "body", "message": e["msg"].removeprefix("Value error, ")})
-    return out
