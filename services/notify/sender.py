@@ -26,6 +26,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from contracts.events import Message, SmsDeferred, SmsFailed, SmsSent, SmsSuppressed
+from returnflow.consumer import INFRA_ERRORS
 from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
@@ -247,9 +248,40 @@ class Sender:
             "phone_masked": mask_phone(m.phone),
             "locale": m.locale,
         }
-        event: Message | None = None
         if outcome != "sent":  # providers quote the number in their errors: events never carry it
             detail = redact_text(detail)
+        # The provider has answered: its outcome must be written even if the database is away for a
+        # moment (a restart), or the lease runs out and the message is sent a second time. Retry the
+        # write on connection errors for as long as the lease lasts.
+        deadline = asyncio.get_running_loop().time() + self.settings.notify_send_lease_s
+        delay = 0.05
+        while True:
+            try:
+                outcome, retry_at = await self._write_outcome(m, outcome, detail, opted_out, now, base)
+                break
+            except INFRA_ERRORS as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("database unavailable; retrying the SMS outcome", step=m.step, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        SMS_OUTCOMES.labels(self.provider.name, outcome).inc()
+        log.info(
+            f"SMS {outcome}",
+            return_id=str(m.return_id),
+            step=m.step,
+            phone=mask_phone(m.phone),
+            detail=detail[:200] if outcome != "sent" else None,
+            correlation_id=m.correlation_id,
+        )
+        return retry_at
+
+    async def _write_outcome(
+        self, m: Claimed, outcome: str, detail: str, opted_out: bool, now: datetime, base: dict[str, Any]
+    ) -> tuple[str, datetime | None]:
+        """One transaction: the message's new state and its event (through the outbox)."""
+        retry_at: datetime | None = None
+        event: Message | None = None
         async with self.pool.acquire() as conn, conn.transaction():
             if outcome == "sent":
                 if await storage.record_sent(conn, m.id, detail, now):
@@ -274,16 +306,7 @@ class Sender:
                     await storage.record_retry(conn, m.id, detail, retry_at)
             if event is not None:
                 await enqueue(conn, [event])
-        SMS_OUTCOMES.labels(self.provider.name, outcome).inc()
-        log.info(
-            f"SMS {outcome}",
-            return_id=str(m.return_id),
-            step=m.step,
-            phone=mask_phone(m.phone),
-            detail=detail[:200] if outcome != "sent" else None,
-            correlation_id=m.correlation_id,
-        )
-        return retry_at
+        return outcome, retry_at
 
     async def _send_return(self, group: list[Claimed], limit: asyncio.Semaphore) -> None:
         """One return's messages, in step order; a transient failure holds back the later steps."""
