@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit schemas docs bench clean
+.PHONY: run test lint typecheck unit schemas docs bench chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
@@ -37,7 +37,14 @@ docs: $(STAMP)
 	$(BIN)/python -m returnflow.deploygen
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.surge $(BENCH_ARGS)
+
+bench-intake: $(STAMP)
 	$(BIN)/python -m bench.intake
+
+# fault drill: 5,000 returns under kill -9, a broker and a PostgreSQL restart, poison and gateway faults
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --returns 5000 --kills 10
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache
