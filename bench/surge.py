@@ -1,0 +1,638 @@
+"""Promotion-surge benchmark: the whole stack (embedded PostgreSQL + broker, all five services as
+their own processes, the simulated payment gateway) under a surge from a separate load-generator
+process (bench/surgegen.py), side by side with the bare baseline measured in the same run.
+
+  make bench                                   (defaults: a few minutes on 2 cores)
+  .venv/bin/python -m bench.surge --peak 150 --ramp-s 30 --hold-s 60   (the full 60 s at peak)
+
+Definitions
+- accepted webhooks/s: 202 answers to signed return webhooks per second of offered load.
+- a lifecycle is COMPLETE when every step that applies to its kind has happened:
+  refund issued (refunds.issued) for return_and_refund and refund_only; the customer's first SMS
+  sent (sms.sent) for all kinds; and every received line dual-check verified (inventory.verified,
+  one per line) for return_and_refund and exchange (goods come back). Its completion time is the
+  latest of those event times.
+- latencies: webhook ack (client-side, request written → response read); request → first SMS
+  (webhook sent → first sms.sent); moving scan → refund issued (the later of the picked_up scan's
+  ack and the webhook's ack → first refunds.issued; return_and_refund only); receipt → dual-check
+  verified (receipt ack → last inventory.verified of the return). Event times are the Kafka record
+  timestamps of the events, read by a real consumer in this process; all clocks are this machine's.
+- message hops: messages consumed by all consumer groups (sum of every group's committed offsets);
+  efficiency = hops/s during the surge ÷ baseline messages/s (one hop each: produce → consume → insert).
+
+Writes bench/results/surge.json and bench/results/surge.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.baseline import run_baseline
+from returnflow.embedded import free_port
+from services import SERVICE_MODULES
+
+RESULTS = Path(__file__).parent / "results"
+EVENT_TOPICS = ["sms.sent", "refunds.issued", "inventory.verified"]
+TZ_CANDIDATES = ["Europe/London", "Asia/Shanghai", "America/New_York", "America/Los_Angeles", "Asia/Tokyo"]
+
+
+def daytime_zone() -> str:
+    """A timezone where it is now well inside the day, so no SMS waits for the recipient's morning."""
+    now = datetime.now(UTC)
+    for name in TZ_CANDIDATES:
+        if 9 <= now.astimezone(ZoneInfo(name)).hour <= 18:
+            return name
+    return "Pacific/Kiritimati" if 9 <= now.astimezone(ZoneInfo("Pacific/Kiritimati")).hour <= 18 else "Asia/Kolkata"
+
+
+def pct(vals: list[float], p: float) -> float | None:
+    if not vals:
+        return None
+    s = sorted(vals)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def summary_ms(vals: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(vals),
+        "p50_ms": _ms(pct(vals, 50)),
+        "p95_ms": _ms(pct(vals, 95)),
+        "p99_ms": _ms(pct(vals, 99)),
+        "max_ms": _ms(max(vals) if vals else None),
+    }
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 1)
+
+
+class Collector:
+    """Consumes the outcome topics and keeps, per return, the first sms.sent / refunds.issued time and
+    the inventory.verified times."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.sms: dict[str, float] = {}
+        self.refund: dict[str, float] = {}
+        self.verified: dict[str, list[float]] = defaultdict(list)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = AIOKafkaConsumer(
+            *EVENT_TOPICS,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_poll_records=2000,
+        )
+        await c.start()
+        try:
+            while not stop.is_set():
+                batches = await c.getmany(timeout_ms=200, max_records=2000)
+                for tp, recs in batches.items():
+                    for r in recs:
+                        v = orjson.loads(r.value)
+                        rid = v.get("return_id")
+                        t = r.timestamp / 1000 if r.timestamp and r.timestamp > 0 else time.time()
+                        self.counts[tp.topic] += 1
+                        if tp.topic == "sms.sent":
+                            self.sms.setdefault(rid, t)
+                        elif tp.topic == "refunds.issued":
+                            self.refund.setdefault(rid, t)
+                        else:
+                            self.verified[rid].append(t)
+        finally:
+            await c.stop()
+
+
+class Sampler:
+    """Every second: RSS per service (process tree), outbox backlog per schema, lag per consumer group."""
+
+    def __init__(self, stack: Any, dsn: str, bootstrap: str) -> None:
+        self.stack, self.dsn, self.bootstrap = stack, dsn, bootstrap
+        self.samples: list[dict[str, Any]] = []
+        self.peak_rss: dict[str, float] = defaultdict(float)
+        self.cpu_s: dict[str, float] = {}
+        self.cpu_used: dict[str, float] = {}
+        self.extra: dict[str, int] = {}  # other processes to watch: name -> pid
+
+    def rss(self) -> dict[str, float]:
+        out = {}
+        pids = {n: c.proc.pid for n, c in self.stack.children.items() if c.proc is not None}
+        pids.update(self.extra)
+        for name, pid in pids.items():
+            try:
+                p = psutil.Process(pid)
+                tree = [p, *p.children(recursive=True)]
+                out[name] = sum(x.memory_info().rss for x in tree) / 2**20
+                self.cpu_s[name] = sum(sum(x.cpu_times()[:2]) for x in tree)
+            except psutil.Error:
+                continue
+            self.peak_rss[name] = max(self.peak_rss[name], out[name])
+        return out
+
+    async def lag(self, consumers: dict[str, AIOKafkaConsumer], ends_c: AIOKafkaConsumer) -> dict[str, int]:
+        from returnflow.ops import consumer_groups
+
+        groups = consumer_groups()
+        tps = {t: [TopicPartition(t, p) for p in sorted(ends_c.partitions_for_topic(t) or ())] for t in EVERY_TOPIC}
+        all_tps = [tp for v in tps.values() for tp in v]
+        ends = await ends_c.end_offsets(all_tps)
+        out = {}
+        for g, topics in groups.items():
+            c = consumers[g]
+            lag = 0
+            for t in topics:
+                for tp in tps.get(t, []):
+                    committed = await c.committed(tp) or 0
+                    lag += max(0, ends.get(tp, 0) - committed)
+            out[g] = lag
+        return out
+
+    async def committed_total(self, consumers: dict[str, AIOKafkaConsumer], ends_c: AIOKafkaConsumer) -> int:
+        from returnflow.ops import consumer_groups
+
+        total = 0
+        for g, topics in consumer_groups().items():
+            for t in topics:
+                for p in sorted(ends_c.partitions_for_topic(t) or ()):
+                    total += await consumers[g].committed(TopicPartition(t, p)) or 0
+        return total
+
+    async def run(self, stop: asyncio.Event, t0: float) -> None:
+        from returnflow.ops import consumer_groups
+
+        conn = await asyncpg.connect(self.dsn)
+        consumers = {
+            g: AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=g, enable_auto_commit=False)
+            for g in consumer_groups()
+        }
+        ends_c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        for c in [*consumers.values(), ends_c]:
+            await c.start()
+        self.consumers, self.ends_c = consumers, ends_c
+        try:
+            while not stop.is_set():
+                s: dict[str, Any] = {"t": time.time() - t0, "rss_mb": self.rss()}
+                outbox = {}
+                for name in SERVICE_MODULES:
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        outbox[name] = await conn.fetchval(
+                            f"SELECT count(*) FROM {name}.outbox WHERE published_at IS NULL"
+                        )
+                s["outbox_backlog"] = outbox
+                with contextlib.suppress(Exception):
+                    s["consumer_lag"] = await self.lag(consumers, ends_c)
+                self.samples.append(s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        for c in [*self.consumers.values(), self.ends_c]:
+            await c.stop()
+
+
+EVERY_TOPIC: list[str] = []
+
+
+async def seed_roster(dsn: str) -> None:
+    """The development roster (as `make run` seeds it): refund-only requests name agent-amy."""
+    from services.refunds import storage
+    from services.refunds.domain import DEV_ROSTER
+
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "refunds"})
+    try:
+        async with conn.transaction():
+            await storage.seed_roster(conn, list(DEV_ROSTER))
+    finally:
+        await conn.close()
+
+
+def cpu_by_pid() -> dict[int, float]:
+    out = {}
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            out[p.pid] = sum(p.cpu_times()[:2])
+    return out
+
+
+def bar(frac: float, width: int = 28) -> str:
+    n = int(max(0.0, min(1.0, frac)) * width)
+    return "█" * n + "·" * (width - n)
+
+
+async def read_generator(
+    proc: asyncio.subprocess.Process, progress: list[dict[str, Any]], col: Collector, total: int
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode().rstrip()
+        if line.startswith("P "):
+            p = json.loads(line[2:])
+            progress.append(p)
+            sys.stdout.write(
+                f"\r  surge {bar(p['elapsed'] / total)} {p['elapsed']:5.1f}s  offered {p['offered_rate']:5.0f}/s  "
+                f"started {p['started']:6d}  accepted {p.get('webhooks_accepted', 0):6d}  "
+                f"refunds {col.counts['refunds.issued']:6d}  sms {col.counts['sms.sent']:6d}  "
+                f"verified {col.counts['inventory.verified']:6d} "
+            )
+            sys.stdout.flush()
+        elif line.startswith("S "):
+            summary = json.loads(line[2:])
+    print()
+    return summary
+
+
+def lifecycles(records: list[dict[str, Any]], col: Collector) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    done: list[dict[str, Any]] = []
+    lat: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if "t_ack" in r:
+            lat["webhook_ack"].append(r["t_ack"] - r["t_send"])
+        rid = r.get("return_id")
+        if not rid:
+            continue
+        kind = r["kind"]
+        sms = col.sms.get(rid)
+        refund = col.refund.get(rid)
+        ver = col.verified.get(rid, [])
+        if sms is not None:
+            lat["request_to_first_sms"].append(sms - r["t_send"])
+        if kind == "return_and_refund" and refund is not None and "t_scan_ack" in r:
+            lat["moving_scan_to_refund_issued"].append(refund - max(r["t_scan_ack"], r["t_ack"]))
+        goods = kind in ("return_and_refund", "exchange")
+        all_verified = goods and "lines" in r and len(ver) >= r["lines"]
+        if all_verified:
+            lat["receipt_to_dual_check_verified"].append(max(ver) - r["t_receipt_ack"])
+        needs = [sms]
+        if kind != "exchange":
+            needs.append(refund)
+        if goods:
+            needs.append(max(ver) if all_verified else None)
+        if all(t is not None for t in needs):
+            done.append({"kind": kind, "t_send": r["t_send"], "t_done": max(t for t in needs if t is not None)})
+    return done, lat
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peak", type=float, default=100.0, help="returns started per second at the peak")
+    ap.add_argument("--ramp-s", type=float, default=20.0)
+    ap.add_argument("--hold-s", type=float, default=20.0, help="seconds at the peak (60 for the full run)")
+    ap.add_argument("--max-returns", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--drain-timeout-s", type=float, default=90.0)
+    ap.add_argument("--baseline-messages", type=int, default=20_000)
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="py-spy these services (comma-separated names) during the load; raw profiles in the temp dir",
+    )
+    ap.add_argument("--out", default=str(RESULTS / "surge.json"))
+    a = ap.parse_args()
+
+    from contracts.catalog import CATALOG
+
+    EVERY_TOPIC.extend(t.name for t in CATALOG)
+    tmp = Path(tempfile.mkdtemp(prefix="rf-surge-"))
+    env = {
+        "RETURNFLOW_DATA_DIR": str(tmp / "data"),
+        "RETURNFLOW_EMBEDDED_KAFKA_PORT": str(free_port()),
+        "RETURNFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        "RETURNFLOW_LOG_LEVEL": os.environ.get("RETURNFLOW_LOG_LEVEL", "WARNING"),
+        "RETURNFLOW_LOG_FORMAT": "json",
+        # refund-only requests are filed by an agent with full-trust authority, so they refund at once
+        "RETURNFLOW_REFUNDS_AUTHORITY_PRESET": "full_trust",
+        # the file SMS provider has no rate limit of its own; every customer has their own number
+        "RETURNFLOW_NOTIFY_SENDER_RATE_PER_S": os.environ.get("RETURNFLOW_NOTIFY_SENDER_RATE_PER_S", "100000"),
+        "RETURNFLOW_NOTIFY_SENDER_BURST": "1000",
+        # the sender decides and sends in rounds of `claim_batch`: 50 at a time with 8 concurrent sends
+        # capped it far below the surge (measured: first-SMS p50 25 s → 10 s with these)
+        "RETURNFLOW_NOTIFY_CLAIM_BATCH": "500",
+        "RETURNFLOW_NOTIFY_SEND_CONCURRENCY": "64",
+        **{k: os.environ[k] for k in os.environ if k.startswith("RETURNFLOW_")},
+    }
+    for name in SERVICE_MODULES:
+        env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
+    os.environ.update(env)
+    from returnflow.settings import Settings
+    from returnflow.stack import Stack
+
+    settings = Settings()
+    stack = Stack(settings, out=lambda s: print(s, flush=True))
+    print(f"surge: starting the stack in {tmp}", flush=True)
+    await stack.start()
+    report: dict[str, Any] = {}
+    try:
+        await seed_roster(stack.dsn)
+        print("baseline: produce → consume → insert, batched ...", flush=True)
+        baseline = await run_baseline(stack.bootstrap, stack.dsn, a.baseline_messages)
+        print(f"  {baseline['per_s']:.0f} msg/s", flush=True)
+
+        col = Collector(stack.bootstrap)
+        stop = asyncio.Event()
+        t0 = time.time()
+        sampler = Sampler(stack, stack.dsn, stack.bootstrap)
+        col_task = asyncio.create_task(col.run(stop))
+        smp_task = asyncio.create_task(sampler.run(stop, t0))
+        records_path = tmp / "records.jsonl"
+        tz = daytime_zone()
+        total = a.ramp_s + a.hold_s
+        print(f"surge: ramp to {a.peak:.0f} returns/s over {a.ramp_s:.0f}s, hold {a.hold_s:.0f}s (customers in {tz})")
+        gen = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.surgegen",
+            "--returns-port",
+            str(settings.returns_port),
+            "--warehouse-port",
+            str(settings.warehouse_port),
+            "--audit-port",
+            str(settings.audit_port),
+            "--peak",
+            str(a.peak),
+            "--ramp-s",
+            str(a.ramp_s),
+            "--hold-s",
+            str(a.hold_s),
+            "--max-returns",
+            str(a.max_returns),
+            "--connections",
+            str(a.connections),
+            "--max-seconds",
+            str(total + 120),
+            "--timezone",
+            tz,
+            "--out",
+            str(records_path),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        sampler.extra["load-generator"] = gen.pid
+        if stack.postgres is not None:
+            with contextlib.suppress(Exception):
+                sampler.extra["postgres"] = next(
+                    p.pid
+                    for p in psutil.process_iter(["name", "cmdline"])
+                    if p.info["name"] == "postgres" and str(tmp) in " ".join(p.info["cmdline"] or [])
+                )
+        if stack.kafka is not None:
+            with contextlib.suppress(Exception):
+                sampler.extra["broker"] = next(
+                    p.pid for p in psutil.Process().children(recursive=True) if "tansu" in p.name()
+                )
+        cpu0 = dict(sampler.cpu_s)
+        others0 = cpu_by_pid()
+        spies = []
+        for name in filter(None, a.profile.split(",")):
+            pid = stack.children[name].proc.pid  # type: ignore[union-attr]
+            kids = psutil.Process(pid).children(recursive=True)
+            target = kids[0].pid if kids else pid
+            spies.append(
+                await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(target),
+                    "-o",
+                    str(tmp / f"profile-{name}.txt"),
+                    "-f",
+                    "raw",
+                    "-d",
+                    str(int(max(5, a.ramp_s + a.hold_s))),
+                    "-r",
+                    "50",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )
+        progress: list[dict[str, Any]] = []
+        gsum = await read_generator(gen, progress, col, total)
+        await gen.wait()
+        t_gen_end = time.time()
+        records = [orjson.loads(x) for x in records_path.read_bytes().splitlines()]
+        # drain: wait until every accepted lifecycle is complete, or the backlog is gone, or time is up
+        wanted = sum(1 for r in records if r.get("return_id"))
+        print(f"surge: load done ({len(records)} returns); draining ...", flush=True)
+        drain_deadline = time.time() + a.drain_timeout_s
+        last_change, last_n = time.time(), -1
+        while time.time() < drain_deadline:
+            done, _ = lifecycles(records, col)
+            if len(done) != last_n:
+                last_change, last_n = time.time(), len(done)
+            last = sampler.samples[-1] if sampler.samples else {}
+            backlog = sum((last.get("outbox_backlog") or {}).values()) + sum((last.get("consumer_lag") or {}).values())
+            sys.stdout.write(
+                f"\r  drain {bar(len(done) / max(1, wanted))} complete {len(done)}/{wanted}  backlog {backlog} "
+            )
+            sys.stdout.flush()
+            if len(done) >= wanted or (backlog == 0 and time.time() - last_change > 10):
+                break
+            await asyncio.sleep(1.0)
+        print()
+        await asyncio.sleep(1.5)  # a last sample after the drain
+        for spy in spies:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spy.wait(), 30)
+        if spies:
+            print(f"profiles (py-spy raw) in {tmp}")
+        sampler.cpu_used = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in sampler.cpu_s.items()}
+        # CPU used meanwhile by processes that are not the stack, the generator or this harness
+        # (another job on a shared machine makes every figure worse: this says how much there was)
+        ours = {os.getpid()}
+        for pid in [*(c.proc.pid for c in stack.children.values() if c.proc), *sampler.extra.values()]:
+            with contextlib.suppress(psutil.Error):
+                ours |= {pid, *(x.pid for x in psutil.Process(pid).children(recursive=True))}
+        others1 = cpu_by_pid()
+        sampler.cpu_used["other_processes"] = round(
+            sum(v - others0.get(pid, 0.0) for pid, v in others1.items() if pid not in ours), 1
+        )
+        hops = await sampler.committed_total(sampler.consumers, sampler.ends_c)
+        stop.set()
+        await asyncio.gather(col_task, smp_task)
+        await sampler.close()
+        done, lat = lifecycles(records, col)
+        report = build_report(a, baseline, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz)
+    finally:
+        await stack.stop()
+    write_outputs(report, Path(a.out))
+    print(json.dumps(report["summary"], indent=2))
+    print(f"wrote {a.out} and {Path(a.out).with_suffix('.png')}")
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out.with_suffix(".png"))
+
+
+def build_report(
+    a: argparse.Namespace,
+    baseline: dict[str, float],
+    gsum: dict[str, Any],
+    progress: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    done: list[dict[str, Any]],
+    lat: dict[str, list[float]],
+    col: Collector,
+    sampler: Sampler,
+    hops: int,
+    t0: float,
+    t_gen_end: float,
+    tz: str,
+) -> dict[str, Any]:
+    sends = [r["t_send"] for r in records if "t_send" in r]
+    first = min(sends) if sends else t0
+    offered_s = gsum.get("offered_s") or 1.0
+    accepted = sum(1 for r in records if r.get("status") == 202)
+    last_done = max((d["t_done"] for d in done), default=first + offered_s)
+    window = max(last_done, first + offered_s) - first
+    # completions per second at the peak: the hold phase shifted by the median lifecycle time
+    durations = sorted(d["t_done"] - d["t_send"] for d in done)
+    med = durations[len(durations) // 2] if durations else 0.0
+    hold_lo, hold_hi = first + a.ramp_s + med, first + a.ramp_s + a.hold_s + med
+    at_peak = sum(1 for d in done if hold_lo <= d["t_done"] < hold_hi)
+    # per-second series (seconds since the first webhook)
+    n = int(window) + 2
+    acc_s, done_s = [0] * n, [0] * n
+    for r in records:
+        if r.get("status") == 202 and "t_ack" in r:
+            acc_s[min(n - 1, int(r["t_ack"] - first))] += 1
+    for d in done:
+        done_s[min(n - 1, int(d["t_done"] - first))] += 1
+    lat_series: dict[str, list[float | None]] = {}
+    by_sec: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        rid = r.get("return_id")
+        if "t_ack" in r:
+            by_sec["webhook_ack"][int(r["t_send"] - first)].append(r["t_ack"] - r["t_send"])
+        if rid and rid in col.sms:
+            by_sec["request_to_first_sms"][int(r["t_send"] - first)].append(col.sms[rid] - r["t_send"])
+        if rid and r["kind"] == "return_and_refund" and rid in col.refund and "t_scan_ack" in r:
+            s = max(r["t_scan_ack"], r["t_ack"])
+            by_sec["moving_scan_to_refund_issued"][int(s - first)].append(col.refund[rid] - s)
+        ver = col.verified.get(rid or "", [])
+        if "lines" in r and len(ver) >= r["lines"]:
+            by_sec["receipt_to_dual_check_verified"][int(r["t_receipt_ack"] - first)].append(
+                max(ver) - r["t_receipt_ack"]
+            )
+    for k, secs in by_sec.items():
+        lat_series[k] = [_ms(pct(secs[i], 95)) if secs.get(i) else None for i in range(n)]
+    hops_per_s = hops / window if window > 0 else 0.0
+    eff = hops_per_s / baseline["per_s"] if baseline.get("per_s") else None
+    by_kind: dict[str, int] = defaultdict(int)
+    for d in done:
+        by_kind[d["kind"]] += 1
+    summary = {
+        "returns_started": len(records),
+        "webhooks_accepted": accepted,
+        "accepted_webhooks_per_s": round(accepted / offered_s, 1),
+        "peak_offered_returns_per_s": a.peak,
+        "lifecycles_complete": len(done),
+        "lifecycles_complete_by_kind": dict(by_kind),
+        "lifecycles_incomplete": sum(1 for r in records if r.get("return_id")) - len(done),
+        "lifecycles_per_s_overall": round(len(done) / window, 1) if window else 0,
+        "lifecycles_per_s_at_peak": round(at_peak / a.hold_s, 1) if a.hold_s else None,
+        "median_lifecycle_s": round(med, 2),
+        "latency": {k: summary_ms(v) for k, v in lat.items()},
+        "message_hops": hops,
+        "hops_per_s": round(hops_per_s, 1),
+        "baseline_msgs_per_s": round(baseline["per_s"], 1),
+        "efficiency": round(eff, 3) if eff is not None else None,
+        "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak_rss.items()},
+        "cpu_seconds_during_surge": sampler.cpu_used,
+        "max_outbox_backlog": max((sum(s.get("outbox_backlog", {}).values()) for s in sampler.samples), default=0),
+        "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in sampler.samples), default=0),
+        "window_s": round(window, 1),
+        "generator_errors": gsum.get("errors", {}),
+    }
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+        f"Python {platform.python_version()}",
+        "command": " ".join(sys.argv),
+        "config": vars(a),
+        "customer_timezone": tz,
+        "definitions": {
+            "complete": "refund issued (not exchange) + first SMS sent + every line dual-check verified "
+            "(return_and_refund, exchange); completion time = latest of those event times",
+            "message_hops": "messages consumed by all consumer groups (sum of committed offsets)",
+            "efficiency": "hops/s over the surge window (first webhook → last completion) ÷ baseline msg/s",
+            "lifecycles_per_s_at_peak": "completions within the hold phase shifted by the median lifecycle time",
+        },
+        "summary": summary,
+        "baseline": baseline,
+        "generator": gsum,
+        "events_consumed": dict(col.counts),
+        "series": {
+            "t_s": list(range(n)),
+            "accepted_webhooks": acc_s,
+            "lifecycles_complete": done_s,
+            "offered_rate": [[round(p["t"] - first, 2), p["offered_rate"]] for p in progress],
+            "p95_latency_ms": lat_series,
+        },
+        "samples": [{**s, "t": round(s["t"] - (first - t0), 2)} for s in sampler.samples],
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["series"]
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
+    if s["offered_rate"]:
+        xs, ys = zip(*s["offered_rate"], strict=False)
+        ax1.plot(xs, ys, "k--", label="offered returns/s")
+    for key, label in (("accepted_webhooks", "accepted webhooks/s"), ("lifecycles_complete", "lifecycles complete/s")):
+        raw = s[key]
+        smooth = [sum(raw[max(0, i - 2) : i + 3]) / len(raw[max(0, i - 2) : i + 3]) for i in range(len(raw))]
+        (line,) = ax1.plot(s["t_s"], smooth, label=f"{label} (5 s mean)")
+        ax1.plot(s["t_s"], raw, color=line.get_color(), alpha=0.25, linewidth=0.8)
+    ax1.set_ylabel("per second")
+    ax1.legend(loc="upper left")
+    ax1.set_title(f"returnflow surge — {report['machine']}")
+    for k, v in s["p95_latency_ms"].items():
+        ax2.plot(s["t_s"][: len(v)], [x if x is not None else float("nan") for x in v], label=f"p95 {k}")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("ms (by start second)")
+    ax2.legend(loc="upper left", fontsize=8)
+    ts = [x["t"] for x in report["samples"]]
+    ax3.plot(ts, [sum(x.get("outbox_backlog", {}).values()) for x in report["samples"]], label="outbox backlog")
+    ax3.plot(
+        ts, [sum(x.get("consumer_lag", {}).values()) for x in report["samples"]], label="consumer lag (all groups)"
+    )
+    ax3.set_ylabel("messages")
+    ax3.set_xlabel("seconds since the first webhook")
+    ax3.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
