@@ -25,10 +25,20 @@ def _serve(name: str) -> int:
     if not port_is_free(settings.host, port):
         raise SystemExit(f"returnflow: port {port} on {settings.host} is already in use ({name})")
     import_module(SERVICE_MODULES[name])  # fail here, in one line, if the service cannot load
+    workers = settings.workers_for(name)
+    if workers > 1:
+        # Every worker writes its metrics to files here; /metrics adds them up.
+        import os
+        import shutil
+
+        metrics_dir = settings.data_dir / "metrics" / name
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     uvicorn.run(
         f"{SERVICE_MODULES[name]}:app",
         factory=True,
-        workers=settings.workers_for(name),
+        workers=workers,
         host=settings.host,
         port=port,
         log_level="warning",

@@ -19,8 +19,10 @@ HANDLER_RETRIES = Counter(
     "returnflow_consumer_retries_total", "Handler attempts that failed and were retried", ["consumer"]
 )
 OUTBOX_PUBLISHED = Counter("returnflow_outbox_published_total", "Outbox rows published", ["service"])
-OUTBOX_BACKLOG = Gauge("returnflow_outbox_backlog", "Unpublished outbox rows", ["service"])
-OUTBOX_AGE = Gauge("returnflow_outbox_oldest_age_seconds", "Age of the oldest unpublished row", ["service"])
+OUTBOX_BACKLOG = Gauge("returnflow_outbox_backlog", "Unpublished outbox rows", ["service"], multiprocess_mode="max")
+OUTBOX_AGE = Gauge(
+    "returnflow_outbox_oldest_age_seconds", "Age of the oldest unpublished row", ["service"], multiprocess_mode="max"
+)
 HTTP_REQUESTS = Counter("returnflow_http_requests_total", "HTTP requests by route and status", ["route", "status"])
 HTTP_SECONDS = Histogram(
     "returnflow_http_request_seconds",
@@ -32,4 +34,19 @@ CONSUMER_LAG = Gauge(
     "returnflow_consumer_lag",
     "Messages behind the partition's high-water mark after the last applied batch",
     ["consumer", "topic", "partition"],
+    multiprocess_mode="max",
 )
+
+
+def exposition() -> bytes:
+    """The metrics text of this process, or of every worker of this service when it runs several
+    (PROMETHEUS_MULTIPROC_DIR set by `returnflow serve`)."""
+    import os
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

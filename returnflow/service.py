@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Handler, IdempotentConsumer
@@ -260,7 +260,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI 3.0 document of this service's topics")
     async def asyncapi() -> Response:

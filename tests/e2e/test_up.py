@@ -113,6 +113,17 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
         assert third.returncode == 1 and "already in use" in third.stderr and "Traceback" not in third.stderr
 
         ids = await post_returns(env, 200)
+        # the returns service runs two workers: /metrics adds both up
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(f"{base(env, 'returns')}/metrics")).text
+        accepted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("returnflow_http_requests_total{")
+            and "/v1/webhooks/generic/returns" in line
+            and 'status="202"' in line
+        )
+        assert accepted == 200, accepted
         tree = descendants(proc.pid)
         assert len(tree) >= len(SERVICE_MODULES) + 1  # services and the broker
         out = stop(proc)  # right away: events may still be in the outbox
