@@ -301,7 +301,13 @@ async def chaos(
     cfg: DrillConfig, stack: Stack, tally: Tally, surge_done: asyncio.Event, poisons: list[Any], out: Any
 ) -> dict[str, Any]:
     rng = random.Random(cfg.seed + 1)
-    done: dict[str, Any] = {"kills": [], "broker_restarts": 0, "postgres_restarts": 0, "gateway_faults": 0}
+    done: dict[str, Any] = {
+        "kills": [],
+        "notify_crashes": [],
+        "broker_restarts": 0,
+        "postgres_restarts": 0,
+        "gateway_faults": 0,
+    }
     broker_at = max(1, cfg.kills // 3)
     pg_at = max(2, (2 * cfg.kills) // 3)
     faults = [
@@ -316,6 +322,8 @@ async def chaos(
     for k in range(1, cfg.kills + 1):
         await asyncio.sleep(cfg.kill_interval_s * (0.6 + 0.8 * rng.random()))
         name = rng.choice(list(SERVICE_MODULES))
+        if name == "notify":
+            done["notify_crashes"].append(datetime.now(UTC).isoformat())
         pid = stack.kill_service(name)
         done["kills"].append(name)
         tally.note(out, f"chaos: kill -9 {name} (pid {pid}) [{k}/{cfg.kills}]")
@@ -400,7 +408,9 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
             audit_url=urls["audit"],
             sms_file=data_dir / "sms" / "messages.jsonl",
         )
-        report = await invariants.check(target, tally.accepted, poisons, cfg.settle_timeout_s, out)
+        report = await invariants.check(
+            target, tally.accepted, poisons, cfg.settle_timeout_s, out, notify_crashes=faults["notify_crashes"]
+        )
         report["drill"] = {
             "returns": cfg.returns,
             "webhook_posts": tally.posted,
@@ -449,8 +459,9 @@ def summary(report: dict[str, Any]) -> str:
         f"gateway; max per return at gateway {n['max_gateway_refunds_per_return']}; over paid: "
         f"{n['returns_over_paid_ledger']} ledger / {n['returns_over_paid_gateway']} gateway; "
         f"gateway≠ledger: {n['returns_gateway_vs_ledger_mismatch']}",
-        f"sms: {n['sms_provider_messages']} sent; max per (return, step) {n['max_sms_per_return_step_provider']} "
-        f"at the provider, {n['max_sms_per_return_step_db']} in the database",
+        f"sms: {n['sms_provider_messages']} sent; max per (return, step) {n['max_sms_per_return_step_db']} in the "
+        f"database, {n['max_sms_per_return_step_provider']} at the provider; resent after a kill -9 of notify "
+        f"mid-send: {n['sms_resent_after_notify_kill']}; unexplained duplicates: {n['sms_duplicates_unexplained']}",
         f"audit: {n['audit_log_entries']} log entries, verify {n['audit_verify']}",
         f"poison: {n['poison_injected']} injected, {n['poison_in_dead_letters_tables']} in dead_letters tables, "
         f"{n['poison_in_dlq_topics_with_headers']} in .dlq topics with headers; other dead letters "

@@ -24,10 +24,13 @@ async def test_chaos_drill_keeps_every_invariant(tmp_path):
     n, d = report["numbers"], report["drill"]
     assert report["violations"] == [], text
     assert n["returns_accepted"] == n["returns_present"] == 250 and n["returns_lost"] == 0
-    assert n["max_gateway_refunds_per_return"] <= 1 or n["max_ledger_refunds_per_return_and_cause"] == 1
+    assert n["max_ledger_refunds_per_return_and_cause"] == 1
     assert n["returns_over_paid_ledger"] == n["returns_over_paid_gateway"] == 0
     assert n["returns_gateway_vs_ledger_mismatch"] == 0 and n["gateway_refunds"] > 0
-    assert n["max_sms_per_return_step_provider"] == 1 and n["max_sms_per_return_step_db"] == 1
+    # one row per (return, step); the provider sees a second copy only of a message in flight when notify
+    # was kill -9'd (at-least-once at that boundary, counted in sms_resent_after_notify_kill)
+    assert n["max_sms_per_return_step_db"] == 1 and n["sms_duplicates_unexplained"] == 0
+    assert n["sms_provider_messages"] > 0
     assert n["audit_verify"]["ok"] is True and n["audit_log_entries"] > 0
     assert n["poison_in_dead_letters_tables"] == n["poison_in_dlq_topics_with_headers"] == n["poison_injected"] > 0
     assert len(d["kills"]) == 4 and d["broker_restarts"] == 1 and d["postgres_restarts"] == 1
