@@ -332,8 +332,7 @@ async def chaos(
             tally.note(out, "chaos: restarting the embedded broker (it comes back empty)")
             await stack.restart_broker()
             done["broker_restarts"] += 1
-            poisons += await inject_poison(stack.bootstrap)
-            tally.note(out, f"chaos: broker back; {len(poisons)} poison messages injected, one per consumed topic")
+            tally.note(out, "chaos: broker back")
         if k == pg_at:
             await asyncio.sleep(0.5)
             tally.note(out, "chaos: restarting PostgreSQL")
@@ -346,7 +345,13 @@ async def chaos(
     if not done["broker_restarts"]:
         await stack.restart_broker()
         done["broker_restarts"] += 1
-        poisons += await inject_poison(stack.bootstrap)
+    # Poison once every process is back and reading the new broker's log: a consumer that lived
+    # through the broker restart keeps its old fetch position and never reads what was written to
+    # the empty log below it (see the report: a known limit of the memory-only embedded broker).
+    await all_ready(stack, timeout_s=120)
+    await asyncio.sleep(3.0)
+    poisons += await inject_poison(stack.bootstrap)
+    tally.note(out, f"chaos: {len(poisons)} poison messages injected, one per consumed topic")
     return done
 
 
