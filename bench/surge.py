@@ -12,7 +12,8 @@ Definitions
   sent (sms.sent) for all kinds; and every received line dual-check verified (inventory.verified,
   one per line) for return_and_refund and exchange (goods come back). Its completion time is the
   latest of those event times.
-- latencies: webhook ack (client-side, request written → response read); request → first SMS
+- latencies: webhook ack (client-side, request written on a free keep-alive connection → response
+  read; the time spent waiting for a free connection is reported apart as webhook_client_queue); request → first SMS
   (webhook sent → first sms.sent); moving scan → refund issued (the later of the picked_up scan's
   ack and the webhook's ack → first refunds.issued; return_and_refund only); receipt → dual-check
   verified (receipt ack → last inventory.verified of the return). Event times are the Kafka record
@@ -566,6 +567,8 @@ def build_report(
         "max_outbox_backlog": max((sum(s.get("outbox_backlog", {}).values()) for s in sampler.samples), default=0),
         "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in sampler.samples), default=0),
         "window_s": round(window, 1),
+        "webhook_client_queue_p50_ms": round(gsum.get("webhook_client_queue_p50_ms", 0.0), 1),
+        "webhook_client_queue_p99_ms": round(gsum.get("webhook_client_queue_p99_ms", 0.0), 1),
         "generator_errors": gsum.get("errors", {}),
     }
     return {

@@ -52,6 +52,11 @@ class Pool:
         self.sem = asyncio.Semaphore(size)
 
     async def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        status, payload, _t = await self.timed(method, path, body, headers)
+        return status, payload
+
+    async def timed(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, float]:
+        """(status, body, wall-clock time the request was written: after waiting for a connection)."""
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
         raw = (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode() + b"\r\n" + body
         async with self.sem:
@@ -59,7 +64,9 @@ class Pool:
                 reused = bool(self.idle)
                 conn = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
                 try:
-                    return await self._exchange(conn, raw)
+                    t = time.time()
+                    status, payload = await self._exchange(conn, raw)
+                    return status, payload, t
                 except (asyncio.IncompleteReadError, ConnectionError):
                     conn[1].close()
                     # the server closed an idle keep-alive connection: every request here is
@@ -96,6 +103,7 @@ class Gen:
         self.counts: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.ack_lat: list[float] = []
+        self.queue_wait: list[float] = []  # time a webhook waited for a free client connection
         self.started = 0
         self.deadline = 0.0
         self.rng = random.Random(a.seed)
@@ -148,8 +156,9 @@ class Gen:
             "X-Returnflow-Signature": sign(RETURN_SECRET, raw),
             "X-Returnflow-Delivery": delivery,
         }
-        t0 = time.time()
-        status, payload = await self.returns.request("POST", "/v1/webhooks/generic/returns", raw, headers)
+        t_due = time.time()
+        status, payload, t0 = await self.returns.timed("POST", "/v1/webhooks/generic/returns", raw, headers)
+        self.queue_wait.append(t0 - t_due)
         return status, payload, t0, time.time()
 
     async def scan(self, tracking_no: str, code: str, at: datetime, twice: bool = False) -> tuple[int, float]:
@@ -311,6 +320,8 @@ class Gen:
             "errors": self.errors,
             "ack_p50_ms": pct(lat, 50) * 1000,
             "ack_p99_ms": pct(lat, 99) * 1000,
+            "webhook_client_queue_p50_ms": pct(sorted(self.queue_wait), 50) * 1000,
+            "webhook_client_queue_p99_ms": pct(sorted(self.queue_wait), 99) * 1000,
         }
 
 
