@@ -99,6 +99,7 @@ class Relay:
         retention_hours: float = 168.0,
         broker_check_interval_s: float = 5.0,
         ensure_topics: Callable[[], Awaitable[None]] | None = None,
+        on_broker_loss: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -110,6 +111,7 @@ class Relay:
         self.retention_hours = retention_hours
         self.broker_check_interval_s = broker_check_interval_s
         self.ensure_topics = ensure_topics
+        self.on_broker_loss = on_broker_loss
         self._wake = asyncio.Event()
         self._stopping = False
         self._offsets_consumer: AIOKafkaConsumer | None = None
@@ -177,6 +179,10 @@ class Relay:
     async def republish_retained(self) -> int:
         if self.ensure_topics is not None:
             await self.ensure_topics()
+        if self.on_broker_loss is not None:
+            # This process's consumers may still hold positions in the lost log; the new log starts
+            # over at offset 0, so they read it from the start (their handlers drop what they applied).
+            self.on_broker_loss()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("LOCK TABLE outbox_offsets IN EXCLUSIVE MODE")
             n = await conn.fetchval(

@@ -199,6 +199,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             retention_hours=settings.outbox_retention_hours,
             broker_check_interval_s=settings.outbox_broker_check_interval_s,
             ensure_topics=_ensure_topics(bootstrap, settings.kafka_replication_factor),
+            on_broker_loss=lambda: _rewind_consumers(broker),
         )
         for hook in spec.on_start:
             await hook(rt)
@@ -271,6 +272,14 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     if spec.routes is not None:
         spec.routes(app, rt)
     return app
+
+
+def _rewind_consumers(broker: KafkaBroker) -> None:
+    for sub in broker.subscribers:
+        consumer = getattr(sub, "consumer", None)
+        if consumer is not None and consumer.assignment():
+            consumer.seek_to_beginning()
+    log.warning("broker lost its log: consumers re-read it from the start")
 
 
 def _ensure_topics(bootstrap: str, replication_factor: int) -> Callable[[], Awaitable[None]]:
