@@ -413,8 +413,11 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
             audit_url=urls["audit"],
             sms_file=data_dir / "sms" / "messages.jsonl",
         )
+        # Any death of a notify process opens the same window as a kill -9 (e.g. an exit while the broker
+        # restarts): count the supervisor's restarts of notify too.
+        notify_deaths = sorted({*faults["notify_crashes"], *(t.isoformat() for t in stack.children["notify"].exits)})
         report = await invariants.check(
-            target, tally.accepted, poisons, cfg.settle_timeout_s, out, notify_crashes=faults["notify_crashes"]
+            target, tally.accepted, poisons, cfg.settle_timeout_s, out, notify_crashes=notify_deaths
         )
         report["drill"] = {
             "returns": cfg.returns,

@@ -99,7 +99,7 @@ class Relay:
         retention_hours: float = 168.0,
         broker_check_interval_s: float = 5.0,
         ensure_topics: Callable[[], Awaitable[None]] | None = None,
-        on_broker_loss: Callable[[], None] | None = None,
+        on_broker_loss: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -182,7 +182,7 @@ class Relay:
         if self.on_broker_loss is not None:
             # This process's consumers may still hold positions in the lost log; the new log starts
             # over at offset 0, so they read it from the start (their handlers drop what they applied).
-            self.on_broker_loss()
+            await self.on_broker_loss()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("LOCK TABLE outbox_offsets IN EXCLUSIVE MODE")
             n = await conn.fetchval(

@@ -274,11 +274,11 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _rewind_consumers(broker: KafkaBroker) -> None:
+async def _rewind_consumers(broker: KafkaBroker) -> None:
     for sub in broker.subscribers:
         consumer = getattr(sub, "consumer", None)
         if consumer is not None and consumer.assignment():
-            consumer.seek_to_beginning()
+            await consumer.seek_to_beginning()
     log.warning("broker lost its log: consumers re-read it from the start")
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +39,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     restarts: int = 0
+    exits: list[datetime] = field(default_factory=list)  # when the supervisor found it dead
     argv: list[str] | None = None  # a helper process (not a service): its command line
 
 
@@ -181,6 +183,7 @@ class Stack:
             for child in self.children.values():
                 if child.proc is not None and child.proc.poll() is not None and not self._stopping:
                     child.restarts += 1
+                    child.exits.append(datetime.now(UTC))
                     self.out(f"  {child.name} exited ({child.proc.returncode}); restarting (#{child.restarts})")
                     await asyncio.sleep(min(0.2 * child.restarts, 3.0))
                     self._spawn(child)
