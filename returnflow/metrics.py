@@ -30,6 +30,12 @@ HTTP_SECONDS = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+REFUND_CYCLE = Histogram(
+    "returnflow_refund_cycle_seconds",
+    "Return requested -> refund paid, by basis",
+    ["basis"],
+    buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
+)
 CONSUMER_LAG = Gauge(
     "returnflow_consumer_lag",
     "Messages behind the partition's high-water mark after the last applied batch",

@@ -30,6 +30,7 @@ from contracts.events import (
     ReturnRequested,
     Role,
 )
+from returnflow import metrics
 from returnflow.db import Conn
 from returnflow.outbox import enqueue
 from services.refunds.domain import RosterEntry, token_digest
@@ -677,17 +678,21 @@ async def record_payments(conn: Conn, results: Sequence[PaymentResult]) -> int:
     final = [r for r in results if not r.ok and not r.retryable]
     again = [r for r in results if not r.ok and r.retryable]
     if ok:
-        issued = {
-            row["refund_id"]
-            for row in await conn.fetch(
-                """UPDATE refunds r SET status = 'issued', gateway_reference = u.ref, issued_at = now(),
-                       lease_until = NULL, last_error = NULL
-                   FROM unnest($1::text[], $2::text[]) AS u(id, ref)
-                   WHERE r.refund_id = u.id AND r.status = 'pending' RETURNING r.refund_id""",
-                [r.due.refund_id for r in ok],
-                [r.reference for r in ok],
-            )
-        }
+        rows = await conn.fetch(
+            """UPDATE refunds r SET status = 'issued', gateway_reference = u.ref, issued_at = now(),
+                   lease_until = NULL, last_error = NULL
+               FROM unnest($1::text[], $2::text[]) AS u(id, ref)
+               WHERE r.refund_id = u.id AND r.status = 'pending'
+               RETURNING r.refund_id, r.basis,
+                   EXTRACT(EPOCH FROM now() - (SELECT requested_at FROM returns x WHERE x.return_id = r.return_id))
+                       ::float8 AS cycle_s""",
+            [r.due.refund_id for r in ok],
+            [r.reference for r in ok],
+        )
+        issued = {row["refund_id"] for row in rows}
+        for row in rows:  # request -> refund paid, by basis (Grafana's refund cycle time panel)
+            if row["cycle_s"] is not None:
+                metrics.REFUND_CYCLE.labels(row["basis"]).observe(max(0.0, row["cycle_s"]))
         for r in ok:
             if r.due.refund_id in issued:
                 events.append(

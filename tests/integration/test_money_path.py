@@ -16,6 +16,12 @@ from tests.kafkautil import read_topic, values, wait_for
 
 
 async def test_early_refund_on_a_moving_scan_before_any_receipt(settings, service_runner):
+    from prometheus_client import REGISTRY
+
+    def cycle_count() -> float:
+        return REGISTRY.get_sample_value("returnflow_refund_cycle_seconds_count", {"basis": "early_scan"}) or 0.0
+
+    before = cycle_count()
     async with platform(settings, service_runner) as p:
         rid = await p.new_return(tracking_no="SF-EARLY-1")  # 2 x 20.00, paid 50.00; cap 500.00
         r = await p.scan("SF-EARLY-1", "picked_up")
@@ -28,6 +34,7 @@ async def test_early_refund_on_a_moving_scan_before_any_receipt(settings, servic
         entries = await p.timeline(rid, ["parcel.scanned", "refund.decided", "refund.issued"])
         assert [e["type"] for e in entries][:2] == ["return.requested", "parcel.scanned"]
         assert any("Refund of CNY 40.00 paid (early_scan)" == e["summary"] for e in entries)
+        assert cycle_count() == before + 1  # the refund cycle time histogram saw it
 
 
 async def test_receipt_refund_pays_only_for_the_quantity_received(settings, service_runner):
