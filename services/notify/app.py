@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import FastAPI, Request
@@ -25,7 +26,7 @@ from contracts.events import (
     SmsFailed,
 )
 from returnflow.consumer import Delivery, Handler
-from returnflow.http import BodyTooLarge, error, json_response, read_body
+from returnflow.http import BodyTooLarge, HttpProblem, error, json_response, read_body
 from returnflow.logging import get_logger, mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
@@ -48,6 +49,8 @@ from services.notify.domain import (
 from services.notify.providers import BadWebhook, WebhookRequest, describe, make_provider
 from services.notify.render import Templates
 from services.notify.sender import Clock, Sender
+
+T = TypeVar("T")
 
 log = get_logger("returnflow.notify")
 
@@ -183,17 +186,24 @@ def _called_url(request: Request, public_base_url: str | None) -> str:
 def routes(app: FastAPI, rt: Runtime) -> None:
     settings = rt.settings
 
-    async def webhook(request: Request) -> WebhookRequest | Response:
+    async def provider_webhook(request: Request, parse: Callable[[WebhookRequest], T], what: str) -> T:
+        """Read a provider's callback and let the provider check its signature and parse it."""
         try:
             raw = await read_body(request, settings.webhook_max_body_bytes)
         except BodyTooLarge:
-            return error(413, f"body larger than {settings.webhook_max_body_bytes} bytes")
-        return WebhookRequest(
+            raise HttpProblem(413, f"body larger than {settings.webhook_max_body_bytes} bytes") from None
+        req = WebhookRequest(
             url=_called_url(request, settings.public_base_url),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=raw,
             query=dict(request.query_params),
         )
+        try:
+            return parse(req)
+        except SignatureError as exc:
+            raise HttpProblem(401, str(exc)) from None
+        except BadWebhook as exc:
+            raise HttpProblem(422, f"not {what}", [{"field": "body", "message": str(exc)}]) from None
 
     @app.post(
         "/v1/webhooks/sms/inbound",
@@ -201,16 +211,8 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         summary="A customer's reply (STOP / 退订 / TD ... opt out, START opts back in); provider-signed",
     )
     async def inbound(request: Request) -> Response:
-        req = await webhook(request)
-        if isinstance(req, Response):
-            return req
         provider = rt.state["provider"]
-        try:
-            items = provider.parse_inbound(req)
-        except SignatureError as exc:
-            return error(401, str(exc))
-        except BadWebhook as exc:
-            return error(422, "not an inbound SMS", fields=[{"field": "body", "message": str(exc)}])
+        items = await provider_webhook(request, provider.parse_inbound, "an inbound SMS")
         now = rt.state["clock"].now()
         applied = []
         async with rt.pool.acquire() as conn, conn.transaction():
@@ -229,16 +231,8 @@ def routes(app: FastAPI, rt: Runtime) -> None:
 
     @app.post("/v1/webhooks/sms/status", tags=["webhooks"], summary="Delivery receipts; provider-signed")
     async def status(request: Request) -> Response:
-        req = await webhook(request)
-        if isinstance(req, Response):
-            return req
         provider = rt.state["provider"]
-        try:
-            reports = provider.parse_status(req)
-        except SignatureError as exc:
-            return error(401, str(exc))
-        except BadWebhook as exc:
-            return error(422, "not a delivery receipt", fields=[{"field": "body", "message": str(exc)}])
+        reports = await provider_webhook(request, provider.parse_status, "a delivery receipt")
         now = rt.state["clock"].now()
         async with rt.pool.acquire() as conn, conn.transaction():
             events: list[Message] = []

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -298,6 +299,9 @@ async def apply_actions(conn: Conn, planned: Sequence[Planned]) -> int:
     for p in planned:
         f = p.known.facts
         rid, cur, cid = f.return_id, f.currency, p.correlation_id
+
+        escalated = partial(RefundEscalated, occurred_at=now, return_id=rid, correlation_id=cid, currency=cur)
+
         for a in p.actions:
             if isinstance(a, CloseEscalation):
                 closes.append((a.escalation_id, a.status, a.by))
@@ -307,16 +311,12 @@ async def apply_actions(conn: Conn, planned: Sequence[Planned]) -> int:
                 esc = next((e for e in f.escalations if e.escalation_id == a.escalation_id), None)
                 if esc is not None:
                     events.append(
-                        RefundEscalated(
-                            occurred_at=now,
-                            return_id=rid,
-                            correlation_id=cid,
+                        escalated(
+                            escalation_id=esc.escalation_id,
                             amount=esc.amount,
-                            currency=cur,
                             required_role=a.required_role,
                             requested_by=esc.requested_by,
                             reason=a.reason,
-                            escalation_id=esc.escalation_id,
                             basis=esc.basis,
                         )
                     )
@@ -361,16 +361,12 @@ async def apply_actions(conn: Conn, planned: Sequence[Planned]) -> int:
                     (eid, rid, a.cause, a.amount, cur, a.basis.value, a.required_role.value, a.requested_by, a.reason)
                 )
                 events.append(
-                    RefundEscalated(
-                        occurred_at=now,
-                        return_id=rid,
-                        correlation_id=cid,
+                    escalated(
+                        escalation_id=eid,
                         amount=a.amount,
-                        currency=cur,
                         required_role=a.required_role,
                         requested_by=a.requested_by,
                         reason=a.reason,
-                        escalation_id=eid,
                         basis=a.basis,
                     )
                 )
