@@ -230,6 +230,59 @@ async def seed_roster(dsn: str) -> None:
         await conn.close()
 
 
+def preload_pg_stat_statements(pgdata: Path) -> None:
+    """Initialise the embedded PostgreSQL's data directory with pg_stat_statements preloaded."""
+    from returnflow.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(pgdata)
+    pg.start()
+    pg.stop()
+    with open(pgdata / "postgresql.conf", "a") as f:
+        f.write("\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n")
+
+
+async def reset_pg_stats(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        await conn.execute("SELECT pg_stat_reset()")
+    finally:
+        await conn.close()
+
+
+async def top_statements(dsn: str, n: int = 40) -> dict[str, Any]:
+    """The statements PostgreSQL spent most execution time on during the run, with calls and rows."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        db = await conn.fetchrow(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        )
+        total = await conn.fetchval("SELECT sum(total_exec_time + total_plan_time) FROM pg_stat_statements")
+        rows = await conn.fetch(
+            """SELECT s.query, s.calls, s.rows, s.total_exec_time + s.total_plan_time AS ms, r.rolname
+               FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
+               ORDER BY ms DESC LIMIT $1""",
+            n,
+        )
+    finally:
+        await conn.close()
+    return {
+        "commits": db["xact_commit"] if db else None,
+        "rollbacks": db["xact_rollback"] if db else None,
+        "top": [
+            {
+                "share": round(float(r["ms"]) / float(total or 1), 4),
+                "ms": round(float(r["ms"]), 1),
+                "calls": r["calls"],
+                "rows": r["rows"],
+                "query": " ".join(r["query"].split())[:300],
+            }
+            for r in rows
+        ],
+    }
+
+
 def cpu_by_pid() -> dict[int, float]:
     out = {}
     for p in psutil.process_iter():
@@ -311,6 +364,11 @@ async def main() -> None:
         default="",
         help="py-spy these services (comma-separated names) during the load; raw profiles in the temp dir",
     )
+    ap.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="load pg_stat_statements and report the statements PostgreSQL spent most time on",
+    )
     ap.add_argument("--out", default=str(RESULTS / "surge.json"))
     a = ap.parse_args()
 
@@ -344,11 +402,15 @@ async def main() -> None:
 
     settings = Settings()
     stack = Stack(settings, out=lambda s: print(s, flush=True))
+    if a.pg_stats:
+        await asyncio.to_thread(preload_pg_stat_statements, settings.data_dir / "postgres")
     print(f"surge: starting the stack in {tmp}", flush=True)
     await stack.start()
     report: dict[str, Any] = {}
     try:
         await seed_roster(stack.dsn)
+        if a.pg_stats:
+            await reset_pg_stats(stack.dsn)
         print("baseline: produce → consume → insert, batched ...", flush=True)
         baseline = await run_baseline(stack.bootstrap, stack.dsn, a.baseline_messages)
         print(f"  {baseline['per_s']:.0f} msg/s", flush=True)
@@ -409,14 +471,14 @@ async def main() -> None:
         spies = []
         for name in filter(None, a.profile.split(",")):
             pid = stack.children[name].proc.pid  # type: ignore[union-attr]
-            kids = psutil.Process(pid).children(recursive=True)
-            target = kids[0].pid if kids else pid
             spies.append(
                 await asyncio.create_subprocess_exec(
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
+                    "--subprocesses",  # every worker of a multi-worker service
+                    "--gil",  # only what holds the GIL: Python's own CPU, not threads waiting
                     "-p",
-                    str(target),
+                    str(pid),
                     "-o",
                     str(tmp / f"profile-{name}.txt"),
                     "-f",
@@ -476,6 +538,8 @@ async def main() -> None:
         await sampler.close()
         done, lat = lifecycles(records, col)
         report = build_report(a, baseline, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz)
+        if a.pg_stats:
+            report["pg_statements"] = await top_statements(stack.dsn)
     finally:
         await stack.stop()
     write_outputs(report, Path(a.out))
