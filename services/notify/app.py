@@ -160,6 +160,7 @@ async def _stop(rt: Runtime) -> None:
         if task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), rt.settings.notify_http_timeout_s + 2)
+        await sender.close()
     provider = rt.state.get("provider")
     if provider is not None:
         await provider.close()

@@ -139,12 +139,28 @@ class FileProvider:
         self.secrets = list(secrets)
         self.tolerance_s = tolerance_s
         self.sender = f"file:{path.name}"
-        self._lock = asyncio.Lock()
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, lines: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab") as f:
-            f.write(line)
+            f.write(lines)
+
+    async def _write_pending(self) -> None:
+        """Append every line queued meanwhile in one write; each send returns once its line is written."""
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._append, b"".join(line for line, _ in group))
+            except Exception as exc:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_result(None)
 
     async def send(self, sms: OutgoingSms) -> str:
         pid = f"file-{uuid.uuid4().hex[:16]}"
@@ -160,8 +176,11 @@ class FileProvider:
                 "text": sms.body,
             }
         )
-        async with self._lock:
-            await asyncio.to_thread(self._append, line + b"\n")
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((line + b"\n", written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        await written
         return pid
 
     def _verify(self, req: WebhookRequest) -> None:

@@ -6,8 +6,9 @@ One round:
    with FOR UPDATE SKIP LOCKED, decide each one (send / defer / suppress), render the text, give it a
    pacing slot, mark it `sending` with a lease; deferred and suppressed rows get their event here.
 2. send (no transaction open): per return in step order, wait for the slot, call the provider.
-3. record (one transaction per message): sent -> sms.sent; refused (4xx) -> sms.failed at once;
-   transient (5xx, timeout) -> back to the queue with backoff, sms.failed after the last attempt.
+3. record (outcomes of concurrent sends grouped into one transaction): sent -> sms.sent; refused
+   (4xx) -> sms.failed at once; transient (5xx, timeout) -> back to the queue with backoff,
+   sms.failed after the last attempt.
 A process that dies while sending leaves `sending` rows whose lease runs out; the next claim takes
 them again (a provider may then see that message twice: at-least-once at this boundary).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +28,9 @@ import asyncpg
 from prometheus_client import Counter
 
 from contracts.events import Message, SmsDeferred, SmsFailed, SmsSent, SmsSuppressed
+from returnflow.batching import GroupCommitter
 from returnflow.consumer import INFRA_ERRORS
+from returnflow.db import Conn
 from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
@@ -88,6 +92,28 @@ class Claimed:
     send_at: datetime
 
 
+@dataclass
+class Outcome:
+    """What the provider answered for one claimed message, waiting to be written."""
+
+    m: Claimed
+    outcome: str  # sent | failed | retry
+    detail: str  # provider message id when sent, else the (redacted) error
+    opted_out: bool
+    now: datetime
+
+    def event_base(self) -> dict[str, Any]:
+        m = self.m
+        return {
+            "occurred_at": self.now,
+            "return_id": m.return_id,
+            "correlation_id": m.correlation_id,
+            "step": m.step,
+            "phone_masked": mask_phone(m.phone),
+            "locale": m.locale,
+        }
+
+
 def _values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = dict(row["params"] or {})
     requested_at = row["requested_at"]
@@ -119,6 +145,10 @@ class Sender:
         self.wake = asyncio.Event()
         self.stopping = False
         self.rounds = 0
+        # Outcomes of concurrent sends are written together: one transaction per group, not per SMS.
+        self.outcomes: GroupCommitter[Outcome, tuple[str, datetime | None]] = GroupCommitter(
+            pool, self._write_outcomes, max_size=500, max_wait_s=0.002
+        )
 
     # -- claim -----------------------------------------------------------------------------------------
     def _event_base(self, row: asyncpg.Record, locale: str, now: datetime) -> dict[str, Any]:
@@ -237,19 +267,11 @@ class Sender:
 
     # -- send ------------------------------------------------------------------------------------------
     async def _record(self, m: Claimed, outcome: str, detail: str = "", opted_out: bool = False) -> datetime | None:
-        """Write the outcome (and its event); for a retry, returns when the message is due again."""
-        now = self.clock.now()
-        retry_at: datetime | None = None
-        base = {
-            "occurred_at": now,
-            "return_id": m.return_id,
-            "correlation_id": m.correlation_id,
-            "step": m.step,
-            "phone_masked": mask_phone(m.phone),
-            "locale": m.locale,
-        }
+        """Write the outcome (and its event); for a retry, returns when the message is due again.
+        Outcomes of concurrent sends share one transaction (see `_write_outcomes`)."""
         if outcome != "sent":  # providers quote the number in their errors: events never carry it
             detail = redact_text(detail)
+        item = Outcome(m, outcome, detail, opted_out, self.clock.now())
         # The provider has answered: its outcome must be written even if the database is away for a
         # moment (a restart), or the lease runs out and the message is sent a second time. Retry the
         # write on connection errors for as long as the lease lasts.
@@ -257,7 +279,7 @@ class Sender:
         delay = 0.05
         while True:
             try:
-                outcome, retry_at = await self._write_outcome(m, outcome, detail, opted_out, now, base)
+                outcome, retry_at = await self.outcomes.submit(item)
                 break
             except INFRA_ERRORS as exc:
                 if asyncio.get_running_loop().time() + delay > deadline:
@@ -276,37 +298,41 @@ class Sender:
         )
         return retry_at
 
-    async def _write_outcome(
-        self, m: Claimed, outcome: str, detail: str, opted_out: bool, now: datetime, base: dict[str, Any]
-    ) -> tuple[str, datetime | None]:
-        """One transaction: the message's new state and its event (through the outbox)."""
-        retry_at: datetime | None = None
-        event: Message | None = None
-        async with self.pool.acquire() as conn, conn.transaction():
-            if outcome == "sent":
-                if await storage.record_sent(conn, m.id, detail, now):
-                    event = SmsSent(**base, provider=self.provider.name, provider_message_id=detail)
-            elif outcome == "failed":
-                if await storage.record_failed(conn, m.id, detail):
-                    event = SmsFailed(**base, provider=self.provider.name, error=detail[:500])
-                if opted_out:  # the provider knows the number replied STOP: honour it here too
-                    await storage.set_consent(conn, m.phone, True, "provider", self.provider.name, now)
+    async def _write_outcomes(self, conn: Conn, items: Sequence[Outcome]) -> list[tuple[str, datetime | None]]:
+        """One transaction for a group of outcomes: each message's new state and its event (through the
+        outbox). A message no longer `sending` (already recorded by an earlier try) gets no second event."""
+        s = self.settings
+        results: list[tuple[str, datetime | None]] = []
+        events: list[Message] = []
+        sent = [o for o in items if o.outcome == "sent"]
+        recorded = await storage.record_sent_many(conn, [(o.m.id, o.detail, o.now) for o in sent])
+        for o in items:
+            base = o.event_base()
+            outcome, retry_at = o.outcome, None
+            if o.outcome == "sent":
+                if o.m.id in recorded:
+                    recorded.discard(o.m.id)  # the same message twice in one group: one event
+                    events.append(SmsSent(**base, provider=self.provider.name, provider_message_id=o.detail))
+            elif o.outcome == "failed":
+                if await storage.record_failed(conn, o.m.id, o.detail):
+                    events.append(SmsFailed(**base, provider=self.provider.name, error=o.detail[:500]))
+                if o.opted_out:  # the provider knows the number replied STOP: honour it here too
+                    await storage.set_consent(conn, o.m.phone, True, "provider", self.provider.name, o.now)
             else:
-                s = self.settings
-                attempts_before = await conn.fetchval("SELECT attempts FROM messages WHERE id = $1", m.id)
+                attempts_before = await conn.fetchval("SELECT attempts FROM messages WHERE id = $1", o.m.id)
                 attempt = int(attempts_before or 0) + 1
                 if attempt >= s.notify_send_max_attempts:
-                    error = f"gave up after {attempt} attempts: {detail}"
-                    if await storage.record_failed(conn, m.id, error):
-                        event = SmsFailed(**base, provider=self.provider.name, error=error[:500])
+                    error = f"gave up after {attempt} attempts: {o.detail}"
+                    if await storage.record_failed(conn, o.m.id, error):
+                        events.append(SmsFailed(**base, provider=self.provider.name, error=error[:500]))
                     outcome = "failed"
                 else:
                     delay = retry_delay_s(attempt, s.notify_retry_base_s, s.notify_retry_max_s)
-                    retry_at = now + timedelta(seconds=delay)
-                    await storage.record_retry(conn, m.id, detail, retry_at)
-            if event is not None:
-                await enqueue(conn, [event])
-        return outcome, retry_at
+                    retry_at = o.now + timedelta(seconds=delay)
+                    await storage.record_retry(conn, o.m.id, o.detail, retry_at)
+            results.append((outcome, retry_at))
+        await enqueue(conn, events)
+        return results
 
     async def _send_return(self, group: list[Claimed], limit: asyncio.Semaphore) -> None:
         """One return's messages, in step order; a transient failure holds back the later steps."""
@@ -390,3 +416,7 @@ class Sender:
     async def stop(self) -> None:
         self.stopping = True
         self.wake.set()
+
+    async def close(self) -> None:
+        """After the send loop ended: stop the outcome writers."""
+        await self.outcomes.close()

@@ -275,16 +275,21 @@ async def apply_claims(
         )
 
 
-async def record_sent(conn: Conn, message_id: int, provider_message_id: str, now: datetime) -> bool:
-    status = await conn.execute(
-        """UPDATE messages SET status = 'sent', provider_message_id = $2, sent_at = $3, attempts = attempts + 1,
-               lease_until = NULL, last_error = NULL, updated_at = now()
-           WHERE id = $1 AND status = 'sending'""",
-        message_id,
-        provider_message_id,
-        now,
+async def record_sent_many(conn: Conn, sent: Sequence[tuple[int, str, datetime]]) -> set[int]:
+    """Mark (message id, provider message id, sent at) as sent; returns the ids that were still sending."""
+    if not sent:
+        return set()
+    rows = await conn.fetch(
+        """UPDATE messages m SET status = 'sent', provider_message_id = s.pid, sent_at = s.at,
+               attempts = m.attempts + 1, lease_until = NULL, last_error = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS s(id, pid, at)
+           WHERE m.id = s.id AND m.status = 'sending'
+           RETURNING m.id""",
+        [x[0] for x in sent],
+        [x[1] for x in sent],
+        [x[2] for x in sent],
     )
-    return status.endswith(" 1")
+    return {r["id"] for r in rows}
 
 
 async def record_failed(conn: Conn, message_id: int, error: str) -> bool:

@@ -109,3 +109,31 @@ async def test_events_before_the_request_wait_for_it_and_go_in_step_order(settin
         await asyncio.sleep(0.5)
     assert [x["step"] for x in sms_lines(s, rid)] == ["requested", "parcel_seen", "under_review"]
     assert got[0]["step"] == "requested"
+
+
+async def test_a_burst_of_returns_each_get_one_message_and_outcomes_share_transactions(settings, service_runner):
+    s = notify_settings(settings, notify_sender_rate_per_s=10_000.0, notify_sender_burst=100, notify_claim_batch=200)
+    s = s.model_copy(update={"notify_send_concurrency": 32})
+    burst = [requested(locale="en", phone=f"+86138{i:08d}") for i in range(60)]
+    async with service_runner(SPEC, s) as svc:
+        sender = svc.runtime.state["sender"]
+        groups: list[int] = []
+        write = sender.outcomes.flush
+
+        async def counting(conn, items):
+            groups.append(len(items))
+            return await write(conn, items)
+
+        sender.outcomes.flush = counting
+        await publish(s.kafka_bootstrap, burst)
+        await wait_sms(s, 60, timeout_s=30)
+        sent = values(await read_topic(s.kafka_bootstrap, "sms.sent", 60))
+        rows = await svc.runtime.pool.fetch(
+            "SELECT status, count(*) AS n FROM messages WHERE step = 'requested' GROUP BY 1"
+        )
+    lines = sms_lines(s)
+    assert len(lines) == 60 and len({x["message_id"] for x in lines}) == 60
+    assert sorted(e["return_id"] for e in sent) == sorted(str(e.return_id) for e in burst)
+    assert {r["status"]: r["n"] for r in rows} == {"sent": 60}
+    # every outcome was written, and concurrent sends shared transactions
+    assert sum(groups) == 60 and len(groups) < 60
