@@ -56,12 +56,20 @@ async def connect(dsn: str, schema: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL): pooled
+    connections carry no session state here (locks are transaction-scoped, LISTEN has connections of
+    its own, nothing SETs outside a transaction), and the query cost a round trip on every release.
+    asyncpg still rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, schema: str, service: str, min_size: int, max_size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": f"{schema},public", "application_name": f"returnflow-{service}"},
     )
     assert pool is not None

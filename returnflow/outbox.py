@@ -136,19 +136,18 @@ class Relay:
             for meta in metas:
                 k = (meta.topic, meta.partition)
                 high[k] = min(high.get(k, meta.offset + 1), meta.offset + 1)
+            # one statement (one round trip): mark the rows published and raise the offset bounds
             await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                """WITH published AS (UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]))
+                   INSERT INTO outbox_offsets (topic, partition, next_offset)
+                   SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
+                   ON CONFLICT (topic, partition)
+                   DO UPDATE SET next_offset = GREATEST(outbox_offsets.next_offset, EXCLUDED.next_offset)""",
+                [r["id"] for r in rows],
+                [k[0] for k in high],
+                [k[1] for k in high],
+                list(high.values()),
             )
-            if high:
-                await conn.execute(
-                    """INSERT INTO outbox_offsets (topic, partition, next_offset)
-                       SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-                       ON CONFLICT (topic, partition)
-                       DO UPDATE SET next_offset = GREATEST(outbox_offsets.next_offset, EXCLUDED.next_offset)""",
-                    [k[0] for k in high],
-                    [k[1] for k in high],
-                    list(high.values()),
-                )
         self.published_total += len(rows)
         metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
