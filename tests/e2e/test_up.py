@@ -33,6 +33,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
             "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "400",
             "RETURNFLOW_OUTBOX_BROKER_CHECK_INTERVAL_S": "0.5",
             "RETURNFLOW_WEBHOOK_SECRETS": '{"generic": ["test-secret-new"]}',
+            "RETURNFLOW_RETURNS_WORKERS": "2",
         }
     )
     for name in SERVICE_MODULES:
@@ -113,7 +114,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
         assert third.returncode == 1 and "already in use" in third.stderr and "Traceback" not in third.stderr
 
         ids = await post_returns(env, 200)
-        # the returns service runs two workers: /metrics adds both up
+        # the returns service runs two workers here (stack_env): /metrics adds both up
         async with httpx.AsyncClient(timeout=5) as client:
             text = (await client.get(f"{base(env, 'returns')}/metrics")).text
         accepted = sum(
