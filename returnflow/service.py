@@ -114,6 +114,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
         ack_policy=AckPolicy.MANUAL,
         session_timeout_ms=rt.settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=rt.settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=rt.settings.kafka_fetch_max_wait_ms,
     )
 
     async def on_batch(msg: KafkaMessage) -> None:
