@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -216,6 +217,12 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         await broker.start()
         for bg in spec.background:
             rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
+        # What exists now (modules, models, the app) lives as long as the process: keep it out of every
+        # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
+        # service's CPU under load).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         log.info("service started")
         try:
             yield
