@@ -107,7 +107,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
     sub = rt.broker.subscriber(
         *cspec.topics,
         group_id=group,
-        decoder=_records_only,
+        decoder=keep_records_raw,
         batch=True,
         max_records=rt.settings.consumer_max_records,
         batch_timeout_ms=rt.settings.consumer_batch_timeout_ms,
@@ -127,7 +127,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
     sub(on_batch)
 
 
-async def _records_only(msg: Any) -> None:
+async def keep_records_raw(msg: Any) -> None:
     """FastStream's decoder JSON-decodes every record of a batch for the handler's argument; ours reads
     the raw records (IdempotentConsumer decodes and validates each once), so skip that work."""
     return None
