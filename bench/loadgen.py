@@ -112,10 +112,10 @@ async def main() -> None:
     queue.reverse()
     lat: list[float] = []
     statuses: dict[int, int] = {}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     deadline = time.monotonic() + a.max_seconds
     await asyncio.gather(*(worker(a.host, a.port, queue, lat, statuses, deadline) for _ in range(a.concurrency)))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     lat.sort()
     print(
         json.dumps(
@@ -131,6 +131,7 @@ async def main() -> None:
                 "p99_ms": pct(lat, 99) * 1000,
                 "max_ms": (lat[-1] if lat else 0) * 1000,
                 "concurrency": a.concurrency,
+                "cpu_s": cpu_s,  # this client's CPU while sending (signing happened before)
             }
         )
     )

@@ -47,11 +47,12 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.baseline import run_baseline
+from bench.floor import ceiling, cpu_seconds, http_floor
 from returnflow.embedded import free_port
 from services import SERVICE_MODULES
 
 RESULTS = Path(__file__).parent / "results"
-EVENT_TOPICS = ["sms.sent", "refunds.issued", "inventory.verified"]
+EVENT_TOPICS = ["sms.sent", "refunds.issued", "inventory.verified", "parcels.scanned", "refunds.decided"]
 TZ_CANDIDATES = ["Europe/London", "Asia/Shanghai", "America/New_York", "America/Los_Angeles", "Asia/Tokyo"]
 
 
@@ -85,6 +86,13 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 1)
 
 
+def _epoch(iso: str | None, default: float) -> float:
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else default
+    except ValueError:
+        return default
+
+
 class Collector:
     """Consumes the outcome topics and keeps, per return, the first sms.sent / refunds.issued time and
     the inventory.verified times."""
@@ -95,6 +103,10 @@ class Collector:
         self.refund: dict[str, float] = {}
         self.verified: dict[str, list[float]] = defaultdict(list)
         self.counts: dict[str, int] = defaultdict(int)
+        # where the time between a moving scan and its refund goes: (published, occurred) per step
+        self.moving_scan: dict[str, float] = {}
+        self.decided: dict[str, tuple[float, float]] = {}
+        self.issued: dict[str, tuple[float, float]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         c = AIOKafkaConsumer(
@@ -119,8 +131,14 @@ class Collector:
                             self.sms.setdefault(rid, t)
                         elif tp.topic == "refunds.issued":
                             self.refund.setdefault(rid, t)
-                        else:
+                            self.issued.setdefault(rid, (t, _epoch(v.get("occurred_at"), t)))
+                        elif tp.topic == "inventory.verified":
                             self.verified[rid].append(t)
+                        elif tp.topic == "parcels.scanned":
+                            if v.get("first_moving"):
+                                self.moving_scan.setdefault(rid, t)
+                        elif v.get("decision") == "refund" and v.get("basis") == "early_scan":
+                            self.decided.setdefault(rid, (t, _epoch(v.get("occurred_at"), t)))
         finally:
             await c.stop()
 
@@ -251,7 +269,7 @@ async def reset_pg_stats(dsn: str) -> None:
         await conn.close()
 
 
-async def top_statements(dsn: str, n: int = 40) -> dict[str, Any]:
+async def top_statements(dsn: str, n: int = 60) -> dict[str, Any]:
     """The statements PostgreSQL spent most execution time on during the run, with calls and rows."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -260,8 +278,9 @@ async def top_statements(dsn: str, n: int = 40) -> dict[str, Any]:
         )
         total = await conn.fetchval("SELECT sum(total_exec_time + total_plan_time) FROM pg_stat_statements")
         rows = await conn.fetch(
-            """SELECT s.query, s.calls, s.rows, s.total_exec_time + s.total_plan_time AS ms, r.rolname
-               FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
+            """SELECT s.query, s.calls, s.rows, s.total_exec_time + s.total_plan_time AS ms,
+                      s.shared_blks_hit + s.shared_blks_read AS blocks, s.wal_bytes
+               FROM pg_stat_statements s
                ORDER BY ms DESC LIMIT $1""",
             n,
         )
@@ -276,11 +295,29 @@ async def top_statements(dsn: str, n: int = 40) -> dict[str, Any]:
                 "ms": round(float(r["ms"]), 1),
                 "calls": r["calls"],
                 "rows": r["rows"],
+                "blocks": r["blocks"],  # buffers touched: a CPU proxy that lock waits do not inflate
+                "wal_bytes": int(r["wal_bytes"]),
                 "query": " ".join(r["query"].split())[:300],
             }
             for r in rows
         ],
     }
+
+
+def embedded_parts(stack: Any, tmp: Path) -> dict[str, int]:
+    """Process ids of the embedded PostgreSQL (postmaster) and broker, to sample their CPU and RSS."""
+    found: dict[str, int] = {}
+    if stack.postgres is not None:
+        with contextlib.suppress(Exception):
+            found["postgres"] = next(
+                p.pid
+                for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "postgres" and str(tmp) in " ".join(p.info["cmdline"] or [])
+            )
+    if stack.kafka is not None:
+        with contextlib.suppress(Exception):
+            found["broker"] = next(p.pid for p in psutil.Process().children(recursive=True) if "tansu" in p.name())
+    return found
 
 
 def cpu_by_pid() -> dict[int, float]:
@@ -335,7 +372,16 @@ def lifecycles(records: list[dict[str, Any]], col: Collector) -> tuple[list[dict
         if sms is not None:
             lat["request_to_first_sms"].append(sms - r["t_send"])
         if kind == "return_and_refund" and refund is not None and "t_scan_ack" in r:
-            lat["moving_scan_to_refund_issued"].append(refund - max(r["t_scan_ack"], r["t_ack"]))
+            start = max(r["t_scan_ack"], r["t_ack"])
+            lat["moving_scan_to_refund_issued"].append(refund - start)
+            scan_pub, dec, iss = col.moving_scan.get(rid), col.decided.get(rid), col.issued.get(rid)
+            if scan_pub is not None and dec is not None and iss is not None and scan_pub >= start - 1:
+                # the steps of an early refund, from Kafka record times and the events' occurred_at
+                lat["stage:scan_ack_to_scan_published"].append(scan_pub - start)
+                lat["stage:scan_published_to_refund_decided"].append(dec[1] - scan_pub)
+                lat["stage:refund_decided_to_decision_published"].append(dec[0] - dec[1])
+                lat["stage:refund_decided_to_gateway_paid"].append(iss[1] - dec[1])
+                lat["stage:gateway_paid_to_issued_published"].append(iss[0] - iss[1])
         goods = kind in ("return_and_refund", "exchange")
         all_verified = goods and "lines" in r and len(ver) >= r["lines"]
         if all_verified:
@@ -411,9 +457,18 @@ async def main() -> None:
         await seed_roster(stack.dsn)
         if a.pg_stats:
             await reset_pg_stats(stack.dsn)
+        parts = embedded_parts(stack, tmp)
         print("baseline: produce → consume → insert, batched ...", flush=True)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in parts.items()}
+        harness_before = time.process_time()  # this process alone (its children are the stack)
         baseline = await run_baseline(stack.bootstrap, stack.dsn, a.baseline_messages)
-        print(f"  {baseline['per_s']:.0f} msg/s", flush=True)
+        baseline["cpu_s"] = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in parts.items()}
+        baseline["cpu_s"]["harness"] = round(time.process_time() - harness_before, 2)
+        baseline["cpu_ms_per_message"] = round(1000 * sum(baseline["cpu_s"].values()) / baseline["messages"], 4)
+        print(f"  {baseline['per_s']:.0f} msg/s, {baseline['cpu_ms_per_message']:.3f} ms CPU each", flush=True)
+        print("http floor: signed webhooks to an app that only checks and parses them ...", flush=True)
+        floor = await http_floor()
+        print(f"  {floor['per_s']:.0f} req/s, {floor['cpu_ms_per_request']:.3f} ms CPU each", flush=True)
 
         col = Collector(stack.bootstrap)
         stop = asyncio.Event()
@@ -454,18 +509,7 @@ async def main() -> None:
             stdout=asyncio.subprocess.PIPE,
         )
         sampler.extra["load-generator"] = gen.pid
-        if stack.postgres is not None:
-            with contextlib.suppress(Exception):
-                sampler.extra["postgres"] = next(
-                    p.pid
-                    for p in psutil.process_iter(["name", "cmdline"])
-                    if p.info["name"] == "postgres" and str(tmp) in " ".join(p.info["cmdline"] or [])
-                )
-        if stack.kafka is not None:
-            with contextlib.suppress(Exception):
-                sampler.extra["broker"] = next(
-                    p.pid for p in psutil.Process().children(recursive=True) if "tansu" in p.name()
-                )
+        sampler.extra.update(parts)
         cpu0 = dict(sampler.cpu_s)
         others0 = cpu_by_pid()
         spies = []
@@ -477,6 +521,7 @@ async def main() -> None:
                     "record",
                     "--subprocesses",  # every worker of a multi-worker service
                     "--gil",  # only what holds the GIL: Python's own CPU, not threads waiting
+                    *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else []),
                     "-p",
                     str(pid),
                     "-o",
@@ -537,7 +582,9 @@ async def main() -> None:
         await asyncio.gather(col_task, smp_task)
         await sampler.close()
         done, lat = lifecycles(records, col)
-        report = build_report(a, baseline, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz)
+        report = build_report(
+            a, baseline, floor, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz
+        )
         if a.pg_stats:
             report["pg_statements"] = await top_statements(stack.dsn)
     finally:
@@ -555,7 +602,8 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
 
 def build_report(
     a: argparse.Namespace,
-    baseline: dict[str, float],
+    baseline: dict[str, Any],
+    floor: dict[str, Any],
     gsum: dict[str, Any],
     progress: list[dict[str, Any]],
     records: list[dict[str, Any]],
@@ -610,6 +658,31 @@ def build_report(
     by_kind: dict[str, int] = defaultdict(int)
     for d in done:
         by_kind[d["kind"]] += 1
+    cpu_total = sum(v for k, v in sampler.cpu_used.items() if k != "other_processes")
+    n_done = max(1, len(done))
+    per_lifecycle = {
+        "cpu_ms": round(1000 * cpu_total / n_done, 2),
+        "http_requests": round(gsum.get("http_requests", 0) / n_done, 2),
+        "message_hops": round(hops / n_done, 2),
+    }
+    cores = os.cpu_count() or 1
+    ceilings = {
+        # what the CPU measured per lifecycle leaves room for on this machine's cores
+        "at_measured_cpu": round(cores * 1000 / per_lifecycle["cpu_ms"], 1) if done else None,
+        # if the services cost only what a bare signed webhook and a bare message hop cost (bench.floor)
+        "plumbing_floor": round(
+            ceiling(
+                cores,
+                per_lifecycle["http_requests"],
+                floor["cpu_ms_per_request"],
+                per_lifecycle["message_hops"],
+                baseline["cpu_ms_per_message"],
+            ),
+            1,
+        )
+        if done
+        else None,
+    }
     summary = {
         "returns_started": len(records),
         "webhooks_accepted": accepted,
@@ -628,6 +701,10 @@ def build_report(
         "efficiency": round(eff, 3) if eff is not None else None,
         "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak_rss.items()},
         "cpu_seconds_during_surge": sampler.cpu_used,
+        "per_lifecycle": per_lifecycle,
+        "ceiling_lifecycles_per_s": ceilings,
+        "http_floor": floor,
+        "baseline_cpu_ms_per_message": baseline["cpu_ms_per_message"],
         "max_outbox_backlog": max((sum(s.get("outbox_backlog", {}).values()) for s in sampler.samples), default=0),
         "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in sampler.samples), default=0),
         "window_s": round(window, 1),
@@ -648,6 +725,10 @@ def build_report(
             "message_hops": "messages consumed by all consumer groups (sum of committed offsets)",
             "efficiency": "hops/s over the surge window (first webhook → last completion) ÷ baseline msg/s",
             "lifecycles_per_s_best_Ns": "completions in the best rolling window of N = min(hold, 60) seconds",
+            "per_lifecycle": "CPU seconds of every process of the stack and the load generator, HTTP requests "
+            "sent and message hops, each divided by the lifecycles completed",
+            "ceiling_lifecycles_per_s": "cores ÷ CPU per lifecycle: as measured, and at the plumbing floor "
+            "(HTTP requests * a bare signed webhook's CPU + hops * a bare baseline hop's CPU; bench.floor)",
         },
         "summary": summary,
         "baseline": baseline,

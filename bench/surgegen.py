@@ -50,6 +50,7 @@ class Pool:
         self.host, self.port, self.size = host, port, size
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.sem = asyncio.Semaphore(size)
+        self.sent = 0  # requests written, resends included
 
     async def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         status, payload, _t = await self.timed(method, path, body, headers)
@@ -65,6 +66,7 @@ class Pool:
                 conn = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
                 try:
                     t = time.time()
+                    self.sent += 1
                     status, payload = await self._exchange(conn, raw)
                     return status, payload, t
                 except (asyncio.IncompleteReadError, ConnectionError):
@@ -317,6 +319,7 @@ class Gen:
             "unfinished_tasks": sum(1 for t in tasks if not t.done()),
             "behind_at_end": behind,
             "counts": self.counts,
+            "http_requests": self.returns.sent + self.warehouse.sent + self.audit.sent,
             "errors": self.errors,
             "ack_p50_ms": pct(lat, 50) * 1000,
             "ack_p99_ms": pct(lat, 99) * 1000,

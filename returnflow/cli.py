@@ -13,8 +13,6 @@ from services.audit import cli as audit_cli
 
 
 def _serve(name: str) -> int:
-    import uvicorn
-
     from returnflow.embedded import port_is_free
     from services import SERVICE_MODULES
 
@@ -35,11 +33,19 @@ def _serve(name: str) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    run_uvicorn(f"{SERVICE_MODULES[name]}:app", settings.host, port, workers)
+    return 0
+
+
+def run_uvicorn(factory: str, host: str, port: int, workers: int = 1) -> None:
+    """Serve an app factory ("module:function") the way every service is served."""
+    import uvicorn
+
     uvicorn.run(
-        f"{SERVICE_MODULES[name]}:app",
+        factory,
         factory=True,
         workers=workers,
-        host=settings.host,
+        host=host,
         port=port,
         log_level="warning",
         access_log=False,
@@ -48,7 +54,6 @@ def _serve(name: str) -> int:
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
-    return 0
 
 
 def _up(demo: bool) -> int:
