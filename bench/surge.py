@@ -304,6 +304,41 @@ async def top_statements(dsn: str, n: int = 60) -> dict[str, Any]:
     }
 
 
+async def loop_lag_buckets(settings: Any) -> dict[str, dict[float, float]]:
+    """Each service's event-loop lag histogram (cumulative bucket counts) from its /metrics."""
+    import httpx
+
+    out: dict[str, dict[float, float]] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name in SERVICE_MODULES:
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await client.get(f"{settings.base_url_for(name)}/metrics")).text
+                buckets: dict[float, float] = {}
+                for line in text.splitlines():
+                    if line.startswith("returnflow_event_loop_lag_seconds_bucket{"):
+                        le = line.split('le="', 1)[1].split('"', 1)[0]
+                        buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+                out[name] = buckets
+    return out
+
+
+def lag_quantiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, Any]:
+    """p50 / p99 upper bounds (bucket edges, ms) of the loop lag observed between two scrapes."""
+    result: dict[str, Any] = {}
+    for name, buckets in after.items():
+        diff = sorted((le, n - before.get(name, {}).get(le, 0.0)) for le, n in buckets.items())
+        total = diff[-1][1] if diff else 0.0
+        if total <= 0:
+            continue
+
+        def q(p: float, diff: list[tuple[float, float]] = diff, total: float = total) -> float | None:
+            edge = next((le for le, n in diff if n >= p * total), None)
+            return None if edge is None or edge == float("inf") else round(edge * 1000, 1)
+
+        result[name] = {"samples": int(total), "p50_ms_at_most": q(0.5), "p99_ms_at_most": q(0.99)}
+    return result
+
+
 def embedded_parts(stack: Any, tmp: Path) -> dict[str, int]:
     """Process ids of the embedded PostgreSQL (postmaster) and broker, to sample their CPU and RSS."""
     found: dict[str, int] = {}
@@ -512,6 +547,7 @@ async def main() -> None:
         sampler.extra.update(parts)
         cpu0 = dict(sampler.cpu_s)
         others0 = cpu_by_pid()
+        lag0 = await loop_lag_buckets(settings)
         spies = []
         for name in filter(None, a.profile.split(",")):
             pid = stack.children[name].proc.pid  # type: ignore[union-attr]
@@ -578,6 +614,7 @@ async def main() -> None:
             sum(v - others0.get(pid, 0.0) for pid, v in others1.items() if pid not in ours), 1
         )
         hops = await sampler.committed_total(sampler.consumers, sampler.ends_c)
+        loop_lag = lag_quantiles(lag0, await loop_lag_buckets(settings))
         stop.set()
         await asyncio.gather(col_task, smp_task)
         await sampler.close()
@@ -585,6 +622,7 @@ async def main() -> None:
         report = build_report(
             a, baseline, floor, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz
         )
+        report["summary"]["event_loop_lag"] = loop_lag
         if a.pg_stats:
             report["pg_statements"] = await top_statements(stack.dsn)
     finally:

@@ -539,6 +539,22 @@ def dashboard() -> dict[str, Any]:
             "ops",
             description="sent, deferred (night), suppressed (opt-out, cap, duplicate), failed.",
         ),
+        _row(20, "Processes", 52),
+        _panel(
+            21,
+            "Event loop lag p99, by service",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, job) "
+                    f"(rate(returnflow_event_loop_lag_seconds_bucket{{{_SEL}}}[{_RATE}])))",
+                    "{{job}}",
+                )
+            ],
+            (0, 53, 24, 8),
+            "s",
+            description="How late a 50 ms timer fires: every request and batch of that service waits as long. "
+            "High when the service's own work holds its loop, or when the host has no CPU to spare.",
+        ),
     ]
     return {
         "uid": "returnflow-overview",

@@ -36,6 +36,12 @@ REFUND_CYCLE = Histogram(
     ["basis"],
     buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
 )
+EVENT_LOOP_LAG = Histogram(
+    "returnflow_event_loop_lag_seconds",
+    "How late a 50 ms timer fires on the service's event loop: CPU-bound work holding the loop, or the "
+    "process waiting for a CPU; every HTTP request and consumed batch waits as long",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 CONSUMER_LAG = Gauge(
     "returnflow_consumer_lag",
     "Messages behind the partition's high-water mark after the last applied batch",

@@ -230,6 +230,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         await broker.start()
         for bg in spec.background:
             rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
+        rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
         # What exists now (modules, models, the app) lives as long as the process: keep it out of every
         # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
         # service's CPU under load).
@@ -300,6 +301,14 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     if spec.routes is not None:
         spec.routes(app, rt)
     return app
+
+
+async def _watch_loop_lag(interval_s: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 async def _rewind_consumers(broker: KafkaBroker) -> None:
