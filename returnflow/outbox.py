@@ -97,6 +97,7 @@ class Relay:
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         retention_hours: float = 168.0,
+        dedupe_retention_hours: float = 192.0,
         broker_check_interval_s: float = 5.0,
         ensure_topics: Callable[[], Awaitable[None]] | None = None,
         on_broker_loss: Callable[[], Awaitable[None]] | None = None,
@@ -109,6 +110,7 @@ class Relay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.retention_hours = retention_hours
+        self.dedupe_retention_hours = dedupe_retention_hours
         self.broker_check_interval_s = broker_check_interval_s
         self.ensure_topics = ensure_topics
         self.on_broker_loss = on_broker_loss
@@ -200,13 +202,28 @@ class Relay:
         except Exception as exc:  # the broker may be restarting; try again next round
             log.warning("broker offset check failed", schema=self.schema, error=repr(exc))
 
-    async def purge(self) -> int:
-        status = await self.pool.execute(
-            """DELETE FROM outbox WHERE published_at IS NOT NULL
-               AND created_at < now() - make_interval(secs => $1)""",
-            self.retention_hours * 3600,
-        )
-        return int(status.split()[-1])
+    async def purge(self, chunk: int = 10_000) -> int:
+        """Housekeeping of the schema's plumbing tables: published outbox rows past their retention, and
+        consumed event ids past the dedupe retention (in chunks, so no statement runs long)."""
+        deleted = 0
+        for sql, hours in (
+            (
+                """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL
+                   AND created_at < now() - make_interval(secs => $1) LIMIT $2)""",
+                self.retention_hours,
+            ),
+            (
+                """DELETE FROM processed_events WHERE ctid IN (SELECT ctid FROM processed_events
+                   WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)""",
+                self.dedupe_retention_hours,
+            ),
+        ):
+            while not self._stopping:
+                n = int((await self.pool.execute(sql, hours * 3600, chunk)).split()[-1])
+                deleted += n
+                if n < chunk:
+                    break
+        return deleted
 
     async def backlog(self) -> tuple[int, float]:
         row = await self.pool.fetchrow(

@@ -219,6 +219,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
             retention_hours=settings.outbox_retention_hours,
+            dedupe_retention_hours=settings.consumer_dedupe_retention_hours,
             broker_check_interval_s=settings.outbox_broker_check_interval_s,
             ensure_topics=_ensure_topics(bootstrap, settings.kafka_replication_factor),
             on_broker_loss=lambda: _rewind_consumers(broker),

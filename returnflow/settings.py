@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     consumer_max_records: int = 100
     consumer_batch_timeout_ms: int = 20
     consumer_max_attempts: int = 4
+    # How long a consumed event id is remembered to drop duplicates. A message can come back only while a
+    # topic keeps it (7 days) or an outbox keeps it for re-publishing (outbox_retention_hours): longer.
+    consumer_dedupe_retention_hours: float = 192.0
     consumer_backoff_base_s: float = 0.05
     consumer_backoff_max_s: float = 2.0
 

@@ -118,3 +118,26 @@ def _free() -> int:
     from returnflow.embedded import free_port
 
     return free_port()
+
+
+async def test_housekeeping_forgets_old_event_ids_and_published_rows_only(dsn, bootstrap):
+    pool, _ids = await setup(dsn, 3)
+    await pool.execute(
+        """UPDATE outbox SET created_at = now() - interval '200 hours'
+           WHERE id IN ((SELECT min(id) FROM outbox), (SELECT max(id) FROM outbox))"""
+    )
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE id < (SELECT max(id) FROM outbox)")
+    await pool.execute(
+        """INSERT INTO processed_events (consumer, event_id, processed_at)
+           SELECT 'c', 'old-' || g, now() - interval '200 hours' FROM generate_series(1, 25) g
+           UNION ALL SELECT 'c', 'new-' || g, now() - interval '100 hours' FROM generate_series(1, 5) g"""
+    )
+    broker = make_broker(Settings(), bootstrap, "t")
+    r = Relay(pool=pool, dsn=dsn, schema=SCHEMA, publish=publisher_for(broker), bootstrap=bootstrap)
+    assert await r.purge(chunk=10) == 26  # chunks of 10: 25 old ids, 1 old published row
+    left = await pool.fetch("SELECT event_id FROM processed_events ORDER BY event_id")
+    assert [x["event_id"] for x in left] == [f"new-{g}" for g in range(1, 6)]
+    # an old row not yet published is kept, whatever its age; recent published rows are kept
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+    await pool.close()
