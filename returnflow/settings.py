@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     audit_port: int = DEFAULT_PORTS["audit"]
     public_base_url: str | None = None
     # Worker processes per service (uvicorn workers sharing the port). More than one only pays where
-    # the host has cores to spare: with the whole stack on 2 cores a second returns worker cost 27 %
-    # more CPU per return and lowered throughput (bench/surge.py); production scales by replicas.
+    # the host has cores to spare: with the whole stack on 2 cores a second returns worker added no
+    # throughput and raised the webhook ack p99 (bench/surge.py); production scales by replicas.
     returns_workers: int = 1
     warehouse_workers: int = 1
     refunds_workers: int = 1
