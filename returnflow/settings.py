@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     # 500 ms → ~200 ms a hop, 100 → ~27 ms, 20 → ~4 ms); Apache Kafka answers at once (deploy/ sets 500).
     kafka_fetch_max_wait_ms: int = 100
     # Records per consumed batch (one transaction). A batch holds its service's event loop while it is
-    # decoded and applied: at 500 the surge's webhook ack p99 was ~300-450 ms, at 100 ~230 ms for the
-    # same CPU; at 50 the consumers fell behind.
+    # decoded and applied: at peak 200, 100 instead of 500 took the webhook ack p99 from 365 to 315 ms
+    # for the same CPU (the first SMS came ~0.5 s later); at 50 the consumers fell behind.
     consumer_max_records: int = 100
     consumer_batch_timeout_ms: int = 20
     consumer_max_attempts: int = 4
