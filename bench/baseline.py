@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import orjson
@@ -15,6 +16,20 @@ from returnflow.kafka import create_topics
 TOPIC = "bench.baseline"
 
 
+def fresh_group_consumer(bootstrap: str, topic: str, prefix: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer in a new group that reads `topic` from its start and commits by hand."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=400,
+        **options,
+    )
+
+
 async def run_baseline(bootstrap: str, dsn: str, n: int = 20000) -> dict[str, float]:
     await create_topics(bootstrap, [(TOPIC, 4)])
     conn = await asyncpg.connect(dsn)
@@ -22,16 +37,7 @@ async def run_baseline(bootstrap: str, dsn: str, n: int = 20000) -> dict[str, fl
         "DROP TABLE IF EXISTS bench_baseline; CREATE TABLE bench_baseline (id uuid PRIMARY KEY, body bytea)"
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, max_batch_size=256 * 1024, acks="all")
-    consumer = AIOKafkaConsumer(
-        TOPIC,
-        bootstrap_servers=bootstrap,
-        group_id=f"baseline-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=500,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=400,
-    )
+    consumer = fresh_group_consumer(bootstrap, TOPIC, "baseline", max_poll_records=500)
     await producer.start()
     await consumer.start()
     payloads = [orjson.dumps({"id": str(uuid.uuid4()), "pad": "x" * 250}) for _ in range(n)]

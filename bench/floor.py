@@ -31,6 +31,7 @@ import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from bench import loadgen
 from returnflow.embedded import free_port
 
 
@@ -76,26 +77,11 @@ async def http_floor(requests: int = 10_000, concurrency: int = 32) -> dict[str,
                     pass
                 await asyncio.sleep(0.05)
         cpu0 = cpu_seconds(server.pid)
-        lg = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.loadgen",
-            "--port",
-            str(port),
-            "--requests",
-            str(requests),
-            "--concurrency",
-            str(concurrency),
-            "--dup-every",
-            "0",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await lg.communicate()
+        run = await loadgen.run(port, requests, concurrency, dup_every=0)
         server_cpu = cpu_seconds(server.pid) - cpu0
     finally:
         server.terminate()
         server.wait(10)
-    run = json.loads(out)
     n = max(1, run["requests"])
     return {
         "requests": run["requests"],

@@ -26,11 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
+from bench.baseline import fresh_group_consumer
 from contracts.events import Customer, RequestedBy, ReturnLine, ReturnRequested
 from returnflow.consumer import decode_record
 from returnflow.embedded import EmbeddedKafka, free_port
@@ -77,15 +78,7 @@ async def produce(bootstrap: str, n: int) -> None:
 
 
 async def with_aiokafka(bootstrap: str, n: int, validate: bool) -> float:
-    consumer = AIOKafkaConsumer(
-        TOPIC,
-        bootstrap_servers=bootstrap,
-        group_id=f"hop-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=400,
-    )
+    consumer = fresh_group_consumer(bootstrap, TOPIC, "hop")
     await consumer.start()
     try:
         seen, cpu0 = 0, None

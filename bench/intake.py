@@ -25,6 +25,7 @@ import asyncpg
 import httpx
 import psutil
 
+from bench import loadgen
 from bench.baseline import run_baseline
 from returnflow import db
 from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
@@ -105,20 +106,7 @@ async def main() -> None:
                 spy = subprocess.Popen(
                     ["py-spy", "record", "-p", str(svc.pid), "-o", os.environ["BENCH_PROFILE"], "-f", "raw", "-d", "6"]
                 )
-            lg = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.loadgen",
-                "--port",
-                str(port),
-                "--requests",
-                str(a.requests),
-                "--concurrency",
-                str(a.concurrency),
-                stdout=asyncio.subprocess.PIPE,
-            )
-            out, _ = await lg.communicate()
-            intake = json.loads(out)
+            intake = await loadgen.run(port, a.requests, a.concurrency)
             if spy is not None:
                 spy.wait()
             t_drain = time.perf_counter()

@@ -90,6 +90,19 @@ async def worker(
         writer.close()
 
 
+async def run(port: int, requests: int, concurrency: int, dup_every: int | None = None) -> dict[str, Any]:
+    """Run this load generator in its own process against a loopback port; its JSON report."""
+    args = ["--port", str(port), "--requests", str(requests), "--concurrency", str(concurrency)]
+    if dup_every is not None:
+        args += ["--dup-every", str(dup_every)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.loadgen", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
 def pct(sorted_vals: list[float], p: float) -> float:
     if not sorted_vals:
         return 0.0
