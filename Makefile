@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit schemas docs bench bench-intake chaos clean
+.PHONY: run test lint typecheck unit schemas docs bench bench-intake bench-hop chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
@@ -41,6 +41,10 @@ bench: $(STAMP)
 
 bench-intake: $(STAMP)
 	$(BIN)/python -m bench.intake
+
+# what consuming one event costs in Python, layer by layer (aiokafka, validation, FastStream)
+bench-hop: $(STAMP)
+	$(BIN)/python -m bench.hop --out bench/results/hop.json
 
 # fault drill: 5,000 returns under kill -9, a broker and a PostgreSQL restart, poison and gateway faults
 chaos: $(STAMP)

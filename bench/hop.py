@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -160,8 +163,17 @@ async def run(n: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--out", help="also write the JSON report here")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(run(a.messages)), indent=2))
+    report = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **asyncio.run(run(a.messages)),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
