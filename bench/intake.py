@@ -77,7 +77,7 @@ async def main() -> None:
             "RETURNFLOW_DATABASE_URL": dsn,
             "RETURNFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RETURNFLOW_RETURNS_PORT": str(port),
-            "RETURNFLOW_RETURNS_WORKERS": os.environ.get("RETURNFLOW_RETURNS_WORKERS", "2"),
+            "RETURNFLOW_RETURNS_WORKERS": os.environ.get("RETURNFLOW_RETURNS_WORKERS", "1"),
             "RETURNFLOW_LOG_FORMAT": "json",
             "RETURNFLOW_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "400",

@@ -62,7 +62,7 @@ class Pool:
         raw = (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode() + b"\r\n" + body
         async with self.sem:
             for attempt in (1, 2):
-                reused = bool(self.idle)
+                reused = attempt == 1 and bool(self.idle)  # a retry always takes a new connection
                 conn = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
                 try:
                     t = time.time()
@@ -72,7 +72,8 @@ class Pool:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     conn[1].close()
                     # the server closed an idle keep-alive connection: every request here is
-                    # idempotent (delivery ids, scan ids, receipt and check ids), so send it again once
+                    # idempotent (delivery ids, scan ids, receipt and check ids), so send it again once,
+                    # on a new connection (another idle one may have been closed as well)
                     if not reused or attempt == 2:
                         raise
                 except BaseException:
