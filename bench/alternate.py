@@ -1,0 +1,76 @@
+"""Before/after on a noisy machine: run the surge benchmark of an earlier commit and of this checkout in
+turns (base, now, base, now, ...), each with its own code, and report the medians side by side.
+
+  .venv/bin/python -m bench.alternate --base b01d23b --runs 3 -- --peak 200 --ramp-s 20 --hold-s 30
+
+The earlier commit is checked out in a temporary git worktree and run from there (its own
+bench/surge.py and services); the reports are read for what both versions write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LATENCIES = ("webhook_ack", "moving_scan_to_refund_issued", "request_to_first_sms", "receipt_to_dual_check_verified")
+
+
+def figures(report: dict[str, Any]) -> dict[str, float]:
+    s = report["summary"]
+    cpu = s["cpu_seconds_during_surge"]
+    done = max(1, s["lifecycles_complete"])
+    lat = s["latency"]
+    out = {
+        "lifecycles_per_s_overall": s["lifecycles_per_s_overall"],
+        "cpu_ms_per_lifecycle": 1000 * sum(v for k, v in cpu.items() if k != "other_processes") / done,
+        "efficiency": s["efficiency"],
+    }
+    for name in LATENCIES:
+        for q in ("p50_ms", "p99_ms"):
+            out[f"{name}_{q}"] = lat[name][q]
+    return out
+
+
+def run(tree: Path, args: list[str], out: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "bench.surge", *args, "--out", str(out)]
+    with open(out.with_suffix(".log"), "wb") as log:
+        subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return figures(json.loads(out.read_text()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, help="the earlier commit")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("surge_args", nargs="*", help="arguments for bench.surge (after --)")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="rf-alternate-"))
+    base_tree = tmp / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), a.base], cwd=ROOT, check=True)
+    results: dict[str, list[dict[str, float]]] = {"base": [], "now": []}
+    try:
+        for i in range(1, a.runs + 1):
+            for side, tree in (("base", base_tree), ("now", ROOT)):
+                results[side].append(run(tree, a.surge_args, tmp / f"{side}-{i}.json"))
+                print(f"run {i} {side}: {json.dumps(results[side][-1])}", flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
+    print(f"\nmedians of {a.runs} alternating runs ({a.base} vs this checkout; reports in {tmp})")
+    for key in results["now"][0]:
+        before = statistics.median(r[key] for r in results["base"])
+        now = statistics.median(r[key] for r in results["now"])
+        ratio = f"{now / before:.3f}" if before else "-"
+        print(f"  {key:42s} {before:10.3f} -> {now:10.3f}   now/base {ratio}")
+
+
+if __name__ == "__main__":
+    main()
