@@ -104,14 +104,21 @@ class Outcome:
 
     def event_base(self) -> dict[str, Any]:
         m = self.m
-        return {
-            "occurred_at": self.now,
-            "return_id": m.return_id,
-            "correlation_id": m.correlation_id,
-            "step": m.step,
-            "phone_masked": mask_phone(m.phone),
-            "locale": m.locale,
-        }
+        return sms_event_base(m.return_id, m.correlation_id, m.step, m.phone, m.locale, self.now)
+
+
+def sms_event_base(
+    return_id: UUID, correlation_id: str, step: str, phone: str, locale: str, now: datetime
+) -> dict[str, Any]:
+    """The fields every sms.* event carries (the number masked)."""
+    return {
+        "occurred_at": now,
+        "return_id": return_id,
+        "correlation_id": correlation_id,
+        "step": step,
+        "phone_masked": mask_phone(phone),
+        "locale": locale,
+    }
 
 
 def _values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
@@ -152,14 +159,7 @@ class Sender:
 
     # -- claim -----------------------------------------------------------------------------------------
     def _event_base(self, row: asyncpg.Record, locale: str, now: datetime) -> dict[str, Any]:
-        return {
-            "occurred_at": now,
-            "return_id": row["return_id"],
-            "correlation_id": row["correlation_id"],
-            "step": row["step"],
-            "phone_masked": mask_phone(row["phone"] or ""),
-            "locale": locale,
-        }
+        return sms_event_base(row["return_id"], row["correlation_id"], row["step"], row["phone"] or "", locale, now)
 
     async def claim(self) -> tuple[int, list[Claimed]]:
         """(rows decided, the ones to send now)."""
@@ -307,15 +307,14 @@ class Sender:
         sent = [o for o in items if o.outcome == "sent"]
         recorded = await storage.record_sent_many(conn, [(o.m.id, o.detail, o.now) for o in sent])
         for o in items:
-            base = o.event_base()
             outcome, retry_at = o.outcome, None
             if o.outcome == "sent":
                 if o.m.id in recorded:
                     recorded.discard(o.m.id)  # the same message twice in one group: one event
-                    events.append(SmsSent(**base, provider=self.provider.name, provider_message_id=o.detail))
+                    events.append(SmsSent(**o.event_base(), provider=self.provider.name, provider_message_id=o.detail))
             elif o.outcome == "failed":
                 if await storage.record_failed(conn, o.m.id, o.detail):
-                    events.append(SmsFailed(**base, provider=self.provider.name, error=o.detail[:500]))
+                    events.append(SmsFailed(**o.event_base(), provider=self.provider.name, error=o.detail[:500]))
                 if o.opted_out:  # the provider knows the number replied STOP: honour it here too
                     await storage.set_consent(conn, o.m.phone, True, "provider", self.provider.name, o.now)
             else:
@@ -324,7 +323,7 @@ class Sender:
                 if attempt >= s.notify_send_max_attempts:
                     error = f"gave up after {attempt} attempts: {o.detail}"
                     if await storage.record_failed(conn, o.m.id, error):
-                        events.append(SmsFailed(**base, provider=self.provider.name, error=error[:500]))
+                        events.append(SmsFailed(**o.event_base(), provider=self.provider.name, error=error[:500]))
                     outcome = "failed"
                 else:
                     delay = retry_delay_s(attempt, s.notify_retry_base_s, s.notify_retry_max_s)
