@@ -322,20 +322,25 @@ async def loop_lag_buckets(settings: Any) -> dict[str, dict[float, float]]:
     return out
 
 
+def _bucket_edge_ms(cumulative: list[tuple[float, float]], p: float) -> float | None:
+    """The first bucket edge (ms) holding a share p of the observations; None past the last finite edge."""
+    total = cumulative[-1][1]
+    edge = next((le for le, n in cumulative if n >= p * total), None)
+    return None if edge is None or edge == float("inf") else round(edge * 1000, 1)
+
+
 def lag_quantiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, Any]:
     """p50 / p99 upper bounds (bucket edges, ms) of the loop lag observed between two scrapes."""
     result: dict[str, Any] = {}
     for name, buckets in after.items():
-        diff = sorted((le, n - before.get(name, {}).get(le, 0.0)) for le, n in buckets.items())
-        total = diff[-1][1] if diff else 0.0
-        if total <= 0:
+        cumulative = sorted((le, n - before.get(name, {}).get(le, 0.0)) for le, n in buckets.items())
+        if not cumulative or cumulative[-1][1] <= 0:
             continue
-
-        def q(p: float, diff: list[tuple[float, float]] = diff, total: float = total) -> float | None:
-            edge = next((le for le, n in diff if n >= p * total), None)
-            return None if edge is None or edge == float("inf") else round(edge * 1000, 1)
-
-        result[name] = {"samples": int(total), "p50_ms_at_most": q(0.5), "p99_ms_at_most": q(0.99)}
+        result[name] = {
+            "samples": int(cumulative[-1][1]),
+            "p50_ms_at_most": _bucket_edge_ms(cumulative, 0.5),
+            "p99_ms_at_most": _bucket_edge_ms(cumulative, 0.99),
+        }
     return result
 
 
