@@ -35,13 +35,14 @@ from contracts.catalog import (
 )
 from contracts.events import EVENT_TYPES, Message
 from returnflow import metrics
-from returnflow.db import Conn
+from returnflow.db import Conn, DatabaseUnavailable
 from returnflow.logging import get_logger
 from returnflow.outbox import OutboxRecord, enqueue
 
 log = get_logger("returnflow.consumer")
 
 INFRA_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,

@@ -18,6 +18,18 @@ RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{3,})_[\w-]+\.sql$")
 
 
+class DatabaseUnavailable(ConnectionError):
+    """PostgreSQL could not be reached: refused, timed out, or its Unix socket gone while it restarts
+    (asyncpg raises the bare OSError, e.g. FileNotFoundError, which would otherwise read as a bug)."""
+
+
+async def _open(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL: {exc!r}") from exc
+
+
 @dataclass(frozen=True)
 class Migration:
     track: str
@@ -51,7 +63,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(dsn: str, schema: str, **kwargs: Any) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": f"{schema},public"}, **kwargs)
+    conn = await _open(dsn, server_settings={"search_path": f"{schema},public"}, **kwargs)
     await _init_connection(conn)
     return conn
 
@@ -68,6 +80,7 @@ async def create_pool(dsn: str, schema: str, service: str, min_size: int, max_si
         dsn,
         min_size=min_size,
         max_size=max_size,
+        connect=_open,
         init=_init_connection,
         reset=_keep_session,
         server_settings={"search_path": f"{schema},public", "application_name": f"returnflow-{service}"},

@@ -1,0 +1,85 @@
+"""A consumer whose PostgreSQL is restarting waits for it: the embedded server listens on a Unix socket
+that is gone while it restarts, and asyncpg then raises a bare FileNotFoundError. That must read as
+"database unavailable" (wait, retry), never as a failing message to dead-letter (the chaos drill caught
+a refunds.issued event dead-lettered this way during a PostgreSQL restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from contracts.events import TrackingRegistered
+from returnflow import db
+from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
+
+SOCKET = re.compile(r"host=([^&]+)")
+
+
+def socket_dir(dsn: str) -> Path:
+    m = SOCKET.search(dsn)
+    assert m, f"the embedded server is expected on a Unix socket: {dsn}"
+    return Path(m.group(1))
+
+
+async def test_unreachable_database_is_an_infrastructure_error(dsn, tmp_path):
+    gone = SOCKET.sub(f"host={tmp_path / 'no-server-here'}", dsn)
+    pool = await db.create_pool(gone, "public", "probe", min_size=0, max_size=1)
+    try:
+        with pytest.raises(db.DatabaseUnavailable) as caught:
+            async with pool.acquire():
+                pass
+        assert isinstance(caught.value, INFRA_ERRORS)
+        assert isinstance(caught.value.__cause__, FileNotFoundError)
+    finally:
+        await pool.close()
+
+
+async def test_consumer_waits_for_the_database_and_applies_the_batch_once_it_is_back(dsn, tmp_path):
+    await db.migrate(dsn, "public", db.load_migrations("runtime", db.RUNTIME_MIGRATIONS))
+    admin = await db.connect(dsn, "public")
+    await admin.execute("CREATE TABLE seen (event_id text PRIMARY KEY)")
+
+    # The consumer's pool looks for the server's socket in a folder where it is not (yet).
+    later = tmp_path / "sockets"
+    later.mkdir()
+    pool = await db.create_pool(SOCKET.sub(f"host={later}", dsn), "public", "probe", min_size=0, max_size=2)
+
+    async def handle(conn, batch: list[Delivery]) -> None:
+        await conn.executemany("INSERT INTO seen VALUES ($1)", [(d.dedupe_id,) for d in batch])
+
+    event = TrackingRegistered(
+        occurred_at=datetime.now(UTC), return_id=uuid.uuid4(), correlation_id="corr-outage", tracking_no="SF1"
+    )
+    delivery = Delivery(
+        topic="returns.tracking-registered",
+        partition=0,
+        offset=7,
+        key=None,
+        value=event.model_dump_json().encode(),
+        headers={},
+        event=event,
+        dedupe_id=str(event.event_id),
+    )
+    consumer = IdempotentConsumer(name="c", pool=pool, handler=handle, backoff_base_s=0.01, backoff_max_s=0.05)
+    try:
+        task = asyncio.create_task(consumer.process([delivery]))
+        await asyncio.sleep(1.0)
+        assert not task.done(), f"gave up while the database was unreachable: {task.exception()!r}"
+
+        # The server "comes back": its socket appears where the pool looks.
+        for sock in socket_dir(dsn).glob(".s.PGSQL.*"):
+            if not sock.name.endswith(".lock"):
+                os.symlink(sock, later / sock.name)
+        await asyncio.wait_for(task, 15)
+
+        assert await admin.fetchval("SELECT count(*) FROM seen WHERE event_id = $1", str(event.event_id)) == 1
+        assert await admin.fetchval("SELECT count(*) FROM dead_letters") == 0
+    finally:
+        await pool.close()
+        await admin.close()
