@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,33 @@ async def _open(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         return await asyncpg.connect(*args, **kwargs)
     except (OSError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot reach PostgreSQL: {exc!r}") from exc
+
+
+class Wakeups:
+    """A LISTEN connection that sets `wake` on every NOTIFY on `channel`. `ensure()` (re)opens it and is
+    called each round of a loop: after a database restart the old connection is closed and the loop
+    would otherwise fall back to polling for good. Without it a loop still works, by polling."""
+
+    def __init__(self, dsn: str, channel: str, wake: asyncio.Event) -> None:
+        self.dsn = dsn
+        self.channel = channel
+        self.wake = wake
+        self._conn: asyncpg.Connection | None = None
+
+    async def ensure(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        await self.close()
+        with contextlib.suppress(Exception):  # the database is away: poll meanwhile, try next round
+            conn = await _open(self.dsn)
+            await conn.add_listener(self.channel, lambda *_: self.wake.set())
+            self._conn = conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from contracts.catalog import (
 )
 from contracts.events import Message
 from returnflow import metrics
-from returnflow.db import Conn
+from returnflow.db import Conn, Wakeups
 from returnflow.logging import get_logger
 
 log = get_logger("returnflow.outbox")
@@ -234,15 +234,10 @@ class Relay:
         return int(row["n"]), float(row["age"])
 
     # -- loop --------------------------------------------------------------------------------
-    async def _listen(self) -> asyncpg.Connection:
-        listener = await asyncpg.connect(self.dsn)
-        await listener.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
-        return listener
-
     async def run(self) -> None:
         """Publish until stopped. Survives database and broker outages: every step is retried with
         backoff, and the LISTEN connection is re-opened after the database comes back."""
-        listener: asyncpg.Connection | None = None
+        wakeups = Wakeups(self.dsn, f"{self.schema}_outbox", self._wake)
         next_check = 0.0
         next_purge = time.monotonic() + 60
         backoff = 0.05
@@ -250,8 +245,7 @@ class Relay:
             while not self._stopping:
                 self._wake.clear()
                 try:
-                    if listener is None or listener.is_closed():
-                        listener = await self._listen()
+                    await wakeups.ensure()
                     await self.drain()
                     now = time.monotonic()
                     if now >= next_check:
@@ -274,9 +268,7 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            await wakeups.close()
             if self._offsets_consumer is not None:
                 with contextlib.suppress(Exception):
                     await self._offsets_consumer.stop()

@@ -30,7 +30,7 @@ from prometheus_client import Counter
 from contracts.events import Message, SmsDeferred, SmsFailed, SmsSent, SmsSuppressed
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import INFRA_ERRORS
-from returnflow.db import Conn
+from returnflow.db import Conn, Wakeups
 from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
@@ -385,15 +385,11 @@ class Sender:
             await asyncio.wait_for(self.wake.wait(), timeout)
 
     async def run(self, dsn: str) -> None:
-        listener: asyncpg.Connection | None = None
-        try:
-            listener = await asyncpg.connect(dsn)
-            await listener.add_listener("notify_sender", lambda *_: self.wake.set())
-        except Exception as exc:  # polling still works without it
-            log.warning("sender cannot listen for wake-ups; polling", error=repr(exc))
+        wakeups = Wakeups(dsn, "notify_sender", self.wake)
         backoff = 0.1
         try:
             while not self.stopping:
+                await wakeups.ensure()
                 self.wake.clear()
                 try:
                     n = await self.round()
@@ -408,9 +404,7 @@ class Sender:
                 if n == 0 and not self.stopping:
                     await self._wait()
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            await wakeups.close()
 
     async def stop(self) -> None:
         self.stopping = True

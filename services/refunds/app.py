@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -23,6 +22,7 @@ from contracts.events import (
     ReturnRequested,
 )
 from returnflow.consumer import Delivery, Handler
+from returnflow.db import Wakeups
 from returnflow.http import correlation_id, error, is_json, json_body, json_response
 from returnflow.logging import get_logger
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, create_app
@@ -140,13 +140,10 @@ async def payment_worker(rt: Runtime) -> None:
     gateway: Gateway = rt.state["gateway"]
     sem = asyncio.Semaphore(s.refunds_payment_concurrency)
     wake = asyncio.Event()
-    listener: asyncpg.Connection | None = None
+    wakeups = Wakeups(rt.dsn, f"{rt.spec.schema}_payments", wake)
     try:
         while True:
-            if listener is None or listener.is_closed():
-                with contextlib.suppress(Exception):
-                    listener = await asyncpg.connect(rt.dsn)
-                    await listener.add_listener(f"{rt.spec.schema}_payments", lambda *_: wake.set())
+            await wakeups.ensure()
             wake.clear()
             try:
                 n = await pay_batch(rt, gateway, sem)
@@ -162,9 +159,7 @@ async def payment_worker(rt: Runtime) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
     finally:
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.close()
+        await wakeups.close()
 
 
 # -- HTTP -------------------------------------------------------------------------------------------------------

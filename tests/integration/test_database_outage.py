@@ -1,7 +1,8 @@
-"""A consumer whose PostgreSQL is restarting waits for it: the embedded server listens on a Unix socket
+"""Loops whose PostgreSQL restarts carry on. A consumer waits for it: the embedded server listens on a Unix socket
 that is gone while it restarts, and asyncpg then raises a bare FileNotFoundError. That must read as
 "database unavailable" (wait, retry), never as a failing message to dead-letter (the chaos drill caught
-a refunds.issued event dead-lettered this way during a PostgreSQL restart)."""
+a refunds.issued event dead-lettered this way during a PostgreSQL restart). And the LISTEN connections
+that wake the relay, the payment worker and the SMS sender are opened again afterwards."""
 
 from __future__ import annotations
 
@@ -82,4 +83,32 @@ async def test_consumer_waits_for_the_database_and_applies_the_batch_once_it_is_
         assert await admin.fetchval("SELECT count(*) FROM dead_letters") == 0
     finally:
         await pool.close()
+        await admin.close()
+
+
+async def test_wakeups_listen_again_after_their_connection_is_gone(dsn):
+    wake = asyncio.Event()
+    wakeups = db.Wakeups(dsn, "probe_channel", wake)
+    admin = await db.connect(dsn, "public")
+    try:
+        await wakeups.ensure()
+        await admin.execute("NOTIFY probe_channel")
+        await asyncio.wait_for(wake.wait(), 5)
+
+        # What a restart does to it: the server ends the session.
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        )
+        assert ended == 1
+        for _ in range(50):
+            if wakeups._conn is None or wakeups._conn.is_closed():
+                break
+            await asyncio.sleep(0.05)
+        wake.clear()
+        await wakeups.ensure()
+        await admin.execute("NOTIFY probe_channel")
+        await asyncio.wait_for(wake.wait(), 5)
+    finally:
+        await wakeups.close()
         await admin.close()
