@@ -284,9 +284,16 @@ async def top_statements(dsn: str, n: int = 60) -> dict[str, Any]:
                ORDER BY ms DESC LIMIT $1""",
             n,
         )
+        # Tables read by sequential scan: a plan cached while a table was small keeps scanning it whole.
+        scans = await conn.fetch(
+            """SELECT schemaname || '.' || relname AS rel, seq_scan, seq_tup_read, idx_scan, n_live_tup,
+                      autoanalyze_count
+               FROM pg_stat_user_tables WHERE seq_tup_read > 0 ORDER BY seq_tup_read DESC LIMIT 15"""
+        )
     finally:
         await conn.close()
     return {
+        "tables_by_rows_seq_read": [dict(r) for r in scans],
         "commits": db["xact_commit"] if db else None,
         "rollbacks": db["xact_rollback"] if db else None,
         "top": [
