@@ -2,7 +2,8 @@
 that is gone while it restarts, and asyncpg then raises a bare FileNotFoundError. That must read as
 "database unavailable" (wait, retry), never as a failing message to dead-letter (the chaos drill caught
 a refunds.issued event dead-lettered this way during a PostgreSQL restart). And the LISTEN connections
-that wake the relay, the payment worker and the SMS sender are opened again afterwards."""
+that wake the relay, the payment worker and the SMS sender are opened again afterwards; and a webhook that
+arrives meanwhile is answered 503 + Retry-After (retry later), not 500."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from contracts.events import TrackingRegistered
 from returnflow import db
 from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
+from services.returns.app import SPEC
+from tests.conftest import serve
+from tests.webhooks import return_body, signed
 
 SOCKET = re.compile(r"host=([^&]+)")
 
@@ -111,4 +117,42 @@ async def test_wakeups_listen_again_after_their_connection_is_gone(dsn):
         await asyncio.wait_for(wake.wait(), 5)
     finally:
         await wakeups.close()
+        await admin.close()
+
+
+async def test_webhook_while_the_database_is_away_gets_503_and_is_accepted_when_retried(dsn, settings, tmp_path):
+    here = tmp_path / "sockets"
+    here.mkdir()
+    links = [here / s.name for s in socket_dir(dsn).glob(".s.PGSQL.*")]
+    for link in links:
+        os.symlink(socket_dir(dsn) / link.name, link)
+    through = settings.model_copy(update={"database_url": SecretStr(SOCKET.sub(f"host={here}", dsn))})
+    admin = await db.connect(dsn, "returns")
+    url = "/v1/webhooks/generic/returns"
+    try:
+        async with serve(SPEC, through) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+            raw, hdrs = signed(return_body())
+            first = await client.post(url, content=raw, headers=hdrs)
+            assert first.status_code == 202, first.text
+
+            # The database goes away: its socket is gone and its sessions are ended.
+            for link in links:
+                link.unlink()
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+            raw, hdrs = signed(return_body())
+            away = await client.post(url, content=raw, headers=hdrs)
+            assert away.status_code == 503, away.text
+            assert away.headers["retry-after"] == "1"
+            assert "retry" in away.json()["error"]
+
+            # It is back: the platform's retry of the same delivery is accepted.
+            for link in links:
+                os.symlink(socket_dir(dsn) / link.name, link)
+            back = await client.post(url, content=raw, headers=hdrs)
+            assert back.status_code == 202, back.text
+            assert await admin.fetchval("SELECT count(*) FROM returns") == 2
+    finally:
         await admin.close()
