@@ -26,12 +26,11 @@ import sys
 import time
 from typing import Any
 
-import httpx
-import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from bench import loadgen
+from bench.procs import cpu_seconds, wait_ready
 from returnflow.embedded import free_port
 
 
@@ -57,25 +56,12 @@ def app() -> FastAPI:
     return floor
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children."""
-    p = psutil.Process(pid)
-    return sum(sum(x.cpu_times()[:2]) for x in [p, *p.children(recursive=True)])
-
-
 async def http_floor(requests: int = 10_000, concurrency: int = 32) -> dict[str, Any]:
     port = free_port()
     env = {**os.environ, "RETURNFLOW_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "-m", "bench.floor", "--serve", str(port)], env=env)
     try:
-        async with httpx.AsyncClient() as c:
-            for _ in range(300):
-                try:
-                    if (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
+        await wait_ready(f"http://127.0.0.1:{port}/healthz", server, timeout_s=15)
         cpu0 = cpu_seconds(server.pid)
         run = await loadgen.run(port, requests, concurrency, dup_every=0)
         server_cpu = cpu_seconds(server.pid) - cpu0

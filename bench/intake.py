@@ -22,32 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import httpx
 import psutil
 
 from bench import loadgen
 from bench.baseline import run_baseline
+from bench.procs import wait_ready
 from returnflow import db
 from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
 from services.returns.app import SPEC
 
 RESULTS = Path(__file__).parent / "results"
-
-
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient() as c:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit("service exited during start")
-            try:
-                if (await c.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("service not ready")
 
 
 async def main() -> None:

@@ -47,7 +47,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.baseline import run_baseline
-from bench.floor import ceiling, cpu_seconds, http_floor
+from bench.floor import ceiling, http_floor
+from bench.procs import cpu_seconds, cpu_seconds_of, tree
 from returnflow.embedded import free_port
 from services import SERVICE_MODULES
 
@@ -160,10 +161,9 @@ class Sampler:
         pids.update(self.extra)
         for name, pid in pids.items():
             try:
-                p = psutil.Process(pid)
-                tree = [p, *p.children(recursive=True)]
-                out[name] = sum(x.memory_info().rss for x in tree) / 2**20
-                self.cpu_s[name] = sum(sum(x.cpu_times()[:2]) for x in tree)
+                procs = tree(pid)
+                out[name] = sum(x.memory_info().rss for x in procs) / 2**20
+                self.cpu_s[name] = cpu_seconds_of(procs)
             except psutil.Error:
                 continue
             self.peak_rss[name] = max(self.peak_rss[name], out[name])
