@@ -272,17 +272,18 @@ class Sender:
         if outcome != "sent":  # providers quote the number in their errors: events never carry it
             detail = redact_text(detail)
         item = Outcome(m, outcome, detail, opted_out, self.clock.now())
-        # The provider has answered: its outcome must be written even if the database is away for a
-        # moment (a restart), or the lease runs out and the message is sent a second time. Retry the
-        # write on connection errors for as long as the lease lasts.
-        deadline = asyncio.get_running_loop().time() + self.settings.notify_send_lease_s
+        # The provider has answered: its outcome must be written even if the database is away (a
+        # restart), or the message is claimed again once its lease has run out and sent a second time.
+        # Retry on connection errors until the sender stops: giving up sooner only makes that second
+        # send certain (a drill caught one when the retries stopped at the lease while PostgreSQL
+        # restarted). This sender claims nothing meanwhile: a round waits for all of its sends.
         delay = 0.05
         while True:
             try:
                 outcome, retry_at = await self.outcomes.submit(item)
                 break
             except INFRA_ERRORS as exc:
-                if asyncio.get_running_loop().time() + delay > deadline:
+                if self.stopping:
                     raise
                 log.warning("database unavailable; retrying the SMS outcome", step=m.step, error=repr(exc))
                 await asyncio.sleep(delay)

@@ -3,17 +3,20 @@ that is gone while it restarts, and asyncpg then raises a bare FileNotFoundError
 "database unavailable" (wait, retry), never as a failing message to dead-letter (the chaos drill caught
 a refunds.issued event dead-lettered this way during a PostgreSQL restart). And the LISTEN connections
 that wake the relay, the payment worker and the SMS sender are opened again afterwards; and a webhook that
-arrives meanwhile is answered 503 + Retry-After (retry later), not 500."""
+arrives meanwhile is answered 503 + Retry-After (retry later), not 500. An SMS the provider accepted just
+before the outage is recorded once the database is back, not sent a second time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -21,8 +24,12 @@ from pydantic import SecretStr
 from contracts.events import TrackingRegistered
 from returnflow import db
 from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
+from services.notify.app import SPEC as NOTIFY
 from services.returns.app import SPEC
 from tests.conftest import serve
+from tests.integration.fake_sms_providers import FakeTwilio, serve_app
+from tests.integration.notify_support import notify_settings, publish, requested
+from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
 SOCKET = re.compile(r"host=([^&]+)")
@@ -32,6 +39,28 @@ def socket_dir(dsn: str) -> Path:
     m = SOCKET.search(dsn)
     assert m, f"the embedded server is expected on a Unix socket: {dsn}"
     return Path(m.group(1))
+
+
+def show_server(dsn: str, folder: Path) -> None:
+    """Make the server reachable through `folder`: link its socket there."""
+    for sock in socket_dir(dsn).glob(".s.PGSQL.*"):
+        if not sock.name.endswith(".lock"):
+            os.symlink(sock, folder / sock.name)
+
+
+def hide_server(folder: Path) -> None:
+    """What a restart does to the socket: it is gone."""
+    for link in folder.glob(".s.PGSQL.*"):
+        link.unlink()
+
+
+async def end_sessions(admin: asyncpg.Connection) -> int:
+    """What a restart does to the sessions: the server ends every one but the caller's."""
+    ended: int = await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+    )
+    return ended
 
 
 async def test_unreachable_database_is_an_infrastructure_error(dsn, tmp_path):
@@ -80,9 +109,7 @@ async def test_consumer_waits_for_the_database_and_applies_the_batch_once_it_is_
         assert not task.done(), f"gave up while the database was unreachable: {task.exception()!r}"
 
         # The server "comes back": its socket appears where the pool looks.
-        for sock in socket_dir(dsn).glob(".s.PGSQL.*"):
-            if not sock.name.endswith(".lock"):
-                os.symlink(sock, later / sock.name)
+        show_server(dsn, later)
         await asyncio.wait_for(task, 15)
 
         assert await admin.fetchval("SELECT count(*) FROM seen WHERE event_id = $1", str(event.event_id)) == 1
@@ -102,11 +129,7 @@ async def test_wakeups_listen_again_after_their_connection_is_gone(dsn):
         await asyncio.wait_for(wake.wait(), 5)
 
         # What a restart does to it: the server ends the session.
-        ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-        )
-        assert ended == 1
+        assert await end_sessions(admin) == 1
         for _ in range(50):
             if wakeups._conn is None or wakeups._conn.is_closed():
                 break
@@ -123,9 +146,7 @@ async def test_wakeups_listen_again_after_their_connection_is_gone(dsn):
 async def test_webhook_while_the_database_is_away_gets_503_and_is_accepted_when_retried(dsn, settings, tmp_path):
     here = tmp_path / "sockets"
     here.mkdir()
-    links = [here / s.name for s in socket_dir(dsn).glob(".s.PGSQL.*")]
-    for link in links:
-        os.symlink(socket_dir(dsn) / link.name, link)
+    show_server(dsn, here)
     through = settings.model_copy(update={"database_url": SecretStr(SOCKET.sub(f"host={here}", dsn))})
     admin = await db.connect(dsn, "returns")
     url = "/v1/webhooks/generic/returns"
@@ -136,12 +157,8 @@ async def test_webhook_while_the_database_is_away_gets_503_and_is_accepted_when_
             assert first.status_code == 202, first.text
 
             # The database goes away: its socket is gone and its sessions are ended.
-            for link in links:
-                link.unlink()
-            await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            )
+            hide_server(here)
+            await end_sessions(admin)
             raw, hdrs = signed(return_body())
             away = await client.post(url, content=raw, headers=hdrs)
             assert away.status_code == 503, away.text
@@ -149,10 +166,68 @@ async def test_webhook_while_the_database_is_away_gets_503_and_is_accepted_when_
             assert "retry" in away.json()["error"]
 
             # It is back: the platform's retry of the same delivery is accepted.
-            for link in links:
-                os.symlink(socket_dir(dsn) / link.name, link)
+            show_server(dsn, here)
             back = await client.post(url, content=raw, headers=hdrs)
             assert back.status_code == 202, back.text
             assert await admin.fetchval("SELECT count(*) FROM returns") == 2
     finally:
         await admin.close()
+
+
+class TwilioThenOutage(FakeTwilio):
+    """Twilio that accepts the first message and, before answering, takes the database away for a while
+    (longer than the send lease): the outcome of that send cannot be written until it is back."""
+
+    def __init__(self, outage) -> None:
+        super().__init__()
+        self.outage = outage
+
+    async def messages(self, request):
+        response = await super().messages(request)
+        if response.status_code == 201 and self.outage is not None:
+            outage, self.outage = self.outage, None
+            await outage()
+        return response
+
+
+async def test_sms_accepted_before_an_outage_longer_than_its_lease_is_sent_once(dsn, settings, tmp_path):
+    here = tmp_path / "sockets"
+    here.mkdir()
+    show_server(dsn, here)
+    admin = await db.connect(dsn, "notify")
+    lease_s, outage_s = 1.0, 3.0
+
+    async def outage() -> None:
+        hide_server(here)
+        await end_sessions(admin)
+        asyncio.get_running_loop().call_later(outage_s, show_server, dsn, here)
+
+    fake = TwilioThenOutage(outage)
+    async with serve_app(fake.app()) as twilio_url:
+        s = notify_settings(
+            settings.model_copy(update={"database_url": SecretStr(SOCKET.sub(f"host={here}", dsn))}),
+            notify_provider="twilio",
+            notify_twilio_account_sid=fake.account_sid,
+            notify_twilio_auth_tokens=[SecretStr(fake.auth_token)],
+            notify_twilio_from="+15005550006",
+            notify_twilio_base_url=twilio_url,
+            notify_send_lease_s=lease_s,
+        )
+        ret = requested(locale="en", phone="+8613811112222")
+        try:
+            async with serve(NOTIFY, s):
+                await publish(s.kafka_bootstrap, [ret])
+
+                async def recorded() -> bool:
+                    with contextlib.suppress(OSError, asyncpg.PostgresError):
+                        status = await admin.fetchval(
+                            "SELECT status FROM messages WHERE return_id = $1 AND step = 'requested'", ret.return_id
+                        )
+                        return status == "sent"
+                    return False
+
+                await wait_for(recorded, timeout_s=30)
+                await asyncio.sleep(lease_s + 1.0)  # a lapsed lease would have been claimed by now
+                assert len(fake.accepted) == 1, [a["Body"] for a in fake.accepted]
+        finally:
+            await admin.close()
