@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/returnflow up --demo
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -25,6 +25,7 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,7 +35,7 @@ schemas: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/returnflow docs
-	$(BIN)/python -m returnflow.deploygen
+	$(BIN)/python -m apphost.deploygen
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.surge $(BENCH_ARGS)

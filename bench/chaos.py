@@ -33,10 +33,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench import invariants
-from returnflow.embedded import free_port
+from apphost.embedded import free_port
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from returnflow.stack import Stack
+from apphost.stack import Stack
 from services import SERVICE_MODULES
 
 PLATFORM_SECRET = "chaos-platform-secret"

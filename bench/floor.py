@@ -1,7 +1,7 @@
 """The plumbing floor: what one signed webhook costs in CPU on this machine with nothing behind it,
 and so the most lifecycles per second the workload leaves room for, whatever the services do.
 
-- http: a FastAPI app served by uvicorn as the services are (one process, `returnflow.cli`'s
+- http: a FastAPI app served by uvicorn as the services are (one process, `apphost.cli`'s
   options), one route that checks the webhook signature, validates the body against the contract
   (`ReturnWebhook`) and answers 202: no database, no broker. The load generator (bench.loadgen, its
   own process, pre-signed requests over keep-alive connections) drives it; CPU seconds of the server
@@ -31,7 +31,7 @@ from fastapi.responses import Response
 
 from bench import loadgen
 from bench.procs import cpu_seconds, wait_ready
-from returnflow.embedded import free_port
+from apphost.embedded import free_port
 
 
 def app() -> FastAPI:
@@ -90,7 +90,7 @@ def ceiling(
 
 
 def serve(port: int) -> None:
-    from returnflow.cli import run_uvicorn
+    from apphost.cli import run_uvicorn
 
     run_uvicorn("bench.floor:app", "127.0.0.1", port)
 

@@ -37,7 +37,7 @@ from faststream.middlewares import AckPolicy
 from bench.baseline import fresh_group_consumer
 from contracts.events import Customer, RequestedBy, ReturnLine, ReturnRequested
 from returnflow.consumer import decode_record
-from returnflow.embedded import EmbeddedKafka, free_port
+from apphost.embedded import EmbeddedKafka, free_port
 from returnflow.kafka import create_topics
 from returnflow.outbox import event_record
 from returnflow.service import keep_records_raw

@@ -28,7 +28,7 @@ from bench import loadgen
 from bench.baseline import run_baseline
 from bench.procs import wait_ready
 from returnflow import db
-from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
 from services.returns.app import SPEC
 
@@ -68,7 +68,7 @@ async def main() -> None:
             "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "400",
         }
         svc = subprocess.Popen(
-            [sys.executable, "-m", "returnflow.cli", "serve", "returns"],
+            [sys.executable, "-m", "apphost.cli", "serve", "returns"],
             env=env,
             stdout=open(tmp / "returns.log", "wb"),
             stderr=subprocess.STDOUT,

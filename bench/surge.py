@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.baseline import run_baseline
 from bench.floor import ceiling, http_floor
 from bench.procs import cpu_seconds, cpu_seconds_of, tree
-from returnflow.embedded import free_port
+from apphost.embedded import free_port
 from services import SERVICE_MODULES
 
 RESULTS = Path(__file__).parent / "results"
@@ -170,7 +170,7 @@ class Sampler:
         return out
 
     async def lag(self, consumers: dict[str, AIOKafkaConsumer], ends_c: AIOKafkaConsumer) -> dict[str, int]:
-        from returnflow.ops import consumer_groups
+        from apphost.ops import consumer_groups
 
         groups = consumer_groups()
         tps = {t: [TopicPartition(t, p) for p in sorted(ends_c.partitions_for_topic(t) or ())] for t in EVERY_TOPIC}
@@ -188,7 +188,7 @@ class Sampler:
         return out
 
     async def committed_total(self, consumers: dict[str, AIOKafkaConsumer], ends_c: AIOKafkaConsumer) -> int:
-        from returnflow.ops import consumer_groups
+        from apphost.ops import consumer_groups
 
         total = 0
         for g, topics in consumer_groups().items():
@@ -198,7 +198,7 @@ class Sampler:
         return total
 
     async def run(self, stop: asyncio.Event, t0: float) -> None:
-        from returnflow.ops import consumer_groups
+        from apphost.ops import consumer_groups
 
         conn = await asyncpg.connect(self.dsn)
         consumers = {
@@ -250,7 +250,7 @@ async def seed_roster(dsn: str) -> None:
 
 def preload_pg_stat_statements(pgdata: Path) -> None:
     """Initialise the embedded PostgreSQL's data directory with pg_stat_statements preloaded."""
-    from returnflow.embedded import EmbeddedPostgres
+    from apphost.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(pgdata)
     pg.start()
@@ -491,7 +491,7 @@ async def main() -> None:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
     os.environ.update(env)
     from returnflow.settings import Settings
-    from returnflow.stack import Stack
+    from apphost.stack import Stack
 
     settings = Settings()
     stack = Stack(settings, out=lambda s: print(s, flush=True))

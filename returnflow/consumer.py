@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -70,6 +70,23 @@ class Delivery:
 
 
 Handler = Callable[[Conn, list[Delivery]], Awaitable[None]]
+
+E = TypeVar("E", bound=Message)
+
+
+class Batch:
+    """The fresh (not yet applied) events of one consumed batch, in offset order per partition. A
+    handler asks for the kinds it applies, already typed: `batch.of(ReturnRequested)`."""
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        self.deliveries = list(deliveries)
+        self.events: list[Message] = [d.event for d in deliveries if d.event is not None]
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def __len__(self) -> int:
+        return len(self.events)
 
 
 class PoisonMessage(Exception):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from returnflow.signing import (
     SHOPIFY_HMAC_HEADER,
@@ -19,6 +25,7 @@ from returnflow.signing import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -87,11 +94,18 @@ def json_body(model: Any, example: Any = None) -> dict[str, Any]:
 class HttpProblem(Exception):
     """Raised by a route: answered as `{"error": message, "fields": [...]}` with `status`."""
 
-    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields
+        self.headers = headers
 
 
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): (.+)$", re.S)
@@ -172,4 +186,77 @@ async def problem_response(_: Any, exc: Exception) -> Response:
     body: dict[str, Any] = {"error": exc.message}
     if exc.fields is not None:
         body["fields"] = exc.fields
-    return json_response(body, exc.status)
+    response = json_response(body, exc.status)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+# -- dependencies every service's routes share --------------------------------------------------------------
+
+_bearer_scheme = HTTPBearer(auto_error=False, description="a person's or a device's bearer token")
+
+
+def _bearer_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer_scheme)) -> str | None:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    return token or None
+
+
+BearerToken = Annotated[str | None, Depends(_bearer_token)]
+"""The request's bearer token (None when absent or not a bearer). Routes turn it into a person."""
+
+
+def unauthorized(message: str) -> HttpProblem:
+    return HttpProblem(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def find_by_token(token: str | None, by_digest: Mapping[bytes, T]) -> T | None:
+    """Who holds `token`, among known tokens kept as sha256 digests (compared in constant time)."""
+    if not token:
+        return None
+    digest = token_digest(token)
+    for known, holder in by_digest.items():
+        if hmac.compare_digest(known, digest):
+            return holder
+    return None
+
+
+def context_dependency(kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency giving the service's typed context (built at start by its SPEC):
+    `Ctx = Annotated[RefundsContext, Depends(context_dependency(RefundsContext))]`."""
+
+    def current(request: Request) -> T:
+        context = request.app.state.context
+        if not isinstance(context, kind):
+            raise RuntimeError(f"service context is {type(context).__name__}, not {kind.__name__}")
+        return context
+
+    return current
+
+
+async def request_validation_problem(request: Any, exc: Exception) -> Response:
+    """FastAPI's own validation errors in the one error shape. A path parameter that does not parse
+    (`/v1/returns/not-a-uuid`) names nothing that exists: 404, as for an unknown id."""
+    assert isinstance(exc, RequestValidationError)
+    fields = []
+    status = 422
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] == "path":
+            status = 404
+        where = ".".join(loc[1:]) if loc and loc[0] in ("path", "query", "header", "body", "cookie") else ".".join(loc)
+        fields.append({"field": where or "body", "message": str(e.get("msg", "invalid"))})
+    if status == 404:
+        names = ", ".join(f["field"] for f in fields)
+        return await problem_response(request, HttpProblem(404, f"no such {names}", fields))
+    return await problem_response(request, HttpProblem(422, "validation failed", fields))
+
+
+async def http_exception_problem(request: Any, exc: Exception) -> Response:
+    """Starlette's HTTP errors (unknown route 404, wrong method 405) in the one error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    return await problem_response(request, HttpProblem(exc.status_code, str(exc.detail), headers=headers))

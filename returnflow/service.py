@@ -14,44 +14,60 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from returnflow import db, metrics
-from returnflow.consumer import INFRA_ERRORS, Handler, IdempotentConsumer
-from returnflow.http import HttpProblem, problem_response
+from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
+from returnflow.db import Conn
+from returnflow.http import HttpProblem, http_exception_problem, problem_response, request_validation_problem
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
-from returnflow.settings import Settings, get_settings
+from returnflow.settings import ServiceSettings, Settings, get_settings
 
 log = get_logger("returnflow.service")
 
+C = TypeVar("C")
+
 
 @dataclass(frozen=True)
-class ConsumerSpec:
-    """A consumer group `<service>.<name>` over `topics`, applying batches with `handler`."""
+class ConsumerSpec(Generic[C]):
+    """A consumer group `<service>.<name>` over `topics`. `apply(context, conn, batch)` applies the fresh
+    events of a batch inside the transaction that records them as processed."""
 
     name: str
     topics: Sequence[str]
-    handler: Callable[[Runtime], Handler]
+    handler: Callable[[Runtime], Handler] | None = None  # the older shape, while services move
+    apply: Callable[[C, Conn, Batch], Awaitable[None]] | None = None
 
 
 @dataclass
-class ServiceSpec:
+class ServiceSpec(Generic[C]):
+    """What a service is: its name, settings, the typed context its handlers and routes share (built
+    once the pool exists, closed at stop), its HTTP router, consumers and background workers."""
+
     name: str
     folder: Path
-    consumers: Sequence[ConsumerSpec] = ()
+    consumers: Sequence[ConsumerSpec[C]] = ()
+    settings: type[ServiceSettings] = ServiceSettings
+    context: Callable[[Runtime, Any], Awaitable[C]] | None = None
+    close: Callable[[C], Awaitable[None]] | None = None
+    router: APIRouter | None = None
+    workers: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
+    # the older shape, while services move
     routes: Callable[[FastAPI, Runtime], None] | None = None
     background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
     on_start: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
@@ -75,8 +91,10 @@ class Runtime:
     dsn: str
     bootstrap: str
     broker: KafkaBroker
+    service_settings: ServiceSettings = field(default_factory=ServiceSettings)
     pool: asyncpg.Pool = field(init=False)
     relay: Relay = field(init=False)
+    context: Any = None
     consumers: dict[str, IdempotentConsumer] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -94,12 +112,21 @@ def require_endpoints(settings: Settings) -> tuple[str, str]:
     return settings.database_url.get_secret_value(), settings.kafka_bootstrap
 
 
-def _subscribe(rt: Runtime, cspec: ConsumerSpec) -> None:
+def _handler(rt: Runtime, cspec: ConsumerSpec[Any]) -> Handler:
+    apply = cspec.apply
+    if apply is not None:
+        return lambda conn, deliveries: apply(rt.context, conn, Batch(deliveries))
+    assert cspec.handler is not None, f"consumer {cspec.name} has no apply"
+    factory = cspec.handler
+    return lambda conn, deliveries: factory(rt)(conn, deliveries)
+
+
+def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
     group = f"{rt.spec.name}.{cspec.name}"
     consumer = IdempotentConsumer(
         name=group,
         pool=None,  # type: ignore[arg-type]  # set at start, once the pool exists
-        handler=lambda conn, batch: cspec.handler(rt)(conn, batch),
+        handler=_handler(rt, cspec),
         max_attempts=rt.settings.consumer_max_attempts,
         backoff_base_s=rt.settings.consumer_backoff_base_s,
         backoff_max_s=rt.settings.consumer_backoff_max_s,
@@ -195,11 +222,20 @@ class HttpMetricsMiddleware:
             metrics.HTTP_SECONDS.labels(label).observe(time.perf_counter() - started)
 
 
-def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+def create_app(
+    spec: ServiceSpec[Any], settings: Settings | None = None, service_settings: ServiceSettings | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     dsn, bootstrap = require_endpoints(settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
-    rt = Runtime(spec=spec, settings=settings, dsn=dsn, bootstrap=bootstrap, broker=broker)
+    rt = Runtime(
+        spec=spec,
+        settings=settings,
+        dsn=dsn,
+        bootstrap=bootstrap,
+        broker=broker,
+        service_settings=service_settings or spec.settings(),
+    )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
 
@@ -226,11 +262,16 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         )
         for hook in spec.on_start:
             await hook(rt)
+        if spec.context is not None:
+            rt.context = await spec.context(rt, rt.service_settings)
+            app.state.context = rt.context
         await broker.connect()
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
         await broker.start()
         for bg in spec.background:
             rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
+        for worker in spec.workers:
+            rt.tasks.append(asyncio.create_task(worker(rt.context), name=f"{spec.name}-{worker.__name__}"))
         rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
         # What exists now (modules, models, the app) lives as long as the process: keep it out of every
         # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
@@ -251,6 +292,9 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             for t in rt.tasks:
                 t.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
+            if spec.close is not None and rt.context is not None:
+                with contextlib.suppress(Exception):
+                    await spec.close(rt.context)
             await rt.pool.close()
             log.info("service stopped")
 
@@ -267,6 +311,8 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     for exc_type in INFRA_ERRORS:
         app.add_exception_handler(exc_type, unavailable)
     app.add_exception_handler(HttpProblem, problem_response)
+    app.add_exception_handler(RequestValidationError, request_validation_problem)
+    app.add_exception_handler(StarletteHTTPException, http_exception_problem)
     app.add_middleware(HttpMetricsMiddleware)
 
     @app.get("/healthz", tags=["ops"])
@@ -295,12 +341,14 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI 3.0 document of this service's topics")
     async def asyncapi() -> Response:
-        from returnflow.specs import asyncapi_for, render
+        from returnflow.asyncapi import asyncapi_for, render
 
         return Response(render(asyncapi_for(spec)), media_type="application/json")
 
     if spec.routes is not None:
         spec.routes(app, rt)
+    if spec.router is not None:
+        app.include_router(spec.router)
     return app
 
 

@@ -1,9 +1,2 @@
-"""The five returnflow services. None imports another; they share only contracts/ and returnflow/."""
-
-SERVICE_MODULES = {
-    "returns": "services.returns.app",
-    "warehouse": "services.warehouse.app",
-    "refunds": "services.refunds.app",
-    "audit": "services.audit.app",
-    "notify": "services.notify.app",
-}
+"""The five returnflow services. None imports another; they share only contracts/ and returnflow/.
+The one list of them is `apphost.registry.SERVICES`."""

@@ -18,10 +18,10 @@ import uvicorn
 from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
-from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
 from returnflow.service import ServiceSpec, create_app
-from returnflow.settings import Settings
+from returnflow.settings import ServiceSettings, Settings
 
 # The machines are shared and noisy: a slow example is not a failure. Property tests still run
 # their full number of examples.
@@ -100,10 +100,13 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def serve(spec: ServiceSpec, settings: Settings) -> AsyncIterator[RunningService]:
-    """Run a service in this event loop with uvicorn on a free loopback port."""
+async def serve(
+    spec: ServiceSpec[Any], settings: Settings, service_settings: ServiceSettings | None = None
+) -> AsyncIterator[RunningService]:
+    """Run a service in this event loop with uvicorn on a free loopback port (with its own settings, or
+    its settings class's defaults)."""
     port = free_port()
-    app = create_app(spec, settings)
+    app = create_app(spec, settings, service_settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:

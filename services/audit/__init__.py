@@ -1,1 +1,5 @@
-"""audit: the dual-check inventory log."""
+"""The audit service; its SPEC is what the platform app runs."""
+
+from services.audit.app import SPEC
+
+__all__ = ["SPEC"]

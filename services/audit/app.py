@@ -452,7 +452,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         return json_response(result.as_dict(), 200 if result.ok else 409)
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Any] = ServiceSpec(
     name="audit",
     folder=Path(__file__).parent,
     description=(

@@ -276,7 +276,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         return json_response({"return_id": str(rid), "messages": rows})
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Any] = ServiceSpec(
     name="notify",
     folder=Path(__file__).parent,
     description="SMS follow-ups: one message per return and step, in the customer's language, never at "

@@ -258,7 +258,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         return json_response(found)
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Any] = ServiceSpec(
     name="refunds",
     folder=Path(__file__).parent,
     description="Refund policy (authority presets, early refund on a moving scan, receipt refunds), people's "

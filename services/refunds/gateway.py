@@ -1,6 +1,6 @@
 """Payment gateway adapter: one refund, one idempotency key for every attempt of it.
 
-The `simulated` gateway (services/refunds/gateway_sim.py) speaks the same small HTTP API a card PSP
+The `simulated` gateway (services/refunds/dev/gateway_sim.py) speaks the same small HTTP API a card PSP
 does: `POST /v1/refunds` with an `Idempotency-Key` header; the same key answers with the first
 result, the same key with different parameters is refused (422), a key still being processed
 answers 409. Timeouts, transport errors, 409, 429 and 5xx are retried with exponential backoff and

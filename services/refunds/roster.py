@@ -37,7 +37,7 @@ async def _dsn(settings: Settings) -> str:
     if settings.database_url:
         dsn = settings.database_url.get_secret_value()
     else:
-        from returnflow.embedded import EmbeddedPostgres
+        from apphost.embedded import EmbeddedPostgres
 
         pg = EmbeddedPostgres(settings.data_dir / "postgres")
         pg.start()  # attaches to the running one; stopped at exit only if this process started it

@@ -238,7 +238,7 @@ def all_routes(app: FastAPI, rt: Runtime) -> None:
     analytics_routes(app, rt)
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Any] = ServiceSpec(
     name="returns",
     folder=Path(__file__).parent,
     description="Platform webhooks in; return events out; each return's status and timeline.",

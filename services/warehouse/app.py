@@ -143,7 +143,7 @@ def routes(app: FastAPI, rt: Runtime) -> None:
         return json_response({"scans": await storage.parked_scans(rt.pool, max(1, min(limit, 1000)))})
 
 
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[Any] = ServiceSpec(
     name="warehouse",
     folder=Path(__file__).parent,
     description="Expected parcels, carrier scans (matched or parked) and warehouse receipts; publishes "

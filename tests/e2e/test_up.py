@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from returnflow.embedded import free_port, port_is_free
+from apphost.embedded import free_port, port_is_free
 from services import SERVICE_MODULES
 from tests.kafkautil import read_topic, values
 from tests.webhooks import return_body, signed
@@ -43,7 +43,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "returnflow.cli", "up"],
+        [sys.executable, "-m", "apphost.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -101,7 +101,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
                 assert (await client.get(f"{base(env, name)}/metrics")).status_code == 200
         # starting twice: one clear line, not a traceback
         second = subprocess.run(
-            [sys.executable, "-m", "returnflow.cli", "up"], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "apphost.cli", "up"], env=env, capture_output=True, text=True, timeout=60
         )
         assert second.returncode == 1
         assert second.stderr.strip().startswith("returnflow: returnflow is already running")
@@ -109,7 +109,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
         # a port already taken (another data dir, same ports)
         other = dict(env, RETURNFLOW_DATA_DIR=str(tmp_path / "other"))
         third = subprocess.run(
-            [sys.executable, "-m", "returnflow.cli", "up"], env=other, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "apphost.cli", "up"], env=other, capture_output=True, text=True, timeout=60
         )
         assert third.returncode == 1 and "already in use" in third.stderr and "Traceback" not in third.stderr
 
@@ -158,7 +158,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
 
 
 async def test_external_servers_start_nothing_embedded(tmp_path, pg_server, dsn):
-    from returnflow.embedded import EmbeddedKafka
+    from apphost.embedded import EmbeddedKafka
 
     external = EmbeddedKafka(free_port(), log_path=tmp_path / "external-broker.log").start()  # stands in for a cluster
     env = stack_env(tmp_path / "data")

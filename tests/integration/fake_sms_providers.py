@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from returnflow.embedded import free_port
+from apphost.embedded import free_port
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 

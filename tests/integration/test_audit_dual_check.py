@@ -147,7 +147,7 @@ async def post_check(client: httpx.AsyncClient, person: str, **body: Any) -> htt
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RETURNFLOW_DATABASE_URL=settings.database_url.get_secret_value())  # type: ignore[union-attr]
     return subprocess.run(
-        [sys.executable, "-m", "returnflow.cli", "audit", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apphost.cli", "audit", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 

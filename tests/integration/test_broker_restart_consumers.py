@@ -11,7 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from contracts.events import ParcelScanned, ScanCode
-from returnflow.embedded import EmbeddedKafka, free_port
+from apphost.embedded import EmbeddedKafka, free_port
 from returnflow.kafka import create_topics
 from services.returns.app import SPEC
 from tests.integration.test_returns_timeline import publish

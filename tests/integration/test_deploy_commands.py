@@ -11,14 +11,14 @@ import sys
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.catalog import all_topic_names
-from returnflow.embedded import EmbeddedKafka, free_port
+from apphost.embedded import EmbeddedKafka, free_port
 from services import SERVICE_MODULES
 
 
 def returnflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RETURNFLOW_")}
     return subprocess.run(
-        [sys.executable, "-m", "returnflow.cli", *args],
+        [sys.executable, "-m", "apphost.cli", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,

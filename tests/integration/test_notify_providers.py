@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from returnflow.embedded import free_port
+from apphost.embedded import free_port
 from services.notify.providers import (
     AliyunProvider,
     OutgoingSms,

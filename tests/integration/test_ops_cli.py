@@ -21,7 +21,7 @@ def cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     env["RETURNFLOW_KAFKA_SESSION_TIMEOUT_MS"] = "2000"
     env["RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS"] = "400"
     return subprocess.run(
-        [sys.executable, "-m", "returnflow.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apphost.cli", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -113,7 +113,7 @@ def test_unreachable_broker_is_one_line():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETURNFLOW_")}
     env["RETURNFLOW_KAFKA_BOOTSTRAP"] = "127.0.0.1:1"
     out = subprocess.run(
-        [sys.executable, "-m", "returnflow.cli", "topics"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apphost.cli", "topics"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 1
     assert out.stderr.strip().startswith("returnflow: cannot reach Kafka at 127.0.0.1:1")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from contracts.events import TrackingRegistered
 from returnflow import db
-from returnflow.embedded import EmbeddedKafka
+from apphost.embedded import EmbeddedKafka
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.outbox import Relay, enqueue
 from returnflow.settings import Settings
@@ -115,7 +115,7 @@ async def test_broker_that_lost_its_log_gets_everything_again(dsn, tmp_path):
 
 
 def _free() -> int:
-    from returnflow.embedded import free_port
+    from apphost.embedded import free_port
 
     return free_port()
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 
 from services.refunds.gateway import HttpGateway
-from services.refunds.gateway_sim import serve_gateway
+from services.refunds.dev.gateway_sim import serve_gateway
 
 KEY = "sk_test_x"
 

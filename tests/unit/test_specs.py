@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.catalog import CATALOG
-from returnflow.specs import all_specs, asyncapi_for, generated
+from apphost.docs import all_specs, asyncapi_for, generated
 
 
 def test_committed_docs_match_the_code():

@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from apphost.registry import base_url_for
 from contracts.catalog import (
     CATALOG,
     DLQ_SUFFIX,
@@ -88,13 +89,10 @@ async def _offsets(
 
 def consumer_groups() -> dict[str, list[str]]:
     """Consumer groups of every service and the topics they read, from the service specs."""
-    from importlib import import_module
-
-    from services import SERVICE_MODULES
+    from apphost import registry
 
     groups: dict[str, list[str]] = {}
-    for name, module in SERVICE_MODULES.items():
-        spec = import_module(module).SPEC
+    for name, spec in registry.specs().items():
         for c in spec.consumers:
             groups[f"{name}.{c.name}"] = list(c.topics)
     return groups
@@ -274,12 +272,12 @@ async def dlq_replay_cmd(settings: Settings, topic: str, dry_run: bool) -> int:
 
 
 async def timeline_cmd(settings: Settings, return_id: str) -> None:
-    url = f"{settings.base_url_for('returns')}/v1/returns/{return_id}/timeline"
+    url = f"{base_url_for(settings, 'returns')}/v1/returns/{return_id}/timeline"
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             r = await client.get(url)
     except httpx.HTTPError as exc:
-        raise OpsError(f"cannot reach the returns service at {settings.base_url_for('returns')} ({exc!r})") from None
+        raise OpsError(f"cannot reach the returns service at {base_url_for(settings, 'returns')} ({exc!r})") from None
     if r.status_code != 200:
         raise OpsError(r.json().get("error", f"HTTP {r.status_code}"))
     body = r.json()

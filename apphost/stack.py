@@ -14,17 +14,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
+from apphost import registry
+from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, free_port, port_is_free
 from returnflow import db
-from returnflow.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, free_port, port_is_free
 from returnflow.kafka import create_topics, wait_for_broker
 from returnflow.settings import Settings
-from services import SERVICE_MODULES
 
 
 class StackError(Exception):
@@ -46,7 +45,7 @@ class Child:
 @dataclass
 class Stack:
     settings: Settings
-    services: tuple[str, ...] = tuple(SERVICE_MODULES)
+    services: tuple[str, ...] = registry.SERVICES
     out: Callable[[str], None] = print
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
@@ -82,11 +81,11 @@ class Stack:
         self._lock = f
 
     def check_ports(self) -> None:
-        wanted = [(f"{name} service", self.settings.port_for(name)) for name in self.services]
+        wanted = [(f"{name} service", registry.port_for(name)) for name in self.services]
         if not self.settings.kafka_bootstrap:
             wanted.append(("embedded Kafka broker", self.settings.embedded_kafka_port))
-        if self.settings.gateway_sim_port:
-            wanted.append(("simulated payment gateway", self.settings.gateway_sim_port))
+        if self.refunds.gateway_sim_port:
+            wanted.append(("simulated payment gateway", self.refunds.gateway_sim_port))
         for what, port in wanted:
             if not port_is_free(self.settings.host, port):
                 raise StackError(f"port {port} on {self.settings.host} is already in use (needed by the {what})")
@@ -115,30 +114,35 @@ class Stack:
         created = await create_topics(self.bootstrap)
         self.out(f"  topics       {len(created)} created, catalog complete")
         for name in self.services:
-            spec = import_module(SERVICE_MODULES[name]).SPEC
+            spec = registry.spec_of(name)
             await db.migrate(self.dsn, spec.schema, spec.migrations())
         self.out(f"  migrations   applied for {', '.join(self.services)}")
         self._add_gateway_sim(logs)
         for name in self.services:
-            self.children[name] = Child(name, self.settings.port_for(name), logs / f"{name}.log")
+            self.children[name] = Child(name, registry.port_for(name), logs / f"{name}.log")
             self._spawn(self.children[name])
         await self.wait_ready()
 
     def _add_gateway_sim(self, logs: Path) -> None:
         """The refunds service pays through a gateway; unless one is configured, run the simulated
-        PSP (services/refunds/gateway_sim.py) as its own process on loopback."""
-        s = self.settings
-        if "refunds" not in self.services or s.refunds_gateway != "simulated" or s.refunds_gateway_url:
+        PSP (services/refunds/dev/gateway_sim.py) as its own process on loopback."""
+        s, r = self.settings, self.refunds
+        if "refunds" not in self.services or r.gateway != "simulated" or r.gateway_url:
             return
-        port = s.gateway_sim_port or free_port(s.host)
+        port = r.gateway_sim_port or free_port(s.host)
         self.gateway_url = f"http://{s.host}:{port}"
-        argv = [sys.executable, "-m", "services.refunds.gateway_sim", "--host", s.host, "--port", str(port)]
+        argv = [sys.executable, "-m", "services.refunds.dev.gateway_sim", "--host", s.host, "--port", str(port)]
         self.children["gateway-sim"] = Child("gateway-sim", port, logs / "gateway-sim.log", argv=argv)
         self._spawn(self.children["gateway-sim"])
         self.out(f"  gateway      simulated payment gateway at {self.gateway_url}")
 
+    @property
+    def refunds(self) -> Any:
+        return registry.settings_of("refunds")
+
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Development fixtures (a dev scanner, dev returns-team tokens) unless the operator set their own.
+        env = {**registry.dev_environment(), **os.environ}
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:
@@ -149,7 +153,7 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         child.log_file = open(child.log_path, "ab")
         child.proc = subprocess.Popen(
-            child.argv or [sys.executable, "-m", "returnflow.cli", "serve", child.name],
+            child.argv or [sys.executable, "-m", "apphost.cli", "serve", child.name],
             env=self.child_env(),
             stdout=child.log_file,
             stderr=subprocess.STDOUT,

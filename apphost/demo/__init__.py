@@ -12,18 +12,18 @@ from typing import Any
 import httpx
 import orjson
 
+from apphost.registry import SERVICES, base_url_for
+from apphost.stack import Stack
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from returnflow.stack import Stack
-from services import SERVICE_MODULES
 
 DemoStep = Callable[[httpx.AsyncClient, Settings, list[dict[str, Any]]], Awaitable[None]]
 
 
 def _demo_step(service: str) -> DemoStep | None:
-    """A service may add to the demo with `services/<name>/demo.py: async def play(client, settings, returns)`."""
+    """A service may add to the demo with `apphost/demo/<name>.py: async def play(client, settings, returns)`."""
     try:
-        module = importlib.import_module(f"services.{service}.demo")
+        module = importlib.import_module(f"apphost.demo.{service}")
     except ModuleNotFoundError:
         return None
     step: DemoStep = module.play
@@ -100,7 +100,7 @@ async def post_signed(
 
 async def run_demo(stack: Stack) -> None:
     settings = stack.settings
-    base = settings.base_url_for("returns")
+    base = base_url_for(settings, "returns")
     secret = settings.secrets_for("generic")[0]
     run = uuid.uuid4().hex[:6]
     print("\ndemo: three signed return webhooks, one delivered twice, one invalid")
@@ -117,7 +117,7 @@ async def run_demo(stack: Stack) -> None:
         r = await post_signed(client, f"{base}/v1/webhooks/generic/returns", bad, secret)
         print(f"  POST invalid body        -> {r.status_code} {r.json()['fields']}")
         returns = [{"return_id": rid, **b} for rid, b in zip(ids, demo_returns(run), strict=True)]
-        for name in SERVICE_MODULES:
+        for name in SERVICES:
             step = _demo_step(name)
             if step is not None:
                 print(f"\ndemo: {name}")

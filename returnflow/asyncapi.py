@@ -1,14 +1,11 @@
-"""AsyncAPI (from the topic catalog and each service's consumers) and OpenAPI (from FastAPI) documents
-for every service. `make docs` writes them under docs/; a test fails when they drift."""
+"""AsyncAPI document of one service, from the topic catalog and the service's consumers: what it
+receives, sends and dead-letters. Served at /asyncapi.json; `make docs` writes every service's."""
 
 from __future__ import annotations
 
 import json
-from importlib import import_module
-from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from pydantic.json_schema import models_json_schema
 
 from contracts.catalog import (
@@ -21,8 +18,6 @@ from contracts.catalog import (
     dlq_topic,
 )
 from contracts.events import EVENT_MODELS
-
-DOCS = Path(__file__).parents[1] / "docs"
 
 _HEADERS = {
     "type": "object",
@@ -85,39 +80,5 @@ def asyncapi_for(spec: Any) -> dict[str, Any]:
     }
 
 
-def openapi_for(spec: Any) -> dict[str, Any]:
-    from returnflow.service import create_app
-    from returnflow.settings import Settings
-
-    # Building the app connects to nothing; the endpoints only need to be set.
-    settings = Settings(database_url=SecretStr("postgresql://docs/docs"), kafka_bootstrap="docs:9092")
-    doc: dict[str, Any] = create_app(spec, settings).openapi()
-    return doc
-
-
 def render(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def all_specs() -> dict[str, Any]:
-    from services import SERVICE_MODULES
-
-    return {name: import_module(module).SPEC for name, module in SERVICE_MODULES.items()}
-
-
-def generated() -> dict[Path, str]:
-    out: dict[Path, str] = {}
-    for name, spec in all_specs().items():
-        out[DOCS / "asyncapi" / f"{name}.json"] = render(asyncapi_for(spec))
-        out[DOCS / "openapi" / f"{name}.json"] = render(openapi_for(spec))
-    return out
-
-
-def write_docs() -> list[Path]:
-    changed = []
-    for path, text in generated().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            changed.append(path)
-    return changed

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from apphost.registry import base_url_for
 from contracts.events import InventoryAttested, Movement
 from returnflow.settings import Settings
 
@@ -79,7 +80,7 @@ async def _publish_stand_in(settings: Settings, ret: dict[str, Any], skus: list[
 
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
-    base = settings.base_url_for("audit")
+    base = base_url_for(settings, "audit")
     people = list(settings.audit_tokens)
     if not people:
         print("  no returns-team tokens configured (RETURNFLOW_AUDIT_TOKENS); skipping the audit demo")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from apphost.registry import base_url_for
 from returnflow.settings import Settings
 from services.notify.render import Templates
 
@@ -50,7 +51,7 @@ def _preview(templates: Templates, settings: Settings, r: dict[str, Any], m: dic
 
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
-    base = settings.base_url_for("notify")
+    base = base_url_for(settings, "notify")
     templates = Templates(settings.notify_templates_dir, settings.notify_default_locale)
     path = _sms_file(settings)
     if settings.notify_provider == "file":

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from apphost.registry import base_url_for
+
 MOVEMENTS = ("restock", "destroy", "refurbish", "relist", "delist")
 
 
@@ -69,7 +71,7 @@ def _http(args: argparse.Namespace) -> int:
     if not token:
         print("returnflow: a token is required (--token or RETURNFLOW_AUDIT_TOKEN)", file=sys.stderr)
         return 2
-    base = (args.url or get_settings().base_url_for("audit")).rstrip("/")
+    base = (args.url or base_url_for(get_settings(), "audit")).rstrip("/")
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     if args.audit_cmd == "check":
         body: dict[str, Any] = {
@@ -113,7 +115,7 @@ async def _verify(args: argparse.Namespace) -> int:
     dsn = args.database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
     embedded = None
     if dsn is None:
-        from returnflow.embedded import EmbeddedPostgres
+        from apphost.embedded import EmbeddedPostgres
 
         pgdata = settings.data_dir / "postgres"
         if not pgdata.exists():

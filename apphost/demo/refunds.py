@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from apphost.registry import base_url_for
 from returnflow.settings import Settings
 from services.refunds.domain import DEV_ROSTER
 
@@ -41,7 +42,7 @@ async def _until(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -
 async def seed_roster() -> None:
     print("  $ returnflow roster seed")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "returnflow.cli", "roster", "seed", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "apphost.cli", "roster", "seed", stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     for line in out.decode().splitlines():
@@ -49,11 +50,11 @@ async def seed_roster() -> None:
 
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
-    from returnflow.demo import post_signed
-    from services.warehouse.demo import post_scan
+    from apphost.demo import post_signed
+    from apphost.demo.warehouse import post_scan
 
-    refunds = settings.base_url_for("refunds")
-    wh = settings.base_url_for("warehouse")
+    refunds = base_url_for(settings, "refunds")
+    wh = base_url_for(settings, "warehouse")
     await seed_roster()
 
     async def ledger(rid: str) -> dict[str, Any]:
@@ -90,7 +91,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
         }
         r = await post_signed(
             client,
-            f"{settings.base_url_for('returns')}/v1/webhooks/generic/returns",
+            f"{base_url_for(settings, 'returns')}/v1/webhooks/generic/returns",
             body,
             settings.secrets_for("generic")[0],
         )
@@ -153,7 +154,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
     await decide(lipstick["return_id"], "agent-amy", {"action": "approve", "note": "broken in transit"})
 
     # 4. above an agent's authority: escalated, then a supervisor approves on refunds.commands
-    from returnflow.ops import command_cmd
+    from apphost.ops import command_cmd
 
     kit = [{"sku": "MAKEUP-KIT", "qty": 1, "unit_price": 4_500, "reason": "damaged"}]
     rid_kit = await new_return(5, "refund_only", kit)
@@ -167,7 +168,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
 
     for rid in (lipstick["return_id"], rid_kit, shoes["return_id"]):
         await issued(rid)
-    base = settings.base_url_for("returns")
+    base = base_url_for(settings, "returns")
     for rid in (rid_serum, rid_kit):
         await asyncio.sleep(0.5)
         t = (await client.get(f"{base}/v1/returns/{rid}/timeline")).json()

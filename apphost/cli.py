@@ -6,34 +6,35 @@ import argparse
 import asyncio
 import logging
 import sys
-from importlib import import_module
 
+from apphost import audit_cli
 from returnflow.settings import get_settings
-from services.audit import cli as audit_cli
 
 
 def _serve(name: str) -> int:
-    from returnflow.embedded import port_is_free
-    from services import SERVICE_MODULES
+    import os
 
-    if name not in SERVICE_MODULES:
-        raise SystemExit(f"returnflow: unknown service {name!r} (known: {', '.join(SERVICE_MODULES)})")
+    from apphost import registry
+    from apphost.embedded import port_is_free
+
+    if name not in registry.SERVICES:
+        raise SystemExit(f"returnflow: {registry.unknown(name)}")
     settings = get_settings()
-    port = settings.port_for(name)
+    registry.spec_of(name)  # fail here, in one line, if the service cannot load
+    port = registry.port_for(name)
     if not port_is_free(settings.host, port):
         raise SystemExit(f"returnflow: port {port} on {settings.host} is already in use ({name})")
-    import_module(SERVICE_MODULES[name])  # fail here, in one line, if the service cannot load
-    workers = settings.workers_for(name)
+    workers = registry.workers_for(name)
+    os.environ["RETURNFLOW_SERVICE"] = name
     if workers > 1:
         # Every worker writes its metrics to files here; /metrics adds them up.
-        import os
         import shutil
 
         metrics_dir = settings.data_dir / "metrics" / name
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    run_uvicorn(f"{SERVICE_MODULES[name]}:app", settings.host, port, workers)
+    run_uvicorn("apphost.registry:app", settings.host, port, workers)
     return 0
 
 
@@ -57,11 +58,11 @@ def run_uvicorn(factory: str, host: str, port: int, workers: int = 1) -> None:
 
 
 def _up(demo: bool) -> int:
-    from returnflow.stack import StackError, run_stack
+    from apphost.stack import StackError, run_stack
 
     after = None
     if demo:
-        from returnflow.demo import run_demo
+        from apphost.demo import run_demo
 
         after = run_demo
     try:
@@ -83,8 +84,8 @@ def _contracts_export(check: bool) -> int:
 def _docs() -> int:
     from pathlib import Path
 
+    from apphost.docs import write_docs
     from contracts.docs import update_readme
-    from returnflow.specs import write_docs
 
     status = _contracts_export(check=False)
     changed = update_readme(Path("README.md"))
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("action", nargs="?", choices=["list", "seed"], default="list")
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
-    from returnflow import ops, reports
+    from apphost import ops, reports
 
     ops.register(sub)
     reports.register(sub)
@@ -175,7 +176,7 @@ def _run_deploy_command(args: argparse.Namespace) -> int | None:
 
 
 def _topics_create(replicas: int, min_insync: int | None, wait_s: float, dry_run: bool) -> int:
-    from returnflow.deploygen import topic_plan
+    from apphost.deploygen import topic_plan
     from returnflow.kafka import create_topics, wait_for_broker
 
     plan = topic_plan(replicas, min_insync)
@@ -208,20 +209,20 @@ def _topics_create(replicas: int, min_insync: int | None, wait_s: float, dry_run
 
 
 async def _migrate(names: list[str]) -> int:
+    from apphost import registry
     from returnflow import db
-    from services import SERVICE_MODULES
 
     settings = get_settings()
     if settings.database_url is None:
         print("returnflow: migrate needs RETURNFLOW_DATABASE_URL", file=sys.stderr)
         return 1
-    unknown = [n for n in names if n not in SERVICE_MODULES]
+    unknown = [n for n in names if n not in registry.SERVICES]
     if unknown:
-        print(f"returnflow: unknown service {unknown[0]!r} (known: {', '.join(SERVICE_MODULES)})", file=sys.stderr)
+        print(f"returnflow: {registry.unknown(unknown[0])}", file=sys.stderr)
         return 1
     dsn = settings.database_url.get_secret_value()
-    for name in names or list(SERVICE_MODULES):
-        spec = import_module(SERVICE_MODULES[name]).SPEC
+    for name in names or list(registry.SERVICES):
+        spec = registry.spec_of(name)
         try:
             applied = await db.migrate(dsn, spec.schema, spec.migrations())
         except Exception as exc:

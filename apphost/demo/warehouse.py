@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from apphost.registry import base_url_for
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
@@ -29,14 +30,14 @@ async def post_scan(
     )
     headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(settings.secrets_for("carriers")[0], raw)}
     return await client.post(
-        f"{settings.base_url_for('warehouse')}/v1/webhooks/carriers/sf/scans", content=raw, headers=headers
+        f"{base_url_for(settings, 'warehouse')}/v1/webhooks/carriers/sf/scans", content=raw, headers=headers
     )
 
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
     ret = next(r for r in returns if r["kind"] == "return_and_refund")
     tracking = demo_tracking(ret)
-    wh = settings.base_url_for("warehouse")
+    wh = base_url_for(settings, "warehouse")
     picked_up = datetime.now(UTC) - timedelta(minutes=5)
     r = await post_scan(client, settings, tracking, "picked_up", picked_up)
     print(
@@ -52,7 +53,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
         SIGNATURE_HEADER: sign(settings.secrets_for("generic")[0], raw),
         DELIVERY_HEADER: str(uuid.uuid4()),
     }
-    url = f"{settings.base_url_for('returns')}/v1/webhooks/generic/returns/{ret['platform_return_id']}/events"
+    url = f"{base_url_for(settings, 'returns')}/v1/webhooks/generic/returns/{ret['platform_return_id']}/events"
     r = await client.post(url, content=raw, headers=headers)
     print(f"  platform registers tracking number {tracking} on the return -> {r.status_code}")
     for _ in range(50):

@@ -1,9 +1,9 @@
-"""Container health check: `python -m returnflow.healthcheck [SERVICE]` exits 0 when the service is ready.
+"""Container health check: `python -m apphost.healthcheck [SERVICE]` exits 0 when the service is ready.
 
 The image's HEALTHCHECK runs it with no argument: the service is then RETURNFLOW_SERVICE or the name after
 `serve` in PID 1's command line (`returnflow serve returns`, possibly behind an init such as tini).
 It asks /readyz, so "healthy" means the database, migrations and the broker answered. Standard library only
-(plus the settings, for the port), so it stays cheap to run every few seconds.
+(plus the service's settings, for its port), so it stays cheap to run every few seconds.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def resolve_service(argv: list[str], proc_cmdline: Path = Path("/proc/1/cmdline"
 
 
 def check(service: str, timeout_s: float = 2.5) -> tuple[bool, str]:
-    from returnflow.settings import SERVICES, Settings
+    from apphost import registry
 
-    if service not in SERVICES:
-        return False, f"unknown service {service!r}"
-    port = Settings().port_for(service)
+    if service not in registry.SERVICES:
+        return False, registry.unknown(service)
+    port = registry.port_for(service)
     url = f"http://127.0.0.1:{port}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:

@@ -9,19 +9,20 @@ from typing import Any
 
 import httpx
 
-from returnflow.ops import OpsError
+from apphost.ops import OpsError
+from apphost.registry import base_url_for
 from returnflow.settings import Settings
 
 REPORTS = ("reasons", "cycle-times", "early-refunds", "authority", "clawbacks", "sms")
 
 
 async def fetch(settings: Settings, name: str, fmt: str = "json", months: int = 6) -> Any:
-    url = f"{settings.base_url_for('returns')}/v1/analytics/{name}"
+    url = f"{base_url_for(settings, 'returns')}/v1/analytics/{name}"
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             r = await client.get(url, params={"format": fmt, "months": months})
     except httpx.HTTPError as exc:
-        raise OpsError(f"cannot reach the returns service at {settings.base_url_for('returns')} ({exc!r})") from None
+        raise OpsError(f"cannot reach the returns service at {base_url_for(settings, 'returns')} ({exc!r})") from None
     if r.status_code != 200:
         raise OpsError(r.json().get("error", f"HTTP {r.status_code}"))
     return r.text if fmt == "csv" else r.json()

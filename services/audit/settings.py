@@ -1,0 +1,27 @@
+"""audit service settings: environment variables with the prefix RETURNFLOW_AUDIT_."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from returnflow.settings import ServiceSettings
+
+
+class AuditSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RETURNFLOW_AUDIT_", extra="ignore")
+
+    port: int = 8085
+
+    # Audit (dual-check inventory log). Both sides of a movement must be attested within the deadline
+    # of each other; a side is declared missing only after it has also been held `audit_settle_s` (so a
+    # counterpart queued behind it after downtime can still arrive); an attestation for a return not
+    # yet seen waits `audit_unknown_return_grace_s` for its return.requested.
+    check_deadline_s: float = 86_400.0
+    settle_s: float = 60.0
+    unknown_return_grace_s: float = 600.0
+    sweep_interval_s: float = 15.0
+    sweep_batch: int = 500
+    checks_batch_max: int = 100
+    # person id -> bearer token: who may post returns-team checks and resolve discrepancies.
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)

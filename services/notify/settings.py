@@ -1,0 +1,53 @@
+"""notify service settings: environment variables with the prefix RETURNFLOW_NOTIFY_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from returnflow.settings import ServiceSettings
+
+
+class NotifySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RETURNFLOW_NOTIFY_", extra="ignore")
+
+    port: int = 8084
+
+    # Notify (SMS follow-ups). Provider: file (JSON lines under the data dir), twilio or aliyun.
+    provider: str = "file"
+    sms_file: Path | None = None  # default <data_dir>/sms/messages.jsonl
+    templates_dir: Path | None = None  # a merchant's copy of services/notify/templates
+    default_locale: str = "en"
+    default_timezone: str = "Asia/Shanghai"
+    shop_names: dict[str, str] = Field(default_factory=lambda: {"demo-shop": "Demo Shop"})
+    reminder_intervals_s: list[float] = Field(default_factory=lambda: [86_400.0, 259_200.0, 604_800.0])
+    reminder_stale_s: float = 43_200.0  # a reminder this late (service down) is skipped
+    quiet_start_hour: int = 21
+    quiet_end_hour: int = 8
+    daily_cap: int = 5  # messages per number per local day
+    sender_rate_per_s: float = 10.0
+    sender_burst: int = 1
+    poll_interval_s: float = 1.0
+    claim_batch: int = 50
+    send_concurrency: int = 8
+    send_lease_s: float = 120.0
+    send_max_attempts: int = 6
+    retry_base_s: float = 2.0
+    retry_max_s: float = 300.0
+    http_timeout_s: float = 10.0
+    clock_offset_s: float = 0.0  # shifts the service's clock (demos and tests of quiet hours)
+    twilio_account_sid: str | None = None
+    twilio_auth_tokens: list[SecretStr] = Field(default_factory=list)  # two during a rotation
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    aliyun_access_key_id: str | None = None
+    aliyun_access_key_secret: SecretStr | None = None
+    aliyun_sign_name: str | None = None
+    # template name (requested, parcel_seen, received, under_review, refund_paid, reminder), optionally
+    # "name:locale" -> Aliyun TemplateCode (SMS_123456789)
+    aliyun_template_codes: dict[str, str] = Field(default_factory=dict)
+    aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_region: str = "cn-hangzhou"

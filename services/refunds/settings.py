@@ -1,0 +1,43 @@
+"""refunds service settings: environment variables with the prefix RETURNFLOW_REFUNDS_."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from returnflow.settings import ServiceSettings
+
+
+class RefundsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RETURNFLOW_REFUNDS_", extra="ignore")
+
+    port: int = 8083
+
+    # Refunds: authority preset (tiered | full_trust | custom). `custom` reads refunds_authority_limits:
+    # currency -> role -> cumulative limit per return in minor units (null = unlimited).
+    authority_preset: Literal["tiered", "full_trust", "custom"] = "tiered"
+    authority_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    # Early refund on the first moving carrier scan (return_and_refund only): on/off, the largest
+    # amount per currency refunded before the goods arrive, and how many clawbacks a customer may have
+    # had in the lookback window and still get one. An optional return window (days from request to
+    # the parcel moving) sends a late parcel to a person instead of refunding automatically.
+    early_refund: bool = True
+    early_refund_cap: dict[str, int] = Field(default_factory=lambda: {"CNY": 50_000})
+    early_refund_max_clawbacks: int = 0
+    clawback_lookback_days: int = 90
+    return_window_days: int | None = None
+    # Payment gateway. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
+    gateway: Literal["simulated"] = "simulated"
+    gateway_url: str | None = None
+    gateway_api_key: SecretStr = SecretStr("sk_test_returnflow_dev")
+    gateway_timeout_s: float = 5.0
+    gateway_attempts: int = 3
+    gateway_backoff_s: float = 0.2
+    payment_concurrency: int = 64
+    payment_batch: int = 200
+    payment_lease_s: float = 60.0
+    payment_retry_max_s: float = 300.0
+    payment_poll_s: float = 1.0
+    gateway_sim_port: int = 0  # 0: `returnflow up` picks a free loopback port
