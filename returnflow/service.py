@@ -112,6 +112,37 @@ def require_endpoints(settings: Settings) -> tuple[str, str]:
     return settings.database_url.get_secret_value(), settings.kafka_bootstrap
 
 
+def relay_for(rt: Runtime) -> Relay:
+    """The outbox relay of a runtime whose pool is open."""
+    s = rt.settings
+    return Relay(
+        pool=rt.pool,
+        dsn=rt.dsn,
+        schema=rt.spec.schema,
+        publish=publisher_for(rt.broker),
+        bootstrap=rt.bootstrap,
+        batch_size=s.outbox_batch_size,
+        poll_interval_s=s.outbox_poll_interval_s,
+        retention_hours=s.outbox_retention_hours,
+        dedupe_retention_hours=s.consumer_dedupe_retention_hours,
+        broker_check_interval_s=s.outbox_broker_check_interval_s,
+        ensure_topics=_ensure_topics(rt.bootstrap, s.kafka_replication_factor),
+        on_broker_loss=lambda: _rewind_consumers(rt.broker),
+    )
+
+
+def consumer_for(rt: Runtime, cspec: ConsumerSpec[Any]) -> IdempotentConsumer:
+    """The idempotent consumer of one of the service's consumer groups (its pool set once open)."""
+    return IdempotentConsumer(
+        name=f"{rt.spec.name}.{cspec.name}",
+        pool=rt.pool if hasattr(rt, "pool") else None,  # type: ignore[arg-type]  # set at start
+        handler=_handler(rt, cspec),
+        max_attempts=rt.settings.consumer_max_attempts,
+        backoff_base_s=rt.settings.consumer_backoff_base_s,
+        backoff_max_s=rt.settings.consumer_backoff_max_s,
+    )
+
+
 def _handler(rt: Runtime, cspec: ConsumerSpec[Any]) -> Handler:
     apply = cspec.apply
     if apply is not None:
@@ -122,15 +153,8 @@ def _handler(rt: Runtime, cspec: ConsumerSpec[Any]) -> Handler:
 
 
 def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
-    group = f"{rt.spec.name}.{cspec.name}"
-    consumer = IdempotentConsumer(
-        name=group,
-        pool=None,  # type: ignore[arg-type]  # set at start, once the pool exists
-        handler=_handler(rt, cspec),
-        max_attempts=rt.settings.consumer_max_attempts,
-        backoff_base_s=rt.settings.consumer_backoff_base_s,
-        backoff_max_s=rt.settings.consumer_backoff_max_s,
-    )
+    consumer = consumer_for(rt, cspec)
+    group = consumer.name
     rt.consumers[group] = consumer
     sub = rt.broker.subscriber(
         *cspec.topics,
@@ -246,20 +270,7 @@ def create_app(
         rt.pool = await db.create_pool(dsn, spec.schema, spec.name, settings.db_pool_min, settings.db_pool_max)
         for c in rt.consumers.values():
             c.pool = rt.pool
-        rt.relay = Relay(
-            pool=rt.pool,
-            dsn=dsn,
-            schema=spec.schema,
-            publish=publisher_for(broker),
-            bootstrap=bootstrap,
-            batch_size=settings.outbox_batch_size,
-            poll_interval_s=settings.outbox_poll_interval_s,
-            retention_hours=settings.outbox_retention_hours,
-            dedupe_retention_hours=settings.consumer_dedupe_retention_hours,
-            broker_check_interval_s=settings.outbox_broker_check_interval_s,
-            ensure_topics=_ensure_topics(bootstrap, settings.kafka_replication_factor),
-            on_broker_loss=lambda: _rewind_consumers(broker),
-        )
+        rt.relay = relay_for(rt)
         for hook in spec.on_start:
             await hook(rt)
         if spec.context is not None:
