@@ -7,9 +7,10 @@ required field is not (see contracts.compat and tests/unit/test_contracts.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +36,34 @@ class ScanCode(StrEnum):
 
 
 MOVING_SCAN_CODES = frozenset({ScanCode.picked_up, ScanCode.in_transit, ScanCode.out_for_delivery, ScanCode.delivered})
+
+
+def is_moving(scan_code: ScanCode | str) -> bool:
+    """Does a scan with this code show the parcel moving (picked up or later)? The one definition every
+    service uses: warehouse marks the first such scan, refunds may refund early on it, notify stops
+    the reminders to ship."""
+    return scan_code in MOVING_SCAN_CODES
+
+
+class Scan(Protocol):
+    """What deciding "the first moving scan" needs of a scan (a ParcelScanned, a stored scan row, ...)."""
+
+    @property
+    def scan_id(self) -> str: ...
+    @property
+    def scan_code(self) -> str: ...
+    @property
+    def scanned_at(self) -> datetime: ...
+
+
+S = TypeVar("S", bound=Scan)
+
+
+def first_moving_scan(scans: Iterable[S]) -> S | None:
+    """Of one parcel's scans, the first that shows it moving: the earliest moving scan by scan time (the
+    scan id breaks a tie), whatever order the scans arrived in. None when none is moving."""
+    moving = [s for s in scans if is_moving(s.scan_code)]
+    return min(moving, key=lambda s: (s.scanned_at, s.scan_id), default=None)
 
 
 class Condition(StrEnum):
