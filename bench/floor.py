@@ -29,15 +29,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from apphost.embedded import free_port
 from bench import loadgen
 from bench.procs import cpu_seconds, wait_ready
-from apphost.embedded import free_port
 
 
 def app() -> FastAPI:
     from returnflow.http import json_response, parse_json, required_header, signed_body
     from returnflow.settings import get_settings
-    from services.returns.domain import ReturnWebhook
+    from services.returns.schemas import ReturnWebhook
 
     settings = get_settings()
     floor = FastAPI(title="returnflow http floor")

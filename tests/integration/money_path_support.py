@@ -21,7 +21,7 @@ from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
 from services.refunds.domain import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
-from services.returns.app import SPEC as RETURNS
+from services.returns import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed

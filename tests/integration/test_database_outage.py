@@ -25,7 +25,7 @@ from contracts.events import TrackingRegistered
 from returnflow import db
 from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
 from services.notify.app import SPEC as NOTIFY
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.conftest import serve
 from tests.integration.fake_sms_providers import FakeTwilio, serve_app
 from tests.integration.notify_support import notify_settings, publish, requested

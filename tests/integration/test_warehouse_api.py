@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
-from services.returns.app import SPEC as RETURNS
+from services.returns import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
 from tests.kafkautil import read_topic, values, wait_for
