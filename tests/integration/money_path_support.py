@@ -19,15 +19,16 @@ from returnflow.settings import Settings
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
-from services.refunds.domain import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.domain import DEV_ROSTER
 from services.returns import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse import dev as warehouse_dev
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
 CARRIER_SECRET = b"carrier-secret"
-DEVICE = {"authorization": "Bearer dev-device-token-dock-1"}
+DEVICE = {"authorization": f"Bearer {warehouse_dev.DEVICE_TOKEN}"}
 TOKENS = {e.actor_id: e.token for e in DEV_ROSTER}
 
 
@@ -130,7 +131,10 @@ async def platform(
                 )
             )
         # started side by side: each one's start is mostly waiting for its consumer group to form
-        ret, wh, *refunds = await asyncio.gather(*(stack.enter_async_context(service_runner(x, s)) for x in specs))
+        own = {WAREHOUSE.name: warehouse_dev.dev_settings()}  # each service's own settings
+        ret, wh, *refunds = await asyncio.gather(
+            *(stack.enter_async_context(service_runner(x, s, own.get(x.name))) for x in specs)
+        )
         pool = refunds[0].runtime.pool
         async with pool.acquire() as conn:
             await refunds_storage.seed_roster(conn, list(DEV_ROSTER))

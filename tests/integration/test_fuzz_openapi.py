@@ -20,16 +20,17 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from returnflow.settings import Settings, WarehouseDevice
+from returnflow.settings import ServiceSettings, Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit.app import SPEC as AUDIT
 from services.notify.app import SPEC as NOTIFY
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
-from services.refunds.domain import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.domain import DEV_ROSTER
 from services.returns import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse.settings import WarehouseDevice, WarehouseSettings
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -50,10 +51,17 @@ def fuzz_settings(settings: Settings, gateway_url: str) -> Settings:
         update={
             "refunds_gateway_url": gateway_url,
             "webhook_secrets": {k: [SecretStr(v)] for k, v in SECRETS.items()},
-            "warehouse_devices": {"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))},
             "audit_tokens": {"rt-fuzz": SecretStr(AUDIT_TOKEN)},
         }
     )
+
+
+# each service's own settings (the runtime's are fuzz_settings)
+SERVICE_SETTINGS: dict[str, ServiceSettings] = {
+    "warehouse": WarehouseSettings(
+        devices={"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))}
+    ),
+}
 
 
 class Credentials(requests.auth.AuthBase):
@@ -130,7 +138,7 @@ async def test_every_api_survives_fuzzing(settings, service_runner):
     async with contextlib.AsyncExitStack() as stack:
         s = fuzz_settings(settings, await stack.enter_async_context(serve_gateway()))
         running = {
-            spec.name: await stack.enter_async_context(service_runner(spec, s))
+            spec.name: await stack.enter_async_context(service_runner(spec, s, SERVICE_SETTINGS.get(spec.name)))
             for spec in (RETURNS, WAREHOUSE, REFUNDS, NOTIFY, AUDIT)
         }
         async with running["refunds"].runtime.pool.acquire() as conn:

@@ -11,14 +11,18 @@ import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.returns import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse import dev as warehouse_dev
 from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
 from tests.kafkautil import read_topic, values, wait_for
 from tests.webhooks import return_body, signed
 
 
 async def test_scan_webhook_refuses_unsigned_and_invalid_bodies(settings, service_runner):
-    async with service_runner(WAREHOUSE, settings) as wh, httpx.AsyncClient(base_url=wh.base_url) as client:
+    async with (
+        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
+        httpx.AsyncClient(base_url=wh.base_url) as client,
+    ):
         url = "/v1/webhooks/carriers/sf/scans"
         good = orjson.dumps({"tracking_no": "SF1", "scan_code": "picked_up", "scanned_at": "2026-11-22T09:00:00+08:00"})
         r = await client.post(url, content=good, headers={"content-type": "application/json"})
@@ -42,7 +46,7 @@ async def test_scan_webhook_refuses_unsigned_and_invalid_bodies(settings, servic
 async def test_receipts_checked_against_the_request_and_never_overwritten(settings, service_runner):
     async with (
         service_runner(RETURNS, settings) as ret,
-        service_runner(WAREHOUSE, settings) as wh,
+        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
         httpx.AsyncClient(base_url=wh.base_url) as client,
         httpx.AsyncClient(base_url=ret.base_url) as rc,
     ):
