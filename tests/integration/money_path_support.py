@@ -19,8 +19,8 @@ from returnflow.settings import Settings
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
-from services.refunds.domain import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.domain import DEV_ROSTER
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 from tests.kafkautil import wait_for

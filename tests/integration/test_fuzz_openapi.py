@@ -26,8 +26,8 @@ from services.audit.app import SPEC as AUDIT
 from services.notify.app import SPEC as NOTIFY
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
-from services.refunds.domain import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.domain import DEV_ROSTER
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 
