@@ -102,7 +102,7 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_relay(self) -> None:
-        self.relay._wake.set()
+        self.relay.wake()
 
     async def idle(self) -> dict[str, Any]:
         """Whether this service has nothing left to do right now: every consumer group joined and has
