@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -32,7 +32,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
 from returnflow.db import Conn
-from returnflow.http import HttpProblem, http_exception_problem, problem_response, request_validation_problem
+from returnflow.http import (
+    HttpProblem,
+    http_exception_problem,
+    problem_response,
+    refuse_nul_in_parameters,
+    request_validation_problem,
+)
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
@@ -352,7 +358,12 @@ def create_app(
             await rt.pool.close()
             log.info("service stopped")
 
-    app = FastAPI(title=f"returnflow {spec.name}", description=spec.description, lifespan=lifespan)
+    app = FastAPI(
+        title=f"returnflow {spec.name}",
+        description=spec.description,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_in_parameters)],
+    )
     app.state.runtime = rt
 
     async def unavailable(request: Any, exc: Exception) -> Response:
