@@ -327,7 +327,7 @@ def render_services() -> str:
     header = (
         f"# {GENERATED.format(source='returnflow/settings.py (ports) and returnflow/deploygen.py (WORKLOADS)')}\n"
         "# One Deployment, Service, PodDisruptionBudget and HorizontalPodAutoscaler per service. Readiness is\n"
-        "# /readyz (database, migrations and broker reachable), liveness /healthz (the event loop answers).\n"
+        "# /readyz (database reachable, migrations applied; not the broker: intake goes on into the outbox), liveness /healthz (the event loop answers).\n"
         "# Scaling: see deploy/k8s/README.md; consumers per group are bounded by the topics' partitions.\n"
     )
     docs: list[tuple[str, dict[str, Any]]] = []

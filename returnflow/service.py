@@ -386,6 +386,10 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
+        """Ready = PostgreSQL answers and the migrations are applied. The broker is reported but does not
+        decide: every request writes to PostgreSQL (events through the outbox), so a service keeps taking
+        webhooks while Kafka is away and its relay publishes them when Kafka is back. Taking every pod
+        out of the load balancer for a Kafka outage would stop intake for nothing."""
         checks: dict[str, str] = {}
         try:
             pending = await asyncio.wait_for(db.pending_migrations(rt.pool, spec.migrations()), 2)
@@ -393,11 +397,11 @@ def create_app(
             checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
         try:
             checks["broker"] = "ok" if await broker.ping(timeout=2.0) else "unreachable"
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ok, "service": spec.name, "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/idlez", tags=["ops"], summary="Whether the service has consumed everything and drained its outbox")
