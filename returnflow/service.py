@@ -42,7 +42,7 @@ from returnflow.http import (
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
-from returnflow.settings import ServiceSettings, Settings, get_settings
+from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
 
 log = get_logger("returnflow.service")
 
@@ -299,6 +299,8 @@ def create_app(
     spec: ServiceSpec[Any], settings: Settings | None = None, service_settings: ServiceSettings | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
+    service_settings = service_settings or spec.settings.load()
+    refuse_development_secrets(settings, service_settings)
     dsn, bootstrap = require_endpoints(settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
     rt = Runtime(
@@ -307,7 +309,7 @@ def create_app(
         dsn=dsn,
         bootstrap=bootstrap,
         broker=broker,
-        service_settings=service_settings or spec.settings(),
+        service_settings=service_settings,
     )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
