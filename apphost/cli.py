@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- deploy commands (deploy/: compose's one-shot jobs, Kubernetes init containers) -----------------------
 # `returnflow topics create` and `returnflow migrate`. Kept in this block so other edits to this file do
-# not collide with it; `topics` itself (list / --describe) belongs to returnflow/ops.py.
+# not collide with it; `topics` itself (list / --describe) belongs to apphost/ops.py.
 
 
 def _register_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

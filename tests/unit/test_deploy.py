@@ -4,7 +4,7 @@
   the schema cannot know: services, ports, production Kafka settings, dependencies, topic job = catalog;
 - every Kubernetes manifest against the Kubernetes API schemas (kubernetes-validate, strict), Strimzi
   KafkaTopics against the CRD's openAPIV3Schema (tests/schemas/), KafkaTopics = catalog;
-- the generated files are what returnflow/deploygen.py renders now;
+- the generated files are what apphost/deploygen.py renders now;
 - the Dockerfile runs as a non-root user with a HEALTHCHECK, and the image's package set imports;
 - the Grafana dashboard parses, every query is valid PromQL over metrics returnflow exports.
 """
