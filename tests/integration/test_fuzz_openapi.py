@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from returnflow.settings import Settings, WarehouseDevice
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from services.audit.app import SPEC as AUDIT
+from services.audit import SPEC as AUDIT
+from services.audit.settings import AuditSettings
 from services.notify.app import SPEC as NOTIFY
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
@@ -45,13 +46,16 @@ AUDIT_TOKEN = "fuzz-audit-token"
 REFUNDS_TOKEN = next(e.token for e in DEV_ROSTER if e.role == "supervisor")
 
 
+# each service's own settings (the services not listed run on their settings class's defaults)
+SERVICE_SETTINGS: dict[str, Any] = {"audit": AuditSettings(tokens={"rt-fuzz": SecretStr(AUDIT_TOKEN)})}
+
+
 def fuzz_settings(settings: Settings, gateway_url: str) -> Settings:
     return settings.model_copy(
         update={
             "refunds_gateway_url": gateway_url,
             "webhook_secrets": {k: [SecretStr(v)] for k, v in SECRETS.items()},
             "warehouse_devices": {"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))},
-            "audit_tokens": {"rt-fuzz": SecretStr(AUDIT_TOKEN)},
         }
     )
 
@@ -130,7 +134,7 @@ async def test_every_api_survives_fuzzing(settings, service_runner):
     async with contextlib.AsyncExitStack() as stack:
         s = fuzz_settings(settings, await stack.enter_async_context(serve_gateway()))
         running = {
-            spec.name: await stack.enter_async_context(service_runner(spec, s))
+            spec.name: await stack.enter_async_context(service_runner(spec, s, SERVICE_SETTINGS.get(spec.name)))
             for spec in (RETURNS, WAREHOUSE, REFUNDS, NOTIFY, AUDIT)
         }
         async with running["refunds"].runtime.pool.acquire() as conn:
