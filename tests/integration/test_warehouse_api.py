@@ -123,7 +123,7 @@ async def test_receipts_checked_against_the_request_and_never_overwritten(settin
             ("B", 1, 1, "damaged", "quarantine"),
         ]
         assert received[0]["warehouse_id"] == "WH-DEMO"
-        attested = values(await read_topic(settings.kafka_bootstrap, "inventory.attestations", expect=1, settle_s=0.5))
+        attested = values(await read_topic(settings.kafka_bootstrap, "inventory.attestations", expect=1))
         assert [(a["sku"], a["movement"], a["quantity"]) for a in attested] == [("A", "restock", 2)]  # quarantine: none
 
 
