@@ -32,11 +32,11 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench import invariants
 from apphost.embedded import free_port
+from apphost.stack import Stack
+from bench import invariants
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from apphost.stack import Stack
 from services import SERVICE_MODULES
 
 PLATFORM_SECRET = "chaos-platform-secret"

@@ -46,10 +46,10 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from apphost.embedded import free_port
 from bench.baseline import run_baseline
 from bench.floor import ceiling, http_floor
 from bench.procs import cpu_seconds, cpu_seconds_of, tree
-from apphost.embedded import free_port
 from services import SERVICE_MODULES
 
 RESULTS = Path(__file__).parent / "results"
@@ -237,13 +237,13 @@ EVERY_TOPIC: list[str] = []
 
 async def seed_roster(dsn: str) -> None:
     """The development roster (as `make run` seeds it): refund-only requests name agent-amy."""
-    from services.refunds import storage
-    from services.refunds.domain import DEV_ROSTER
+    from services.refunds import repository
+    from services.refunds.dev import DEV_ROSTER
 
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "refunds"})
     try:
         async with conn.transaction():
-            await storage.seed_roster(conn, list(DEV_ROSTER))
+            await repository.seed_roster(conn, list(DEV_ROSTER))
     finally:
         await conn.close()
 
@@ -490,8 +490,8 @@ async def main() -> None:
     for name in SERVICE_MODULES:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
     os.environ.update(env)
-    from returnflow.settings import Settings
     from apphost.stack import Stack
+    from returnflow.settings import Settings
 
     settings = Settings()
     stack = Stack(settings, out=lambda s: print(s, flush=True))

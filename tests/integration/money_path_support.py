@@ -17,10 +17,11 @@ import orjson
 from returnflow.service import ConsumerSpec
 from returnflow.settings import Settings
 from returnflow.signing import SIGNATURE_HEADER, sign
-from services.refunds import storage as refunds_storage
-from services.refunds.app import SPEC as REFUNDS
-from services.refunds.domain import DEV_ROSTER
+from services.refunds import SPEC as REFUNDS
+from services.refunds import repository as refunds_repository
+from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.settings import RefundsSettings
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 from tests.kafkautil import wait_for
@@ -35,16 +36,15 @@ def auth(actor_id: str) -> dict[str, str]:
     return {"authorization": f"Bearer {TOKENS[actor_id]}"}
 
 
-def money_settings(settings: Settings, gateway_url: str, **over: Any) -> Settings:
-    return settings.model_copy(
-        update={
-            "refunds_gateway_url": gateway_url,
-            "refunds_gateway_timeout_s": 0.3,
-            "refunds_gateway_backoff_s": 0.05,
-            "refunds_payment_poll_s": 0.2,
-            "refunds_payment_retry_max_s": 0.5,
-            **over,
-        }
+def refunds_settings(gateway_url: str, **over: Any) -> RefundsSettings:
+    """The refunds service paying through the simulated gateway at `gateway_url`, with short waits."""
+    return RefundsSettings(
+        gateway_url=gateway_url,
+        gateway_timeout_s=0.3,
+        gateway_backoff_s=0.05,
+        payment_poll_s=0.2,
+        payment_retry_max_s=0.5,
+        **over,
     )
 
 
@@ -117,23 +117,26 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     """returns + warehouse + refunds (one or more instances) + the simulated gateway, roster seeded.
     A second refunds instance consumes in its own consumer group, so both apply every event to the
-    same database at the same time: a real race, not a partition hand-over."""
+    same database at the same time: a real race, not a partition hand-over. `over`: refunds settings."""
     async with contextlib.AsyncExitStack() as stack:
         gw_url = await stack.enter_async_context(serve_gateway())
-        s = money_settings(settings, gw_url, **over)
+        s = settings
+        own = {REFUNDS.name: refunds_settings(gw_url, **over)}
         specs = [RETURNS, WAREHOUSE, REFUNDS]
         for i in range(1, refunds_instances):
             specs.append(
                 replace(
                     REFUNDS,
-                    consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, c.handler) for c in REFUNDS.consumers],
+                    consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, apply=c.apply) for c in REFUNDS.consumers],
                 )
             )
         # started side by side: each one's start is mostly waiting for its consumer group to form
-        ret, wh, *refunds = await asyncio.gather(*(stack.enter_async_context(service_runner(x, s)) for x in specs))
+        ret, wh, *refunds = await asyncio.gather(
+            *(stack.enter_async_context(service_runner(x, s, own.get(x.name))) for x in specs)
+        )
         pool = refunds[0].runtime.pool
         async with pool.acquire() as conn:
-            await refunds_storage.seed_roster(conn, list(DEV_ROSTER))
+            await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10))
             for u in (gw_url, ret.base_url, wh.base_url, *(r.base_url for r in refunds))

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import httpx
 from pydantic import SecretStr
 
-from contracts.events import ParcelScanned, ScanCode
 from apphost.embedded import EmbeddedKafka, free_port
+from contracts.events import ParcelScanned, ScanCode
 from returnflow.kafka import create_topics
 from services.returns.app import SPEC
 from tests.integration.test_returns_timeline import publish

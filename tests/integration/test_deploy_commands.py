@@ -10,8 +10,8 @@ import sys
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts.catalog import all_topic_names
 from apphost.embedded import EmbeddedKafka, free_port
+from contracts.catalog import all_topic_names
 from services import SERVICE_MODULES
 
 

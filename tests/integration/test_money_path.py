@@ -38,7 +38,7 @@ async def test_early_refund_on_a_moving_scan_before_any_receipt(settings, servic
 
 
 async def test_receipt_refund_pays_only_for_the_quantity_received(settings, service_runner):
-    async with platform(settings, service_runner, refunds_early_refund_cap={"CNY": 1000}) as p:
+    async with platform(settings, service_runner, early_refund_cap={"CNY": 1000}) as p:
         rid = await p.new_return(tracking_no="SF-RCPT-1")  # 2 units of SKU-1 at 20.00
         assert (await p.scan("SF-RCPT-1", "in_transit")).status_code == 202  # above the cap: no early refund
         await wait_for(lambda: _decided(p, rid, "early_scan"))

@@ -11,9 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from apphost.embedded import EmbeddedKafka
 from contracts.events import TrackingRegistered
 from returnflow import db
-from apphost.embedded import EmbeddedKafka
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.outbox import Relay, enqueue
 from returnflow.settings import Settings

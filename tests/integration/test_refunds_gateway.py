@@ -7,8 +7,8 @@ import asyncio
 
 import httpx
 
-from services.refunds.gateway import HttpGateway
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.gateway import HttpGateway
 
 KEY = "sk_test_x"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.catalog import CATALOG
 from apphost.docs import all_specs, asyncapi_for, generated
+from contracts.catalog import CATALOG
 
 
 def test_committed_docs_match_the_code():
