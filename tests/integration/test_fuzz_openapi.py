@@ -59,11 +59,13 @@ def fuzz_settings(settings: Settings) -> Settings:
 class Credentials(requests.auth.AuthBase):
     """What a legitimate caller adds: a bearer token, and an HMAC signature of the exact body sent."""
 
-    def __init__(self, token: str | None, secret: str | None) -> None:
-        self.token, self.secret = token, secret
+    def __init__(self, token: str | None, secret: str | None, bearer_declared: bool = False) -> None:
+        self.token, self.secret, self.bearer_declared = token, secret, bearer_declared
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self.token:
+        # An operation that declares bearer auth (BearerToken) gets a generated Authorization header in every
+        # case but those testing its absence: make it a valid token, never add one where the case left it out.
+        if self.token and (not self.bearer_declared or "Authorization" in r.headers):
             r.headers["Authorization"] = f"Bearer {self.token}"
         if self.secret:
             body = r.body or b""
@@ -72,7 +74,9 @@ class Credentials(requests.auth.AuthBase):
         return r
 
 
-def credentials(service: str, path: str) -> Credentials:
+def credentials(service: str, path: str, bearer_declared: bool = False) -> Credentials:
+    if service == "refunds":
+        return Credentials(REFUNDS_TOKEN, None, bearer_declared)
     if service == "returns":
         return Credentials(None, SECRETS["generic"])
     if service == "warehouse":
@@ -112,7 +116,7 @@ def fuzz(service: str, openapi: dict[str, Any], base_url: str) -> tuple[list[str
         if op.path in PLUMBING:
             continue
         session = requests.Session()
-        session.auth = credentials(service, op.path)
+        session.auth = credentials(service, op.path, bool(op.definition.raw.get("security")))
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             checks = [not_a_server_error] + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
 
