@@ -84,6 +84,6 @@ def list_cmd(settings: Settings) -> int:
             f"  {r['actor_id']!s:<14} {r['role']!s:<11} {r['display_name'] or '':<20} "
             f"{'active' if r['active'] else 'inactive'}"
         )
-    preset = RefundsSettings().authority_preset
+    preset = RefundsSettings.load().authority_preset
     print(f"roster: {len(rows)} actor(s); roles come from here, never from a request (preset {preset})")
     return 0

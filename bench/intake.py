@@ -30,7 +30,7 @@ from bench.baseline import run_baseline
 from bench.procs import wait_ready
 from returnflow import db
 from returnflow.kafka import create_topics
-from services.returns.app import SPEC
+from services.returns import SPEC
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -32,11 +32,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
 from returnflow.db import Conn
-from returnflow.http import HttpProblem, http_exception_problem, problem_response, request_validation_problem
+from returnflow.http import (
+    HttpProblem,
+    http_exception_problem,
+    problem_response,
+    refuse_nul_in_parameters,
+    request_validation_problem,
+)
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
-from returnflow.settings import ServiceSettings, Settings, get_settings
+from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
 
 log = get_logger("returnflow.service")
 
@@ -67,6 +73,7 @@ class ServiceSpec(Generic[C]):
     close: Callable[[C], Awaitable[None]] | None = None
     router: APIRouter | None = None
     workers: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
+    idle: Callable[[C], Awaitable[bool]] | None = None  # no work of the workers' due (see Runtime.idle)
     # the older shape, while services move
     routes: Callable[[FastAPI, Runtime], None] | None = None
     background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
@@ -96,11 +103,27 @@ class Runtime:
     relay: Relay = field(init=False)
     context: Any = None
     consumers: dict[str, IdempotentConsumer] = field(default_factory=dict)
+    kafka_consumers: dict[str, Any] = field(default_factory=dict)  # group -> its aiokafka consumer, once started
     state: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_relay(self) -> None:
-        self.relay._wake.set()
+        self.relay.wake()
+
+    async def idle(self) -> dict[str, Any]:
+        """Whether this service has nothing left to do right now: every consumer group joined and has
+        committed up to the end of each partition it holds, and the outbox is drained (plus the
+        service's own `idle` check, e.g. no payment due). Tests wait on this instead of sleeping to
+        prove that nothing more happens; `GET /idlez` serves it."""
+        waiting: list[str] = []
+        if await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"):
+            waiting.append("outbox")
+        for group in self.consumers:
+            if not await _caught_up(self.kafka_consumers.get(group) or _started_consumer(self, group)):
+                waiting.append(group)
+        if self.spec.idle is not None and self.context is not None and not await self.spec.idle(self.context):
+            waiting.append("workers")
+        return {"idle": not waiting, "waiting": waiting}
 
 
 def require_endpoints(settings: Settings) -> tuple[str, str]:
@@ -110,6 +133,31 @@ def require_endpoints(settings: Settings) -> tuple[str, str]:
             "(`returnflow up` sets both)"
         )
     return settings.database_url.get_secret_value(), settings.kafka_bootstrap
+
+
+def _started_consumer(rt: Runtime, group: str) -> Any:
+    for sub in rt.broker.subscribers:
+        consumer = getattr(sub, "consumer", None)
+        if consumer is not None and getattr(consumer, "_group_id", None) == group:
+            rt.kafka_consumers[group] = consumer
+            return consumer
+    return None
+
+
+async def _caught_up(kafka_consumer: Any) -> bool:
+    """Joined, and committed at or past the end offset of every partition it holds. (The embedded broker
+    reports a partition's end as the base offset of its last record batch + 1, at most the true end:
+    a consumer that committed past the last record is still caught up.)"""
+    if kafka_consumer is None:
+        return False
+    assigned = kafka_consumer.assignment()
+    if not assigned:
+        return False
+    ends = await kafka_consumer.end_offsets(list(assigned))
+    for tp in assigned:
+        if ends.get(tp, 0) > (await kafka_consumer.committed(tp) or 0):
+            return False
+    return True
 
 
 def relay_for(rt: Runtime) -> Relay:
@@ -172,6 +220,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
 
     async def on_batch(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        rt.kafka_consumers[group] = sub.consumer
         await consumer.process_records(records)
         # Commit only after the transaction committed, and only the partitions this batch read: a
         # consumer of many topics holds dozens of partitions, and committing them all cost 3 times
@@ -250,6 +299,8 @@ def create_app(
     spec: ServiceSpec[Any], settings: Settings | None = None, service_settings: ServiceSettings | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
+    service_settings = service_settings or spec.settings.load()
+    refuse_development_secrets(settings, service_settings)
     dsn, bootstrap = require_endpoints(settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
     rt = Runtime(
@@ -258,7 +309,7 @@ def create_app(
         dsn=dsn,
         bootstrap=bootstrap,
         broker=broker,
-        service_settings=service_settings or spec.settings(),
+        service_settings=service_settings,
     )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
@@ -309,7 +360,12 @@ def create_app(
             await rt.pool.close()
             log.info("service stopped")
 
-    app = FastAPI(title=f"returnflow {spec.name}", description=spec.description, lifespan=lifespan)
+    app = FastAPI(
+        title=f"returnflow {spec.name}",
+        description=spec.description,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_in_parameters)],
+    )
     app.state.runtime = rt
 
     async def unavailable(request: Any, exc: Exception) -> Response:
@@ -332,6 +388,10 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
+        """Ready = PostgreSQL answers and the migrations are applied. The broker is reported but does not
+        decide: every request writes to PostgreSQL (events through the outbox), so a service keeps taking
+        webhooks while Kafka is away and its relay publishes them when Kafka is back. Taking every pod
+        out of the load balancer for a Kafka outage would stop intake for nothing."""
         checks: dict[str, str] = {}
         try:
             pending = await asyncio.wait_for(db.pending_migrations(rt.pool, spec.migrations()), 2)
@@ -339,12 +399,17 @@ def create_app(
             checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
         try:
             checks["broker"] = "ok" if await broker.ping(timeout=2.0) else "unreachable"
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ok, "service": spec.name, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/idlez", tags=["ops"], summary="Whether the service has consumed everything and drained its outbox")
+    async def idlez() -> JSONResponse:
+        report = await rt.idle()
+        return JSONResponse({"service": spec.name, **report}, status_code=200)
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus_metrics() -> Response:

@@ -13,5 +13,5 @@ class ReturnsSettings(ServiceSettings):
     port: int = 8081
 
     # Intake group commit (webhooks accepted in one transaction)
-    batch_max: int = 200
-    batch_wait_ms: float = 2.0
+    intake_batch_max: int = 200
+    intake_batch_wait_ms: float = 2.0

@@ -33,6 +33,7 @@ from contracts.events import (
 from returnflow.outbox import event_record
 from returnflow.settings import Settings
 from services.audit.app import SPEC
+from tests.idle import wait_idle
 from tests.kafkautil import read_topic, values, wait_for
 
 TOKENS = {"rt-lin": "tok-lin", "rt-ana": "tok-ana"}
@@ -325,10 +326,10 @@ async def test_attestations_three_times_out_of_order_give_the_same_result(settin
         assert await pool.fetchval("SELECT count(*) FROM movements") == 0  # unknown returns wait
         await produce(settings.kafka_bootstrap, [requested(rid, {"SKU-0": 1, "SKU-1": 1}) for rid in returns] * 2)
         await wait_for(lambda: pool.fetchval("SELECT count(*) = 8 FROM movements"))
-        await asyncio.sleep(0.5)
+        await wait_idle(svc)
         assert set((await outcomes(pool)).values()) == {("verified", None)}
         assert await pool.fetchval("SELECT count(*) FROM discrepancies") == 0
-        records = await read_topic(settings.kafka_bootstrap, "inventory.verified", expect=8, settle_s=1.0)
+        records = await read_topic(settings.kafka_bootstrap, "inventory.verified", expect=8)
         assert len(records) == 8
         # the log holds each side once and each movement once
         assert await pool.fetchval("SELECT count(*) FROM audit_log") == 16 + 8

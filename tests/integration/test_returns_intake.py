@@ -8,6 +8,7 @@ import uuid
 import httpx
 
 from services.returns.app import SPEC
+from tests.idle import wait_idle
 from tests.kafkautil import headers, read_topic, values, wait_for
 from tests.webhooks import return_body, signed
 
@@ -54,7 +55,8 @@ async def test_same_webhook_nine_times_concurrently_is_one_return_one_event(sett
         assert sorted(r.status_code for r in responses) == [200] * 8 + [202]
         assert len({r.json()["return_id"] for r in responses}) == 1
         assert await svc.runtime.pool.fetchval("SELECT count(*) FROM returns") == 1
-        records = await read_topic(settings.kafka_bootstrap, "returns.requested", expect=1, settle_s=1.5)
+        await wait_idle(svc)
+        records = await read_topic(settings.kafka_bootstrap, "returns.requested", expect=1)
         assert len(records) == 1
 
 

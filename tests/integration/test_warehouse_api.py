@@ -12,6 +12,7 @@ import orjson
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
+from tests.idle import wait_idle
 from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
 from tests.kafkautil import read_topic, values, wait_for
 from tests.webhooks import return_body, signed
@@ -107,7 +108,8 @@ async def test_receipts_checked_against_the_request_and_never_overwritten(settin
         changed = dict(retry, lines=[dict(ok_lines[0], qty_received=1), ok_lines[1]])
         assert (await client.post(url, json=changed, headers=DEVICE)).status_code == 409
 
-        received = values(await read_topic(settings.kafka_bootstrap, "returns.received", expect=1, settle_s=1.0))
+        await wait_idle(ret, wh)
+        received = values(await read_topic(settings.kafka_bootstrap, "returns.received", expect=1))
         assert len(received) == 1
         assert [
             (x["sku"], x["qty_requested"], x["qty_received"], x["condition"], x["disposition"])

@@ -16,7 +16,7 @@ DEV_ROSTER: tuple[RosterEntry, ...] = (
     RosterEntry(actor_id="owner-oz", role=Role.owner, name="Oz (owner)", token="dev-token-owner-oz"),
 )
 
-DEV_GATEWAY_API_KEY = "sk_test_returnflow_dev"
+DEV_GATEWAY_API_KEY = "dev-gateway-api-key"  # development secrets start with `dev-`
 
 # Read by the refunds service and by the simulated gateway `returnflow up` starts beside it.
 ENV: dict[str, str] = {"RETURNFLOW_REFUNDS_GATEWAY_API_KEY": DEV_GATEWAY_API_KEY}

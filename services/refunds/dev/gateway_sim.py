@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    api_key = RefundsSettings().gateway_api_key
+    api_key = RefundsSettings.load().gateway_api_key
     key = api_key.get_secret_value() if api_key else None
     uvicorn.run(
         create_sim_app(key),
