@@ -37,6 +37,7 @@ SPEC: ServiceSpec[RefundsContext] = ServiceSpec(
     router=api.router,
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
     workers=[handlers.payment_worker],
+    idle=handlers.nothing_to_pay,
 )
 
 __all__ = ["SPEC"]

@@ -183,6 +183,11 @@ async def payment_worker(ctx: RefundsContext) -> None:
     await Worker("payments", step, ctx.settings.payment_poll_s, ctx.dsn, ctx.payments_channel).run()
 
 
+async def nothing_to_pay(ctx: RefundsContext) -> bool:
+    """The payment worker is idle: no refund due now or being paid (a retry scheduled later is not due)."""
+    return not await repository.payments_waiting(ctx.pool)
+
+
 async def pay_due_refunds(ctx: RefundsContext) -> float | None:
     """One round: lease due refunds, ask the gateway (concurrently), record the outcomes in one
     transaction. Returns 0 after paying (more may be due), else the seconds until the next is due."""

@@ -557,6 +557,16 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Due]
     return [Due(**dict(r)) for r in rows]
 
 
+async def payments_waiting(pool: asyncpg.Pool) -> bool:
+    """Whether a pending refund is due now or being paid (leased)."""
+    return bool(
+        await pool.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM refunds WHERE status = 'pending'
+                   AND (next_attempt_at <= now() OR lease_until > now()))"""
+        )
+    )
+
+
 async def next_due_in(pool: asyncpg.Pool) -> float | None:
     """Seconds until the next pending refund is due (0: due now), None when none is pending."""
     v = await pool.fetchval(

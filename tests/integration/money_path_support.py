@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.refunds.dev.gateway_sim import serve_gateway
 from services.refunds.settings import RefundsSettings
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
+from tests.idle import wait_idle
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
@@ -57,6 +58,11 @@ class Platform:
     refunds: list[httpx.AsyncClient]
     refunds_pool: Any
     warehouse_pool: Any
+    running: list[Any] = field(default_factory=list)
+
+    async def idle(self) -> None:
+        """Every service consumed to the end, drained its outbox and has no payment due: nothing more comes."""
+        await wait_idle(*self.running)
 
     async def new_return(self, **over: Any) -> uuid.UUID:
         raw, hdrs = signed(return_body(**over))
@@ -141,4 +147,4 @@ async def platform(
             await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10))
             for u in (gw_url, ret.base_url, wh.base_url, *(r.base_url for r in refunds))
         ]
-        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool)
+        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool, [ret, wh, *refunds])
