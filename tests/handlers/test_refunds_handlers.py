@@ -309,8 +309,10 @@ async def test_the_payment_step_pays_a_due_refund_once(handler_settings: Setting
     async with serve_gateway() as url, refunds(handler_settings, url) as h:
         assert await handlers.pay_due_refunds(h.ctx) is None  # nothing pending
         await h.apply("lifecycle", [ret, scanned(ret.return_id)])
+        assert not await handlers.nothing_to_pay(h.ctx)  # the idle barrier waits for this payment
         assert await handlers.pay_due_refunds(h.ctx) == 0
         assert await handlers.pay_due_refunds(h.ctx) is None
+        assert await handlers.nothing_to_pay(h.ctx)
         (issued,) = await h.published(RefundIssued)
         assert (issued.amount, issued.basis) == (4000, RefundBasis.early_scan) and issued.gateway_reference
         assert [r["status"] for r in await ledger(h, ret.return_id)] == ["issued"]
