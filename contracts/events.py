@@ -275,6 +275,31 @@ class DiscrepancyFound(Message):
     audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
+NO_RETURN = UUID(int=0)
+"""The return id of messages that belong to no return (the audit log's anchors): the nil UUID."""
+
+
+class AuditAnchored(Message):
+    """The audit log's chain head, published outside PostgreSQL so that a rewrite of the log by someone
+    with database write access (who can recompute every later hash) no longer matches what was
+    published. `hashes` lists the hash of every entry appended since the previous anchor (entries
+    `seq - len(hashes) + 1` .. `seq`), so `returnflow audit verify` can name the first rewritten entry,
+    not only the anchor after it."""
+
+    TYPE: ClassVar[str] = "audit.anchored"
+    type: Literal["audit.anchored"] = "audit.anchored"
+    seq: int = Field(ge=0, description="sequence number of the log's last entry (0: the log is empty)")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of that entry (64 zeros for an empty log)")
+    entries: int = Field(ge=0, description="how many entries the log held (sequence numbers run 1..seq, no gaps)")
+    hashes: list[str] = Field(
+        default_factory=list,
+        description="hashes of the entries appended since the previous anchor, in order, ending with `hash`",
+    )
+    reason: Literal["batch", "schedule"] = Field(
+        description="batch: entries were appended; schedule: the periodic anchor of an unchanged head"
+    )
+
+
 class RefundDecided(Message):
     TYPE: ClassVar[str] = "refund.decided"
     type: Literal["refund.decided"] = "refund.decided"
@@ -396,5 +421,6 @@ EVENT_MODELS: tuple[type[Message], ...] = (
     SmsDeferred,
     SmsSuppressed,
     SmsFailed,
+    AuditAnchored,
 )
 EVENT_TYPES: dict[str, type[Message]] = {m.TYPE: m for m in EVENT_MODELS}
