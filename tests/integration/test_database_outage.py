@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from contracts.events import TrackingRegistered
 from returnflow import db
 from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
-from services.notify.app import SPEC as NOTIFY
+from services.notify import SPEC as NOTIFY
 from services.returns.app import SPEC
 from tests.conftest import serve
 from tests.integration.fake_sms_providers import FakeTwilio, serve_app
@@ -206,16 +206,16 @@ async def test_sms_accepted_before_an_outage_longer_than_its_lease_is_sent_once(
     async with serve_app(fake.app()) as twilio_url:
         s = notify_settings(
             settings.model_copy(update={"database_url": SecretStr(SOCKET.sub(f"host={here}", dsn))}),
-            notify_provider="twilio",
-            notify_twilio_account_sid=fake.account_sid,
-            notify_twilio_auth_tokens=[SecretStr(fake.auth_token)],
-            notify_twilio_from="+15005550006",
-            notify_twilio_base_url=twilio_url,
-            notify_send_lease_s=lease_s,
+            provider="twilio",
+            twilio_account_sid=fake.account_sid,
+            twilio_auth_tokens=[SecretStr(fake.auth_token)],
+            twilio_from="+15005550006",
+            twilio_base_url=twilio_url,
+            send_lease_s=lease_s,
         )
         ret = requested(locale="en", phone="+8613811112222")
         try:
-            async with serve(NOTIFY, s):
+            async with serve(NOTIFY, *s):
                 await publish(s.kafka_bootstrap, [ret])
 
                 async def recorded() -> bool:

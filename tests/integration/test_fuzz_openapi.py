@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from returnflow.settings import Settings, WarehouseDevice
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit.app import SPEC as AUDIT
-from services.notify.app import SPEC as NOTIFY
+from services.notify import SPEC as NOTIFY
 from services.refunds import storage as refunds_storage
 from services.refunds.app import SPEC as REFUNDS
 from services.refunds.dev.gateway_sim import serve_gateway

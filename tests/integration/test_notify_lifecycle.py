@@ -8,7 +8,7 @@ import asyncio
 import orjson
 
 from contracts.events import ScanCode
-from services.notify.app import SPEC
+from services.notify import SPEC
 from tests.integration.notify_support import (
     escalated,
     issued,
@@ -32,7 +32,7 @@ async def test_full_lifecycle_gives_the_expected_messages_in_language_and_order(
         "zh-CN": requested(locale="zh-CN", phone="+8613811110002"),
         "es": requested(locale="es-MX", phone="+8613811110003", shop_name="Tienda Sol"),
     }
-    async with service_runner(SPEC, s):
+    async with service_runner(SPEC, *s):
         ids = [e.return_id for e in customers.values()]
         steps = [
             list(customers.values()),
@@ -72,7 +72,7 @@ async def test_each_event_three_times_still_one_message_per_step(settings, servi
     s = notify_settings(settings)
     req = requested(locale="zh-CN")
     rid = req.return_id
-    async with service_runner(SPEC, s) as svc:
+    async with service_runner(SPEC, *s) as svc:
         chain = [req, scanned(rid), received(rid), escalated(rid), issued(rid)]
         for n, e in enumerate(chain, 1):
             await publish(s.kafka_bootstrap, [e, e, e])
@@ -100,7 +100,7 @@ async def test_events_before_the_request_wait_for_it_and_go_in_step_order(settin
     s = notify_settings(settings)
     req = requested(locale="en")
     rid = req.return_id
-    async with service_runner(SPEC, s):
+    async with service_runner(SPEC, *s):
         await publish(s.kafka_bootstrap, [scanned(rid), escalated(rid)])  # the request is not known yet
         await asyncio.sleep(1.0)
         assert sms_lines(s, rid) == []
@@ -112,11 +112,10 @@ async def test_events_before_the_request_wait_for_it_and_go_in_step_order(settin
 
 
 async def test_a_burst_of_returns_each_get_one_message_and_outcomes_share_transactions(settings, service_runner):
-    s = notify_settings(settings, notify_sender_rate_per_s=10_000.0, notify_sender_burst=100, notify_claim_batch=200)
-    s = s.model_copy(update={"notify_send_concurrency": 32})
+    s = notify_settings(settings, sender_rate_per_s=10_000.0, sender_burst=100, claim_batch=200, send_concurrency=32)
     burst = [requested(locale="en", phone=f"+86138{i:08d}") for i in range(60)]
-    async with service_runner(SPEC, s) as svc:
-        sender = svc.runtime.state["sender"]
+    async with service_runner(SPEC, *s) as svc:
+        sender = svc.runtime.context.sender
         groups: list[int] = []
         write = sender.outcomes.flush
 

@@ -8,7 +8,7 @@ import asyncio
 
 from pydantic import SecretStr
 
-from services.notify.app import SPEC
+from services.notify import SPEC
 from tests.integration.fake_sms_providers import FakeTwilio, serve_app
 from tests.integration.notify_support import notify_settings, publish, requested, scanned
 from tests.kafkautil import read_topic, values, wait_for
@@ -20,17 +20,17 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
     async with serve_app(fake.app()) as twilio_url:
         s = notify_settings(
             settings,
-            notify_provider="twilio",
-            notify_twilio_account_sid=fake.account_sid,
-            notify_twilio_auth_tokens=[SecretStr(fake.auth_token)],
-            notify_twilio_from="+15005550006",
-            notify_twilio_base_url=twilio_url,
+            provider="twilio",
+            twilio_account_sid=fake.account_sid,
+            twilio_auth_tokens=[SecretStr(fake.auth_token)],
+            twilio_from="+15005550006",
+            twilio_base_url=twilio_url,
         )
         ok = requested(locale="en", phone="+8613811112222")
         bad = requested(locale="en", phone="+861380000000912345")  # too long for E.164
         refused = requested(locale="en", phone="+8613800000009")
         fake.unsubscribed.add("+8613800000009")
-        async with service_runner(SPEC, s) as svc:
+        async with service_runner(SPEC, *s) as svc:
             # 5. provider answering 500 twice then 201 -> one message sent
             await publish(s.kafka_bootstrap, [ok])
             await wait_for(lambda: _true(len(fake.accepted) == 1))

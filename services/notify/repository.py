@@ -1,47 +1,21 @@
-"""SQL of the notify service. Every function runs inside the caller's transaction; batches use
-multi-row statements (unnest)."""
+"""SQL of the notify service: reads and writes, nothing decided here. Every function runs inside the
+caller's transaction; batches use multi-row statements (unnest)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from contracts.events import ReturnRequested
 from returnflow.db import Conn
+from services.notify.rules import Planned
 
 SENDER_LOCK = "returnflow.notify.claim"
-
-
-@dataclass(frozen=True)
-class RequestedRow:
-    return_id: UUID
-    shop_id: str
-    shop_name: str
-    kind: str
-    order_id: str
-    platform_return_id: str
-    items: int
-    phone: str
-    locale: str
-    timezone: str
-    requested_at: datetime
-    correlation_id: str
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    return_id: UUID
-    step: str
-    kind: str
-    rank: int
-    due_at: datetime
-    params: dict[str, Any]
-    correlation_id: str
-    source_event_id: str
+SENDER_CHANNEL = "notify_sender"  # NOTIFY wakes the sender when messages were scheduled
 
 
 # -- consumer side ---------------------------------------------------------------------------------------
@@ -67,9 +41,9 @@ async def mark_returns(conn: Conn, moving: Sequence[UUID], closed: Sequence[UUID
     )
 
 
-async def upsert_requested(conn: Conn, rows: Sequence[RequestedRow]) -> dict[UUID, asyncpg.Record]:
+async def upsert_requested(conn: Conn, requested: Sequence[ReturnRequested]) -> dict[UUID, asyncpg.Record]:
     """Record each return's recipient; returns the flags (goods_moving, closed) as they now stand."""
-    if not rows:
+    if not requested:
         return {}
     result = await conn.fetch(
         """INSERT INTO returns (return_id, known, shop_id, shop_name, kind, order_id, platform_return_id, items,
@@ -86,23 +60,23 @@ async def upsert_requested(conn: Conn, rows: Sequence[RequestedRow]) -> dict[UUI
                timezone = EXCLUDED.timezone, requested_at = EXCLUDED.requested_at,
                correlation_id = EXCLUDED.correlation_id, updated_at = now()
            RETURNING return_id, kind, goods_moving, closed""",
-        [r.return_id for r in rows],
-        [r.shop_id for r in rows],
-        [r.shop_name for r in rows],
-        [r.kind for r in rows],
-        [r.order_id for r in rows],
-        [r.platform_return_id for r in rows],
-        [r.items for r in rows],
-        [r.phone for r in rows],
-        [r.locale for r in rows],
-        [r.timezone for r in rows],
-        [r.requested_at for r in rows],
-        [r.correlation_id for r in rows],
+        [e.return_id for e in requested],
+        [e.shop_id for e in requested],
+        [e.shop_name or "" for e in requested],
+        [e.kind.value for e in requested],
+        [e.order_id for e in requested],
+        [e.platform_return_id for e in requested],
+        [sum(line.qty for line in e.lines) for e in requested],
+        [e.customer.phone for e in requested],
+        [e.customer.locale for e in requested],
+        [e.customer.timezone for e in requested],
+        [e.requested_at for e in requested],
+        [e.correlation_id for e in requested],
     )
     return {r["return_id"]: r for r in result}
 
 
-async def add_messages(conn: Conn, msgs: Sequence[NewMessage]) -> int:
+async def add_messages(conn: Conn, msgs: Sequence[Planned]) -> int:
     """Insert messages; a (return, step) that already has one keeps it (one message per step)."""
     if not msgs:
         return 0
@@ -135,7 +109,7 @@ async def cancel_reminders(conn: Conn, return_ids: Sequence[UUID], reason: str =
 
 
 async def wake_sender(conn: Conn) -> None:
-    await conn.execute("SELECT pg_notify('notify_sender', '')")
+    await conn.execute("SELECT pg_notify($1, '')", SENDER_CHANNEL)
 
 
 # -- sender side ----------------------------------------------------------------------------------------
@@ -303,6 +277,12 @@ async def record_failed(conn: Conn, message_id: int, error: str) -> bool:
     return status.endswith(" 1")
 
 
+async def attempts(conn: Conn, message_id: int) -> int:
+    """Sends of this message tried so far."""
+    n: int | None = await conn.fetchval("SELECT attempts FROM messages WHERE id = $1", message_id)
+    return int(n or 0)
+
+
 async def record_retry(conn: Conn, message_id: int, error: str, due_at: datetime) -> int | None:
     """Back to the queue after a transient failure; returns the attempts made so far."""
     attempts: int | None = await conn.fetchval(
@@ -394,14 +374,3 @@ async def record_delivery(
         now,
     )
     return row
-
-
-async def messages_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        """SELECT m.step, m.kind, m.status, m.due_at, m.sent_at, m.reason, m.locale, m.body, m.provider,
-                  m.provider_message_id, m.attempts, m.deferrals, m.last_error, m.delivery_status, m.params, r.phone
-           FROM messages m JOIN returns r USING (return_id)
-           WHERE m.return_id = $1 ORDER BY m.rank, m.step""",
-        return_id,
-    )
-    return [dict(r) for r in rows]
