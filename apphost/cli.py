@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             return _docs()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `returnflow dlq list | head`: the reader left. Quietly, and with nothing more written to the pipe
+        # (Python would otherwise complain again when it flushes stdout at exit).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ops.OpsError as exc:
         print(f"returnflow: {exc}", file=sys.stderr)
         return 1
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- deploy commands (deploy/: compose's one-shot jobs, Kubernetes init containers) -----------------------
 # `returnflow topics create` and `returnflow migrate`. Kept in this block so other edits to this file do
-# not collide with it; `topics` itself (list / --describe) belongs to returnflow/ops.py.
+# not collide with it; `topics` itself (list / --describe) belongs to apphost/ops.py.
 
 
 def _register_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,6 +12,7 @@ from returnflow.asyncapi import asyncapi_for, render
 
 DOCS = Path(__file__).parents[1] / "docs"
 
+
 def openapi_for(spec: Any) -> dict[str, Any]:
     from returnflow.service import create_app
     from returnflow.settings import Settings

@@ -2,7 +2,8 @@
 
 The image's HEALTHCHECK runs it with no argument: the service is then RETURNFLOW_SERVICE or the name after
 `serve` in PID 1's command line (`returnflow serve returns`, possibly behind an init such as tini).
-It asks /readyz, so "healthy" means the database, migrations and the broker answered. Standard library only
+It asks /readyz, so "healthy" means the database answered and its migrations are applied (a Kafka outage
+does not make a service unhealthy: it keeps accepting into its outbox). Standard library only
 (plus the service's settings, for its port), so it stays cheap to run every few seconds.
 """
 

@@ -143,6 +143,10 @@ class Stack:
     def child_env(self) -> dict[str, str]:
         # Development fixtures (a dev scanner, dev returns-team tokens) unless the operator set their own.
         env = {**registry.dev_environment(), **os.environ}
+        if self.postgres is not None and self.kafka is not None:
+            # Everything runs embedded on this machine: development secrets are allowed (and refused by
+            # every service when the database or the broker is external).
+            env["RETURNFLOW_DEV_STACK"] = "true"
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:

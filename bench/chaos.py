@@ -32,12 +32,12 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench import invariants
 from apphost.embedded import free_port
+from apphost.registry import SERVICES
+from apphost.stack import Stack
+from bench import invariants
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from apphost.stack import Stack
-from services import SERVICE_MODULES
 
 PLATFORM_SECRET = "chaos-platform-secret"
 CARRIER_SECRET = "chaos-carrier-secret"
@@ -118,7 +118,7 @@ def drill_env(data_dir: Path) -> dict[str, str]:
         "RETURNFLOW_LOG_LEVEL": "WARNING",
         "RETURNFLOW_RETURNS_WORKERS": "1",
     }
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
     return env
 
@@ -321,7 +321,7 @@ async def chaos(
         done["gateway_faults"] += 1
     for k in range(1, cfg.kills + 1):
         await asyncio.sleep(cfg.kill_interval_s * (0.6 + 0.8 * rng.random()))
-        name = rng.choice(list(SERVICE_MODULES))
+        name = rng.choice(list(SERVICES))
         if name == "notify":
             done["notify_crashes"].append(datetime.now(UTC).isoformat())
         pid = stack.kill_service(name)
@@ -391,7 +391,7 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
         t0 = time.monotonic()
         await stack.start()
         tally.note(out, f"stack ready in {time.monotonic() - t0:.1f}s")
-        urls = {name: f"http://127.0.0.1:{stack.children[name].port}" for name in SERVICE_MODULES}
+        urls = {name: f"http://127.0.0.1:{stack.children[name].port}" for name in SERVICES}
         supervisor = asyncio.create_task(stack.supervise(stop))
         surge_done = asyncio.Event()
         poisons: list[invariants.Poison] = []

@@ -29,9 +29,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from apphost.embedded import free_port
 from bench import loadgen
 from bench.procs import cpu_seconds, wait_ready
-from apphost.embedded import free_port
 
 
 def app() -> FastAPI:

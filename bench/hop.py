@@ -34,10 +34,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
+from apphost.embedded import EmbeddedKafka, free_port
 from bench.baseline import fresh_group_consumer
 from contracts.events import Customer, RequestedBy, ReturnLine, ReturnRequested
 from returnflow.consumer import decode_record
-from apphost.embedded import EmbeddedKafka, free_port
 from returnflow.kafka import create_topics
 from returnflow.outbox import event_record
 from returnflow.service import keep_records_raw

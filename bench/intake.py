@@ -24,13 +24,13 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bench import loadgen
 from bench.baseline import run_baseline
 from bench.procs import wait_ready
 from returnflow import db
-from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
-from services.returns.app import SPEC
+from services.returns import SPEC
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -15,7 +15,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from apphost import registry
+from apphost.registry import SERVICES
 from contracts.catalog import (
     HEADER_DLQ_ERROR_TYPE,
     HEADER_DLQ_OFFSET,
@@ -31,7 +32,6 @@ from contracts.catalog import (
     HEADER_DLQ_TOPIC,
     dlq_topic,
 )
-from services import SERVICE_MODULES
 
 DLQ_HEADERS = (HEADER_DLQ_TOPIC, HEADER_DLQ_PARTITION, HEADER_DLQ_OFFSET, HEADER_DLQ_ERROR_TYPE)
 
@@ -65,8 +65,7 @@ class Report:
 def consumer_groups() -> dict[str, list[str]]:
     """Consumer group (`<service>.<consumer>`) -> topics it consumes, from the services' own specs."""
     groups: dict[str, list[str]] = {}
-    for name, module in SERVICE_MODULES.items():
-        spec = import_module(module).SPEC
+    for name, spec in registry.specs().items():
         for c in spec.consumers:
             groups[f"{name}.{c.name}"] = list(c.topics)
     return groups
@@ -91,7 +90,7 @@ async def returns_present(dsn: str) -> set[str]:
 
 async def outbox_backlog(dsn: str) -> dict[str, int]:
     out = {}
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         rows = await _fetch(dsn, f"SELECT count(*) AS n FROM {name}.outbox WHERE published_at IS NULL")
         out[name] = int(rows[0]["n"])
     return out
@@ -140,7 +139,7 @@ async def dead_lettered(dsn: str, poisons: list[Poison]) -> dict[bytes, set[str]
     """Poison value -> consumer groups that recorded it in their dead_letters table."""
     found: dict[bytes, set[str]] = defaultdict(set)
     values = [p.value for p in poisons]
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         for r in await _fetch(
             dsn, f"SELECT consumer, value FROM {name}.dead_letters WHERE value = ANY($1::bytea[])", values
         ):
@@ -378,7 +377,7 @@ async def check(
     n["poison_in_dlq_topics_with_headers"] = in_topics
     total = 0
     other: list[tuple[str, str, str, str]] = []
-    for s in SERVICE_MODULES:
+    for s in SERVICES:
         total += int((await _fetch(target.dsn, f"SELECT count(*) AS n FROM {s}.dead_letters"))[0]["n"])
         for r in await _fetch(
             target.dsn,

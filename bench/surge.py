@@ -46,11 +46,11 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from apphost.embedded import free_port
+from apphost.registry import SERVICES, base_url_for, port_for
 from bench.baseline import run_baseline
 from bench.floor import ceiling, http_floor
 from bench.procs import cpu_seconds, cpu_seconds_of, tree
-from apphost.embedded import free_port
-from services import SERVICE_MODULES
 
 RESULTS = Path(__file__).parent / "results"
 EVENT_TOPICS = ["sms.sent", "refunds.issued", "inventory.verified", "parcels.scanned", "refunds.decided"]
@@ -213,7 +213,7 @@ class Sampler:
             while not stop.is_set():
                 s: dict[str, Any] = {"t": time.time() - t0, "rss_mb": self.rss()}
                 outbox = {}
-                for name in SERVICE_MODULES:
+                for name in SERVICES:
                     with contextlib.suppress(asyncpg.PostgresError):
                         outbox[name] = await conn.fetchval(
                             f"SELECT count(*) FROM {name}.outbox WHERE published_at IS NULL"
@@ -317,9 +317,9 @@ async def loop_lag_buckets(settings: Any) -> dict[str, dict[float, float]]:
 
     out: dict[str, dict[float, float]] = {}
     async with httpx.AsyncClient(timeout=5) as client:
-        for name in SERVICE_MODULES:
+        for name in SERVICES:
             with contextlib.suppress(httpx.HTTPError):
-                text = (await client.get(f"{settings.base_url_for(name)}/metrics")).text
+                text = (await client.get(f"{base_url_for(settings, name)}/metrics")).text
                 buckets: dict[float, float] = {}
                 for line in text.splitlines():
                     if line.startswith("returnflow_event_loop_lag_seconds_bucket{"):
@@ -487,11 +487,11 @@ async def main() -> None:
         "RETURNFLOW_NOTIFY_SEND_CONCURRENCY": "64",
         **{k: os.environ[k] for k in os.environ if k.startswith("RETURNFLOW_")},
     }
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
     os.environ.update(env)
-    from returnflow.settings import Settings
     from apphost.stack import Stack
+    from returnflow.settings import Settings
 
     settings = Settings()
     stack = Stack(settings, out=lambda s: print(s, flush=True))
@@ -532,11 +532,11 @@ async def main() -> None:
             "-m",
             "bench.surgegen",
             "--returns-port",
-            str(settings.returns_port),
+            str(port_for("returns")),
             "--warehouse-port",
-            str(settings.warehouse_port),
+            str(port_for("warehouse")),
             "--audit-port",
-            str(settings.audit_port),
+            str(port_for("audit")),
             "--peak",
             str(a.peak),
             "--ramp-s",

@@ -11,7 +11,6 @@ database answers, and nothing is dead-lettered for them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from contracts.events import EVENT_TYPES, Message
 from returnflow import metrics
 from returnflow.db import Conn, DatabaseUnavailable
 from returnflow.logging import get_logger
+from returnflow.loops import Backoff
 from returnflow.outbox import OutboxRecord, enqueue
 
 log = get_logger("returnflow.consumer")
@@ -201,6 +201,7 @@ class IdempotentConsumer:
 
     async def _apply_one(self, d: Delivery) -> None:
         last: BaseException | None = None
+        backoff = Backoff(self.backoff_base_s, self.backoff_max_s)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self._infra_retry(lambda: self._apply([d]))
@@ -209,7 +210,7 @@ class IdempotentConsumer:
                 last = exc
                 metrics.HANDLER_RETRIES.labels(self.name).inc()
                 if attempt < self.max_attempts:
-                    await asyncio.sleep(min(self.backoff_base_s * 2 ** (attempt - 1), self.backoff_max_s))
+                    await backoff.sleep()
         assert last is not None
         await self._infra_retry(lambda: self._dead_letter(d, last, self.max_attempts))
 
@@ -261,12 +262,11 @@ class IdempotentConsumer:
 
     async def _infra_retry(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run fn; on database/network outages wait and try again, without counting attempts."""
-        delay = self.backoff_base_s
+        backoff = Backoff(self.backoff_base_s, self.backoff_max_s)
         while True:
             try:
                 await fn()
                 return
             except INFRA_ERRORS as exc:
                 log.warning("database unavailable; retrying", consumer=self.name, error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
+                await backoff.sleep()

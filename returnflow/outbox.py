@@ -29,8 +29,9 @@ from contracts.catalog import (
 )
 from contracts.events import Message
 from returnflow import metrics
-from returnflow.db import Conn, Wakeups
+from returnflow.db import Conn
 from returnflow.logging import get_logger
+from returnflow.loops import Worker
 
 log = get_logger("returnflow.outbox")
 
@@ -114,10 +115,15 @@ class Relay:
         self.broker_check_interval_s = broker_check_interval_s
         self.ensure_topics = ensure_topics
         self.on_broker_loss = on_broker_loss
-        self._wake = asyncio.Event()
         self._stopping = False
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self.published_total = 0
+        self._next_check = 0.0
+        self._next_purge = time.monotonic() + 60
+        self.worker = Worker(f"{schema}.relay", self.step, poll_s=poll_interval_s, dsn=dsn, channel=f"{schema}_outbox")
+
+    def wake(self) -> None:
+        self.worker.wake()
 
     # -- one batch ---------------------------------------------------------------------------
     async def publish_batch(self) -> int:
@@ -198,7 +204,7 @@ class Relay:
         try:
             if await self.broker_lost_log():
                 await self.republish_retained()
-                self._wake.set()
+                self.wake()
         except Exception as exc:  # the broker may be restarting; try again next round
             log.warning("broker offset check failed", schema=self.schema, error=repr(exc))
 
@@ -234,41 +240,27 @@ class Relay:
         return int(row["n"]), float(row["age"])
 
     # -- loop --------------------------------------------------------------------------------
+    async def step(self) -> None:
+        """One round: publish what is pending; now and then check the broker kept its log, report the
+        backlog, and purge what is past retention. (The worker retries a failed round with backoff and
+        re-opens the LISTEN connection after the database comes back.)"""
+        await self.drain()
+        now = time.monotonic()
+        if now >= self._next_check:
+            await self.check_broker()
+            n, age = await self.backlog()
+            metrics.OUTBOX_BACKLOG.labels(self.schema).set(n)
+            metrics.OUTBOX_AGE.labels(self.schema).set(age)
+            self._next_check = now + self.broker_check_interval_s
+        if now >= self._next_purge:
+            await self.purge()
+            self._next_purge = now + 600
+
     async def run(self) -> None:
-        """Publish until stopped. Survives database and broker outages: every step is retried with
-        backoff, and the LISTEN connection is re-opened after the database comes back."""
-        wakeups = Wakeups(self.dsn, f"{self.schema}_outbox", self._wake)
-        next_check = 0.0
-        next_purge = time.monotonic() + 60
-        backoff = 0.05
+        """Publish until stopped; survives database and broker outages."""
         try:
-            while not self._stopping:
-                self._wake.clear()
-                try:
-                    await wakeups.ensure()
-                    await self.drain()
-                    now = time.monotonic()
-                    if now >= next_check:
-                        await self.check_broker()
-                        n, age = await self.backlog()
-                        metrics.OUTBOX_BACKLOG.labels(self.schema).set(n)
-                        metrics.OUTBOX_AGE.labels(self.schema).set(age)
-                        next_check = now + self.broker_check_interval_s
-                    if now >= next_purge:
-                        await self.purge()
-                        next_purge = now + 600
-                    backoff = 0.05
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("outbox relay step failed; retrying", schema=self.schema, error=repr(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            await self.worker.run()
         finally:
-            await wakeups.close()
             if self._offsets_consumer is not None:
                 with contextlib.suppress(Exception):
                     await self._offsets_consumer.stop()
@@ -278,4 +270,4 @@ class Relay:
         with contextlib.suppress(Exception):
             await self.drain()
         self._stopping = True
-        self._wake.set()
+        self.worker.stop()

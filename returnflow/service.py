@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -32,11 +32,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
 from returnflow.db import Conn
-from returnflow.http import HttpProblem, http_exception_problem, problem_response, request_validation_problem
+from returnflow.http import (
+    HttpProblem,
+    http_exception_problem,
+    problem_response,
+    refuse_nul_in_parameters,
+    request_validation_problem,
+)
 from returnflow.kafka import create_topics, make_broker, publisher_for
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
-from returnflow.settings import ServiceSettings, Settings, get_settings
+from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
 
 log = get_logger("returnflow.service")
 
@@ -102,7 +108,7 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_relay(self) -> None:
-        self.relay._wake.set()
+        self.relay.wake()
 
     async def idle(self) -> dict[str, Any]:
         """Whether this service has nothing left to do right now: every consumer group joined and has
@@ -293,6 +299,8 @@ def create_app(
     spec: ServiceSpec[Any], settings: Settings | None = None, service_settings: ServiceSettings | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
+    service_settings = service_settings or spec.settings.load()
+    refuse_development_secrets(settings, service_settings)
     dsn, bootstrap = require_endpoints(settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
     rt = Runtime(
@@ -301,7 +309,7 @@ def create_app(
         dsn=dsn,
         bootstrap=bootstrap,
         broker=broker,
-        service_settings=service_settings or spec.settings(),
+        service_settings=service_settings,
     )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
@@ -352,7 +360,12 @@ def create_app(
             await rt.pool.close()
             log.info("service stopped")
 
-    app = FastAPI(title=f"returnflow {spec.name}", description=spec.description, lifespan=lifespan)
+    app = FastAPI(
+        title=f"returnflow {spec.name}",
+        description=spec.description,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_in_parameters)],
+    )
     app.state.runtime = rt
 
     async def unavailable(request: Any, exc: Exception) -> Response:
@@ -375,6 +388,10 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
+        """Ready = PostgreSQL answers and the migrations are applied. The broker is reported but does not
+        decide: every request writes to PostgreSQL (events through the outbox), so a service keeps taking
+        webhooks while Kafka is away and its relay publishes them when Kafka is back. Taking every pod
+        out of the load balancer for a Kafka outage would stop intake for nothing."""
         checks: dict[str, str] = {}
         try:
             pending = await asyncio.wait_for(db.pending_migrations(rt.pool, spec.migrations()), 2)
@@ -382,11 +399,11 @@ def create_app(
             checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
         try:
             checks["broker"] = "ok" if await broker.ping(timeout=2.0) else "unreachable"
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ok, "service": spec.name, "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/idlez", tags=["ops"], summary="Whether the service has consumed everything and drained its outbox")

@@ -1,12 +1,23 @@
-"""Configuration from environment variables (prefix RETURNFLOW_)."""
+"""Configuration from environment variables (prefix RETURNFLOW_), or from files in a mounted secrets
+directory (RETURNFLOW_SECRETS_DIR: one file per setting, named like its variable, e.g.
+`/run/secrets/returnflow_webhook_secrets`).
+
+Development secrets all start with `dev-`. They make `make run` work out of the box, and a service
+refuses to start with one unless it runs in the local development stack (`returnflow up` with the
+embedded broker and database sets RETURNFLOW_DEV_STACK).
+"""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_PREFIX = "dev-"
 
 # Development-only secrets so `make run` works out of the box; production sets its own.
 DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
@@ -17,10 +28,20 @@ DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
 }
 
 
-class Settings(BaseSettings):
+class Loadable(BaseSettings):
+    @classmethod
+    def load(cls) -> Self:
+        """From the environment and, when RETURNFLOW_SECRETS_DIR is set, the files mounted there."""
+        secrets_dir = os.environ.get("RETURNFLOW_SECRETS_DIR")
+        return cls(_secrets_dir=secrets_dir) if secrets_dir else cls()
+
+
+class Settings(Loadable):
     model_config = SettingsConfigDict(env_prefix="RETURNFLOW_", extra="ignore")
 
     data_dir: Path = Path(".data")
+    # Set by `returnflow up` when it runs the embedded broker and database: development secrets allowed.
+    dev_stack: bool = False
     # External servers: when set, nothing embedded is started for that part.
     kafka_bootstrap: str | None = None
     database_url: SecretStr | None = None
@@ -79,7 +100,7 @@ class Settings(BaseSettings):
         return [s.get_secret_value().encode() for s in self.webhook_secrets.get(source, [])]
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(Loadable):
     """A service's own settings. Each service subclasses it in `services/<name>/settings.py` with
     `env_prefix="RETURNFLOW_<NAME>_"` and its default port; the runtime's `Settings` hold the rest."""
 
@@ -92,6 +113,41 @@ class ServiceSettings(BaseSettings):
     workers: int = 1
 
 
+def _dev_secret_paths(value: Any, path: str) -> list[str]:
+    if isinstance(value, SecretStr):
+        return [path] if value.get_secret_value().startswith(DEV_PREFIX) else []
+    if isinstance(value, BaseModel):
+        return [p for k in type(value).model_fields for p in _dev_secret_paths(getattr(value, k), f"{path}.{k}")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _dev_secret_paths(v, f"{path}.{k}")]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _dev_secret_paths(v, f"{path}.{i}")]
+    return []
+
+
+def development_secrets(settings: BaseSettings) -> list[str]:
+    """The settings (as their environment variable, with the path inside a JSON value) that hold a
+    development secret."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    return [
+        f"{prefix}{name.upper()}" + (f" ({path.partition('.')[2]})" if "." in path else "")
+        for name in type(settings).model_fields
+        for path in _dev_secret_paths(getattr(settings, name), name)
+    ]
+
+
+def refuse_development_secrets(settings: Settings, *more: BaseSettings) -> None:
+    """Outside the local development stack, refuse to start on a development secret, in one line."""
+    if settings.dev_stack:
+        return
+    found = [s for obj in (settings, *more) for s in development_secrets(obj)]
+    if found:
+        raise SystemExit(
+            f"returnflow: refusing to start with development secrets outside the local stack: {', '.join(found)} "
+            "(set your own; development secrets start with 'dev-')"
+        )
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.load()

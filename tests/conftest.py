@@ -85,6 +85,7 @@ def settings(dsn: str, bootstrap: str, tmp_path: Path) -> Settings:
         log_format="console",
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=400,
+        dev_stack=True,  # the embedded servers the tests start: development fixtures are allowed
     )
 
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from apphost.embedded import free_port, port_is_free
-from services import SERVICE_MODULES
+from apphost.registry import SERVICES
 from tests.kafkautil import read_topic, values
 from tests.webhooks import return_body, signed
 
@@ -36,7 +36,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
             "RETURNFLOW_RETURNS_WORKERS": "2",
         }
     )
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())
     return env
 
@@ -95,7 +95,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
     try:
         wait_ready(proc)
         async with httpx.AsyncClient(timeout=5) as client:
-            for name in SERVICE_MODULES:
+            for name in SERVICES:
                 r = await client.get(f"{base(env, name)}/readyz")
                 assert r.status_code == 200, (name, r.text)
                 assert (await client.get(f"{base(env, name)}/metrics")).status_code == 200
@@ -126,7 +126,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
         )
         assert accepted == 200, accepted
         tree = descendants(proc.pid)
-        assert len(tree) >= len(SERVICE_MODULES) + 1  # services and the broker
+        assert len(tree) >= len(SERVICES) + 1  # services and the broker
         out = stop(proc)  # right away: events may still be in the outbox
     finally:
         if proc.poll() is None:
@@ -138,7 +138,7 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "data") in " ".join(p.info["cmdline"] or [])
     ]
-    for name in SERVICE_MODULES:
+    for name in SERVICES:
         assert port_is_free("127.0.0.1", int(env[f"RETURNFLOW_{name.upper()}_PORT"]))
     assert port_is_free("127.0.0.1", int(env["RETURNFLOW_EMBEDDED_KAFKA_PORT"]))
 

