@@ -22,6 +22,7 @@ SPEC: ServiceSpec[NotifyContext] = ServiceSpec(
     router=api.router,
     consumers=[ConsumerSpec("lifecycle", handlers.CONSUMED, apply=handlers.apply_lifecycle)],
     workers=[handlers.send_sms],
+    idle=handlers.sender_idle,
 )
 
 __all__ = ["SPEC"]

@@ -125,6 +125,12 @@ async def send_sms(ctx: NotifyContext) -> None:
     await ctx.sender.run(grace_s=ctx.settings.http_timeout_s + 2)
 
 
+async def sender_idle(ctx: NotifyContext) -> bool:
+    """Nothing for the sender to do now: no message due, none being sent (a reminder due tomorrow is not
+    work now). Part of the service's idle report (`Runtime.idle`)."""
+    return not await repository.work_due(ctx.pool, ctx.clock.now())
+
+
 # -- the provider's webhooks ---------------------------------------------------------------------------------
 
 

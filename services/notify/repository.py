@@ -318,6 +318,16 @@ async def next_due(conn: Conn | asyncpg.Pool) -> datetime | None:
     return value
 
 
+async def work_due(conn: Conn | asyncpg.Pool, now: datetime) -> bool:
+    """Whether the sender has something to do now: a message due for a known recipient, or one being sent."""
+    found: bool = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM messages m JOIN returns r USING (return_id)
+               WHERE r.known AND ((m.status = 'queued' AND m.due_at <= $1) OR m.status = 'sending'))""",
+        now,
+    )
+    return found
+
+
 # -- webhooks ---------------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ reminders pending while the service is down are sent once after it comes back (o
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.notify import SPEC
+from tests.idle import wait_idle
 from tests.integration.notify_support import (
     SMS_SECRET,
     notify_settings,
@@ -58,11 +58,11 @@ async def test_reminder_at_23h_goes_at_8h_and_stop_silences_until_start(settings
         deliver_after = datetime.fromisoformat(deferred[0]["deliver_after"]).astimezone(SHANGHAI)
         assert (deliver_after.hour, deliver_after.minute) == (8, 0)
         assert deliver_after.date() == (clock.now().astimezone(SHANGHAI) + timedelta(days=1)).date()
-        await asyncio.sleep(0.5)
+        await wait_idle(svc)
         assert len(sms_lines(s, rid)) == 1  # nothing at night
 
         clock.advance((deliver_after - clock.now()).total_seconds() - 5)  # 07:59:55: still waiting
-        await asyncio.sleep(0.6)
+        await wait_idle(svc)  # nothing due, nothing being sent
         assert len(sms_lines(s, rid)) == 1
         clock.advance(6)  # 08:00:01
         lines = await wait_sms(s, 2, rid)
@@ -121,7 +121,7 @@ async def test_reminders_pending_while_down_are_sent_once_after_restart(settings
         ]
     # and once more: nothing is sent twice
     async with service_runner(SPEC, *notify_settings(settings, clock_offset_s=base + 3700, **knobs)) as svc:
-        await asyncio.sleep(1.0)
+        await wait_idle(svc)
         statuses = await svc.runtime.pool.fetch(
             "SELECT return_id, step, status FROM messages WHERE kind = 'reminder' ORDER BY return_id, step"
         )

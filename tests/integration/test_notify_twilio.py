@@ -4,11 +4,10 @@ delivery receipts and replies are taken only with a valid X-Twilio-Signature."""
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import SecretStr
 
 from services.notify import SPEC
+from tests.idle import wait_idle
 from tests.integration.fake_sms_providers import FakeTwilio, serve_app
 from tests.integration.notify_support import notify_settings, publish, requested, scanned
 from tests.kafkautil import read_topic, values, wait_for
@@ -45,7 +44,7 @@ async def test_twilio_retries_5xx_once_sent_4xx_fails_and_webhooks_are_verified(
             failed = values(await read_topic(s.kafka_bootstrap, "sms.failed", 1))
             assert failed[0]["return_id"] == str(bad.return_id) and "21211" in failed[0]["error"]
             assert "861380000000912345" not in failed[0]["error"]  # Twilio quotes the number; events mask it
-            await asyncio.sleep(0.6)
+            await wait_idle(svc)  # no retry comes
             assert len(fake.requests) == 4
             # Twilio refuses a number that replied STOP to it: failed, and the number is opted out here too
             await publish(s.kafka_bootstrap, [refused])
