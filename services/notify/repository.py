@@ -201,52 +201,57 @@ class Claim:
     lease_until: datetime
 
 
-async def apply_claims(
-    conn: Conn,
-    now: datetime,
-    provider: str,
-    sender: str,
-    claims: Sequence[Claim],
-    deferrals: Sequence[tuple[int, datetime, str]],
-    suppressions: Sequence[tuple[int, str]],
-    failures: Sequence[tuple[int, str]],
+async def mark_sending(conn: Conn, now: datetime, provider: str, sender: str, claims: Sequence[Claim]) -> None:
+    """Claimed messages: rendered, with their pacing slot and lease."""
+    if not claims:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = 'sending', locale = c.locale, body = c.body, send_at = c.send_at,
+               lease_until = c.lease_until, claimed_at = $2, provider = $3, sender = $4, updated_at = now()
+           FROM unnest($1::bigint[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+                AS c(id, locale, body, send_at, lease_until)
+           WHERE m.id = c.id""",
+        [c.id for c in claims],
+        now,
+        provider,
+        sender,
+        [c.locale for c in claims],
+        [c.body for c in claims],
+        [c.send_at for c in claims],
+        [c.lease_until for c in claims],
+    )
+
+
+async def defer(conn: Conn, deferrals: Sequence[tuple[int, datetime, str]]) -> None:
+    """(message id, until, reason): queued again, due then."""
+    if not deferrals:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = 'queued', due_at = d.until, reason = d.reason,
+               deferrals = m.deferrals + 1, lease_until = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS d(id, until, reason)
+           WHERE m.id = d.id""",
+        [d[0] for d in deferrals],
+        [d[1] for d in deferrals],
+        [d[2] for d in deferrals],
+    )
+
+
+async def close_unsent(
+    conn: Conn, suppressions: Sequence[tuple[int, str]], failures: Sequence[tuple[int, str]]
 ) -> None:
-    if claims:
-        await conn.execute(
-            """UPDATE messages m SET status = 'sending', locale = c.locale, body = c.body, send_at = c.send_at,
-                   lease_until = c.lease_until, claimed_at = $2, provider = $3, sender = $4, updated_at = now()
-               FROM unnest($1::bigint[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
-                    AS c(id, locale, body, send_at, lease_until)
-               WHERE m.id = c.id""",
-            [c.id for c in claims],
-            now,
-            provider,
-            sender,
-            [c.locale for c in claims],
-            [c.body for c in claims],
-            [c.send_at for c in claims],
-            [c.lease_until for c in claims],
-        )
-    if deferrals:
-        await conn.execute(
-            """UPDATE messages m SET status = 'queued', due_at = d.until, reason = d.reason,
-                   deferrals = m.deferrals + 1, lease_until = NULL, updated_at = now()
-               FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS d(id, until, reason)
-               WHERE m.id = d.id""",
-            [d[0] for d in deferrals],
-            [d[1] for d in deferrals],
-            [d[2] for d in deferrals],
-        )
+    """(message id, reason): suppressed or failed without a send."""
     finals = [(i, "suppressed", r) for i, r in suppressions] + [(i, "failed", e) for i, e in failures]
-    if finals:
-        await conn.execute(
-            """UPDATE messages m SET status = f.status, reason = f.reason, lease_until = NULL, updated_at = now()
-               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, status, reason)
-               WHERE m.id = f.id""",
-            [f[0] for f in finals],
-            [f[1] for f in finals],
-            [f[2] for f in finals],
-        )
+    if not finals:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = f.status, reason = f.reason, lease_until = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, status, reason)
+           WHERE m.id = f.id""",
+        [f[0] for f in finals],
+        [f[1] for f in finals],
+        [f[2] for f in finals],
+    )
 
 
 async def record_sent_many(conn: Conn, sent: Sequence[tuple[int, str, datetime]]) -> set[int]:

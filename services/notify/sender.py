@@ -287,7 +287,9 @@ class Sender:
 
     async def _save_claim(self, conn: Conn, decided: ClaimRound, now: datetime) -> None:
         d, p = decided, self.provider
-        await repository.apply_claims(conn, now, p.name, p.sender, d.claims, d.deferrals, d.suppressions, d.failures)
+        await repository.mark_sending(conn, now, p.name, p.sender, d.claims)
+        await repository.defer(conn, d.deferrals)
+        await repository.close_unsent(conn, d.suppressions, d.failures)
         if d.tat is not None and d.claims:
             await repository.set_pacing_tat(conn, p.sender, d.tat)
         await enqueue(conn, d.events)
