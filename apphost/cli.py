@@ -95,6 +95,48 @@ def _docs() -> int:
     return status
 
 
+def config_lines() -> list[str]:
+    """Every setting as the variable that sets it, with its effective value; secrets are redacted, and
+    development secrets are marked."""
+    from pydantic import SecretStr
+    from pydantic_settings import BaseSettings
+
+    from apphost import registry
+    from returnflow.settings import Settings, development_secrets
+
+    def shown(value: object) -> str:
+        if isinstance(value, SecretStr):
+            return "**********"
+        if isinstance(value, dict | list):
+            import json
+
+            return json.dumps(value, default=lambda v: shown(v) if isinstance(v, SecretStr) else str(v))
+        return "" if value is None else str(value)
+
+    def lines(settings: BaseSettings) -> list[str]:
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        dev = {d.split(" ")[0] for d in development_secrets(settings)}
+        out = []
+        for name in type(settings).model_fields:
+            var = f"{prefix}{name.upper()}"
+            value = getattr(settings, name)
+            dumped = value.model_dump() if hasattr(value, "model_dump") else value
+            if isinstance(dumped, dict):
+                dumped = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in dumped.items()}
+            out.append(f"{var}={shown(dumped)}" + ("   # development secret" if var in dev else ""))
+        return out
+
+    out = ["# runtime (every service)", *lines(Settings.load())]
+    for name in registry.SERVICES:
+        out += ["", f"# {name}", *lines(registry.settings_of(name))]
+    return out
+
+
+def _config() -> int:
+    print("\n".join(config_lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="returnflow", description="returnflow after-sales platform")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -109,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("action", nargs="?", choices=["list", "seed"], default="list")
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
+    sub.add_parser("config", help="the effective settings of the runtime and every service, secrets redacted")
     from apphost import ops, reports
 
     ops.register(sub)
@@ -141,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             return audit_cli.run(args)
         if args.cmd == "docs":
             return _docs()
+        if args.cmd == "config":
+            return _config()
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

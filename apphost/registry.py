@@ -33,7 +33,7 @@ def specs() -> dict[str, ServiceSpec[Any]]:
 
 
 def settings_of(name: str) -> ServiceSettings:
-    return spec_of(name).settings()
+    return spec_of(name).settings.load()
 
 
 def port_for(name: str) -> int:

@@ -51,3 +51,18 @@ def test_settings_come_from_mounted_secret_files(tmp_path: Path, monkeypatch: py
     (tmp_path / "returnflow_shop_api_key").write_text("k-from-a-file")
     monkeypatch.setenv("RETURNFLOW_SECRETS_DIR", str(tmp_path))
     assert ShopSettings.load().api_key.get_secret_value() == "k-from-a-file"
+
+
+def test_returnflow_config_prints_every_setting_with_secrets_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apphost.cli import config_lines
+
+    monkeypatch.setenv("RETURNFLOW_DATABASE_URL", "postgresql://rf:hunter2-db@db/rf")
+    monkeypatch.setenv("RETURNFLOW_WEBHOOK_SECRETS", '{"generic": ["hunter2-hook"]}')
+    text = "\n".join(config_lines())
+    assert "hunter2" not in text
+    assert "RETURNFLOW_DATABASE_URL=**********" in text
+    assert 'RETURNFLOW_WEBHOOK_SECRETS={"generic": ["**********"]}' in text
+    assert "# refunds" in text and "RETURNFLOW_REFUNDS_PORT=8083" in text
+    monkeypatch.delenv("RETURNFLOW_WEBHOOK_SECRETS")
+    assert "RETURNFLOW_WEBHOOK_SECRETS=" in (line := next(x for x in config_lines() if "WEBHOOK_SECRETS" in x))
+    assert line.endswith("# development secret")
