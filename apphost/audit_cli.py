@@ -101,15 +101,14 @@ async def _verify(args: argparse.Namespace) -> int:
     import orjson
 
     from returnflow import db
-    from returnflow.http import HttpProblem
     from returnflow.settings import get_settings
-    from services.audit import storage
-    from services.audit.app import _parse_anchors
+    from services.audit import views
+    from services.audit.chain import parse_anchors
 
     try:
-        anchors = _parse_anchors(args.anchor)
-    except HttpProblem as exc:
-        print(f"returnflow: --anchor {(exc.fields or [{}])[0].get('message', exc.message)}", file=sys.stderr)
+        anchors = parse_anchors(args.anchor)
+    except ValueError as exc:
+        print(f"returnflow: --anchor {exc}", file=sys.stderr)
         return 2
     settings = get_settings()
     dsn = args.database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
@@ -137,7 +136,7 @@ async def _verify(args: argparse.Namespace) -> int:
                     "returnflow: the audit log does not exist in this database (audit never started)", file=sys.stderr
                 )
                 return 2
-            result = await storage.verify_log(conn, anchors)
+            result = await views.verify_log(conn, anchors)
         finally:
             await conn.close()
     finally:

@@ -18,7 +18,7 @@ def openapi_for(spec: Any) -> dict[str, Any]:
     from returnflow.settings import Settings
 
     # Building the app connects to nothing; the endpoints only need to be set.
-    settings = Settings(database_url=SecretStr("postgresql://docs/docs"), kafka_bootstrap="docs:9092")
+    settings = Settings(database_url=SecretStr("postgresql://docs/docs"), kafka_bootstrap="docs:9092", dev_stack=True)
     doc: dict[str, Any] = create_app(spec, settings).openapi()
     return doc
 

@@ -221,18 +221,23 @@ class MovementVerified(Message):
     audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
+DiscrepancyReason = Literal[
+    "quantity_mismatch",
+    "kind_mismatch",
+    "same_person",
+    "missing_side",
+    "double_relist",
+    "unknown_return",
+]
+"""Why the two sides of a stock movement did not make a verified movement (the one list: the audit
+service's rules decide them, `inventory.discrepancy` carries them)."""
+
+
 class DiscrepancyFound(Message):
     TYPE: ClassVar[str] = "inventory.discrepancy"
     type: Literal["inventory.discrepancy"] = "inventory.discrepancy"
     discrepancy_id: str
-    reason: Literal[
-        "quantity_mismatch",
-        "kind_mismatch",
-        "same_person",
-        "missing_side",
-        "double_relist",
-        "unknown_return",
-    ]
+    reason: DiscrepancyReason
     sku: str | None = None
     details: str
     movement: Movement | None = None

@@ -19,6 +19,8 @@ import httpx
 from apphost.registry import base_url_for
 from contracts.events import InventoryAttested, Movement
 from returnflow.settings import Settings
+from services.audit import dev as audit_dev
+from services.audit.settings import AuditSettings
 
 WAIT_FOR_WAREHOUSE_S = 6.0
 
@@ -79,10 +81,19 @@ async def _publish_stand_in(settings: Settings, ret: dict[str, Any], skus: list[
         await producer.stop()
 
 
+def returns_team_tokens() -> dict[str, str]:
+    """The tokens the audit service accepts: RETURNFLOW_AUDIT_TOKENS when set (it overrides the dev
+    fixtures, as it does for the service `returnflow up` starts), else the dev people's."""
+    configured = AuditSettings.load().tokens
+    if configured:
+        return {person: secret.get_secret_value() for person, secret in configured.items()}
+    return dict(audit_dev.DEV_TOKENS)
+
+
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
     base = base_url_for(settings, "audit")
-    people = list(settings.audit_tokens)
-    if not people:
+    tokens = returns_team_tokens()
+    if not tokens:
         print("  no returns-team tokens configured (RETURNFLOW_AUDIT_TOKENS); skipping the audit demo")
         return
     ret = next((r for r in returns if r["kind"] == "return_and_refund"), returns[0])
@@ -98,8 +109,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
     if not sides:
         print("  the audit service did not see any warehouse attestation; skipping")
         return
-    person = people[0]
-    token = settings.audit_tokens[person].get_secret_value()
+    person, token = next(iter(tokens.items()))
     auth = {"authorization": f"Bearer {token}"}
     for i, side in enumerate(sides[:2]):
         qty = side["quantity"] if i == 0 else side["quantity"] + 1  # the second count is off by one

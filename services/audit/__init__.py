@@ -1,5 +1,40 @@
-"""The audit service; its SPEC is what the platform app runs."""
+"""The audit service: the dual-check inventory log.
 
-from services.audit.app import SPEC
+In: warehouse attestations (`inventory.attestations`), returns-team checks (`inventory.checks`,
+`POST /v1/inventory/checks`), `returns.requested` (which returns exist) and `returns.received`
+(what came back, for reconciliation). Out: `inventory.verified`, `inventory.discrepancies`, an
+append-only hash-chained log, discrepancy and reconciliation APIs. A background sweeper closes
+sides left alone past the deadline; its state is in PostgreSQL, so it resumes after a restart.
+
+rules.py decides, handlers.py loads -> decides -> records, events.py maps decisions to log entries
+and integration events, repository.py writes, views.py reads, api.py is the HTTP surface, chain.py
+the hash chain.
+"""
+
+from pathlib import Path
+
+from returnflow.service import ConsumerSpec, ServiceSpec
+from services.audit import api, handlers
+from services.audit.handlers import AuditContext
+from services.audit.settings import AuditSettings
+
+CONSUMED_TOPICS = ["inventory.attestations", "inventory.checks", "returns.requested", "returns.received"]
+
+SPEC: ServiceSpec[AuditContext] = ServiceSpec(
+    name="audit",
+    folder=Path(__file__).parent,
+    description=(
+        "Dual-check inventory log: every stock movement of a return attested by the warehouse and by the "
+        "returns team (two people, within a deadline); discrepancies for the rest; an append-only "
+        "hash-chained log with `returnflow audit verify`."
+    ),
+    settings=AuditSettings,
+    context=handlers.build_context,
+    close=handlers.close_context,
+    router=api.router,
+    consumers=[ConsumerSpec("inventory", CONSUMED_TOPICS, apply=handlers.apply_inventory)],
+    workers=[handlers.deadline_sweeper],
+    idle=handlers.nothing_due,
+)
 
 __all__ = ["SPEC"]

@@ -149,3 +149,14 @@ class ChainVerifier:
             first_bad=self.first_bad,
             problem=self.problem,
         )
+
+
+def parse_anchors(values: list[str]) -> dict[int, str]:
+    """Anchors given as `<seq>:<64 hex hash>` (the audit_seq/audit_hash of an inventory.* event)."""
+    anchors: dict[int, str] = {}
+    for v in values:
+        seq, sep, h = v.partition(":")
+        if not sep or not seq.isdigit() or len(h) != 64:
+            raise ValueError("must look like <seq>:<64 hex hash>")
+        anchors[int(seq)] = h.lower()
+    return anchors

@@ -14,9 +14,9 @@ class AuditSettings(ServiceSettings):
     port: int = 8085
 
     # Audit (dual-check inventory log). Both sides of a movement must be attested within the deadline
-    # of each other; a side is declared missing only after it has also been held `audit_settle_s` (so a
+    # of each other; a side is declared missing only after it has also been held `settle_s` (so a
     # counterpart queued behind it after downtime can still arrive); an attestation for a return not
-    # yet seen waits `audit_unknown_return_grace_s` for its return.requested.
+    # yet seen waits `unknown_return_grace_s` for its return.requested.
     check_deadline_s: float = 86_400.0
     settle_s: float = 60.0
     unknown_return_grace_s: float = 600.0

@@ -32,22 +32,23 @@ from contracts.events import (
 )
 from returnflow.outbox import event_record
 from returnflow.settings import Settings
-from services.audit.app import SPEC
+from services.audit import SPEC
+from services.audit.settings import AuditSettings
 from tests.idle import wait_idle
 from tests.kafkautil import read_topic, values, wait_for
 
 TOKENS = {"rt-lin": "tok-lin", "rt-ana": "tok-ana"}
 
 
-def audit_settings(settings: Settings, **over: Any) -> Settings:
+def audit_settings(**over: Any) -> AuditSettings:
     base: dict[str, Any] = {
-        "audit_tokens": {k: SecretStr(v) for k, v in TOKENS.items()},
-        "audit_check_deadline_s": 30.0,
-        "audit_settle_s": 0.2,
-        "audit_unknown_return_grace_s": 1.0,
-        "audit_sweep_interval_s": 0.2,
+        "tokens": {k: SecretStr(v) for k, v in TOKENS.items()},
+        "check_deadline_s": 30.0,
+        "settle_s": 0.2,
+        "unknown_return_grace_s": 1.0,
+        "sweep_interval_s": 0.2,
     }
-    return settings.model_copy(update={**base, **over})
+    return AuditSettings(**{**base, **over})
 
 
 def now() -> datetime:
@@ -158,9 +159,11 @@ async def outcomes(pool: asyncpg.Pool) -> dict[str, tuple[str | None, str | None
 
 # -- 1 ------------------------------------------------------------------------------------------
 async def test_receipt_attestation_and_check_make_a_verified_movement(settings, service_runner):
-    settings = audit_settings(settings)
     rid = uuid.uuid4()
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with (
+        service_runner(SPEC, settings, audit_settings()) as svc,
+        httpx.AsyncClient(base_url=svc.base_url) as client,
+    ):
         pool = svc.runtime.pool
         await produce(
             settings.kafka_bootstrap,
@@ -218,6 +221,9 @@ async def test_receipt_attestation_and_check_make_a_verified_movement(settings, 
         assert spoof.status_code == 403
         anon = await client.post("/v1/inventory/checks", json={})
         assert anon.status_code == 401 and anon.headers["www-authenticate"].startswith("Bearer")
+        # a return id that does not parse names nothing that exists: 404, as in every service
+        nowhere = await client.get("/v1/audit/returns/not-a-uuid")
+        assert nowhere.status_code == 404 and nowhere.json()["fields"][0]["field"] == "return_id"
 
         verify = await client.get("/v1/audit/verify")
         assert verify.status_code == 200 and verify.json()["ok"] is True
@@ -228,11 +234,11 @@ async def test_receipt_attestation_and_check_make_a_verified_movement(settings, 
 # -- 2 ------------------------------------------------------------------------------------------
 async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_restart(settings, service_runner):
     deadline = 4.0
-    settings = audit_settings(settings, audit_check_deadline_s=deadline)
+    audit = audit_settings(check_deadline_s=deadline)
     rid, ghost = uuid.uuid4(), uuid.uuid4()
     base = now()
     skus = {"QTY": 2, "SAME": 1, "MISS": 1, "KIND": 1, "RELIST": 1}
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings, audit) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
         pool = svc.runtime.pool
         await produce(
             settings.kafka_bootstrap,
@@ -260,7 +266,7 @@ async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_
         missing_open = await pool.fetchval("SELECT outcome IS NULL FROM sides WHERE sku = 'MISS'")
     # stopped before the deadline: the sweeper of the next instance finds what became overdue meanwhile
     await asyncio.sleep(max(0.0, (base + timedelta(seconds=deadline + 0.3) - now()).total_seconds()))
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings, audit) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
         pool = svc.runtime.pool
         await wait_for(lambda: pool.fetchval("SELECT count(*) = 6 FROM discrepancies"), timeout_s=20)
         rows = await pool.fetch("SELECT id, reason, sku, status FROM discrepancies")
@@ -309,7 +315,7 @@ async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_
 
 # -- 3 ------------------------------------------------------------------------------------------
 async def test_attestations_three_times_out_of_order_give_the_same_result(settings, service_runner):
-    settings = audit_settings(settings, audit_unknown_return_grace_s=30.0)
+    audit = audit_settings(unknown_return_grace_s=30.0)
     returns = [uuid.uuid4() for _ in range(4)]
     plan = [(rid, f"SKU-{i}", m) for rid in returns for i, m in enumerate(["restock", "destroy"])]
     atts = [attested(rid, sku, m, 1, aid=f"a-{rid.hex[:6]}-{sku}") for rid, sku, m in plan]
@@ -318,7 +324,7 @@ async def test_attestations_three_times_out_of_order_give_the_same_result(settin
     deliveries: list[Message] = [*atts, *atts, *(a.model_copy(update={"event_id": uuid.uuid4()}) for a in atts)]
     deliveries += [*checks, *checks, *(c.model_copy(update={"event_id": uuid.uuid4()}) for c in checks)]
     random.Random(7).shuffle(deliveries)
-    async with service_runner(SPEC, settings) as svc:
+    async with service_runner(SPEC, settings, audit) as svc:
         pool = svc.runtime.pool
         # attestations and checks first; the returns they belong to arrive afterwards (within the grace)
         await produce(settings.kafka_bootstrap, deliveries)
@@ -337,9 +343,11 @@ async def test_attestations_three_times_out_of_order_give_the_same_result(settin
 
 # -- 4 ------------------------------------------------------------------------------------------
 async def test_tampering_with_the_log_is_caught_by_verify(settings, service_runner):
-    settings = audit_settings(settings)
     rid = uuid.uuid4()
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with (
+        service_runner(SPEC, settings, audit_settings()) as svc,
+        httpx.AsyncClient(base_url=svc.base_url) as client,
+    ):
         pool = svc.runtime.pool
         await produce(
             settings.kafka_bootstrap,

@@ -1,4 +1,4 @@
-"""Property tests of the dual-check matching (services/audit/domain.py): verified against every
+"""Property tests of the dual-check matching (services/audit/rules.py): verified against every
 discrepancy reason, and the invariants that make it safe to run again and again."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import Movement
-from services.audit.domain import (
+from services.audit.rules import (
     Attached,
     Case,
     Discrepancy,

@@ -1,0 +1,222 @@
+"""The audit service's steps: each loads the cases it touches, lets `rules.decide` judge them, and
+records the outcomes (log entries, rows, integration events) in one transaction under the log lock.
+
+- `apply_inventory`: the consumer of attestations, checks, requested and received returns;
+- `submit_check` / `record_checks`: the returns-team checks posted over HTTP (group-committed);
+- `sweep_deadlines`: one round of the deadline sweeper (`deadline_sweeper` runs it as a Worker);
+- `resolve`: a person resolves a discrepancy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from contracts.events import InventoryAttested, InventoryCheck, ReturnReceived, ReturnRequested
+from returnflow.batching import GroupCommitter
+from returnflow.consumer import Batch
+from returnflow.db import Conn
+from returnflow.http import token_digest
+from returnflow.logging import get_logger
+from returnflow.loops import Worker
+from returnflow.outbox import enqueue
+from returnflow.service import Runtime
+from services.audit import events, repository, rules
+from services.audit.rules import Discrepancy, Incoming, Outcome, Policy, Refusal, Verified
+from services.audit.settings import AuditSettings
+
+log = get_logger("services.audit")
+
+OUTCOMES = Counter(
+    "returnflow_audit_outcomes_total",
+    "Dual-check outcomes recorded in the audit log (verified, discrepancy by reason, attached)",
+    ["outcome", "reason"],
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What became of a posted check: recorded now (or before), and whether it conflicts with the
+    check recorded under the same id; `state` is the side as recorded."""
+
+    created: bool
+    conflict: bool
+    state: dict[str, Any]
+
+
+@dataclass
+class AuditContext:
+    pool: asyncpg.Pool
+    settings: AuditSettings
+    policy: Policy
+    people_by_token: dict[bytes, str]  # sha256 of a returns-team person's bearer token -> the person
+    max_body_bytes: int
+    checks: GroupCommitter[Incoming, CheckResult]
+
+
+def policy_of(settings: AuditSettings) -> Policy:
+    return Policy(
+        deadline=timedelta(seconds=settings.check_deadline_s),
+        settle=timedelta(seconds=settings.settle_s),
+        unknown_grace=timedelta(seconds=settings.unknown_return_grace_s),
+    )
+
+
+async def build_context(rt: Runtime, settings: AuditSettings) -> AuditContext:
+    policy = policy_of(settings)
+    checks: GroupCommitter[Incoming, CheckResult] = GroupCommitter(
+        rt.pool,
+        functools.partial(record_checks, policy),
+        max_size=settings.checks_batch_max,
+        max_wait_s=0.002,
+        writers=1,  # every writer takes the log lock anyway
+    )
+    people = {token_digest(secret.get_secret_value()): person for person, secret in settings.tokens.items()}
+    return AuditContext(rt.pool, settings, policy, people, rt.settings.webhook_max_body_bytes, checks)
+
+
+async def close_context(ctx: AuditContext) -> None:
+    await ctx.checks.close()
+
+
+def _count(outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        if isinstance(o, Verified):
+            OUTCOMES.labels("verified", "").inc()
+        elif isinstance(o, Discrepancy):
+            OUTCOMES.labels("discrepancy", o.reason).inc()
+        else:
+            OUTCOMES.labels("attached", o.reason).inc()
+
+
+# -- recording sides and settling the cases they touch ---------------------------------------------
+async def record_sides(conn: Conn, now: datetime, incoming: Sequence[Incoming]) -> list[Incoming]:
+    """Record the sides not recorded yet (the first of each key; a side already recorded under the same
+    source and id is ignored), stamped with the audit service's clock. Returns them."""
+    by_key: dict[str, Incoming] = {}
+    for i in incoming:
+        by_key.setdefault(i.side.key, i)
+    known = await repository.recorded_keys(conn, list(by_key))
+    fresh = [replace(i, side=replace(i.side, received_at=now)) for k, i in by_key.items() if k not in known]
+    if fresh:
+        appended = await repository.append(conn, now, [events.side_entry(i) for i in fresh])
+        await repository.insert_sides(conn, now, fresh, appended)
+    return fresh
+
+
+async def settle(conn: Conn, now: datetime, policy: Policy, keys: Iterable[repository.CaseKey]) -> list[Outcome]:
+    """Decide the cases again and record what is new: log entries, rows, integration events."""
+    cases, correlation = await repository.load_cases(conn, keys)
+    outcomes = [o for c in cases for o in rules.decide(c, now, policy)]
+    if outcomes:
+        appended = await repository.append(conn, now, [events.outcome_entry(o) for o in outcomes])
+        await repository.record_outcomes(conn, now, outcomes, appended)
+        await enqueue(conn, events.integration_events(outcomes, appended, now, correlation))
+    _count(outcomes)
+    return outcomes
+
+
+async def ingest(
+    conn: Conn,
+    policy: Policy,
+    incoming: Sequence[Incoming],
+    returns: Sequence[ReturnRequested] = (),
+    receipts: Sequence[ReturnReceived] = (),
+) -> list[Outcome]:
+    """Record new sides, returns and receipts, and settle every case they touch (a return seen for the
+    first time reopens the cases of its waiting sides). One transaction, one lock."""
+    now = await repository.lock_log(conn)
+    newly_known = await repository.record_returns(conn, returns)
+    await repository.record_receipts(conn, receipts)
+    fresh = await record_sides(conn, now, incoming)
+    cases = {(i.side.return_id, i.side.sku) for i in fresh} | await repository.open_cases_of(conn, newly_known)
+    return await settle(conn, now, policy, cases)
+
+
+# -- the consumer ----------------------------------------------------------------------------------
+async def apply_inventory(ctx: AuditContext, conn: Conn, batch: Batch) -> None:
+    """Warehouse attestations and returns-team checks (Kafka), and the returns they belong to."""
+    incoming = [
+        *map(events.from_attestation, batch.of(InventoryAttested)),
+        *map(events.from_check, batch.of(InventoryCheck)),
+    ]
+    await ingest(conn, ctx.policy, incoming, batch.of(ReturnRequested), batch.of(ReturnReceived))
+
+
+# -- returns-team checks over HTTP (group-committed) -----------------------------------------------
+def check_results(
+    items: Sequence[Incoming], before: Mapping[str, Any], after: Mapping[str, dict[str, Any]]
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    seen: set[str] = set()
+    for i in items:
+        k = i.side.key
+        created = k not in before and k not in seen
+        seen.add(k)
+        results.append(CheckResult(created, not rules.same_content(after[k], i.side), after[k]))
+    return results
+
+
+async def record_checks(policy: Policy, conn: Conn, items: Sequence[Incoming]) -> list[CheckResult]:
+    """One group commit of posted checks."""
+    await repository.lock_log(conn)
+    keys = [i.side.key for i in items]
+    before = await repository.side_states(conn, keys)
+    await ingest(conn, policy, items)
+    after = await repository.side_states(conn, keys)
+    return check_results(items, before, after)
+
+
+async def submit_check(ctx: AuditContext, check: Incoming) -> CheckResult:
+    return await ctx.checks.submit(check)
+
+
+# -- the deadline sweeper --------------------------------------------------------------------------
+async def sweep_deadlines(ctx: AuditContext) -> float | None:
+    """Close sides left alone past the deadline (and sides of unknown returns past the grace). Next
+    round at once when a full batch was due (more may be), else after the sweep interval."""
+    limit = ctx.settings.sweep_batch
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        now = await repository.lock_log(conn)
+        cases = await repository.due_cases(conn, now, ctx.policy, limit)
+        outcomes = await settle(conn, now, ctx.policy, cases)
+    if outcomes:
+        log.info("deadline sweep", cases=len(cases), outcomes=len(outcomes))
+    return 0 if len(cases) >= limit else None
+
+
+async def deadline_sweeper(ctx: AuditContext) -> None:
+    """Everything the sweeper needs is in PostgreSQL, so a restart loses nothing; several instances
+    are safe (each round holds the log lock)."""
+    await Worker("audit-deadline-sweeper", lambda: sweep_deadlines(ctx), poll_s=ctx.settings.sweep_interval_s).run()
+
+
+async def nothing_due(ctx: AuditContext) -> bool:
+    """No case is waiting for the sweeper (the service's part of the idle barrier)."""
+    async with ctx.pool.acquire() as conn:
+        now = await repository.database_now(conn)
+        return not await repository.due_cases(conn, now, ctx.policy, 1)
+
+
+# -- resolution ------------------------------------------------------------------------------------
+async def resolve(
+    ctx: AuditContext, discrepancy_id: str, person: str, note: str, correlation_id: str
+) -> dict[str, Any] | Refusal:
+    """The resolved discrepancy (with the hash of its log entry), or why it may not be resolved."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        now = await repository.lock_log(conn)
+        found = await repository.discrepancy(conn, discrepancy_id)
+        people = await repository.people_of(conn, discrepancy_id) if found is not None else []
+        refusal = rules.refuse_resolution(discrepancy_id, found, people, person)
+        if refusal is not None:
+            return refusal
+        assert found is not None
+        (a,) = await repository.append(conn, now, [events.resolution_entry(found, person, note, correlation_id)])
+        resolved = await repository.mark_resolved(conn, discrepancy_id, now, person, note, a)
+    return {**resolved, "resolution_hash": a.hash}
