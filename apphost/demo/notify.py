@@ -49,7 +49,7 @@ def _preview(templates: Templates, notify: NotifySettings, r: dict[str, Any], m:
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
     base = base_url_for(settings, "notify")
-    notify = NotifySettings()  # what the notify service reads from the same environment
+    notify = NotifySettings.load()  # what the notify service reads from the same environment
     templates = Templates(notify.templates_dir, notify.default_locale)
     path = sms_file(notify, settings).resolve()
     if notify.provider == "file":
