@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "contracts":
             return _contracts_export(check=args.action == "check")
         if args.cmd == "roster":
-            from services.refunds.roster import list_cmd, seed_cmd
+            from apphost.roster_cli import list_cmd, seed_cmd
 
             if args.action == "list":
                 return list_cmd(get_settings())

@@ -237,13 +237,13 @@ EVERY_TOPIC: list[str] = []
 
 async def seed_roster(dsn: str) -> None:
     """The development roster (as `make run` seeds it): refund-only requests name agent-amy."""
-    from services.refunds import storage
-    from services.refunds.domain import DEV_ROSTER
+    from services.refunds import repository
+    from services.refunds.dev import DEV_ROSTER
 
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "refunds"})
     try:
         async with conn.transaction():
-            await storage.seed_roster(conn, list(DEV_ROSTER))
+            await repository.seed_roster(conn, list(DEV_ROSTER))
     finally:
         await conn.close()
 

@@ -16,7 +16,7 @@ import httpx
 
 from apphost.registry import base_url_for
 from returnflow.settings import Settings
-from services.refunds.domain import DEV_ROSTER
+from services.refunds.dev import DEV_ROSTER
 
 TOKENS = {e.actor_id: e.token for e in DEV_ROSTER}
 DEVICE = {"authorization": "Bearer dev-device-token-dock-1"}

@@ -12,7 +12,6 @@ again with the same key (never a new one), so the customer is paid at most once.
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ import h11
 import orjson
 
 from returnflow.logging import get_logger
+from returnflow.loops import Backoff
 
 log = get_logger("refunds.gateway")
 
@@ -162,7 +162,7 @@ class HttpGateway:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | None,
         timeout_s: float = 5.0,
         attempts: int = 3,
         backoff_s: float = 0.2,
@@ -179,35 +179,40 @@ class HttpGateway:
         self, idempotency_key: str, payment_id: str, amount: int, currency: str, metadata: dict[str, str]
     ) -> GatewayResult:
         body = orjson.dumps({"payment_id": payment_id, "amount": amount, "currency": currency, "metadata": metadata})
-        headers = {
-            "idempotency-key": idempotency_key,
-            "authorization": f"Bearer {self.api_key}",
-            "content-type": "application/json",
-        }
+        headers = {"idempotency-key": idempotency_key, "content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        # The n-th wait is drawn from [b·2^(n-1)/2, b·2^(n-1)]: not capped within one series.
+        backoff = Backoff(self.backoff_s, self.backoff_s * 2**self.attempts)
         last = "no attempt made"
         for attempt in range(1, self.attempts + 1):
-            try:
-                status, raw = await self.pool.request("POST", "/v1/refunds", headers, body, self.timeout_s)
-            except TimeoutError:
-                last = f"gateway timed out after {self.timeout_s}s"
-            except (OSError, h11.ProtocolError) as exc:
-                last = f"gateway unreachable ({type(exc).__name__})"
-            else:
-                if status in (200, 201):
-                    data = _json(raw)
-                    if data.get("status") == "succeeded":
-                        return GatewayResult(True, reference=str(data["id"]))
-                    if data.get("status") == "failed":
-                        return GatewayResult(False, error=f"refund failed at the gateway: {data.get('failure_reason')}")
-                    last = f"refund {data.get('id')} is {data.get('status')} at the gateway"
-                elif status in RETRYABLE_STATUS:
-                    last = f"gateway answered {status}"
-                else:
-                    return GatewayResult(False, error=f"gateway refused ({status}): {_message(raw)}")
+            answer = await self._attempt(headers, body)
+            if isinstance(answer, GatewayResult):
+                return answer
+            last = answer
             if attempt < self.attempts:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+                await backoff.sleep()
         log.warning("refund attempt series without an answer", idempotency_key=idempotency_key, error=last)
         return GatewayResult(False, error=last, retryable=True)
+
+    async def _attempt(self, headers: dict[str, str], body: bytes) -> GatewayResult | str:
+        """One request: the gateway's definitive answer, or why there is none yet (worth retrying)."""
+        try:
+            status, raw = await self.pool.request("POST", "/v1/refunds", headers, body, self.timeout_s)
+        except TimeoutError:
+            return f"gateway timed out after {self.timeout_s}s"
+        except (OSError, h11.ProtocolError) as exc:
+            return f"gateway unreachable ({type(exc).__name__})"
+        if status in (200, 201):
+            data = _json(raw)
+            if data.get("status") == "succeeded":
+                return GatewayResult(True, reference=str(data["id"]))
+            if data.get("status") == "failed":
+                return GatewayResult(False, error=f"refund failed at the gateway: {data.get('failure_reason')}")
+            return f"refund {data.get('id')} is {data.get('status')} at the gateway"
+        if status in RETRYABLE_STATUS:
+            return f"gateway answered {status}"
+        return GatewayResult(False, error=f"gateway refused ({status}): {_message(raw)}")
 
     async def close(self) -> None:
         await self.pool.close()

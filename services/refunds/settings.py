@@ -15,7 +15,7 @@ class RefundsSettings(ServiceSettings):
 
     port: int = 8083
 
-    # Refunds: authority preset (tiered | full_trust | custom). `custom` reads refunds_authority_limits:
+    # Authority preset (tiered | full_trust | custom). `custom` reads authority_limits:
     # currency -> role -> cumulative limit per return in minor units (null = unlimited).
     authority_preset: Literal["tiered", "full_trust", "custom"] = "tiered"
     authority_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
@@ -31,7 +31,7 @@ class RefundsSettings(ServiceSettings):
     # Payment gateway. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
     gateway: Literal["simulated"] = "simulated"
     gateway_url: str | None = None
-    gateway_api_key: SecretStr = SecretStr("sk_test_returnflow_dev")
+    gateway_api_key: SecretStr | None = None  # sent as a bearer token; `returnflow up` sets the simulator's
     gateway_timeout_s: float = 5.0
     gateway_attempts: int = 3
     gateway_backoff_s: float = 0.2

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +17,14 @@ import orjson
 from returnflow.service import ConsumerSpec
 from returnflow.settings import Settings
 from returnflow.signing import SIGNATURE_HEADER, sign
-from services.refunds import storage as refunds_storage
-from services.refunds.app import SPEC as REFUNDS
+from services.refunds import SPEC as REFUNDS
+from services.refunds import repository as refunds_repository
+from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
-from services.refunds.domain import DEV_ROSTER
+from services.refunds.settings import RefundsSettings
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
+from tests.idle import wait_idle
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
@@ -35,16 +37,15 @@ def auth(actor_id: str) -> dict[str, str]:
     return {"authorization": f"Bearer {TOKENS[actor_id]}"}
 
 
-def money_settings(settings: Settings, gateway_url: str, **over: Any) -> Settings:
-    return settings.model_copy(
-        update={
-            "refunds_gateway_url": gateway_url,
-            "refunds_gateway_timeout_s": 0.3,
-            "refunds_gateway_backoff_s": 0.05,
-            "refunds_payment_poll_s": 0.2,
-            "refunds_payment_retry_max_s": 0.5,
-            **over,
-        }
+def refunds_settings(gateway_url: str, **over: Any) -> RefundsSettings:
+    """The refunds service paying through the simulated gateway at `gateway_url`, with short waits."""
+    return RefundsSettings(
+        gateway_url=gateway_url,
+        gateway_timeout_s=0.3,
+        gateway_backoff_s=0.05,
+        payment_poll_s=0.2,
+        payment_retry_max_s=0.5,
+        **over,
     )
 
 
@@ -57,6 +58,11 @@ class Platform:
     refunds: list[httpx.AsyncClient]
     refunds_pool: Any
     warehouse_pool: Any
+    running: list[Any] = field(default_factory=list)
+
+    async def idle(self) -> None:
+        """Every service consumed to the end, drained its outbox and has no payment due: nothing more comes."""
+        await wait_idle(*self.running)
 
     async def new_return(self, **over: Any) -> uuid.UUID:
         raw, hdrs = signed(return_body(**over))
@@ -117,25 +123,28 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     """returns + warehouse + refunds (one or more instances) + the simulated gateway, roster seeded.
     A second refunds instance consumes in its own consumer group, so both apply every event to the
-    same database at the same time: a real race, not a partition hand-over."""
+    same database at the same time: a real race, not a partition hand-over. `over`: refunds settings."""
     async with contextlib.AsyncExitStack() as stack:
         gw_url = await stack.enter_async_context(serve_gateway())
-        s = money_settings(settings, gw_url, **over)
+        s = settings
+        own = {REFUNDS.name: refunds_settings(gw_url, **over)}
         specs = [RETURNS, WAREHOUSE, REFUNDS]
         for i in range(1, refunds_instances):
             specs.append(
                 replace(
                     REFUNDS,
-                    consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, c.handler) for c in REFUNDS.consumers],
+                    consumers=[ConsumerSpec(f"lifecycle-{i}", c.topics, apply=c.apply) for c in REFUNDS.consumers],
                 )
             )
         # started side by side: each one's start is mostly waiting for its consumer group to form
-        ret, wh, *refunds = await asyncio.gather(*(stack.enter_async_context(service_runner(x, s)) for x in specs))
+        ret, wh, *refunds = await asyncio.gather(
+            *(stack.enter_async_context(service_runner(x, s, own.get(x.name))) for x in specs)
+        )
         pool = refunds[0].runtime.pool
         async with pool.acquire() as conn:
-            await refunds_storage.seed_roster(conn, list(DEV_ROSTER))
+            await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10))
             for u in (gw_url, ret.base_url, wh.base_url, *(r.base_url for r in refunds))
         ]
-        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool)
+        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool, [ret, wh, *refunds])

@@ -26,10 +26,11 @@ from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit import SPEC as AUDIT
 from services.audit.settings import AuditSettings
 from services.notify import SPEC as NOTIFY
-from services.refunds import storage as refunds_storage
-from services.refunds.app import SPEC as REFUNDS
+from services.refunds import SPEC as REFUNDS
+from services.refunds import repository as refunds_repository
+from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
-from services.refunds.domain import DEV_ROSTER
+from services.refunds.settings import RefundsSettings
 from services.returns.app import SPEC as RETURNS
 from services.warehouse.app import SPEC as WAREHOUSE
 
@@ -47,10 +48,9 @@ AUDIT_TOKEN = "fuzz-audit-token"
 REFUNDS_TOKEN = next(e.token for e in DEV_ROSTER if e.role == "supervisor")
 
 
-def fuzz_settings(settings: Settings, gateway_url: str) -> Settings:
+def fuzz_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
-            "refunds_gateway_url": gateway_url,
             "webhook_secrets": {k: [SecretStr(v)] for k, v in SECRETS.items()},
             "warehouse_devices": {"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))},
         }
@@ -138,14 +138,17 @@ def fuzz(service: str, openapi: dict[str, Any], base_url: str) -> tuple[list[str
 
 async def test_every_api_survives_fuzzing(settings, service_runner):
     async with contextlib.AsyncExitStack() as stack:
-        s = fuzz_settings(settings, await stack.enter_async_context(serve_gateway()))
-        own: dict[str, Any] = {AUDIT.name: AuditSettings(tokens={"rt-fuzz": SecretStr(AUDIT_TOKEN)})}
+        s = fuzz_settings(settings)
+        own: dict[str, Any] = {
+            AUDIT.name: AuditSettings(tokens={"rt-fuzz": SecretStr(AUDIT_TOKEN)}),
+            REFUNDS.name: RefundsSettings(gateway_url=await stack.enter_async_context(serve_gateway())),
+        }
         running = {
             spec.name: await stack.enter_async_context(service_runner(spec, s, own.get(spec.name)))
             for spec in (RETURNS, WAREHOUSE, REFUNDS, NOTIFY, AUDIT)
         }
         async with running["refunds"].runtime.pool.acquire() as conn:
-            await refunds_storage.seed_roster(conn, list(DEV_ROSTER))
+            await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
         failures: list[str] = []
         sent = 0
         for name, svc in running.items():

@@ -97,7 +97,7 @@ async def test_declined_refund_is_released_and_reported_not_retried(settings, se
         assert await p.refunds_pool.fetchval("SELECT reserved FROM returns WHERE return_id = $1", rid) == 0
         events = values(await read_topic(p.settings.kafka_bootstrap, "refunds.failed", expect=1))
         assert events[0]["retryable"] is False and "402" in events[0]["error"]
-        await asyncio.sleep(0.5)
+        await p.idle()
         assert len(await p.ledger(rid)) == 1  # a person decides what next; the policy does not pay it again
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import Condition, RefundBasis, ReturnKind, Role
-from services.refunds.policy import (
+from services.refunds.rules import (
     PRESETS,
     Actor,
     Authority,

@@ -215,13 +215,14 @@ async def serve_gateway(
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from returnflow.settings import get_settings
+    from services.refunds.settings import RefundsSettings
 
     parser = argparse.ArgumentParser(description="returnflow simulated payment gateway")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    key = get_settings().refunds_gateway_api_key.get_secret_value()
+    api_key = RefundsSettings.load().gateway_api_key
+    key = api_key.get_secret_value() if api_key else None
     uvicorn.run(
         create_sim_app(key),
         host=args.host,

@@ -8,14 +8,20 @@ dir (attached to if `returnflow up` is running, started and stopped again if not
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from apphost.embedded import EmbeddedPostgres
 from returnflow import db
 from returnflow.settings import Settings
-from services.refunds.domain import DEV_ROSTER, RosterEntry
+from services.refunds import SPEC, repository
+from services.refunds.dev import DEV_ROSTER
+from services.refunds.repository import RosterEntry
+from services.refunds.settings import RefundsSettings
 
 
 def load_entries(path: str | None) -> list[RosterEntry]:
@@ -32,13 +38,9 @@ def load_entries(path: str | None) -> list[RosterEntry]:
 
 
 async def _dsn(settings: Settings) -> str:
-    from services.refunds.app import SPEC
-
     if settings.database_url:
         dsn = settings.database_url.get_secret_value()
     else:
-        from apphost.embedded import EmbeddedPostgres
-
         pg = EmbeddedPostgres(settings.data_dir / "postgres")
         pg.start()  # attaches to the running one; stopped at exit only if this process started it
         dsn = pg.uri("returnflow")
@@ -48,21 +50,17 @@ async def _dsn(settings: Settings) -> str:
 
 
 async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
-    from services.refunds import storage
-
     entries = load_entries(path)
-    conn = await db.connect(await _dsn(settings), "refunds")
+    conn = await db.connect(await _dsn(settings), SPEC.schema)
     try:
         async with conn.transaction():
-            await storage.seed_roster(conn, entries)
+            await repository.seed_roster(conn, entries)
     finally:
         await conn.close()
     return entries
 
 
 def seed_cmd(settings: Settings, path: str | None) -> int:
-    import asyncio
-
     entries = asyncio.run(seed(settings, path))
     for e in entries:
         print(f"  {e.actor_id:<12} {e.role.value:<10} {'active' if e.active else 'inactive'}")
@@ -70,18 +68,15 @@ def seed_cmd(settings: Settings, path: str | None) -> int:
     return 0
 
 
-async def listing(settings: Settings) -> list[dict[str, object]]:
-    conn = await db.connect(await _dsn(settings), "refunds")
+async def listing(settings: Settings) -> list[dict[str, Any]]:
+    conn = await db.connect(await _dsn(settings), SPEC.schema)
     try:
-        rows = await conn.fetch("SELECT actor_id, role, display_name, active FROM roster ORDER BY role, actor_id")
+        return await repository.roster(conn)
     finally:
         await conn.close()
-    return [dict(r) for r in rows]
 
 
 def list_cmd(settings: Settings) -> int:
-    import asyncio
-
     rows = asyncio.run(listing(settings))
     print(f"  {'actor':<14} {'role':<11} {'name':<20} status")
     for r in rows:
@@ -89,8 +84,6 @@ def list_cmd(settings: Settings) -> int:
             f"  {r['actor_id']!s:<14} {r['role']!s:<11} {r['display_name'] or '':<20} "
             f"{'active' if r['active'] else 'inactive'}"
         )
-    print(
-        f"roster: {len(rows)} actor(s); roles come from here, never from a request "
-        f"(preset {settings.refunds_authority_preset})"
-    )
+    preset = RefundsSettings.load().authority_preset
+    print(f"roster: {len(rows)} actor(s); roles come from here, never from a request (preset {preset})")
     return 0

@@ -1,9 +1,14 @@
-"""The refund policy: pure decisions, no I/O.
+"""The refunds rules: pure decisions, no I/O (the service's handlers load, call these, and save).
 
 From what is known about a return (its lines and paid total, the first moving scan, the warehouse
 receipt, the refunds and escalations so far, the customer's recent clawbacks), the configured
 policy and — for a person's command — the actor with their roster role, decide: refund now (how
 much, on which basis), escalate (to which role), flag a clawback, or note why nothing moves yet.
+
+Where to look: `evaluate` (what happens to a return without anyone's command: `_refund_only_request`,
+`_early_refund` — "when is an early refund allowed?" is its guard chain — and `_receipt`),
+`decide_command` (a person's approve / reject / grant_free_refund) and `decide_commands` (a batch of
+commands in order, parked when their return is not known yet).
 
 Invariants (property-tested in tests/unit/test_refunds_policy.py):
 - the refunds of a return never add up to more than its paid total;
@@ -20,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from contracts.events import Condition, RefundBasis, ReturnKind, Role
+from contracts.events import MOVING_SCAN_CODES, Condition, ParcelScanned, RefundBasis, ReturnKind, Role
+from services.refunds.settings import RefundsSettings
 
 ROLE_ORDER: tuple[Role, ...] = (Role.agent, Role.supervisor, Role.manager, Role.owner)
 GOODS_BASES = frozenset({RefundBasis.early_scan, RefundBasis.warehouse_receipt})
@@ -67,7 +73,9 @@ class Authority:
 def authority_from(preset: str, custom: Mapping[str, Mapping[str, int | None]] | None = None) -> Authority:
     if preset == "custom":
         if not custom:
-            raise ValueError("authority preset 'custom' needs refunds_authority_limits (currency -> role -> limit)")
+            raise ValueError(
+                "authority preset 'custom' needs RETURNFLOW_REFUNDS_AUTHORITY_LIMITS (currency -> role -> limit)"
+            )
         table: dict[str, dict[Role, int | None]] = {}
         for currency, roles in custom.items():
             table[currency] = {}
@@ -88,6 +96,18 @@ class Policy:
     early_refund_cap: Mapping[str, int] = field(default_factory=lambda: {"CNY": 50_000})
     early_refund_max_clawbacks: int = 0
     return_window: timedelta | None = None
+
+
+def policy_from(settings: RefundsSettings) -> Policy:
+    """The policy the settings configure; a bad authority configuration fails here, in one line."""
+    window = settings.return_window_days
+    return Policy(
+        authority=authority_from(settings.authority_preset, settings.authority_limits),
+        early_refund=settings.early_refund,
+        early_refund_cap=dict(settings.early_refund_cap),
+        early_refund_max_clawbacks=settings.early_refund_max_clawbacks,
+        return_window=timedelta(days=window) if window is not None else None,
+    )
 
 
 # -- what is known about a return ---------------------------------------------------------------------
@@ -260,6 +280,21 @@ def escalation_id(return_id: UUID, cause: str) -> str:
     return str(uuid.uuid5(_NS, f"escalation|{return_id}|{cause}"))
 
 
+def clawback_id(return_id: UUID, cause: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"returnflow:clawback:{return_id}:{cause}"))
+
+
+def first_moving_scans(scans: Iterable[ParcelScanned]) -> list[ParcelScanned]:
+    """Per return, the earliest scan that shows the parcel moving (what an early refund waits for)."""
+    moving = sorted(
+        (s for s in scans if s.scan_code in MOVING_SCAN_CODES), key=lambda s: (s.return_id, s.scanned_at, s.scan_id)
+    )
+    first: dict[UUID, ParcelScanned] = {}
+    for s in moving:
+        first.setdefault(s.return_id, s)
+    return list(first.values())
+
+
 def fold(f: ReturnFacts, action: Action) -> ReturnFacts:
     """The facts after an action took effect."""
     match action:
@@ -358,25 +393,30 @@ def evaluate(f: ReturnFacts, p: Policy) -> list[Action]:
     already decided is never decided again."""
     plan = _Plan(f)
     if f.cancelled:
-        if f.early_refunded > 0 and not f.receipts and "clawback:cancelled" not in f.decided:
-            plan.add(
-                FlagClawback(
-                    "clawback:cancelled",
-                    f.early_refunded,
-                    "",
-                    "return cancelled after an early refund: the goods will not come back",
-                )
-            )
-        for e in f.escalations:
-            plan.add(CloseEscalation(e.escalation_id, "cancelled"))
-        return plan.actions
-    if f.kind == ReturnKind.refund_only:
+        _cancelled(plan)
+    elif f.kind == ReturnKind.refund_only:
         _refund_only_request(plan, p)
     elif f.kind == ReturnKind.return_and_refund:
         _early_refund(plan, p)
         for r in f.receipts:
             _receipt(plan, p, r)
     return plan.actions
+
+
+def _cancelled(plan: _Plan) -> None:
+    """A cancelled return closes its escalations; after an early refund, the goods will not come back."""
+    f = plan.facts
+    if f.early_refunded > 0 and not f.receipts and "clawback:cancelled" not in f.decided:
+        plan.add(
+            FlagClawback(
+                "clawback:cancelled",
+                f.early_refunded,
+                "",
+                "return cancelled after an early refund: the goods will not come back",
+            )
+        )
+    for e in f.escalations:
+        plan.add(CloseEscalation(e.escalation_id, "cancelled"))
 
 
 def _refund_only_request(plan: _Plan, p: Policy) -> None:
@@ -426,52 +466,78 @@ def _early_refund(plan: _Plan, p: Policy) -> None:
         plan.add(RefundNow("early_scan", amount, RefundBasis.early_scan, note="parcel seen moving by the carrier"))
 
 
+RECEIVED = (Condition.as_described, Condition.damaged, Condition.wrong_item)  # came back, as described or not
+
+
 def _receipt(plan: _Plan, p: Policy, r: Receipt) -> None:
+    """A warehouse receipt: checked against an early refund, or refunded for the units received as
+    described (a late parcel goes to a person; damaged or wrong items are reviewed by one)."""
     f = plan.facts
-    cause = f"receipt:{r.receipt_id}"
-    if cause in f.decided:
+    if f"receipt:{r.receipt_id}" in f.decided:
         return
     ok_value = value_of_units(f.lines, _units(r, [Condition.as_described]))
-    received_value = value_of_units(
-        f.lines, _units(r, [Condition.as_described, Condition.damaged, Condition.wrong_item])
+    flagged_value = max(0, value_of_units(f.lines, _units(r, RECEIVED)) - ok_value)
+    if f.early_refunded > 0:
+        _check_early_refund(plan, r, ok_value)
+    elif _late(f, p, f.first_moving_at or r.received_at):
+        _late_receipt(plan, p, r, ok_value, flagged_value)
+    else:
+        _refund_received(plan, r, ok_value)
+        _review_flagged(plan, p, r, flagged_value)
+
+
+def _due_at_receipt(f: ReturnFacts, ok_value: int) -> int:
+    return min(max(0, ok_value - f.goods_refunded), f.headroom)
+
+
+def _check_early_refund(plan: _Plan, r: Receipt, ok_value: int) -> None:
+    """After an early refund a receipt pays nothing more; what did not come back as described is a
+    clawback for a person to follow up (never an automatic charge)."""
+    f = plan.facts
+    shortfall = max(0, f.early_refunded - ok_value)
+    if shortfall > 0:
+        plan.add(
+            FlagClawback(
+                f"clawback:{r.receipt_id}",
+                shortfall,
+                r.receipt_id,
+                f"after an early refund the warehouse found: {_shortfall_text(f.lines, r)}",
+            )
+        )
+    plan.add(Wait(f"receipt:{r.receipt_id}", "already refunded early; receipt checked against it"))
+
+
+def _late_receipt(plan: _Plan, p: Policy, r: Receipt, ok_value: int, flagged_value: int) -> None:
+    """Shipped after the return window: a person decides about everything received."""
+    f = plan.facts
+    cause = f"receipt:{r.receipt_id}"
+    amount = min(_due_at_receipt(f, ok_value) + flagged_value, f.headroom)
+    if amount <= 0:
+        plan.add(Wait(cause, "nothing received"))
+        return
+    required = p.authority.required_role(f.currency, f.authority_used + amount)
+    plan.add(
+        Escalate(
+            cause,
+            amount,
+            RefundBasis.warehouse_receipt,
+            required,
+            "parcel shipped after the return window: a person decides (never an automatic rejection)",
+        )
     )
-    flagged_value = max(0, received_value - ok_value)
-    early = f.early_refunded
-    if early > 0:
-        shortfall = max(0, early - ok_value)
-        if shortfall > 0:
-            plan.add(
-                FlagClawback(
-                    f"clawback:{r.receipt_id}",
-                    shortfall,
-                    r.receipt_id,
-                    f"after an early refund the warehouse found: {_shortfall_text(f.lines, r)}",
-                )
-            )
-        plan.add(Wait(cause, "already refunded early; receipt checked against it"))
-        return
-    due = min(max(0, ok_value - f.goods_refunded), f.headroom)
-    shipped_at = f.first_moving_at or r.received_at
-    if _late(f, p, shipped_at):
-        amount = min(due + flagged_value, f.headroom)
-        if amount > 0:
-            required = p.authority.required_role(f.currency, f.authority_used + amount)
-            plan.add(
-                Escalate(
-                    cause,
-                    amount,
-                    RefundBasis.warehouse_receipt,
-                    required,
-                    "parcel shipped after the return window: a person decides (never an automatic rejection)",
-                )
-            )
-        else:
-            plan.add(Wait(cause, "nothing received"))
-        return
+
+
+def _refund_received(plan: _Plan, r: Receipt, ok_value: int) -> None:
+    cause = f"receipt:{r.receipt_id}"
+    due = _due_at_receipt(plan.facts, ok_value)
     if due > 0:
         plan.add(RefundNow(cause, due, RefundBasis.warehouse_receipt, note="for the quantity received as described"))
     else:
         plan.add(Wait(cause, "nothing received as described"))
+
+
+def _review_flagged(plan: _Plan, p: Policy, r: Receipt, flagged_value: int) -> None:
+    """Damaged or wrong items that came back: a person decides whether they are refunded too."""
     f = plan.facts
     review = min(flagged_value, f.headroom)
     if review > 0 and f"review:{r.receipt_id}" not in f.decided:
@@ -600,3 +666,144 @@ def _supersede(plan: _Plan) -> None:
     for e in plan.facts.escalations:
         if e.amount > plan.facts.headroom:
             plan.add(CloseEscalation(e.escalation_id, "superseded"))
+
+
+# -- a batch of commands ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandIn:
+    """A person's command as it arrived (HTTP or `refunds.commands`), before its actor is known."""
+
+    command_id: str
+    return_id: UUID
+    source: str  # http | kafka
+    actor_id: str
+    action: str
+    amount: int | None
+    note: str | None
+    correlation_id: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Known:
+    """A return as loaded: the facts the rules see, and what its events and payments need besides."""
+
+    facts: ReturnFacts
+    customer_key: str
+    correlation_id: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Actions decided for a return (its facts as they were before them), to be saved with their events."""
+
+    known: Known
+    actions: Sequence[Action]
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """What became of a command: recorded for every one (the authority log)."""
+
+    command: CommandIn
+    actor: Actor | None
+    outcome: Outcome
+    parked: bool = False
+
+
+PARKED = Outcome(202, "parked", "return not known yet: the command waits for it")
+
+
+@dataclass
+class CommandsDecided:
+    outcomes: list[Outcome] = field(default_factory=list)  # one per command, in order
+    rulings: list[Ruling] = field(default_factory=list)  # the commands to record (replays are not)
+    planned: list[Planned] = field(default_factory=list)
+
+
+def decide_commands(
+    commands: Sequence[CommandIn],
+    actors: Mapping[str, Actor],
+    known: Mapping[UUID, Known],
+    replays: Mapping[str, Outcome],
+    p: Policy,
+) -> CommandsDecided:
+    """Each command in order, with the actor's roster role, each seeing the effect of the ones before.
+    A retry (same idempotency key) gets the first answer; a Kafka command from a known actor for a
+    return not known yet is parked until the return arrives (over HTTP that is a 404)."""
+    facts = {rid: k.facts for rid, k in known.items()}
+    out = CommandsDecided()
+    for c in commands:
+        if c.idempotency_key and c.idempotency_key in replays:
+            out.outcomes.append(replays[c.idempotency_key])
+            continue
+        actor = actors.get(c.actor_id)
+        f = facts.get(c.return_id)
+        if actor is not None and f is None and c.source == "kafka":
+            ruling = Ruling(c, actor, PARKED, parked=True)
+        else:
+            ruling = Ruling(c, actor, decide_command(f, p, actor, Command(c.command_id, c.action, c.amount, c.note)))
+            if f is not None and ruling.outcome.actions:
+                out.planned.append(
+                    Planned(replace(known[c.return_id], facts=f), ruling.outcome.actions, c.correlation_id)
+                )
+                for a in ruling.outcome.actions:
+                    f = fold(f, a)
+                facts[c.return_id] = f
+        out.outcomes.append(ruling.outcome)
+        out.rulings.append(ruling)
+    return out
+
+
+# -- paying ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Due:
+    """A pending refund leased for payment."""
+
+    refund_id: str
+    return_id: UUID
+    order_id: str
+    amount: int
+    currency: str
+    basis: str
+    idempotency_key: str
+    attempts: int
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """The gateway's answer to one attempt series: paid (`ok`), refused for good (the amount is released
+    and a person decides what next), or unknown (`retryable`: asked again later with the same key)."""
+
+    due: Due
+    ok: bool
+    reference: str | None
+    error: str | None
+    retryable: bool
+    retry_in_s: float = 0.0
+
+    @property
+    def failed_for_good(self) -> bool:
+        return not self.ok and not self.retryable
+
+    @property
+    def to_retry(self) -> bool:
+        return not self.ok and self.retryable
+
+
+def taking_effect(planned: Sequence[Planned], recorded: set[tuple[UUID, str]]) -> list[tuple[Planned, Action]]:
+    """The actions that take effect, in order: each decided cause only where its decision was recorded
+    now (a concurrent writer may have decided it first); closing and re-escalating always."""
+    return [
+        (p, a)
+        for p in planned
+        for a in p.actions
+        if isinstance(a, CloseEscalation | Reescalate) or (p.known.facts.return_id, a.cause) in recorded
+    ]

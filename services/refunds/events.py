@@ -1,0 +1,166 @@
+"""Pure: the refunds service's decisions and payment outcomes as integration events (contracts models).
+The one place where a decision becomes RefundDecided / RefundEscalated / ClawbackFlagged, and a payment
+RefundIssued / RefundFailed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from contracts.events import (
+    ClawbackFlagged,
+    Message,
+    RefundBasis,
+    RefundDecided,
+    RefundEscalated,
+    RefundFailed,
+    RefundIssued,
+)
+from services.refunds.rules import (
+    Action,
+    Escalate,
+    FlagClawback,
+    PaymentResult,
+    Planned,
+    Reescalate,
+    RefundNow,
+    Reject,
+    clawback_id,
+    escalation_id,
+    refund_id,
+)
+
+
+def decision_events(effects: Sequence[tuple[Planned, Action]], now: datetime) -> list[Message]:
+    """One event per action that took effect and is news to others (waits and closes are not)."""
+    return [e for p, a in effects if (e := decision_event(p, a, now)) is not None]
+
+
+def decision_event(p: Planned, a: Action, now: datetime) -> Message | None:
+    match a:
+        case RefundNow():
+            return refund_decided(p, a, now)
+        case Escalate():
+            return refund_escalated(p, a, now)
+        case Reescalate():
+            return refund_reescalated(p, a, now)
+        case FlagClawback():
+            return clawback_flagged(p, a, now)
+        case Reject():
+            return refund_rejected(p, a, now)
+    return None
+
+
+def refund_decided(p: Planned, a: RefundNow, now: datetime) -> RefundDecided:
+    f = p.known.facts
+    return RefundDecided(
+        occurred_at=now,
+        return_id=f.return_id,
+        correlation_id=p.correlation_id,
+        decision="refund",
+        amount=a.amount,
+        currency=f.currency,
+        basis=a.basis,
+        actor_id=a.actor.actor_id if a.actor else None,
+        actor_role=a.actor.role if a.actor else None,
+        note=a.note,
+        refund_id=refund_id(f.return_id, a.cause),
+    )
+
+
+def refund_rejected(p: Planned, a: Reject, now: datetime) -> RefundDecided:
+    f = p.known.facts
+    return RefundDecided(
+        occurred_at=now,
+        return_id=f.return_id,
+        correlation_id=p.correlation_id,
+        decision="reject",
+        amount=a.amount,
+        currency=f.currency,
+        actor_id=a.actor.actor_id,
+        actor_role=a.actor.role,
+        note=a.note,
+    )
+
+
+def refund_escalated(p: Planned, a: Escalate, now: datetime) -> RefundEscalated:
+    f = p.known.facts
+    return RefundEscalated(
+        occurred_at=now,
+        return_id=f.return_id,
+        correlation_id=p.correlation_id,
+        currency=f.currency,
+        escalation_id=escalation_id(f.return_id, a.cause),
+        amount=a.amount,
+        required_role=a.required_role,
+        requested_by=a.requested_by,
+        reason=a.reason,
+        basis=a.basis,
+    )
+
+
+def refund_reescalated(p: Planned, a: Reescalate, now: datetime) -> RefundEscalated | None:
+    """An open escalation now waits for a higher role: announced again, naming that role."""
+    f = p.known.facts
+    esc = next((e for e in f.escalations if e.escalation_id == a.escalation_id), None)
+    if esc is None:
+        return None
+    return RefundEscalated(
+        occurred_at=now,
+        return_id=f.return_id,
+        correlation_id=p.correlation_id,
+        currency=f.currency,
+        escalation_id=esc.escalation_id,
+        amount=esc.amount,
+        required_role=a.required_role,
+        requested_by=esc.requested_by,
+        reason=a.reason,
+        basis=esc.basis,
+    )
+
+
+def clawback_flagged(p: Planned, a: FlagClawback, now: datetime) -> ClawbackFlagged:
+    f = p.known.facts
+    return ClawbackFlagged(
+        occurred_at=now,
+        return_id=f.return_id,
+        correlation_id=p.correlation_id,
+        amount=a.amount,
+        currency=f.currency,
+        receipt_id=a.receipt_id,
+        reason=a.reason,
+        clawback_id=clawback_id(f.return_id, a.cause),
+        refund_id=refund_id(f.return_id, "early_scan") if f.early_refunded else None,
+    )
+
+
+def payment_events(results: Sequence[PaymentResult], recorded: set[str], now: datetime) -> list[Message]:
+    """One event per payment outcome that was recorded: issued, or failed (for good, or to be retried)."""
+    return [refund_issued(r, now) if r.ok else refund_failed(r, now) for r in results if r.due.refund_id in recorded]
+
+
+def refund_issued(r: PaymentResult, now: datetime) -> RefundIssued:
+    return RefundIssued(
+        occurred_at=now,
+        return_id=r.due.return_id,
+        correlation_id=r.due.correlation_id,
+        refund_id=r.due.refund_id,
+        amount=r.due.amount,
+        currency=r.due.currency,
+        basis=RefundBasis(r.due.basis),
+        gateway_reference=r.reference or "",
+    )
+
+
+def refund_failed(r: PaymentResult, now: datetime) -> RefundFailed:
+    return RefundFailed(
+        occurred_at=now,
+        return_id=r.due.return_id,
+        correlation_id=r.due.correlation_id,
+        refund_id=r.due.refund_id,
+        amount=r.due.amount,
+        currency=r.due.currency,
+        error=(r.error or "unknown error")[:500],
+        retryable=r.retryable,
+        attempts=r.due.attempts,
+    )

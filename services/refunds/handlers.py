@@ -1,0 +1,234 @@
+"""The refunds service's steps: the lifecycle consumer (facts in, the policy applied, people's commands
+decided), a person's decision over HTTP, and the payment worker. Each step loads through the repository,
+decides with the pure rules (services/refunds/rules.py), saves, and writes its events to the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from uuid import UUID
+
+import asyncpg
+
+from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from returnflow import metrics
+from returnflow.consumer import Batch
+from returnflow.db import Conn
+from returnflow.logging import get_logger
+from returnflow.loops import Worker, retry_delay_s
+from returnflow.outbox import enqueue
+from returnflow.service import Runtime
+from services.refunds import events, repository, rules
+from services.refunds.gateway import Gateway, HttpGateway
+from services.refunds.rules import (
+    CloseEscalation,
+    CommandIn,
+    Due,
+    Escalate,
+    FlagClawback,
+    Outcome,
+    PaymentResult,
+    Planned,
+    Policy,
+    Reescalate,
+    RefundNow,
+)
+from services.refunds.settings import RefundsSettings
+
+log = get_logger("refunds")
+
+
+@dataclass
+class RefundsContext:
+    """What the refunds handlers and routes share, built once the pool exists."""
+
+    pool: asyncpg.Pool
+    settings: RefundsSettings
+    policy: Policy
+    gateway: Gateway
+    dsn: str
+    payments_channel: str  # NOTIFYed when a refund is added to the ledger
+    paying: asyncio.Semaphore  # at most `payment_concurrency` gateway calls at once
+
+
+async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
+    policy = rules.policy_from(s)  # fails the start, in one line, on a bad authority configuration
+    if not s.gateway_url:
+        raise RuntimeError(
+            "refunds: RETURNFLOW_REFUNDS_GATEWAY_URL is not set "
+            "(`returnflow up` starts the simulated gateway and sets it)"
+        )
+    gateway = HttpGateway(
+        s.gateway_url,
+        s.gateway_api_key.get_secret_value() if s.gateway_api_key else None,
+        timeout_s=s.gateway_timeout_s,
+        attempts=s.gateway_attempts,
+        backoff_s=s.gateway_backoff_s,
+        max_connections=s.payment_concurrency,
+    )
+    paying = asyncio.Semaphore(s.payment_concurrency)
+    return RefundsContext(rt.pool, s, policy, gateway, rt.dsn, f"{rt.spec.schema}_payments", paying)
+
+
+async def close_context(ctx: RefundsContext) -> None:
+    await ctx.gateway.close()
+
+
+# -- the lifecycle consumer ---------------------------------------------------------------------------------
+
+
+async def apply_lifecycle(ctx: RefundsContext, conn: Conn, batch: Batch) -> None:
+    """Record the batch's facts, apply the policy to the returns they touch, then decide people's
+    commands: those parked until a return of this batch arrived first, then the batch's own, in order."""
+    await record_facts(conn, batch)
+    await evaluate_returns(ctx, conn, _correlations(batch))
+    commands = await repository.parked_commands(conn, [e.return_id for e in batch.of(ReturnRequested)])
+    commands += [_command_from_kafka(e) for e in batch.of(RefundCommand)]
+    _log_refusals(commands, await process_commands(ctx, conn, commands))
+
+
+async def record_facts(conn: Conn, batch: Batch) -> None:
+    """Store what happened; a fact may come before its return (applied when the return arrives)."""
+    await repository.record_returns(conn, batch.of(ReturnRequested))
+    await repository.record_moving_scans(conn, rules.first_moving_scans(batch.of(ParcelScanned)))
+    await repository.record_receipts(conn, batch.of(ReturnReceived))
+    await repository.record_cancellations(conn, batch.of(ReturnCancelled))
+
+
+def _correlations(batch: Batch) -> dict[UUID, str]:
+    """Per return touched by a fact, the correlation id of its last one (commands carry their own)."""
+    return {e.return_id: e.correlation_id for e in batch.events if not isinstance(e, RefundCommand)}
+
+
+def _command_from_kafka(e: RefundCommand) -> CommandIn:
+    return CommandIn(str(e.event_id), e.return_id, "kafka", e.actor_id, e.action, e.amount, e.note, e.correlation_id)
+
+
+def _log_refusals(commands: Sequence[CommandIn], outcomes: Sequence[Outcome]) -> None:
+    for c, o in zip(commands, outcomes, strict=True):
+        if o.status in (401, 403, 404, 409, 422):
+            log.warning(
+                "refund command refused",
+                command_id=c.command_id,
+                actor_id=c.actor_id,
+                action=c.action,
+                status=o.status,
+                reason=o.message,
+                correlation_id=c.correlation_id,
+            )
+
+
+async def evaluate_returns(ctx: RefundsContext, conn: Conn, correlations: dict[UUID, str]) -> int:
+    """Run the automatic policy for these returns (those already known) and save what it decides."""
+    known = await repository.load_facts(conn, correlations, ctx.settings.clawback_lookback_days)
+    planned = [
+        Planned(k, actions, correlations.get(rid) or k.correlation_id)
+        for rid, k in known.items()
+        if (actions := rules.evaluate(k.facts, ctx.policy))
+    ]
+    return await save_decisions(conn, planned) if planned else 0
+
+
+# -- people's commands ----------------------------------------------------------------------------------------
+
+
+async def decide(ctx: RefundsContext, command: CommandIn) -> Outcome:
+    """A person's decision over HTTP, decided and saved in its own transaction."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        (outcome,) = await process_commands(ctx, conn, [command])
+    return outcome
+
+
+async def process_commands(ctx: RefundsContext, conn: Conn, commands: Sequence[CommandIn]) -> list[Outcome]:
+    """Decide each command with the actor's roster role, in order, and record every one (the authority
+    log). A command for a return not known yet is parked (Kafka) or refused with 404 (HTTP)."""
+    if not commands:
+        return []
+    actors = await repository.actors_by_id(conn, [c.actor_id for c in commands])
+    known = await repository.load_facts(conn, [c.return_id for c in commands], ctx.settings.clawback_lookback_days)
+    # After the returns are locked: a retry racing its original sees the original's answer.
+    replays = await repository.answered_commands(conn, [c.idempotency_key for c in commands if c.idempotency_key])
+    decided = rules.decide_commands(commands, actors, known, replays, ctx.policy)
+    if decided.planned:
+        await save_decisions(conn, decided.planned)
+    await repository.record_commands(conn, decided.rulings)
+    return decided.outcomes
+
+
+async def save_decisions(conn: Conn, planned: Sequence[Planned]) -> int:
+    """Save the decisions, ledger entries, escalations and clawbacks, and their events (one statement
+    per table for the whole batch); a cause already decided (by a concurrent writer) takes no effect
+    again. Returns the number of events."""
+    recorded = await repository.record_decisions(conn, planned)
+    effects = rules.taking_effect(planned, recorded)
+    await repository.add_refunds(conn, [(p, a) for p, a in effects if isinstance(a, RefundNow)])
+    await repository.open_escalations(conn, [(p, a) for p, a in effects if isinstance(a, Escalate)])
+    await repository.close_escalations(conn, [a for _, a in effects if isinstance(a, CloseEscalation)])
+    await repository.raise_escalations(conn, [a for _, a in effects if isinstance(a, Reescalate)])
+    await repository.flag_clawbacks(conn, [(p, a) for p, a in effects if isinstance(a, FlagClawback)])
+    out = events.decision_events(effects, datetime.now(UTC))
+    await enqueue(conn, out)
+    return len(out)
+
+
+# -- the payment worker ----------------------------------------------------------------------------------
+
+
+async def payment_worker(ctx: RefundsContext) -> None:
+    """Pays the ledger's pending refunds; a new refund row wakes it (NOTIFY), else it polls."""
+    step = partial(pay_due_refunds, ctx)
+    await Worker("payments", step, ctx.settings.payment_poll_s, ctx.dsn, ctx.payments_channel).run()
+
+
+async def nothing_to_pay(ctx: RefundsContext) -> bool:
+    """The payment worker is idle: no refund due now or being paid (a retry scheduled later is not due)."""
+    return not await repository.payments_waiting(ctx.pool)
+
+
+async def pay_due_refunds(ctx: RefundsContext) -> float | None:
+    """One round: lease due refunds, ask the gateway (concurrently), record the outcomes in one
+    transaction. Returns 0 after paying (more may be due), else the seconds until the next is due."""
+    s = ctx.settings
+    due = await repository.claim_due(ctx.pool, s.payment_batch, s.payment_lease_s)
+    if not due:
+        wait = await repository.next_due_in(ctx.pool)
+        return None if wait is None else max(wait, 0.01)  # due now but leased elsewhere: not a busy loop
+    results = await asyncio.gather(*(pay(ctx, d) for d in due))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await record_payments(conn, results)
+    return 0
+
+
+async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
+    s = ctx.settings
+    async with ctx.paying:
+        r = await ctx.gateway.refund(
+            d.idempotency_key,
+            d.order_id,
+            d.amount,
+            d.currency,
+            {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
+        )
+    wait = retry_delay_s(d.attempts, s.gateway_backoff_s * 4, s.payment_retry_max_s)
+    return PaymentResult(d, r.ok, r.reference, r.error, r.retryable, wait)
+
+
+async def record_payments(conn: Conn, results: Sequence[PaymentResult]) -> int:
+    """Issued, failed for good (releases the amount), or to be retried; one event each."""
+    now = datetime.now(UTC)
+    paid = [r for r in results if r.ok]
+    refused = [r for r in results if r.failed_for_good]
+    unknown = [r for r in results if r.to_retry]
+    issued = await repository.mark_issued(conn, paid)
+    for row in issued:  # request -> refund paid, by basis (Grafana's refund cycle time panel)
+        if row["cycle_s"] is not None:
+            metrics.REFUND_CYCLE.labels(row["basis"]).observe(max(0.0, row["cycle_s"]))
+    recorded = {row["refund_id"] for row in issued}
+    recorded |= await repository.mark_failed(conn, refused)
+    recorded |= await repository.schedule_retries(conn, unknown)
+    out = events.payment_events([*paid, *refused, *unknown], recorded, now)
+    await enqueue(conn, out)
+    return len(out)

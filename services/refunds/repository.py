@@ -1,0 +1,626 @@
+"""SQL of the refunds service: reads and writes, nothing decided here. Functions taking `conn` run inside
+the caller's transaction and handle a whole batch with a fixed number of statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.events import (
+    Condition,
+    ParcelScanned,
+    RefundBasis,
+    ReturnCancelled,
+    ReturnKind,
+    ReturnReceived,
+    ReturnRequested,
+    Role,
+)
+from returnflow.db import Conn
+from returnflow.http import token_digest
+from services.refunds.rules import (
+    Action,
+    Actor,
+    CloseEscalation,
+    CommandIn,
+    Due,
+    Escalate,
+    FlagClawback,
+    Known,
+    Line,
+    OpenEscalation,
+    Outcome,
+    Paid,
+    PaymentResult,
+    Planned,
+    Receipt,
+    ReceiptLine,
+    Reescalate,
+    RefundNow,
+    Reject,
+    ReturnFacts,
+    Ruling,
+    Wait,
+    clawback_id,
+    escalation_id,
+    refund_id,
+)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns, one array parameter each (for `unnest`)."""
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+# -- facts ---------------------------------------------------------------------------------------------
+
+
+async def record_returns(conn: Conn, events: Sequence[ReturnRequested]) -> None:
+    if not events:
+        return
+    by_id = {e.return_id: e for e in sorted(events, key=lambda e: e.return_id)}
+    es = list(by_id.values())
+    await conn.execute(
+        """INSERT INTO returns (return_id, shop_id, order_id, kind, currency, paid_total, customer_key,
+               requested_by_agent, requested_at, lines, correlation_id)
+           SELECT r, s, o, k, c, p, ck, a, at, l::jsonb, cid FROM unnest($1::uuid[], $2::text[], $3::text[],
+               $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
+               $11::text[]) AS u(r, s, o, k, c, p, ck, a, at, l, cid)
+           ON CONFLICT (return_id) DO NOTHING""",
+        [e.return_id for e in es],
+        [e.shop_id for e in es],
+        [e.order_id for e in es],
+        [e.kind.value for e in es],
+        [e.currency for e in es],
+        [e.paid_total for e in es],
+        [f"{e.shop_id}:{e.customer.id}" for e in es],
+        [e.requested_by.agent_id if e.requested_by.type == "agent" else None for e in es],
+        [e.requested_at for e in es],
+        [
+            orjson.dumps([{"sku": x.sku, "qty": x.qty, "unit_price": x.unit_price} for x in e.lines]).decode()
+            for e in es
+        ],
+        [e.correlation_id for e in es],
+    )
+
+
+async def record_moving_scans(conn: Conn, first: Sequence[ParcelScanned]) -> None:
+    """The first moving scan of each return (a fact may come before its return: applied when it arrives)."""
+    if not first:
+        return
+    await conn.execute(
+        """INSERT INTO moving_scans (return_id, scan_id, scan_code, scanned_at)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+           ON CONFLICT (return_id) DO NOTHING""",
+        [s.return_id for s in first],
+        [s.scan_id for s in first],
+        [s.scan_code.value for s in first],
+        [s.scanned_at for s in first],
+    )
+
+
+async def record_receipts(conn: Conn, receipts: Sequence[ReturnReceived]) -> None:
+    if not receipts:
+        return
+    receipts = sorted(receipts, key=lambda r: r.receipt_id)
+    await conn.execute(
+        """INSERT INTO receipts (receipt_id, return_id, received_at, lines)
+           SELECT r, rid, at, l::jsonb FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[])
+               AS u(r, rid, at, l)
+           ON CONFLICT (receipt_id) DO NOTHING""",
+        [r.receipt_id for r in receipts],
+        [r.return_id for r in receipts],
+        [r.received_at for r in receipts],
+        [
+            orjson.dumps(
+                [{"sku": x.sku, "qty_received": x.qty_received, "condition": x.condition.value} for x in r.lines]
+            ).decode()
+            for r in receipts
+        ],
+    )
+
+
+async def record_cancellations(conn: Conn, cancels: Sequence[ReturnCancelled]) -> None:
+    if not cancels:
+        return
+    await conn.execute(
+        """INSERT INTO cancellations (return_id, cancelled_at)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) ON CONFLICT DO NOTHING""",
+        [c.return_id for c in cancels],
+        [c.occurred_at for c in cancels],
+    )
+
+
+# -- loading what is known about returns -------------------------------------------------------------------
+
+
+async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int) -> dict[UUID, Known]:
+    """Everything the rules need about these returns, with their rows locked (in id order, so two
+    workers never deadlock) until the transaction ends."""
+    ids = sorted(set(return_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT * FROM returns WHERE return_id = ANY($1::uuid[]) ORDER BY return_id FOR UPDATE", ids
+    )
+    if not rows:
+        return {}
+    ids = [r["return_id"] for r in rows]
+    scans = await _first_moving_at(conn, ids)
+    receipts = await _receipts(conn, ids)
+    cancelled = await _cancelled(conn, ids)
+    paid = await _ledger_entries(conn, ids)
+    decided = await _decided_causes(conn, ids)
+    open_esc = await _open_escalations(conn, ids)
+    clawbacks = await _recent_clawbacks(conn, list({r["customer_key"] for r in rows}), lookback_days)
+    agents = await actors_by_id(conn, [r["requested_by_agent"] for r in rows if r["requested_by_agent"]])
+    out: dict[UUID, Known] = {}
+    for r in rows:
+        rid = r["return_id"]
+        facts = ReturnFacts(
+            return_id=rid,
+            kind=ReturnKind(r["kind"]),
+            currency=r["currency"],
+            paid_total=r["paid_total"],
+            lines=tuple(Line(x["sku"], int(x["qty"]), int(x["unit_price"])) for x in r["lines"]),
+            requested_at=r["requested_at"],
+            requester=agents.get(r["requested_by_agent"]) if r["requested_by_agent"] else None,
+            cancelled=rid in cancelled,
+            first_moving_at=scans.get(rid),
+            receipts=tuple(receipts.get(rid, ())),
+            refunds=tuple(paid.get(rid, ())),
+            decided=frozenset(decided.get(rid, ())),
+            escalations=tuple(open_esc.get(rid, ())),
+            recent_clawbacks=clawbacks.get(r["customer_key"], 0),
+        )
+        out[rid] = Known(facts, r["customer_key"], r["correlation_id"], r["order_id"])
+    return out
+
+
+async def _first_moving_at(conn: Conn, ids: list[UUID]) -> dict[UUID, Any]:
+    rows = await conn.fetch("SELECT return_id, scanned_at FROM moving_scans WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"]: r["scanned_at"] for r in rows}
+
+
+async def _receipts(conn: Conn, ids: list[UUID]) -> dict[UUID, list[Receipt]]:
+    out: dict[UUID, list[Receipt]] = {}
+    for r in await conn.fetch(
+        """SELECT return_id, receipt_id, received_at, lines FROM receipts WHERE return_id = ANY($1::uuid[])
+           ORDER BY received_at, receipt_id""",
+        ids,
+    ):
+        lines = tuple(ReceiptLine(x["sku"], int(x["qty_received"]), Condition(x["condition"])) for x in r["lines"])
+        out.setdefault(r["return_id"], []).append(Receipt(r["receipt_id"], r["received_at"], lines))
+    return out
+
+
+async def _cancelled(conn: Conn, ids: list[UUID]) -> set[UUID]:
+    rows = await conn.fetch("SELECT return_id FROM cancellations WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"] for r in rows}
+
+
+async def _ledger_entries(conn: Conn, ids: list[UUID]) -> dict[UUID, list[Paid]]:
+    out: dict[UUID, list[Paid]] = {}
+    for r in await conn.fetch(
+        """SELECT return_id, cause, amount, basis, actor_id, status FROM refunds WHERE return_id = ANY($1::uuid[])
+           ORDER BY created_at, refund_id""",
+        ids,
+    ):
+        out.setdefault(r["return_id"], []).append(
+            Paid(r["cause"], r["amount"], RefundBasis(r["basis"]), r["actor_id"], r["status"] == "failed")
+        )
+    return out
+
+
+async def _decided_causes(conn: Conn, ids: list[UUID]) -> dict[UUID, set[str]]:
+    out: dict[UUID, set[str]] = {}
+    for r in await conn.fetch("SELECT return_id, cause FROM decisions WHERE return_id = ANY($1::uuid[])", ids):
+        out.setdefault(r["return_id"], set()).add(r["cause"])
+    return out
+
+
+async def _open_escalations(conn: Conn, ids: list[UUID]) -> dict[UUID, list[OpenEscalation]]:
+    out: dict[UUID, list[OpenEscalation]] = {}
+    for r in await conn.fetch(
+        """SELECT escalation_id, return_id, cause, amount, basis, required_role, requested_by FROM escalations
+           WHERE return_id = ANY($1::uuid[]) AND status = 'open' ORDER BY created_at, escalation_id""",
+        ids,
+    ):
+        out.setdefault(r["return_id"], []).append(
+            OpenEscalation(
+                r["escalation_id"],
+                r["cause"],
+                r["amount"],
+                RefundBasis(r["basis"]),
+                Role(r["required_role"]),
+                r["requested_by"],
+            )
+        )
+    return out
+
+
+async def _recent_clawbacks(conn: Conn, customer_keys: list[str], lookback_days: int) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT customer_key, count(*) AS n FROM clawbacks WHERE customer_key = ANY($1::text[])
+           AND flagged_at > now() - make_interval(days => $2) GROUP BY customer_key""",
+        customer_keys,
+        lookback_days,
+    )
+    return {r["customer_key"]: r["n"] for r in rows}
+
+
+# -- saving decisions ------------------------------------------------------------------------------------
+
+
+def _decision_row(rid: UUID, a: Action) -> tuple[UUID, str, str, str] | None:
+    match a:
+        case RefundNow():
+            return (rid, a.cause, "refund", a.note or "")
+        case Escalate():
+            return (rid, a.cause, "escalate", a.reason)
+        case Wait():
+            return (rid, a.cause, "wait", a.reason)
+        case FlagClawback():
+            return (rid, a.cause, "clawback", a.reason)
+        case Reject():
+            return (rid, a.cause, "reject", a.note or "")
+    return None
+
+
+async def record_decisions(conn: Conn, planned: Sequence[Planned]) -> set[tuple[UUID, str]]:
+    """Record each decided cause once; returns the (return, cause) pairs recorded now (a concurrent
+    writer may have recorded the others first)."""
+    rows = [row for p in planned for a in p.actions if (row := _decision_row(p.known.facts.return_id, a)) is not None]
+    if not rows:
+        return set()
+    recorded = await conn.fetch(
+        """INSERT INTO decisions (return_id, cause, outcome, detail)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+           ON CONFLICT DO NOTHING RETURNING return_id, cause""",
+        *_columns(rows),
+    )
+    return {(r["return_id"], r["cause"]) for r in recorded}
+
+
+async def add_refunds(conn: Conn, effects: Sequence[tuple[Planned, RefundNow]]) -> None:
+    """Ledger entries (pending). The trigger adds each amount to its return's `reserved`; the CHECK
+    refuses any overshoot."""
+    rows = []
+    for p, a in effects:
+        f = p.known.facts
+        ref = refund_id(f.return_id, a.cause)
+        actor_id, actor_role = (a.actor.actor_id, a.actor.role.value) if a.actor else (None, None)
+        rows.append(
+            (
+                ref,
+                f.return_id,
+                a.cause,
+                a.amount,
+                f.currency,
+                a.basis.value,
+                actor_id,
+                actor_role,
+                a.note,
+                f"rf-{ref}",
+                p.correlation_id,
+            )
+        )
+    if rows:
+        await conn.execute(
+            """INSERT INTO refunds (refund_id, return_id, cause, amount, currency, basis, actor_id, actor_role,
+                   note, idempotency_key, correlation_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                   $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])""",
+            *_columns(rows),
+        )
+
+
+async def open_escalations(conn: Conn, effects: Sequence[tuple[Planned, Escalate]]) -> None:
+    rows = [
+        (
+            escalation_id(f.return_id, a.cause),
+            f.return_id,
+            a.cause,
+            a.amount,
+            f.currency,
+            a.basis.value,
+            a.required_role.value,
+            a.requested_by,
+            a.reason,
+        )
+        for p, a in effects
+        for f in [p.known.facts]
+    ]
+    if rows:
+        await conn.execute(
+            """INSERT INTO escalations (escalation_id, return_id, cause, amount, currency, basis, required_role,
+                   requested_by, reason)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                   $7::text[], $8::text[], $9::text[]) ON CONFLICT DO NOTHING""",
+            *_columns(rows),
+        )
+
+
+async def close_escalations(conn: Conn, closes: Sequence[CloseEscalation]) -> None:
+    if closes:
+        await conn.execute(
+            """UPDATE escalations e SET status = c.status, closed_at = now(), closed_by = c.by
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS c(id, status, by)
+               WHERE e.escalation_id = c.id AND e.status = 'open'""",
+            *_columns([(a.escalation_id, a.status, a.by) for a in closes]),
+        )
+
+
+async def raise_escalations(conn: Conn, raises: Sequence[Reescalate]) -> None:
+    if raises:
+        await conn.execute(
+            """UPDATE escalations e SET required_role = c.role FROM unnest($1::text[], $2::text[]) AS c(id, role)
+               WHERE e.escalation_id = c.id AND e.status = 'open'""",
+            *_columns([(a.escalation_id, a.required_role.value) for a in raises]),
+        )
+
+
+async def flag_clawbacks(conn: Conn, effects: Sequence[tuple[Planned, FlagClawback]]) -> None:
+    rows = []
+    for p, a in effects:
+        f = p.known.facts
+        early = refund_id(f.return_id, "early_scan") if f.early_refunded else None
+        rows.append(
+            (
+                clawback_id(f.return_id, a.cause),
+                f.return_id,
+                p.known.customer_key,
+                a.amount,
+                f.currency,
+                a.receipt_id,
+                early,
+                a.reason,
+            )
+        )
+    if rows:
+        await conn.execute(
+            """INSERT INTO clawbacks (clawback_id, return_id, customer_key, amount, currency, receipt_id, refund_id,
+                   reason)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                   $7::text[], $8::text[]) ON CONFLICT DO NOTHING""",
+            *_columns(rows),
+        )
+
+
+# -- commands ------------------------------------------------------------------------------------------------
+
+
+async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict[str, Outcome]:
+    """The first answer of each command already done under one of these idempotency keys."""
+    if not idempotency_keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT idempotency_key, http_status, result, message, required_role, amount FROM commands
+           WHERE idempotency_key = ANY($1::text[]) AND status = 'done'""",
+        list(idempotency_keys),
+    )
+    return {
+        r["idempotency_key"]: Outcome(
+            r["http_status"],
+            r["result"],
+            r["message"],
+            required_role=Role(r["required_role"]) if r["required_role"] else None,
+            amount=r["amount"],
+        )
+        for r in rows
+    }
+
+
+def _command_row(r: Ruling) -> tuple[Any, ...]:
+    c, o = r.command, r.outcome
+    return (
+        c.command_id,
+        c.return_id,
+        c.source,
+        c.actor_id,
+        r.actor.role.value if r.actor else None,
+        c.action,
+        c.amount,
+        c.note,
+        "parked" if r.parked else "done",
+        o.status,
+        o.result,
+        o.message,
+        o.required_role.value if o.required_role else None,
+        c.idempotency_key,
+        c.correlation_id,
+    )
+
+
+async def record_commands(conn: Conn, rulings: Sequence[Ruling]) -> None:
+    """The authority log: every command and its answer; a parked one is updated once it is decided."""
+    if not rulings:
+        return
+    await conn.execute(
+        """INSERT INTO commands (command_id, return_id, source, actor_id, actor_role, action, amount, note,
+               status, http_status, result, message, required_role, idempotency_key, correlation_id,
+               decided_at)
+           SELECT *, CASE WHEN u.status = 'done' THEN now() END FROM unnest($1::text[], $2::uuid[], $3::text[],
+               $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::text[],
+               $12::text[], $13::text[], $14::text[], $15::text[])
+               AS u(command_id, return_id, source, actor_id, actor_role, action, amount, note, status,
+                    http_status, result, message, required_role, idempotency_key, correlation_id)
+           ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, actor_role = EXCLUDED.actor_role,
+               http_status = EXCLUDED.http_status, result = EXCLUDED.result, message = EXCLUDED.message,
+               required_role = EXCLUDED.required_role, decided_at = EXCLUDED.decided_at
+           WHERE commands.status = 'parked'""",
+        *_columns([_command_row(r) for r in rulings]),
+    )
+
+
+async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[CommandIn]:
+    """Commands that came before their return, in the order they came."""
+    if not return_ids:
+        return []
+    rows = await conn.fetch(
+        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id FROM commands
+           WHERE status = 'parked' AND return_id = ANY($1::uuid[]) ORDER BY created_at, command_id""",
+        list(return_ids),
+    )
+    return [
+        CommandIn(
+            r["command_id"],
+            r["return_id"],
+            r["source"],
+            r["actor_id"],
+            r["action"],
+            r["amount"],
+            r["note"],
+            r["correlation_id"],
+        )
+        for r in rows
+    ]
+
+
+# -- roster ------------------------------------------------------------------------------------------------------
+
+
+class RosterEntry(BaseModel):
+    """An actor of the roster as seeded (`returnflow roster seed FILE` reads a JSON list of these)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str = Field(min_length=1, max_length=128)
+    role: Role
+    name: str | None = None
+    token: str | None = Field(default=None, min_length=16, description="bearer token for the decisions API")
+    active: bool = True
+
+
+async def actors_by_id(conn: Conn, actor_ids: Sequence[str]) -> dict[str, Actor]:
+    if not actor_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT actor_id, role FROM roster WHERE actor_id = ANY($1::text[]) AND active", list(set(actor_ids))
+    )
+    return {r["actor_id"]: Actor(r["actor_id"], Role(r["role"])) for r in rows}
+
+
+async def actor_by_token(conn: Conn | asyncpg.Pool, token: str) -> Actor | None:
+    """The active actor holding this bearer token (tokens are kept as SHA-256 digests)."""
+    row = await conn.fetchrow(
+        "SELECT actor_id, role FROM roster WHERE token_sha256 = $1 AND active", token_digest(token)
+    )
+    return Actor(row["actor_id"], Role(row["role"])) if row else None
+
+
+async def seed_roster(conn: Conn, entries: Sequence[RosterEntry]) -> int:
+    """Insert or update actors (role, name, token, active). Tokens are stored as SHA-256 digests."""
+    if not entries:
+        return 0
+    await conn.execute(
+        """INSERT INTO roster (actor_id, role, display_name, token_sha256, active)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
+           ON CONFLICT (actor_id) DO UPDATE SET role = EXCLUDED.role, display_name = EXCLUDED.display_name,
+               token_sha256 = COALESCE(EXCLUDED.token_sha256, roster.token_sha256), active = EXCLUDED.active,
+               updated_at = now()""",
+        [e.actor_id for e in entries],
+        [e.role.value for e in entries],
+        [e.name for e in entries],
+        [token_digest(e.token) if e.token else None for e in entries],
+        [e.active for e in entries],
+    )
+    return len(entries)
+
+
+async def roster(conn: Conn) -> list[dict[str, Any]]:
+    """Every actor with role, name and status (never their token)."""
+    rows = await conn.fetch("SELECT actor_id, role, display_name, active FROM roster ORDER BY role, actor_id")
+    return [dict(r) for r in rows]
+
+
+# -- payments ---------------------------------------------------------------------------------------------------
+
+
+async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Due]:
+    """Lease up to `limit` pending refunds that are due; another worker skips them until the lease ends."""
+    rows = await pool.fetch(
+        """UPDATE refunds r SET lease_until = now() + make_interval(secs => $2), attempts = r.attempts + 1
+           FROM (SELECT refund_id FROM refunds
+                 WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) d, returns t
+           WHERE r.refund_id = d.refund_id AND t.return_id = r.return_id
+           RETURNING r.refund_id, r.return_id, t.order_id, r.amount, r.currency, r.basis, r.idempotency_key,
+               r.attempts, r.correlation_id""",
+        limit,
+        lease_s,
+    )
+    return [Due(**dict(r)) for r in rows]
+
+
+async def payments_waiting(pool: asyncpg.Pool) -> bool:
+    """Whether a pending refund is due now or being paid (leased)."""
+    return bool(
+        await pool.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM refunds WHERE status = 'pending'
+                   AND (next_attempt_at <= now() OR lease_until > now()))"""
+        )
+    )
+
+
+async def next_due_in(pool: asyncpg.Pool) -> float | None:
+    """Seconds until the next pending refund is due (0: due now), None when none is pending."""
+    v = await pool.fetchval(
+        """SELECT EXTRACT(EPOCH FROM min(GREATEST(next_attempt_at, COALESCE(lease_until, next_attempt_at))) - now())
+           FROM refunds WHERE status = 'pending'"""
+    )
+    return None if v is None else max(0.0, float(v))
+
+
+async def mark_issued(conn: Conn, paid: Sequence[PaymentResult]) -> list[asyncpg.Record]:
+    """Paid refunds still pending become issued; returns (refund_id, basis, cycle_s) of each, with
+    cycle_s the seconds from the request to now."""
+    if not paid:
+        return []
+    return list(
+        await conn.fetch(
+            """UPDATE refunds r SET status = 'issued', gateway_reference = u.ref, issued_at = now(),
+                   lease_until = NULL, last_error = NULL
+               FROM unnest($1::text[], $2::text[]) AS u(id, ref)
+               WHERE r.refund_id = u.id AND r.status = 'pending'
+               RETURNING r.refund_id, r.basis,
+                   EXTRACT(EPOCH FROM now() - (SELECT requested_at FROM returns x WHERE x.return_id = r.return_id))
+                       ::float8 AS cycle_s""",
+            [r.due.refund_id for r in paid],
+            [r.reference for r in paid],
+        )
+    )
+
+
+async def mark_failed(conn: Conn, refused: Sequence[PaymentResult]) -> set[str]:
+    """Refunds the gateway refused for good (the trigger releases their amount); the ids changed."""
+    if not refused:
+        return set()
+    rows = await conn.fetch(
+        """UPDATE refunds r SET status = 'failed', last_error = u.err, lease_until = NULL
+           FROM unnest($1::text[], $2::text[]) AS u(id, err)
+           WHERE r.refund_id = u.id AND r.status = 'pending' RETURNING r.refund_id""",
+        [r.due.refund_id for r in refused],
+        [r.error for r in refused],
+    )
+    return {r["refund_id"] for r in rows}
+
+
+async def schedule_retries(conn: Conn, unknown: Sequence[PaymentResult]) -> set[str]:
+    """Refunds whose outcome is unknown are asked again (same key) after their wait; the ids changed."""
+    if not unknown:
+        return set()
+    rows = await conn.fetch(
+        """UPDATE refunds r SET next_attempt_at = now() + make_interval(secs => u.wait), lease_until = NULL,
+               last_error = u.err
+           FROM unnest($1::text[], $2::float8[], $3::text[]) AS u(id, wait, err)
+           WHERE r.refund_id = u.id AND r.status = 'pending' RETURNING r.refund_id""",
+        [r.due.refund_id for r in unknown],
+        [r.retry_in_s for r in unknown],
+        [r.error for r in unknown],
+    )
+    return {r["refund_id"] for r in rows}

@@ -1,0 +1,74 @@
+"""Read-side queries of the refunds service, for its GETs: a return's ledger, the escalations waiting for
+a person, the clawbacks flagged for one."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from returnflow.db import Conn
+
+
+async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
+    """A return's money: paid total and reserved, its refunds, escalations, decisions and clawbacks."""
+    row = await conn.fetchrow(
+        "SELECT return_id, kind, currency, paid_total, reserved FROM returns WHERE return_id = $1", return_id
+    )
+    if row is None:
+        return None
+    out = dict(row)
+    out["refunds"] = [
+        dict(r)
+        for r in await conn.fetch(
+            """SELECT refund_id, cause, amount, basis, status, actor_id, actor_role, attempts, gateway_reference,
+                   last_error, created_at, issued_at FROM refunds WHERE return_id = $1 ORDER BY created_at""",
+            return_id,
+        )
+    ]
+    out["escalations"] = [
+        dict(r)
+        for r in await conn.fetch(
+            """SELECT escalation_id, amount, basis, required_role, requested_by, reason, status, closed_by,
+                   created_at FROM escalations WHERE return_id = $1 ORDER BY created_at""",
+            return_id,
+        )
+    ]
+    out["decisions"] = [
+        dict(r)
+        for r in await conn.fetch(
+            "SELECT cause, outcome, detail, decided_at FROM decisions WHERE return_id = $1 ORDER BY decided_at",
+            return_id,
+        )
+    ]
+    out["clawbacks"] = await clawback_list(conn, return_id=return_id)
+    return out
+
+
+async def escalation_list(conn: Conn | asyncpg.Pool, role: str | None, limit: int) -> list[dict[str, Any]]:
+    """Open escalations, oldest first (for one role, or all)."""
+    rows = await conn.fetch(
+        """SELECT escalation_id, return_id, amount, currency, basis, required_role, requested_by, reason, created_at
+           FROM escalations WHERE status = 'open' AND ($1::text IS NULL OR required_role = $1)
+           ORDER BY created_at LIMIT $2""",
+        role,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def clawback_list(
+    conn: Conn | asyncpg.Pool, return_id: UUID | None = None, customer_key: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Flagged clawbacks, newest first (of one return, one customer, or all)."""
+    rows = await conn.fetch(
+        """SELECT clawback_id, return_id, customer_key, amount, currency, receipt_id, refund_id, reason, status,
+               flagged_at FROM clawbacks
+           WHERE ($1::uuid IS NULL OR return_id = $1) AND ($2::text IS NULL OR customer_key = $2)
+           ORDER BY flagged_at DESC LIMIT $3""",
+        return_id,
+        customer_key,
+        limit,
+    )
+    return [dict(r) for r in rows]
