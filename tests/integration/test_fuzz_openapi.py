@@ -25,7 +25,7 @@ from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit import SPEC as AUDIT
 from services.audit.settings import AuditSettings
-from services.notify.app import SPEC as NOTIFY
+from services.notify import SPEC as NOTIFY
 from services.refunds import SPEC as REFUNDS
 from services.refunds import repository as refunds_repository
 from services.refunds.dev import DEV_ROSTER
