@@ -56,8 +56,7 @@ class ConsumerSpec(Generic[C]):
 
     name: str
     topics: Sequence[str]
-    handler: Callable[[Runtime], Handler] | None = None  # the older shape, while services move
-    apply: Callable[[C, Conn, Batch], Awaitable[None]] | None = None
+    apply: Callable[[C, Conn, Batch], Awaitable[None]]
 
 
 @dataclass
@@ -74,11 +73,6 @@ class ServiceSpec(Generic[C]):
     router: APIRouter | None = None
     workers: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
     idle: Callable[[C], Awaitable[bool]] | None = None  # no work of the workers' due (see Runtime.idle)
-    # the older shape, while services move
-    routes: Callable[[FastAPI, Runtime], None] | None = None
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
-    on_start: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
-    on_stop: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
     description: str = ""
 
     @property
@@ -104,7 +98,6 @@ class Runtime:
     context: Any = None
     consumers: dict[str, IdempotentConsumer] = field(default_factory=dict)
     kafka_consumers: dict[str, Any] = field(default_factory=dict)  # group -> its aiokafka consumer, once started
-    state: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_relay(self) -> None:
@@ -193,11 +186,7 @@ def consumer_for(rt: Runtime, cspec: ConsumerSpec[Any]) -> IdempotentConsumer:
 
 def _handler(rt: Runtime, cspec: ConsumerSpec[Any]) -> Handler:
     apply = cspec.apply
-    if apply is not None:
-        return lambda conn, deliveries: apply(rt.context, conn, Batch(deliveries))
-    assert cspec.handler is not None, f"consumer {cspec.name} has no apply"
-    factory = cspec.handler
-    return lambda conn, deliveries: factory(rt)(conn, deliveries)
+    return lambda conn, deliveries: apply(rt.context, conn, Batch(deliveries))
 
 
 def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
@@ -322,16 +311,12 @@ def create_app(
         for c in rt.consumers.values():
             c.pool = rt.pool
         rt.relay = relay_for(rt)
-        for hook in spec.on_start:
-            await hook(rt)
         if spec.context is not None:
             rt.context = await spec.context(rt, rt.service_settings)
             app.state.context = rt.context
         await broker.connect()
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
         await broker.start()
-        for bg in spec.background:
-            rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
         workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
         rt.tasks.extend(workers)
         rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
@@ -345,19 +330,16 @@ def create_app(
         try:
             yield
         finally:
-            # Stop taking new messages, finish in-flight batches (and their commits), flush the outbox.
-            for hook in spec.on_stop:
-                with contextlib.suppress(Exception):
-                    await hook(rt)
-            # Workers end first, while the broker is up: what they finish while stopping (an SMS already at
-            # the provider is still recorded) is published now, not at the next start.
+            # Workers end first (what they finish while stopping, e.g. an SMS already at the provider, is
+            # still recorded); then the consumers stop taking messages and finish their in-flight batches
+            # (and commits); then the relay publishes what all of that wrote — while the producer is
+            # still connected — and only then the broker connection closes.
             for t in workers:
                 t.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await rt.relay.drain()
-            await broker.stop()
+            await asyncio.gather(*(sub.stop() for sub in broker.subscribers), return_exceptions=True)
             await rt.relay.stop()
+            await broker.stop()
             for t in rt.tasks:
                 t.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
@@ -428,8 +410,6 @@ def create_app(
 
         return Response(render(asyncapi_for(spec)), media_type="application/json")
 
-    if spec.routes is not None:
-        spec.routes(app, rt)
     if spec.router is not None:
         app.include_router(spec.router)
     return app
