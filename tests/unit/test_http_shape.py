@@ -41,7 +41,9 @@ SPEC: ServiceSpec[Any] = ServiceSpec(name="shape", folder=Path(__file__).parent,
 
 
 def client() -> httpx.AsyncClient:
-    settings = Settings(database_url=SecretStr("postgresql://nowhere/none"), kafka_bootstrap="nowhere:9092")
+    settings = Settings(
+        database_url=SecretStr("postgresql://nowhere/none"), kafka_bootstrap="nowhere:9092", dev_stack=True
+    )
     app = create_app(SPEC, settings)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shape")
 
