@@ -56,8 +56,7 @@ class ConsumerSpec(Generic[C]):
 
     name: str
     topics: Sequence[str]
-    handler: Callable[[Runtime], Handler] | None = None  # the older shape, while services move
-    apply: Callable[[C, Conn, Batch], Awaitable[None]] | None = None
+    apply: Callable[[C, Conn, Batch], Awaitable[None]]
 
 
 @dataclass
@@ -74,11 +73,6 @@ class ServiceSpec(Generic[C]):
     router: APIRouter | None = None
     workers: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
     idle: Callable[[C], Awaitable[bool]] | None = None  # no work of the workers' due (see Runtime.idle)
-    # the older shape, while services move
-    routes: Callable[[FastAPI, Runtime], None] | None = None
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
-    on_start: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
-    on_stop: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
     description: str = ""
 
     @property
@@ -104,7 +98,6 @@ class Runtime:
     context: Any = None
     consumers: dict[str, IdempotentConsumer] = field(default_factory=dict)
     kafka_consumers: dict[str, Any] = field(default_factory=dict)  # group -> its aiokafka consumer, once started
-    state: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_relay(self) -> None:
@@ -196,11 +189,7 @@ def consumer_for(rt: Runtime, cspec: ConsumerSpec[Any]) -> IdempotentConsumer:
 
 def _handler(rt: Runtime, cspec: ConsumerSpec[Any]) -> Handler:
     apply = cspec.apply
-    if apply is not None:
-        return lambda conn, deliveries: apply(rt.context, conn, Batch(deliveries))
-    assert cspec.handler is not None, f"consumer {cspec.name} has no apply"
-    factory = cspec.handler
-    return lambda conn, deliveries: factory(rt)(conn, deliveries)
+    return lambda conn, deliveries: apply(rt.context, conn, Batch(deliveries))
 
 
 def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
@@ -325,18 +314,14 @@ def create_app(
         for c in rt.consumers.values():
             c.pool = rt.pool
         rt.relay = relay_for(rt)
-        for hook in spec.on_start:
-            await hook(rt)
         if spec.context is not None:
             rt.context = await spec.context(rt, rt.service_settings)
             app.state.context = rt.context
         await broker.connect()
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
         await broker.start()
-        for bg in spec.background:
-            rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
-        for worker in spec.workers:
-            rt.tasks.append(asyncio.create_task(worker(rt.context), name=f"{spec.name}-{worker.__name__}"))
+        workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
+        rt.tasks.extend(workers)
         rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
         # What exists now (modules, models, the app) lives as long as the process: keep it out of every
         # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
@@ -348,12 +333,16 @@ def create_app(
         try:
             yield
         finally:
-            # Stop taking new messages, finish in-flight batches (and their commits), flush the outbox.
-            for hook in spec.on_stop:
-                with contextlib.suppress(Exception):
-                    await hook(rt)
-            await broker.stop()
+            # Workers end first (what they finish while stopping, e.g. an SMS already at the provider, is
+            # still recorded); then the consumers stop taking messages and finish their in-flight batches
+            # (and commits); then the relay publishes what all of that wrote — while the producer is
+            # still connected — and only then the broker connection closes.
+            for t in workers:
+                t.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*(sub.stop() for sub in broker.subscribers), return_exceptions=True)
             await rt.relay.stop()
+            await broker.stop()
             for t in rt.tasks:
                 t.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
@@ -424,8 +413,6 @@ def create_app(
 
         return Response(render(asyncapi_for(spec)), media_type="application/json")
 
-    if spec.routes is not None:
-        spec.routes(app, rt)
     if spec.router is not None:
         app.include_router(spec.router)
     return app
