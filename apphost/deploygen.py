@@ -357,7 +357,51 @@ def _labels(service: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": PART_OF}
 
 
-_ENV_FROM = [{"configMapRef": {"name": "returnflow-config"}}, {"secretRef": {"name": "returnflow-secrets"}}]
+_ENV_FROM = [{"configMapRef": {"name": "returnflow-config"}}]
+# Secrets reach a pod as files (RETURNFLOW_SECRETS_DIR: one file per setting, named like its variable), never as
+# environment variables: the service's own Secret (deploy/k8s/config.yaml), its Kafka password from the Secret
+# the User Operator wrote for its KafkaUser, and the cluster CA that signed the brokers' certificates.
+SECRETS_DIR = "/run/secrets/returnflow"
+KAFKA_CA_FILE = "kafka-cluster-ca.crt"
+
+
+def secret_name(service: str) -> str:
+    """The service's own Secret of placeholders in deploy/k8s/config.yaml."""
+    return f"returnflow-{service}-secrets"
+
+
+def _env(service: str) -> list[dict[str, str]]:
+    return [
+        {"name": "RETURNFLOW_SECRETS_DIR", "value": SECRETS_DIR},
+        {"name": "RETURNFLOW_KAFKA_SASL_USERNAME", "value": kafka_user(service)},
+    ]
+
+
+def _secrets_volume(service: str) -> dict[str, Any]:
+    return {
+        "name": "secrets",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"secret": {"name": secret_name(service)}},
+                {
+                    "secret": {
+                        "name": kafka_user(service),
+                        "items": [{"key": "password", "path": "RETURNFLOW_KAFKA_SASL_PASSWORD"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": f"{KAFKA_CLUSTER}-cluster-ca-cert",
+                        "items": [{"key": "ca.crt", "path": KAFKA_CA_FILE}],
+                    }
+                },
+            ],
+        },
+    }
+
+
+_SECRETS_MOUNT = {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -423,8 +467,10 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "imagePullPolicy": "IfNotPresent",
                             "args": ["migrate", w.service],
                             "envFrom": _ENV_FROM,
+                            "env": _env(w.service),
                             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
                             "securityContext": _CONTAINER_SECURITY,
+                            "volumeMounts": [_SECRETS_MOUNT],
                         }
                     ],
                     "containers": [
@@ -435,6 +481,7 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "args": ["serve", w.service],
                             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                             "envFrom": _ENV_FROM,
+                            "env": _env(w.service),
                             "startupProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
                                 "periodSeconds": 2,
@@ -455,10 +502,10 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
                             "resources": resources,
                             "securityContext": _CONTAINER_SECURITY,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, _SECRETS_MOUNT],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}, _secrets_volume(w.service)],
                 },
             },
         },

@@ -122,6 +122,7 @@ acl returnflow-notify Describe Read -- --group notify. --resource-pattern-type p
 
 # returnflow-audit
 user returnflow-audit audit
+acl returnflow-audit Describe Write -- --topic audit.anchors --resource-pattern-type literal
 acl returnflow-audit Describe Read -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-audit Describe Write -- --topic inventory.attestations.dlq --resource-pattern-type literal
 acl returnflow-audit Describe Read -- --topic inventory.checks --resource-pattern-type literal
@@ -136,6 +137,7 @@ acl returnflow-audit Describe Read -- --group audit. --resource-pattern-type pre
 
 # returnflow-ops
 user returnflow-ops ops
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic audit.anchors --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.attestations.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.checks --resource-pattern-type literal
