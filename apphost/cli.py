@@ -229,7 +229,7 @@ def _run_deploy_command(args: argparse.Namespace) -> int | None:
 
 def _topics_create(replicas: int, min_insync: int | None, wait_s: float, dry_run: bool) -> int:
     from apphost.deploygen import topic_plan
-    from returnflow.kafka import create_topics, wait_for_broker
+    from returnflow.kafka import client_options, create_topics, security_problem, wait_for_broker
 
     plan = topic_plan(replicas, min_insync)
     if dry_run:
@@ -237,18 +237,24 @@ def _topics_create(replicas: int, min_insync: int | None, wait_s: float, dry_run
             config = " ".join(f"{k}={v}" for k, v in sorted(t.config.items()))
             print(f"{t.name}\tpartitions={t.partitions}\treplicas={t.replicas}\t{config}")
         return 0
-    bootstrap = get_settings().kafka_bootstrap
+    settings = get_settings()
+    bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         print("returnflow: topics create needs RETURNFLOW_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 1
+    if problem := security_problem(settings):
+        print(f"returnflow: {problem}", file=sys.stderr)
+        return 1
+    options = client_options(settings)
 
     async def run() -> list[str]:
-        await wait_for_broker(bootstrap, timeout_s=wait_s)
+        await wait_for_broker(bootstrap, timeout_s=wait_s, options=options)
         return await create_topics(
             bootstrap,
             [(t.name, t.partitions) for t in plan],
             replication_factor=replicas,
             configs={t.name: t.config for t in plan},
+            options=options,
         )
 
     try:

@@ -5,6 +5,9 @@ differs from what this module renders. Generated here:
 
 - deploy/k8s/kafka-topics.yaml  Strimzi `KafkaTopic` for every catalog topic and its `<topic>.dlq`
 - deploy/k8s/services.yaml      per service: Deployment, Service, PodDisruptionBudget, HorizontalPodAutoscaler
+- deploy/k8s/kafka-cluster.yaml  Strimzi `Kafka` + `KafkaNodePool`: KRaft, 3 nodes, SCRAM-SHA-512 over TLS, ACLs
+- deploy/k8s/kafka-users.yaml   Strimzi `KafkaUser` per service (and ops) with its ACLs from the catalog
+- deploy/kafka/setup-users.sh   the same users and ACLs for the compose cluster (its `kafka-setup` job)
 - deploy/grafana/returnflow.json  the Grafana dashboard over returnflow's Prometheus metrics
 
 `topic_plan()` is also what `returnflow topics create` (compose's one-shot topic job) creates, so the compose
@@ -20,16 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apphost.registry import port_for
-from contracts.catalog import CATALOG, TOPICS_BY_NAME, all_topic_names
+from apphost.registry import SERVICES, port_for
+from contracts.catalog import CATALOG, TOPICS_BY_NAME, all_topic_names, dlq_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = ROOT / "deploy" / "k8s"
 GRAFANA_DASHBOARD = ROOT / "deploy" / "grafana" / "returnflow.json"
+KAFKA_SETUP_SCRIPT = ROOT / "deploy" / "kafka" / "setup-users.sh"
 
 # The Strimzi `Kafka` resource the topics belong to (label strimzi.io/cluster); its bootstrap Service is
 # `<cluster>-kafka-bootstrap`, which deploy/k8s/config.yaml points RETURNFLOW_KAFKA_BOOTSTRAP at.
 KAFKA_CLUSTER = "returnflow"
+# The cluster's one listener: TLS + SCRAM-SHA-512 (clients trust the cluster CA, Secret `<cluster>-cluster-ca-cert`).
+KAFKA_TLS_PORT = 9093
 # Production replication: three copies, two in sync before an acks=all write succeeds, so one broker can be
 # lost (or rolled) without losing an acknowledged event or stopping producers.
 PRODUCTION_REPLICAS = 3
@@ -60,6 +66,249 @@ def topic_plan(replicas: int = 1, min_insync_replicas: int | None = None) -> lis
             config["min.insync.replicas"] = str(max(1, min(min_insync_replicas, replicas)))
         out.append(TopicPlan(name, partitions, replicas, config))
     return out
+
+
+# --- Kafka users and ACLs ---------------------------------------------------------------------------------
+
+# The operators' user (`returnflow` CLI, kafka-ui): not a service, documented in deploy/k8s/README.md.
+OPS = "ops"
+# Consumer groups of the CLI (`returnflow dlq replay` commits its cursor as `returnflow.dlq-replay`).
+OPS_GROUP_PREFIX = "returnflow."
+# A KafkaUser's Secret (Strimzi) and a Kafka principal: `returnflow-<service>`.
+USER_PREFIX = "returnflow-"
+
+
+@dataclass(frozen=True)
+class Acl:
+    """One allow rule of Kafka's StandardAuthorizer: operations on a resource (a literal name or a prefix)."""
+
+    resource: str  # topic | group | cluster
+    name: str
+    pattern: str  # literal | prefix
+    operations: tuple[str, ...]  # Kafka's operation names: Read, Write, Describe, Create, DescribeConfigs
+
+
+def kafka_user(who: str) -> str:
+    return USER_PREFIX + who
+
+
+def produced_topics(service: str) -> list[str]:
+    return [t.name for t in CATALOG if t.producer == service]
+
+
+def written_topics(service: str) -> list[str]:
+    """What a service may write: the topics it produces, and the dead-letter topic of each topic it consumes
+    (its consumers move a message that keeps failing to `<topic>.dlq`)."""
+    return [*produced_topics(service), *(dlq_topic(n) for n in consumed_topics(service))]
+
+
+def _topic_acls(ops_by_topic: dict[str, set[str]]) -> list[Acl]:
+    return [Acl("topic", n, "literal", tuple(sorted(ops_by_topic[n]))) for n in sorted(ops_by_topic)]
+
+
+def acls_for(who: str) -> list[Acl]:
+    """The ACLs of a service's Kafka user, from contracts/catalog.py: Write on what it writes, Read on what it
+    consumes (Describe with both: metadata and offsets), Read on its consumer groups `<service>.*`.
+    Nothing else: a service cannot write another service's events nor a command topic.
+
+    `ops` (the CLI and kafka-ui): Read everything (tail, dlq list/show, audit verify), Create the topics
+    (`returnflow topics create`), Write the command topics (people's commands) and every consumed topic
+    (`returnflow dlq replay` re-publishes to the original topic), see every group's offsets, use its own."""
+    topics: dict[str, set[str]] = {}
+    if who == OPS:
+        every = [n for n, _ in all_topic_names(with_dlq=True)]
+        for n in every:
+            topics[n] = {"Read", "Describe", "DescribeConfigs", "Create"}
+        for t in CATALOG:
+            if t.producer not in SERVICES or t.consumers:
+                topics[t.name].add("Write")
+        groups = [Acl("group", OPS_GROUP_PREFIX, "prefix", ("Describe", "Read"))]
+        groups += [Acl("group", f"{s}.", "prefix", ("Describe",)) for s in SERVICES]
+        return [*_topic_acls(topics), *groups, Acl("cluster", "kafka-cluster", "literal", ("Describe",))]
+    if who not in SERVICES:
+        raise KeyError(who)
+    for n in written_topics(who):
+        topics.setdefault(n, set()).update({"Write", "Describe"})
+    for n in consumed_topics(who):
+        topics.setdefault(n, set()).update({"Read", "Describe"})
+    return [*_topic_acls(topics), Acl("group", f"{who}.", "prefix", ("Describe", "Read"))]
+
+
+def kafka_users() -> list[str]:
+    return [*SERVICES, OPS]
+
+
+def _kafka_user(who: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": kafka_user(who),
+            "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, "app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": {
+            # The User Operator writes the password to the Secret of the same name (key `password`).
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {
+                "type": "simple",
+                "acls": [
+                    {
+                        "type": "allow",
+                        "resource": {
+                            "type": a.resource,
+                            **({"name": a.name, "patternType": a.pattern} if a.resource != "cluster" else {}),
+                        },
+                        "operations": list(a.operations),
+                        "host": "*",
+                    }
+                    for a in acls_for(who)
+                ],
+            },
+        },
+    }
+
+
+def render_kafka_users() -> str:
+    header = (
+        f"# {GENERATED.format(source='contracts/catalog.py')}\n"
+        f"# Strimzi KafkaUser per service and for ops, on the Kafka cluster `{KAFKA_CLUSTER}` (authentication\n"
+        "# scram-sha-512, authorization simple). Each service writes only the topics it produces and the dead-letter\n"
+        "# topics of what it consumes, reads only what it consumes, and uses only its consumer groups `<service>.*`.\n"
+        "# The User Operator puts each password in a Secret named like the user (key `password`); the pods mount it.\n"
+    )
+    docs = []
+    for who in kafka_users():
+        what = "operators: the returnflow CLI and kafka-ui" if who == OPS else f"the {who} service"
+        docs.append((f"{kafka_user(who)}: {what}", _kafka_user(who)))
+    return _dump_docs(docs, header)
+
+
+def render_kafka_cluster() -> str:
+    header = (
+        f"# {GENERATED.format(source='apphost/deploygen.py')}\n"
+        f"# The Strimzi Kafka cluster `{KAFKA_CLUSTER}`: KRaft, {PRODUCTION_REPLICAS} nodes that are brokers and "
+        "controllers, one\n"
+        "# listener `tls` on 9093 with TLS and SCRAM-SHA-512 (the only way in), authorization `simple` (ACLs from\n"
+        "# kafka-users.yaml). Size `storage` and `resources` for your load; the Topic and User Operators run\n"
+        "# beside it.\n"
+    )
+    pool = {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaNodePool",
+        "metadata": {
+            "name": "dual-role",
+            "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, "app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": {
+            "replicas": PRODUCTION_REPLICAS,
+            "roles": ["controller", "broker"],
+            "storage": {
+                "type": "jbod",
+                "volumes": [
+                    {
+                        "id": 0,
+                        "type": "persistent-claim",
+                        "size": "50Gi",
+                        "deleteClaim": False,
+                        "kraftMetadata": "shared",
+                    }
+                ],
+            },
+            "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        },
+    }
+    kafka = {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "Kafka",
+        "metadata": {
+            "name": KAFKA_CLUSTER,
+            "labels": {"app.kubernetes.io/part-of": PART_OF},
+            "annotations": {"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"},
+        },
+        "spec": {
+            "kafka": {
+                "listeners": [
+                    {
+                        "name": "tls",
+                        "port": KAFKA_TLS_PORT,
+                        "type": "internal",
+                        "tls": True,
+                        "authentication": {"type": "scram-sha-512"},
+                    }
+                ],
+                "authorization": {"type": "simple"},
+                "config": {
+                    "default.replication.factor": PRODUCTION_REPLICAS,
+                    "min.insync.replicas": PRODUCTION_MIN_INSYNC,
+                    "offsets.topic.replication.factor": PRODUCTION_REPLICAS,
+                    "transaction.state.log.replication.factor": PRODUCTION_REPLICAS,
+                    "transaction.state.log.min.isr": PRODUCTION_MIN_INSYNC,
+                    "unclean.leader.election.enable": False,
+                    "auto.create.topics.enable": False,
+                },
+            },
+            "entityOperator": {"topicOperator": {}, "userOperator": {}},
+        },
+    }
+    return _dump_docs([("", pool), ("", kafka)], header)
+
+
+def render_kafka_setup_script() -> str:
+    """The compose cluster's users and ACLs, as the `kafka-setup` job (apache/kafka image) applies them: the
+    brokers' own PLAIN user (a super user) creates one SCRAM-SHA-512 user per service and for ops, with its
+    password read from the operator's secrets directory, then adds the ACLs. Idempotent."""
+    lines = [
+        "#!/bin/sh",
+        f"# {GENERATED.format(source='contracts/catalog.py')}",
+        "# Run by the `kafka-setup` job of deploy/compose.yaml: SCRAM-SHA-512 users and their ACLs (the same as",
+        "# deploy/k8s/kafka-users.yaml). Each password is RETURNFLOW_KAFKA_SASL_PASSWORD of /secrets/<user>.env.",
+        "set -eu",
+        "BIN=/opt/kafka/bin",
+        'BOOTSTRAP="${KAFKA_SETUP_BOOTSTRAP:-kafka-1:9094}"',
+        "CONFIG=/tmp/kafka-setup.properties",
+        "umask 077",
+        'cat > "$CONFIG" <<EOF',
+        "security.protocol=SASL_PLAINTEXT",
+        "sasl.mechanism=PLAIN",
+        'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" '
+        'password="${KAFKA_BROKER_PASSWORD}";',
+        "EOF",
+        "",
+        "password_of() {",
+        "  value=$(sed -n 's/^RETURNFLOW_KAFKA_SASL_PASSWORD=//p' \"/secrets/$1.env\" | tail -n 1)",
+        '  [ -n "$value" ] || { echo "kafka-setup: no RETURNFLOW_KAFKA_SASL_PASSWORD in /secrets/$1.env" >&2;'
+        " exit 1; }",
+        '  printf %s "$value"',
+        "}",
+        "",
+        "user() {  # user NAME ENV-FILE",
+        '  password=$(password_of "$2")  # set -e: a missing password stops the job here',
+        '  "$BIN/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --alter \\',
+        '    --entity-type users --entity-name "$1" --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]"',
+        "}",
+        "",
+        "acl() {  # acl USER OPERATIONS... -- RESOURCE-OPTIONS...",
+        '  principal="User:$1"; shift',
+        '  ops=""; while [ "$1" != "--" ]; do ops="$ops --operation $1"; shift; done; shift',
+        "  # shellcheck disable=SC2086",
+        '  "$BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --add \\',
+        '    --allow-principal "$principal" $ops "$@" >/dev/null',
+        "}",
+        "",
+    ]
+    for who in kafka_users():
+        user = kafka_user(who)
+        lines.append(f"# {user}")
+        lines.append(f"user {user} {who}")
+        for a in acls_for(who):
+            if a.resource == "cluster":
+                target = "--cluster"
+            else:
+                target = f"--{a.resource} {a.name} --resource-pattern-type {a.pattern}"
+            lines.append(f"acl {user} {' '.join(a.operations)} -- {target}")
+        lines.append("")
+    lines.append('echo "kafka-setup: users and ACLs applied"')
+    return "\n".join(lines) + "\n"
 
 
 # --- Kubernetes -------------------------------------------------------------------------------------------
@@ -108,7 +357,51 @@ def _labels(service: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": PART_OF}
 
 
-_ENV_FROM = [{"configMapRef": {"name": "returnflow-config"}}, {"secretRef": {"name": "returnflow-secrets"}}]
+_ENV_FROM = [{"configMapRef": {"name": "returnflow-config"}}]
+# Secrets reach a pod as files (RETURNFLOW_SECRETS_DIR: one file per setting, named like its variable), never as
+# environment variables: the service's own Secret (deploy/k8s/config.yaml), its Kafka password from the Secret
+# the User Operator wrote for its KafkaUser, and the cluster CA that signed the brokers' certificates.
+SECRETS_DIR = "/run/secrets/returnflow"
+KAFKA_CA_FILE = "kafka-cluster-ca.crt"
+
+
+def secret_name(service: str) -> str:
+    """The service's own Secret of placeholders in deploy/k8s/config.yaml."""
+    return f"returnflow-{service}-secrets"
+
+
+def _env(service: str) -> list[dict[str, str]]:
+    return [
+        {"name": "RETURNFLOW_SECRETS_DIR", "value": SECRETS_DIR},
+        {"name": "RETURNFLOW_KAFKA_SASL_USERNAME", "value": kafka_user(service)},
+    ]
+
+
+def _secrets_volume(service: str) -> dict[str, Any]:
+    return {
+        "name": "secrets",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"secret": {"name": secret_name(service)}},
+                {
+                    "secret": {
+                        "name": kafka_user(service),
+                        "items": [{"key": "password", "path": "RETURNFLOW_KAFKA_SASL_PASSWORD"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": f"{KAFKA_CLUSTER}-cluster-ca-cert",
+                        "items": [{"key": "ca.crt", "path": KAFKA_CA_FILE}],
+                    }
+                },
+            ],
+        },
+    }
+
+
+_SECRETS_MOUNT = {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -174,8 +467,10 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "imagePullPolicy": "IfNotPresent",
                             "args": ["migrate", w.service],
                             "envFrom": _ENV_FROM,
+                            "env": _env(w.service),
                             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
                             "securityContext": _CONTAINER_SECURITY,
+                            "volumeMounts": [_SECRETS_MOUNT],
                         }
                     ],
                     "containers": [
@@ -186,6 +481,7 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "args": ["serve", w.service],
                             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                             "envFrom": _ENV_FROM,
+                            "env": _env(w.service),
                             "startupProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
                                 "periodSeconds": 2,
@@ -206,10 +502,10 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                             "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
                             "resources": resources,
                             "securityContext": _CONTAINER_SECURITY,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, _SECRETS_MOUNT],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}, _secrets_volume(w.service)],
                 },
             },
         },
@@ -612,6 +908,9 @@ def render_dashboard() -> str:
 def rendered() -> dict[Path, str]:
     return {
         K8S_DIR / "kafka-topics.yaml": render_kafka_topics(),
+        K8S_DIR / "kafka-users.yaml": render_kafka_users(),
+        K8S_DIR / "kafka-cluster.yaml": render_kafka_cluster(),
+        KAFKA_SETUP_SCRIPT: render_kafka_setup_script(),
         K8S_DIR / "services.yaml": render_services(),
         GRAFANA_DASHBOARD: render_dashboard(),
     }

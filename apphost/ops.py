@@ -29,6 +29,7 @@ from contracts.catalog import (
     TOPICS_BY_NAME,
 )
 from contracts.events import RefundCommand
+from returnflow.kafka import client_options, security_problem
 from returnflow.logging import _redact
 from returnflow.outbox import event_record
 from returnflow.settings import Settings
@@ -44,6 +45,18 @@ def bootstrap_of(settings: Settings) -> str:
     return settings.kafka_bootstrap or f"{settings.host}:{settings.embedded_kafka_port}"
 
 
+def kafka_of(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of the CLI's Kafka clients: the bootstrap and the operator's credentials
+    (RETURNFLOW_KAFKA_SECURITY_PROTOCOL, _SASL_USERNAME, _SASL_PASSWORD: the ops user on a real cluster)."""
+    if problem := security_problem(settings):
+        raise OpsError(problem)
+    return {"bootstrap_servers": bootstrap_of(settings), **client_options(settings)}
+
+
+def _where(kafka: dict[str, Any]) -> str:
+    return str(kafka["bootstrap_servers"])
+
+
 def progress(done: int, total: int, what: str) -> None:
     if total <= 0 or (not sys.stderr.isatty() and done not in (total,) and done % 500):
         return
@@ -55,24 +68,24 @@ def progress(done: int, total: int, what: str) -> None:
     sys.stderr.flush()
 
 
-async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+async def _admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=5000)
     try:
         await asyncio.wait_for(admin.start(), 8)
     except Exception as exc:
-        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+        raise OpsError(f"cannot reach Kafka at {_where(kafka)} ({type(exc).__name__})") from None
     return admin
 
 
 async def _offsets(
-    bootstrap: str, topics: list[str], group: str | None = None
+    kafka: dict[str, Any], topics: list[str], group: str | None = None
 ) -> dict[TopicPartition, tuple[int, int]]:
     """(end offset, committed offset of `group` or 0) per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka, group_id=group, enable_auto_commit=False)
     try:
         await asyncio.wait_for(consumer.start(), 8)
     except Exception as exc:
-        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+        raise OpsError(f"cannot reach Kafka at {_where(kafka)} ({type(exc).__name__})") from None
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not tps:
@@ -99,13 +112,13 @@ def consumer_groups() -> dict[str, list[str]]:
 
 
 async def topics_cmd(settings: Settings, describe: bool) -> None:
-    bootstrap = bootstrap_of(settings)
-    admin = await _admin(bootstrap)
+    kafka = kafka_of(settings)
+    admin = await _admin(kafka)
     try:
         names = sorted(t for t in await admin.list_topics() if not t.startswith("__"))
     finally:
         await admin.close()
-    ends = await _offsets(bootstrap, names)
+    ends = await _offsets(kafka, names)
     print(f"{'topic':<34} {'partitions':>10} {'messages':>10}  consumers")
     for name in names:
         parts = [tp for tp in ends if tp.topic == name]
@@ -116,7 +129,7 @@ async def topics_cmd(settings: Settings, describe: bool) -> None:
         return
     print(f"\n{'consumer group':<28} {'topic':<30} {'partition':>9} {'end':>8} {'committed':>9} {'lag':>6}")
     for group, topics in consumer_groups().items():
-        offsets = await _offsets(bootstrap, [t for t in topics if t in names], group)
+        offsets = await _offsets(kafka, [t for t in topics if t in names], group)
         for tp, (end, committed) in sorted(offsets.items()):
             print(f"{group:<28} {tp.topic:<30} {tp.partition:>9} {end:>8} {committed:>9} {max(0, end - committed):>6}")
 
@@ -143,20 +156,18 @@ def render(record: Any) -> str:
 
 
 async def _read(
-    bootstrap: str,
+    kafka: dict[str, Any],
     topic: str,
     follow: bool,
     max_messages: int | None,
     keep: Callable[[Any], bool],
     on_record: Callable[[Any], None],
 ) -> int:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(topic, **kafka, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     try:
         await asyncio.wait_for(consumer.start(), 8)
     except Exception as exc:
-        raise OpsError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+        raise OpsError(f"cannot reach Kafka at {_where(kafka)} ({type(exc).__name__})") from None
     seen = 0
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -185,7 +196,7 @@ async def tail_cmd(
 ) -> None:
     key = return_id.encode() if return_id else None
     await _read(
-        bootstrap_of(settings),
+        kafka_of(settings),
         topic,
         follow,
         max_messages,
@@ -198,15 +209,13 @@ def _dlq_topics() -> list[str]:
     return [t.dlq for t in CATALOG if t.consumers]
 
 
-async def dlq_counts(bootstrap: str, topics: list[str]) -> dict[str, tuple[int, int]]:
+async def dlq_counts(kafka: dict[str, Any], topics: list[str]) -> dict[str, tuple[int, int]]:
     """(messages, of which replayed) per dead-letter topic, counted by reading each topic to its end (until
     a fetch returns nothing). Broker end offsets are not used: the embedded broker reports a partition's
     end as the base offset of its last record batch + 1, which under-counted (26 shown, 32 readable)."""
-    cursor = await _offsets(bootstrap, topics, REPLAY_GROUP)
+    cursor = await _offsets(kafka, topics, REPLAY_GROUP)
     counts = {t: [0, 0] for t in topics}
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(*topics, **kafka, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         # Until a fetch returns nothing and every position has reached at least the reported end (a lower
@@ -224,7 +233,7 @@ async def dlq_counts(bootstrap: str, topics: list[str]) -> dict[str, tuple[int, 
 
 
 async def dlq_list_cmd(settings: Settings) -> None:
-    counts = await dlq_counts(bootstrap_of(settings), _dlq_topics())
+    counts = await dlq_counts(kafka_of(settings), _dlq_topics())
     print(f"{'dead-letter topic':<36} {'messages':>8} {'replayed':>8} {'pending':>8}")
     for topic, (n, done) in counts.items():
         print(f"{topic:<36} {n:>8} {done:>8} {n - done:>8}")
@@ -239,7 +248,7 @@ async def dlq_show_cmd(settings: Settings, topic: str, max_messages: int | None)
         print(f"# offset {r.offset}: {h.get(HEADER_DLQ_ERROR_TYPE)}: {h.get(HEADER_DLQ_ERROR_MESSAGE)}")
         print(render(r))
 
-    await _read(bootstrap_of(settings), topic, False, max_messages, lambda r: True, show)
+    await _read(kafka_of(settings), topic, False, max_messages, lambda r: True, show)
 
 
 async def dlq_replay_cmd(settings: Settings, topic: str, dry_run: bool) -> int:
@@ -248,24 +257,22 @@ async def dlq_replay_cmd(settings: Settings, topic: str, dry_run: bool) -> int:
     and nothing is removed from the DLQ."""
     if not topic.endswith(DLQ_SUFFIX):
         raise OpsError(f"{topic!r} is not a dead-letter topic (they end in {DLQ_SUFFIX})")
-    bootstrap = bootstrap_of(settings)
-    ((n, replayed),) = (await dlq_counts(bootstrap, [topic])).values()
+    kafka = kafka_of(settings)
+    ((n, replayed),) = (await dlq_counts(kafka, [topic])).values()
     total = n - replayed
     if total == 0:
         print(f"{topic}: nothing to replay")
         return 0
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka,
         group_id=REPLAY_GROUP,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=settings.kafka_enable_idempotence
-    )
+    producer = AIOKafkaProducer(**kafka, acks="all", enable_idempotence=settings.kafka_enable_idempotence)
     await consumer.start()
     await producer.start()
     done = 0
@@ -328,11 +335,12 @@ async def command_cmd(
         note=note,
     )
     rec = event_record(cmd)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_of(settings), acks="all")
+    kafka = kafka_of(settings)
+    producer = AIOKafkaProducer(**kafka, acks="all")
     try:
         await asyncio.wait_for(producer.start(), 8)
     except Exception as exc:
-        raise OpsError(f"cannot reach Kafka at {bootstrap_of(settings)} ({type(exc).__name__})") from None
+        raise OpsError(f"cannot reach Kafka at {_where(kafka)} ({type(exc).__name__})") from None
     try:
         meta = await producer.send_and_wait(
             rec.topic, rec.value, key=rec.key, headers=[(k, v.encode()) for k, v in rec.headers.items()]

@@ -22,7 +22,7 @@ import httpx
 from apphost import registry
 from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent, free_port, port_is_free
 from returnflow import db
-from returnflow.kafka import create_topics, wait_for_broker
+from returnflow.kafka import client_options, create_topics, wait_for_broker
 from returnflow.settings import Settings
 
 
@@ -110,8 +110,8 @@ class Stack:
             await asyncio.to_thread(self.kafka.start)
             self.bootstrap = self.kafka.bootstrap
             self.out(f"  Kafka        embedded (memory only) at {self.bootstrap}")
-        await wait_for_broker(self.bootstrap)
-        created = await create_topics(self.bootstrap)
+        await wait_for_broker(self.bootstrap, options=client_options(self.settings))
+        created = await create_topics(self.bootstrap, options=client_options(self.settings))
         self.out(f"  topics       {len(created)} created, catalog complete")
         for name in self.services:
             spec = registry.spec_of(name)
@@ -213,8 +213,8 @@ class Stack:
         assert self.kafka is not None, "only the embedded broker can be restarted from here"
         await asyncio.to_thread(self.kafka.stop)
         await asyncio.to_thread(self.kafka.start)
-        await wait_for_broker(self.bootstrap)
-        await create_topics(self.bootstrap)
+        await wait_for_broker(self.bootstrap, options=client_options(self.settings))
+        await create_topics(self.bootstrap, options=client_options(self.settings))
 
     async def restart_postgres(self) -> None:
         assert self.postgres is not None, "only the embedded PostgreSQL can be restarted from here"

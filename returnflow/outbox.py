@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,6 +102,7 @@ class Relay:
         broker_check_interval_s: float = 5.0,
         ensure_topics: Callable[[], Awaitable[None]] | None = None,
         on_broker_loss: Callable[[], Awaitable[None]] | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -115,6 +116,7 @@ class Relay:
         self.broker_check_interval_s = broker_check_interval_s
         self.ensure_topics = ensure_topics
         self.on_broker_loss = on_broker_loss
+        self.kafka_options = dict(kafka_options or {})  # the client's credentials (returnflow.kafka)
         self._stopping = False
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self.published_total = 0
@@ -176,7 +178,9 @@ class Relay:
         if not rows:
             return False
         if self._offsets_consumer is None:
-            self._offsets_consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            self._offsets_consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.kafka_options
+            )
             await self._offsets_consumer.start()
         consumer = self._offsets_consumer
         tps = [TopicPartition(r["topic"], r["partition"]) for r in rows]

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -39,7 +39,7 @@ from returnflow.http import (
     refuse_nul_in_parameters,
     request_validation_problem,
 )
-from returnflow.kafka import create_topics, make_broker, publisher_for
+from returnflow.kafka import client_options, create_topics, make_broker, publisher_for, security_problem
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
 from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
@@ -125,6 +125,8 @@ def require_endpoints(settings: Settings) -> tuple[str, str]:
             "returnflow: a service needs RETURNFLOW_DATABASE_URL and RETURNFLOW_KAFKA_BOOTSTRAP "
             "(`returnflow up` sets both)"
         )
+    if problem := security_problem(settings):
+        raise SystemExit(f"returnflow: {problem}")
     return settings.database_url.get_secret_value(), settings.kafka_bootstrap
 
 
@@ -167,8 +169,9 @@ def relay_for(rt: Runtime) -> Relay:
         retention_hours=s.outbox_retention_hours,
         dedupe_retention_hours=s.consumer_dedupe_retention_hours,
         broker_check_interval_s=s.outbox_broker_check_interval_s,
-        ensure_topics=_ensure_topics(rt.bootstrap, s.kafka_replication_factor),
+        ensure_topics=_ensure_topics(rt.bootstrap, s.kafka_replication_factor, client_options(s)),
         on_broker_loss=lambda: _rewind_consumers(rt.broker),
+        kafka_options=client_options(s),
     )
 
 
@@ -431,8 +434,10 @@ async def _rewind_consumers(broker: KafkaBroker) -> None:
     log.warning("broker lost its log: consumers re-read it from the start")
 
 
-def _ensure_topics(bootstrap: str, replication_factor: int) -> Callable[[], Awaitable[None]]:
+def _ensure_topics(
+    bootstrap: str, replication_factor: int, options: Mapping[str, Any]
+) -> Callable[[], Awaitable[None]]:
     async def ensure() -> None:
-        await create_topics(bootstrap, replication_factor=replication_factor)
+        await create_topics(bootstrap, replication_factor=replication_factor, options=options)
 
     return ensure

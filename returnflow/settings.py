@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,15 @@ class Settings(Loadable):
     kafka_acks: str = "all"
     kafka_linger_ms: int = 2
     kafka_max_batch_size: int = 256 * 1024
+    # Authentication to Kafka, for every client of the process (producer, consumers, admin, the CLI's).
+    # PLAINTEXT (the embedded broker) by default; deploy/ uses SASL_PLAINTEXT (compose) or SASL_SSL
+    # (Strimzi) with SCRAM-SHA-512 and one user per service, whose ACLs allow only its own topics.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # CA bundle that signed the brokers' certificates (SSL, SASL_SSL); None: the system's trust store.
+    kafka_ssl_cafile: Path | None = None
 
     # Consumers. The embedded broker holds a JoinGroup for about half the session timeout, so
     # tests use a short one; production keeps Kafka's usual values.

@@ -37,7 +37,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from apphost import cli, deploygen, healthcheck
-from apphost.registry import SERVICES, port_for
+from apphost.registry import SERVICES, port_for, spec_of
 from contracts.catalog import TOPICS_BY_NAME, all_topic_names
 from returnflow import metrics
 from returnflow.settings import Settings
@@ -49,7 +49,10 @@ K8S = DEPLOY / "k8s"
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 # The oldest Kubernetes we support (HPA autoscaling/v2 and PDB policy/v1 are GA there) and the newest known.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-SETTINGS_ENV = {f"RETURNFLOW_{name.upper()}" for name in Settings.model_fields}
+# Every variable a service reads: the runtime's settings and each service's own (RETURNFLOW_<NAME>_...).
+SETTINGS_ENV = {f"RETURNFLOW_{name.upper()}" for name in Settings.model_fields} | {
+    f"RETURNFLOW_{s.upper()}_{f.upper()}" for s in SERVICES for f in spec_of(s).settings.model_fields
+}
 KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
 
 
@@ -113,11 +116,15 @@ def test_compose_runs_the_five_services_from_one_image(compose: dict[str, Any]) 
         assert env["RETURNFLOW_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
         assert env["RETURNFLOW_KAFKA_ACKS"] == "all"
         assert env["RETURNFLOW_KAFKA_BOOTSTRAP"] == ",".join(f"{n}:19092" for n in KAFKA_NODES)
-        assert "@postgres:5432/" in env["RETURNFLOW_DATABASE_URL"]
+        assert env["RETURNFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["RETURNFLOW_KAFKA_SASL_USERNAME"] == deploygen.kafka_user(name)  # its own user, its own ACLs
+        assert "RETURNFLOW_DATABASE_URL" not in env  # secrets come from the service's env file
+        assert svc["env_file"] == [{"path": f"${{RETURNFLOW_SECRETS:-./secrets}}/{name}.env", "required": True}]
         assert set(env) <= SETTINGS_ENV, set(env) - SETTINGS_ENV
         assert svc["depends_on"] == {
             **{n: {"condition": "service_healthy"} for n in KAFKA_NODES},
             "postgres": {"condition": "service_healthy"},
+            "kafka-setup": {"condition": "service_completed_successfully"},
             "topics": {"condition": "service_completed_successfully"},
             "migrate": {"condition": "service_completed_successfully"},
         }
@@ -133,7 +140,17 @@ def test_compose_kafka_is_a_replicated_kraft_cluster(compose: dict[str, Any]) ->
         assert svc["image"].startswith("apache/kafka:")
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
         assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
-        assert f"PLAINTEXT://{name}:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"CLIENT://{name}:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        # Every listener authenticates; clients only with SCRAM; ACLs with nothing allowed by default.
+        protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        listeners = {entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")}
+        assert set(protocols) == listeners and set(protocols.values()) == {"SASL_PLAINTEXT"}
+        assert env["KAFKA_LISTENER_NAME_CLIENT_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert env["KAFKA_LISTENER_NAME_HOST_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+        assert env["KAFKA_SUPER_USERS"] == "User:broker"
+        assert "KAFKA_BROKER_PASSWORD" in svc["command"][-1] and "/etc/kafka/docker/run" in svc["command"][-1]
         assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == len(nodes)
         assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == len(nodes)
         assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == deploygen.PRODUCTION_MIN_INSYNC
@@ -146,6 +163,13 @@ def test_compose_kafka_is_a_replicated_kraft_cluster(compose: dict[str, Any]) ->
     assert services["kafka-ui"]["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == ",".join(
         f"{n}:19092" for n in KAFKA_NODES
     )
+    assert services["kafka-ui"]["environment"]["KAFKA_CLUSTERS_0_PROPERTIES_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    setup = services["kafka-setup"]
+    assert setup["restart"] == "no" and setup["command"] == ["sh", "/setup/setup-users.sh"]
+    assert "./kafka/setup-users.sh:/setup/setup-users.sh:ro" in setup["volumes"]
+    assert (DEPLOY / "kafka" / "setup-users.sh").read_text() == deploygen.render_kafka_setup_script()
+    for job in ("topics", "migrate"):  # the one-shot jobs act as the ops user
+        assert services[job]["environment"]["RETURNFLOW_KAFKA_SASL_USERNAME"] == deploygen.kafka_user("ops")
 
 
 def _run_cli(argv: list[str]) -> str:
@@ -191,7 +215,7 @@ def test_compose_observability_profile(compose: dict[str, Any]) -> None:
 def test_k8s_manifests_match_the_kubernetes_schemas(k8s_docs: list[tuple[str, dict[str, Any]]], version: str) -> None:
     checked = 0
     for name, doc in k8s_docs:
-        if doc["kind"] == "KafkaTopic":
+        if doc["apiVersion"].startswith("kafka.strimzi.io/"):
             continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -231,6 +255,53 @@ def test_kafka_topics_match_the_strimzi_crd_and_the_catalog(k8s_docs: list[tuple
     assert validator.is_valid({"spec": {"partitions": 0}}) is False  # the schema bites
 
 
+def strict(schema: Any) -> Any:
+    """A CRD schema as the API server applies it to what we write: unknown fields are an error here (the server
+    would prune them silently, which hides a typo)."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize("kind", ["Kafka", "KafkaNodePool", "KafkaUser"])
+def test_strimzi_cluster_and_users_match_the_crds(k8s_docs: list[tuple[str, dict[str, Any]]], kind: str) -> None:
+    schema = strict(json.loads((SCHEMAS / f"strimzi-{kind.lower()}-v1beta2.json").read_text()))
+    validator = jsonschema.Draft7Validator(schema)
+    docs = by_kind(k8s_docs, kind)
+    assert docs
+    for name, doc in docs.items():
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert [e.message for e in validator.iter_errors(doc)] == [], name
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]}, K8S_VERSIONS[0], strict=True
+        )
+    broken = copy.deepcopy(next(iter(docs.values())))
+    broken["spec"]["replicsa"] = 3
+    assert not validator.is_valid(broken)  # the schema bites
+    if kind == "Kafka":
+        (kafka,) = docs.values()
+        assert kafka["metadata"]["name"] == deploygen.KAFKA_CLUSTER
+        (listener,) = kafka["spec"]["kafka"]["listeners"]  # the only way in: TLS and SCRAM
+        assert listener["tls"] is True and listener["authentication"] == {"type": "scram-sha-512"}
+        assert listener["port"] == deploygen.KAFKA_TLS_PORT
+        assert kafka["spec"]["kafka"]["authorization"] == {"type": "simple"}
+        assert kafka["spec"]["entityOperator"].keys() == {"topicOperator", "userOperator"}
+    if kind == "KafkaUser":
+        assert set(docs) == {deploygen.kafka_user(w) for w in [*SERVICES, "ops"]}
+        for doc in docs.values():
+            assert doc["metadata"]["labels"]["strimzi.io/cluster"] == deploygen.KAFKA_CLUSTER
+            assert doc["spec"]["authentication"] == {"type": "scram-sha-512"}
+
+
 def test_k8s_deployments_probes_and_security(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
     deployments = by_kind(k8s_docs, "Deployment")
     assert set(deployments) == {f"returnflow-{s}" for s in SERVICES}
@@ -250,10 +321,18 @@ def test_k8s_deployments_probes_and_security(k8s_docs: list[tuple[str, dict[str,
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
             assert c["image"] == f"{deploygen.IMAGE}:{deploygen.project_version()}"
-            assert {r.get("configMapRef", r.get("secretRef"))["name"] for r in c["envFrom"]} == {
-                *config_maps,
-                *secrets,
+            assert [r["configMapRef"]["name"] for r in c["envFrom"]] == list(config_maps)  # no secret as env
+            env = {e["name"]: e["value"] for e in c["env"]}
+            assert env == {
+                "RETURNFLOW_SECRETS_DIR": deploygen.SECRETS_DIR,
+                "RETURNFLOW_KAFKA_SASL_USERNAME": deploygen.kafka_user(service),
             }
+            assert {"name": "secrets", "mountPath": deploygen.SECRETS_DIR, "readOnly": True} in c["volumeMounts"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+        sources = [src["secret"]["name"] for src in volume["projected"]["sources"]]
+        # Its own Secret only (in config.yaml), its KafkaUser's password, the cluster CA.
+        assert sources == [deploygen.secret_name(service), deploygen.kafka_user(service), "returnflow-cluster-ca-cert"]
+        assert deploygen.secret_name(service) in secrets
         assert pod["terminationGracePeriodSeconds"] >= 15 + 5  # uvicorn drain + preStop pause
 
 
@@ -282,21 +361,24 @@ def test_k8s_config_and_secret_are_settings_with_placeholder_secrets(
     k8s_docs: list[tuple[str, dict[str, Any]]],
 ) -> None:
     config = by_kind(k8s_docs, "ConfigMap")["returnflow-config"]["data"]
-    secret = by_kind(k8s_docs, "Secret")["returnflow-secrets"]
-    assert set(config) <= SETTINGS_ENV, set(config) - SETTINGS_ENV
-    assert set(secret["stringData"]) <= SETTINGS_ENV, set(secret["stringData"]) - SETTINGS_ENV
-    assert "data" not in secret
-    assert all("REPLACE-ME" in v for v in secret["stringData"].values())
+    secrets = by_kind(k8s_docs, "Secret")
+    assert set(secrets) == {deploygen.secret_name(s) for s in SERVICES}
+    known = SETTINGS_ENV
+    assert set(config) <= known, set(config) - known
+    for secret in secrets.values():
+        assert set(secret["stringData"]) <= known, set(secret["stringData"]) - known
+        assert "data" not in secret
+        assert all("REPLACE-ME" in v or v == "{}" for v in secret["stringData"].values())
+        assert not set(secret["stringData"]) & set(config)  # the environment would win over the file
     assert config["RETURNFLOW_HOST"] == "0.0.0.0"
     assert config["RETURNFLOW_KAFKA_ENABLE_IDEMPOTENCE"] == "true" and config["RETURNFLOW_KAFKA_ACKS"] == "all"
-    assert config["RETURNFLOW_KAFKA_BOOTSTRAP"] == f"{deploygen.KAFKA_CLUSTER}-kafka-bootstrap:9092"
+    assert (
+        config["RETURNFLOW_KAFKA_BOOTSTRAP"] == f"{deploygen.KAFKA_CLUSTER}-kafka-bootstrap:{deploygen.KAFKA_TLS_PORT}"
+    )
+    assert config["RETURNFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["RETURNFLOW_KAFKA_SSL_CAFILE"] == f"{deploygen.SECRETS_DIR}/{deploygen.KAFKA_CA_FILE}"
     for service in SERVICES:
         assert config[f"RETURNFLOW_{service.upper()}_PORT"] == str(DEFAULT_PORTS[service])
-    env = {k: v for k, v in {**config, **secret["stringData"]}.items() if k != "RETURNFLOW_DATABASE_URL"}
-    with pytest.MonkeyPatch.context() as mp:  # every value parses as the service would parse it
-        for k, v in env.items():
-            mp.setenv(k, v)
-        Settings()
 
 
 def test_kustomization_lists_every_manifest() -> None:
