@@ -10,7 +10,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from contracts.events import TrackingRegistered
-from returnflow.consumer import Delivery
+from returnflow.consumer import Batch
+from returnflow.db import Conn
 from returnflow.outbox import event_record
 from returnflow.service import ConsumerSpec, ServiceSpec
 from tests.kafkautil import committed_offsets, headers, read_topic, wait_for
@@ -19,27 +20,24 @@ TOPIC = "returns.tracking-registered"
 POISON_TRACKING = "POISON"
 
 
-def failing_handler(rt):
-    async def handle(conn, batch: list[Delivery]) -> None:
-        for d in batch:
-            assert isinstance(d.event, TrackingRegistered)
-            if d.event.tracking_no == POISON_TRACKING:
-                raise RuntimeError("cannot apply this one")
-        await conn.executemany(
-            "INSERT INTO seen (event_id, tracking_no) VALUES ($1, $2)",
-            [(str(d.event.event_id), d.event.tracking_no) for d in batch],
-        )
-
-    return handle
+async def failing_handler(ctx: None, conn: Conn, batch: Batch) -> None:
+    registered = batch.of(TrackingRegistered)
+    assert len(registered) == len(batch)
+    if any(e.tracking_no == POISON_TRACKING for e in registered):
+        raise RuntimeError("cannot apply this one")
+    await conn.executemany(
+        "INSERT INTO seen (event_id, tracking_no) VALUES ($1, $2)",
+        [(str(e.event_id), e.tracking_no) for e in registered],
+    )
 
 
-def make_spec(tmp_path: Path) -> ServiceSpec:
+def make_spec(tmp_path: Path) -> ServiceSpec[None]:
     folder = tmp_path / "svc"
     (folder / "migrations").mkdir(parents=True)
     (folder / "migrations" / "001_seen.sql").write_text(
         "CREATE TABLE seen (event_id text PRIMARY KEY, tracking_no text NOT NULL);"
     )
-    return ServiceSpec(name="probe", folder=folder, consumers=[ConsumerSpec("c", [TOPIC], failing_handler)])
+    return ServiceSpec(name="probe", folder=folder, consumers=[ConsumerSpec("c", [TOPIC], apply=failing_handler)])
 
 
 def event(tracking: str, rid: uuid.UUID | None = None) -> TrackingRegistered:
