@@ -54,8 +54,8 @@ def topic_plan(replicas: int = 1, min_insync_replicas: int | None = None) -> lis
     out = []
     for name, partitions in all_topic_names(with_dlq=True):
         topic = TOPICS_BY_NAME.get(name)
-        hours = topic.retention_hours if topic is not None else DLQ_RETENTION_HOURS
-        config = {"cleanup.policy": "delete", "retention.ms": str(hours * 3_600_000)}
+        retention_ms = topic.retention_ms if topic is not None else DLQ_RETENTION_HOURS * 3_600_000
+        config = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
         if min_insync_replicas is not None:
             config["min.insync.replicas"] = str(max(1, min(min_insync_replicas, replicas)))
         out.append(TopicPlan(name, partitions, replicas, config))
@@ -296,7 +296,7 @@ def render_kafka_topics() -> str:
     for plan in topic_plan(PRODUCTION_REPLICAS, PRODUCTION_MIN_INSYNC):
         topic = TOPICS_BY_NAME.get(plan.name)
         if topic is not None:
-            consumers = ", ".join(topic.consumers)
+            consumers = ", ".join(topic.consumers) or "none"
             comment = f"{topic.model.TYPE}: {topic.description}\nproducer: {topic.producer}; consumers: {consumers}"
         else:
             comment = "dead letters of " + plan.name.removesuffix(".dlq") + " (headers rf-dlq-*); `returnflow dlq`"

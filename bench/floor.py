@@ -37,7 +37,7 @@ from bench.procs import cpu_seconds, wait_ready
 def app() -> FastAPI:
     from returnflow.http import json_response, parse_json, required_header, signed_body
     from returnflow.settings import get_settings
-    from services.returns.domain import ReturnWebhook
+    from services.returns.schemas import ReturnWebhook
 
     settings = get_settings()
     floor = FastAPI(title="returnflow http floor")

@@ -33,9 +33,19 @@ class Topic:
     producer: str
     consumers: tuple[str, ...]
     partitions: int = 4
-    retention_hours: int = 168
+    retention_hours: int = 168  # -1: kept forever
     timeline: bool = True
     description: str = ""
+    key: str = "return id"
+
+    @property
+    def retention_ms(self) -> int:
+        """Kafka's `retention.ms` (-1: never deleted)."""
+        return -1 if self.retention_hours < 0 else self.retention_hours * 3_600_000
+
+    @property
+    def retention_text(self) -> str:
+        return "forever" if self.retention_hours < 0 else f"{self.retention_hours // 24} d"
 
     @property
     def dlq(self) -> str:
@@ -110,6 +120,17 @@ CATALOG: tuple[Topic, ...] = (
         "audit",
         ("returns",),
         description="a dual-check discrepancy for a person to resolve",
+    ),
+    Topic(
+        "audit.anchors",
+        ev.AuditAnchored,
+        "audit",
+        (),  # read by `returnflow audit verify` and by ops' shipping to a third place, not by a service
+        partitions=1,  # one ordered stream of chain heads
+        retention_hours=-1,  # an anchor protects its entries only while it is kept
+        timeline=False,
+        key="none (nil UUID)",
+        description="the audit log's chain head, kept outside PostgreSQL (`returnflow audit verify`)",
     ),
     Topic("refunds.decided", ev.RefundDecided, "refunds", ("returns",), description="a refund decision took effect"),
     Topic(

@@ -20,8 +20,8 @@ def topic_table() -> str:
     for t in CATALOG:
         consumers = ", ".join(t.consumers) or "—"
         rows.append(
-            f"| `{t.name}` | `{t.model.TYPE}` | {t.producer} | {consumers} | return id | {t.partitions} | "
-            f"{t.retention_hours // 24} d | [schema](contracts/schemas/{t.model.TYPE}.json) |"
+            f"| `{t.name}` | `{t.model.TYPE}` | {t.producer} | {consumers} | {t.key} | {t.partitions} | "
+            f"{t.retention_text} | [schema](contracts/schemas/{t.model.TYPE}.json) |"
         )
     rows.append(
         "| `<topic>.dlq` | the original message | the consuming service | ops (`returnflow dlq`) | original key | 1 "

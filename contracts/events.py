@@ -7,9 +7,10 @@ required field is not (see contracts.compat and tests/unit/test_contracts.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +36,34 @@ class ScanCode(StrEnum):
 
 
 MOVING_SCAN_CODES = frozenset({ScanCode.picked_up, ScanCode.in_transit, ScanCode.out_for_delivery, ScanCode.delivered})
+
+
+def is_moving(scan_code: ScanCode | str) -> bool:
+    """Does a scan with this code show the parcel moving (picked up or later)? The one definition every
+    service uses: warehouse marks the first such scan, refunds may refund early on it, notify stops
+    the reminders to ship."""
+    return scan_code in MOVING_SCAN_CODES
+
+
+class Scan(Protocol):
+    """What deciding "the first moving scan" needs of a scan (a ParcelScanned, a stored scan row, ...)."""
+
+    @property
+    def scan_id(self) -> str: ...
+    @property
+    def scan_code(self) -> str: ...
+    @property
+    def scanned_at(self) -> datetime: ...
+
+
+S = TypeVar("S", bound=Scan)
+
+
+def first_moving_scan(scans: Iterable[S]) -> S | None:
+    """Of one parcel's scans, the first that shows it moving: the earliest moving scan by scan time (the
+    scan id breaks a tie), whatever order the scans arrived in. None when none is moving."""
+    moving = [s for s in scans if is_moving(s.scan_code)]
+    return min(moving, key=lambda s: (s.scanned_at, s.scan_id), default=None)
 
 
 class Condition(StrEnum):
@@ -252,6 +281,31 @@ class DiscrepancyFound(Message):
     audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
+NO_RETURN = UUID(int=0)
+"""The return id of messages that belong to no return (the audit log's anchors): the nil UUID."""
+
+
+class AuditAnchored(Message):
+    """The audit log's chain head, published outside PostgreSQL so that a rewrite of the log by someone
+    with database write access (who can recompute every later hash) no longer matches what was
+    published. `hashes` lists the hash of every entry appended since the previous anchor (entries
+    `seq - len(hashes) + 1` .. `seq`), so `returnflow audit verify` can name the first rewritten entry,
+    not only the anchor after it."""
+
+    TYPE: ClassVar[str] = "audit.anchored"
+    type: Literal["audit.anchored"] = "audit.anchored"
+    seq: int = Field(ge=0, description="sequence number of the log's last entry (0: the log is empty)")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of that entry (64 zeros for an empty log)")
+    entries: int = Field(ge=0, description="how many entries the log held (sequence numbers run 1..seq, no gaps)")
+    hashes: list[str] = Field(
+        default_factory=list,
+        description="hashes of the entries appended since the previous anchor, in order, ending with `hash`",
+    )
+    reason: Literal["batch", "schedule"] = Field(
+        description="batch: entries were appended; schedule: the periodic anchor of an unchanged head"
+    )
+
+
 class RefundDecided(Message):
     TYPE: ClassVar[str] = "refund.decided"
     type: Literal["refund.decided"] = "refund.decided"
@@ -379,5 +433,6 @@ EVENT_MODELS: tuple[type[Message], ...] = (
     SmsDeferred,
     SmsSuppressed,
     SmsFailed,
+    AuditAnchored,
 )
 EVENT_TYPES: dict[str, type[Message]] = {m.TYPE: m for m in EVENT_MODELS}

@@ -332,8 +332,8 @@ def create_app(
         await broker.start()
         for bg in spec.background:
             rt.tasks.append(asyncio.create_task(bg(rt), name=f"{spec.name}-{bg.__name__}"))
-        for worker in spec.workers:
-            rt.tasks.append(asyncio.create_task(worker(rt.context), name=f"{spec.name}-{worker.__name__}"))
+        workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
+        rt.tasks.extend(workers)
         rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
         # What exists now (modules, models, the app) lives as long as the process: keep it out of every
         # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
@@ -349,6 +349,13 @@ def create_app(
             for hook in spec.on_stop:
                 with contextlib.suppress(Exception):
                     await hook(rt)
+            # Workers end first, while the broker is up: what they finish while stopping (an SMS already at
+            # the provider is still recorded) is published now, not at the next start.
+            for t in workers:
+                t.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await rt.relay.drain()
             await broker.stop()
             await rt.relay.stop()
             for t in rt.tasks:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,13 +12,11 @@ import orjson
 
 from apphost.registry import base_url_for
 from returnflow.settings import Settings
+from services.notify.providers import sms_file
 from services.notify.render import Templates
+from services.notify.settings import NotifySettings
 
 FINAL = ("sent", "failed", "suppressed")
-
-
-def _sms_file(settings: Settings) -> Path:
-    return (settings.notify_sms_file or settings.data_dir / "sms" / "messages.jsonl").resolve()
 
 
 async def _messages(client: httpx.AsyncClient, base: str, rid: str) -> list[dict[str, Any]]:
@@ -32,14 +29,14 @@ def _settled(msgs: list[dict[str, Any]]) -> bool:
     return bool(first) and (first[0]["status"] in FINAL or bool(first[0]["reason"]))
 
 
-def _preview(templates: Templates, settings: Settings, r: dict[str, Any], m: dict[str, Any]) -> str:
+def _preview(templates: Templates, notify: NotifySettings, r: dict[str, Any], m: dict[str, Any]) -> str:
     """What a message that is still waiting will say (the sender renders it when it goes)."""
     step = m["step"]
     values = {
         **(m.get("params") or {}),  # e.g. the refund's amount and currency
         "step": step,
         "shop_id": r["shop_id"],
-        "shop_name": settings.notify_shop_names.get(r["shop_id"]) or r["shop_id"],
+        "shop_name": notify.shop_names.get(r["shop_id"]) or r["shop_id"],
         "kind": r["kind"],
         "order_id": r["order_id"],
         "return_ref": r["platform_return_id"],
@@ -52,12 +49,13 @@ def _preview(templates: Templates, settings: Settings, r: dict[str, Any], m: dic
 
 async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
     base = base_url_for(settings, "notify")
-    templates = Templates(settings.notify_templates_dir, settings.notify_default_locale)
-    path = _sms_file(settings)
-    if settings.notify_provider == "file":
+    notify = NotifySettings.load()  # what the notify service reads from the same environment
+    templates = Templates(notify.templates_dir, notify.default_locale)
+    path = sms_file(notify, settings).resolve()
+    if notify.provider == "file":
         print(f"  SMS provider: file — every message is a JSON line in {path}")
     else:
-        print(f"  SMS provider: {settings.notify_provider}")
+        print(f"  SMS provider: {notify.provider}")
     deadline = time.monotonic() + 15
     found: dict[str, list[dict[str, Any]]] = {}
     while time.monotonic() < deadline:
@@ -81,7 +79,7 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
             elif m["status"] == "queued":
                 why = "quiet hours: the customer's night" if m["reason"] == "quiet_hours" else m["reason"]
                 print(f"    {m['step']:<12} waits until {str(m['due_at'])[:16]} UTC ({why})")
-                print(f"    {'':<12} will read {_preview(templates, settings, r, m)}")
+                print(f"    {'':<12} will read {_preview(templates, notify, r, m)}")
             else:
                 print(f"    {m['step']:<12} {m['status']}: {m['reason'] or m['last_error']}")
         for line in lines.get(rid, []):

@@ -14,8 +14,9 @@ import orjson
 from apphost.registry import base_url_for
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+from services.warehouse import dev as warehouse_dev
 
-DEVICE_TOKEN = "dev-device-token-dock-1"
+DEVICE_TOKEN = warehouse_dev.DEVICE_TOKEN
 
 
 def demo_tracking(ret: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ sides left alone past the deadline; its state is in PostgreSQL, so it resumes af
 
 rules.py decides, handlers.py loads -> decides -> records, events.py maps decisions to log entries
 and integration events, repository.py writes, views.py reads, api.py is the HTTP surface, chain.py
-the hash chain.
+the hash chain. The chain head is anchored outside PostgreSQL: on `audit.anchors` (through the
+outbox) and in a JSON-lines file, checked by `returnflow audit verify --anchors-topic/--anchors-file`.
 """
 
 from pathlib import Path
@@ -33,7 +34,7 @@ SPEC: ServiceSpec[AuditContext] = ServiceSpec(
     close=handlers.close_context,
     router=api.router,
     consumers=[ConsumerSpec("inventory", CONSUMED_TOPICS, apply=handlers.apply_inventory)],
-    workers=[handlers.deadline_sweeper],
+    workers=[handlers.deadline_sweeper, handlers.anchor_keeper],
     idle=handlers.nothing_due,
 )
 

@@ -8,14 +8,17 @@ Each entry's `content` is the canonical JSON (keys sorted, no whitespace, UTF-8)
 `ChainVerifier` is fed the stored rows in sequence order and reports the first entry that does not
 match: a gap in the sequence, a prev_hash that is not the previous entry's hash, columns that differ
 from the hashed content, content that does not match its hash, or a hash that differs from an
-anchor recorded elsewhere (every inventory.verified / inventory.discrepancy event carries the
-sequence number and hash of its log entry, so a rewritten tail can be caught too).
+anchor recorded elsewhere. Anchors come from `audit.anchored` (the topic audit.anchors and the anchors
+file: the head and the hash of every entry appended since the previous anchor) and from any
+inventory.verified / inventory.discrepancy event (the sequence number and hash of its entry). The
+internal checks catch an edit made without recomputing; only anchors catch a superuser who rewrote
+an entry and recomputed every later hash, and the first anchored entry that differs is named.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -88,7 +91,9 @@ class VerifyResult:
 @dataclass
 class ChainVerifier:
     anchors: Mapping[int, str] = field(default_factory=dict)
+    origins: Mapping[int, str] = field(default_factory=dict)  # where each anchor was read, for the report
     checked: int = 0
+    last_anchored: int = 0  # the last entry whose anchor matched
     expected_seq: int = 1
     prev_hash: str = GENESIS
     first_bad: int | None = None
@@ -104,6 +109,8 @@ class ChainVerifier:
             self.problem = problem
             return False
         self.checked += 1
+        if row.seq in self.anchors:
+            self.last_anchored = row.seq
         self.expected_seq = row.seq + 1
         self.prev_hash = row.hash
         return True
@@ -132,15 +139,31 @@ class ChainVerifier:
             return "content does not match its hash (the entry was altered)"
         anchor = self.anchors.get(row.seq)
         if anchor is not None and anchor != row.hash:
-            return "hash differs from the anchor recorded outside the database"
+            return self._rewritten(row, anchor)
         return None
+
+    def _rewritten(self, row: Row, anchor: str) -> str:
+        """The entry's hash is not the one anchored outside the database, though the chain is consistent:
+        the log was rewritten and the later hashes recomputed."""
+        where = self.origins.get(row.seq, "an anchor recorded outside the database")
+        differs = f"hash {row.hash[:16]}… differs from {anchor[:16]}… anchored in {where}"
+        if row.seq == 1 or self.last_anchored == row.seq - 1:
+            return (
+                f"{differs}: this entry was rewritten (its {row.type} content or time is not what was "
+                "anchored; the entry before it still matches) and every later hash recomputed"
+            )
+        return (
+            f"{differs}: rewritten, here or in an earlier entry not anchored one by one (after entry "
+            f"{self.last_anchored}, which matches its anchor), and every later hash recomputed"
+        )
 
     def result(self) -> VerifyResult:
         if self.first_bad is None:
             beyond = sorted(s for s in self.anchors if s >= self.expected_seq)
             if beyond:
                 self.first_bad = beyond[0]
-                self.problem = "anchored but missing from the log (entries were removed)"
+                where = self.origins.get(beyond[0], "outside the database")
+                self.problem = f"anchored in {where} but missing from the log (entries were removed)"
         return VerifyResult(
             ok=self.first_bad is None,
             checked=self.checked,
@@ -160,3 +183,41 @@ def parse_anchors(values: list[str]) -> dict[int, str]:
             raise ValueError("must look like <seq>:<64 hex hash>")
         anchors[int(seq)] = h.lower()
     return anchors
+
+
+@dataclass(frozen=True)
+class Published:
+    """An `audit.anchored` as read back from where it was shipped (topic or file)."""
+
+    seq: int
+    hash: str
+    hashes: list[str]
+    at: str
+    origin: str  # e.g. "audit.anchors offset 12", "anchors.jsonl line 3"
+
+
+@dataclass
+class Anchors:
+    """Anchors by sequence number. The first published hash of an entry wins: a later anchor can only
+    repeat it, unless the log was rewritten in between (then the later one carries the rewrite)."""
+
+    hashes: dict[int, str] = field(default_factory=dict)
+    origins: dict[int, str] = field(default_factory=dict)
+    published: int = 0
+    head_seq: int = 0
+    head_at: str | None = None
+
+    def add(self, seq: int, h: str, origin: str) -> None:
+        if seq > 0 and seq not in self.hashes:
+            self.hashes[seq] = h.lower()
+            self.origins[seq] = origin
+
+    def add_published(self, items: Iterable[Published]) -> None:
+        for p in items:
+            self.published += 1
+            first = p.seq - len(p.hashes) + 1
+            for i, h in enumerate(p.hashes):
+                self.add(first + i, h, f"{p.origin} ({p.at})")
+            self.add(p.seq, p.hash, f"{p.origin} ({p.at})")
+            if p.seq >= self.head_seq:
+                self.head_seq, self.head_at = p.seq, p.at

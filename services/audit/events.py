@@ -1,6 +1,6 @@
 """Pure mappings at the audit service's edges: the events that bring sides in, and what each decision
 writes out — its entry in the hash-chained log and its integration event (`inventory.verified`,
-`inventory.discrepancy`). No I/O."""
+`inventory.discrepancy`); and the anchor of the chain head (`audit.anchored`). No I/O."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contracts.events import DiscrepancyFound, InventoryAttested, InventoryCheck, Message, MovementVerified
+from contracts.events import (
+    NO_RETURN,
+    AuditAnchored,
+    DiscrepancyFound,
+    InventoryAttested,
+    InventoryCheck,
+    Message,
+    MovementVerified,
+)
 from services.audit import chain
-from services.audit.rules import Attached, Discrepancy, Incoming, Outcome, Side, Verified
+from services.audit.rules import AnchorReason, Attached, Discrepancy, Incoming, Outcome, Side, Verified
 
 
 @dataclass(frozen=True)
@@ -179,3 +187,20 @@ def integration_events(
         else:
             assert isinstance(o, Attached)
     return out
+
+
+def chain_anchored(
+    head_seq: int, head_hash: str, hashes: list[str], now: datetime, reason: AnchorReason
+) -> AuditAnchored:
+    """The chain head as published outside PostgreSQL, with the hashes of the entries appended since the
+    previous anchor (the last of them is the head's)."""
+    return AuditAnchored(
+        occurred_at=now,
+        return_id=NO_RETURN,
+        correlation_id=f"audit-anchor-{head_seq}",
+        seq=head_seq,
+        hash=head_hash,
+        entries=head_seq,  # sequence numbers are gapless from 1 (the log lock numbers them)
+        hashes=hashes,
+        reason=reason,
+    )

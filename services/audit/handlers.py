@@ -4,21 +4,28 @@ records the outcomes (log entries, rows, integration events) in one transaction 
 - `apply_inventory`: the consumer of attestations, checks, requested and received returns;
 - `submit_check` / `record_checks`: the returns-team checks posted over HTTP (group-committed);
 - `sweep_deadlines`: one round of the deadline sweeper (`deadline_sweeper` runs it as a Worker);
-- `resolve`: a person resolves a discrepancy.
+- `resolve`: a person resolves a discrepancy;
+- `anchor`: the chain head published outside PostgreSQL (audit.anchors through the outbox) at the end
+  of each of those transactions that appended entries; `keep_anchors` (the `anchor_keeper` Worker)
+  anchors an idle log once per interval and appends every anchor to the anchors file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
-from contracts.events import InventoryAttested, InventoryCheck, ReturnReceived, ReturnRequested
+from contracts.events import AuditAnchored, InventoryAttested, InventoryCheck, ReturnReceived, ReturnRequested
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
@@ -28,7 +35,7 @@ from returnflow.loops import Worker
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from services.audit import events, repository, rules
-from services.audit.rules import Discrepancy, Incoming, Outcome, Policy, Refusal, Verified
+from services.audit.rules import AnchorReason, Discrepancy, Incoming, Outcome, Policy, Refusal, Verified
 from services.audit.settings import AuditSettings
 
 log = get_logger("services.audit")
@@ -58,6 +65,14 @@ class AuditContext:
     people_by_token: dict[bytes, str]  # sha256 of a returns-team person's bearer token -> the person
     max_body_bytes: int
     checks: GroupCommitter[Incoming, CheckResult]
+    dsn: str
+    anchor_file: Path | None  # None: no file sink; Path("-"): stdout
+
+
+def anchor_file_of(settings: AuditSettings, data_dir: Path) -> Path | None:
+    if settings.anchor_file == "off":
+        return None
+    return Path(settings.anchor_file) if settings.anchor_file else data_dir / "audit" / "anchors.jsonl"
 
 
 def policy_of(settings: AuditSettings) -> Policy:
@@ -65,6 +80,8 @@ def policy_of(settings: AuditSettings) -> Policy:
         deadline=timedelta(seconds=settings.check_deadline_s),
         settle=timedelta(seconds=settings.settle_s),
         unknown_grace=timedelta(seconds=settings.unknown_return_grace_s),
+        anchor_every=timedelta(seconds=settings.anchor_interval_s),
+        anchor_max_hashes=settings.anchor_max_hashes,
     )
 
 
@@ -78,7 +95,10 @@ async def build_context(rt: Runtime, settings: AuditSettings) -> AuditContext:
         writers=1,  # every writer takes the log lock anyway
     )
     people = {token_digest(secret.get_secret_value()): person for person, secret in settings.tokens.items()}
-    return AuditContext(rt.pool, settings, policy, people, rt.settings.webhook_max_body_bytes, checks)
+    anchor_file = anchor_file_of(settings, rt.settings.data_dir)
+    return AuditContext(
+        rt.pool, settings, policy, people, rt.settings.webhook_max_body_bytes, checks, rt.dsn, anchor_file
+    )
 
 
 async def close_context(ctx: AuditContext) -> None:
@@ -130,13 +150,15 @@ async def ingest(
     receipts: Sequence[ReturnReceived] = (),
 ) -> list[Outcome]:
     """Record new sides, returns and receipts, and settle every case they touch (a return seen for the
-    first time reopens the cases of its waiting sides). One transaction, one lock."""
+    first time reopens the cases of its waiting sides); anchor the new head. One transaction, one lock."""
     now = await repository.lock_log(conn)
     newly_known = await repository.record_returns(conn, returns)
     await repository.record_receipts(conn, receipts)
     fresh = await record_sides(conn, now, incoming)
     cases = {(i.side.return_id, i.side.sku) for i in fresh} | await repository.open_cases_of(conn, newly_known)
-    return await settle(conn, now, policy, cases)
+    outcomes = await settle(conn, now, policy, cases)
+    await anchor(conn, now, policy, "batch")
+    return outcomes
 
 
 # -- the consumer ----------------------------------------------------------------------------------
@@ -186,6 +208,7 @@ async def sweep_deadlines(ctx: AuditContext) -> float | None:
         now = await repository.lock_log(conn)
         cases = await repository.due_cases(conn, now, ctx.policy, limit)
         outcomes = await settle(conn, now, ctx.policy, cases)
+        await anchor(conn, now, ctx.policy, "batch")
     if outcomes:
         log.info("deadline sweep", cases=len(cases), outcomes=len(outcomes))
     return 0 if len(cases) >= limit else None
@@ -198,10 +221,85 @@ async def deadline_sweeper(ctx: AuditContext) -> None:
 
 
 async def nothing_due(ctx: AuditContext) -> bool:
-    """No case is waiting for the sweeper (the service's part of the idle barrier)."""
+    """No case is waiting for the sweeper and every anchor is in the anchors file (the service's part of
+    the idle barrier)."""
     async with ctx.pool.acquire() as conn:
         now = await repository.database_now(conn)
-        return not await repository.due_cases(conn, now, ctx.policy, 1)
+        if await repository.due_cases(conn, now, ctx.policy, 1):
+            return False
+        return ctx.anchor_file is None or not await repository.anchors_to_file(conn, 1)
+
+
+# -- anchors ---------------------------------------------------------------------------------------
+async def anchor(conn: Conn, now: datetime, policy: Policy, reason: AnchorReason) -> AuditAnchored | None:
+    """Anchor the chain head if `rules.anchor_due` says so: one `audit.anchored` in the outbox (the relay
+    publishes it) and its copy for the file sink, in the caller's transaction under the log lock."""
+    head_seq, head_hash = await repository.head(conn)
+    last = await repository.last_anchor(conn)
+    if not rules.anchor_due(reason, head_seq, last, now, policy):
+        return None
+    hashes = await repository.hashes_after(conn, last.seq if last else 0, policy.anchor_max_hashes)
+    event = events.chain_anchored(head_seq, head_hash, hashes, now, reason)
+    await repository.record_anchor(conn, head_seq, now, event.model_dump_json())
+    await enqueue(conn, [event])
+    return event
+
+
+async def anchor_on_schedule(ctx: AuditContext) -> float:
+    """The scheduled anchor of a log nothing was appended to for an interval. Seconds until the next."""
+    async with ctx.pool.acquire() as conn:
+        last = await repository.last_anchor(conn)
+        now = await repository.database_now(conn)
+    if rules.anchor_due("schedule", 0, last, now, ctx.policy):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            now = await repository.lock_log(conn)
+            await anchor(conn, now, ctx.policy, "schedule")
+            last = await repository.last_anchor(conn)
+    return rules.next_scheduled_anchor_s(last, now, ctx.policy)
+
+
+def _append_lines(path: Path, lines: Sequence[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+async def file_anchors(ctx: AuditContext, limit: int = 500) -> int:
+    """Append the anchors not in the file yet, then mark them (a crash in between writes a line twice:
+    `verify` reads duplicates as one). Returns how many."""
+    if ctx.anchor_file is None:
+        return 0
+    pending = await repository.anchors_to_file(ctx.pool, limit)
+    if pending:
+        await asyncio.to_thread(_append_lines, ctx.anchor_file, [value for _, value in pending])
+        await repository.mark_filed(ctx.pool, [i for i, _ in pending])
+    return len(pending)
+
+
+async def keep_anchors(ctx: AuditContext) -> float | None:
+    """One round of the anchor keeper: the scheduled anchor when due, then the file sink."""
+    next_s = await anchor_on_schedule(ctx)
+    if await file_anchors(ctx) > 0:
+        return 0
+    return next_s
+
+
+async def anchor_keeper(ctx: AuditContext) -> None:
+    """Woken by the NOTIFY each anchor sends at commit, so the file follows the topic within a round trip."""
+    await Worker(
+        "audit-anchor-keeper",
+        lambda: keep_anchors(ctx),
+        poll_s=ctx.settings.anchor_interval_s,
+        dsn=ctx.dsn,
+        channel=repository.ANCHOR_CHANNEL,
+    ).run()
 
 
 # -- resolution ------------------------------------------------------------------------------------
@@ -219,4 +317,5 @@ async def resolve(
         assert found is not None
         (a,) = await repository.append(conn, now, [events.resolution_entry(found, person, note, correlation_id)])
         resolved = await repository.mark_resolved(conn, discrepancy_id, now, person, note, a)
+        await anchor(conn, now, ctx.policy, "batch")
     return {**resolved, "resolution_hash": a.hash}

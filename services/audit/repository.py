@@ -15,7 +15,7 @@ from contracts.events import Movement, ReturnReceived, ReturnRequested
 from returnflow.db import Conn
 from services.audit import chain
 from services.audit.events import Appended, LogEntry
-from services.audit.rules import Case, Closed, Discrepancy, Incoming, Outcome, Policy, Side, Verified
+from services.audit.rules import Case, Closed, Discrepancy, Incoming, LastAnchor, Outcome, Policy, Side, Verified
 
 CaseKey = tuple[UUID, str]  # (return, SKU)
 
@@ -32,8 +32,7 @@ async def append(conn: Conn, now: datetime, entries: Sequence[LogEntry]) -> list
     """Append entries to the chain (the caller holds the lock from `lock_log`)."""
     if not entries:
         return []
-    head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    seq, prev = (int(head["seq"]), str(head["hash"])) if head else (0, chain.GENESIS)
+    seq, prev = await head(conn)
     rows: list[tuple[int, str, datetime, str | None, str | None, str, str, str]] = []
     out: list[Appended] = []
     for e in entries:
@@ -50,6 +49,46 @@ async def append(conn: Conn, now: datetime, entries: Sequence[LogEntry]) -> list
         *[list(col) for col in zip(*rows, strict=True)],
     )
     return out
+
+
+async def head(conn: Conn) -> tuple[int, str]:
+    """The last entry's (seq, hash); (0, GENESIS) for an empty log."""
+    row = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    return (int(row["seq"]), str(row["hash"])) if row else (0, chain.GENESIS)
+
+
+# -- anchors ---------------------------------------------------------------------------------------
+ANCHOR_CHANNEL = "audit_anchors"  # NOTIFY at commit: the anchor keeper writes the new anchors to the file
+
+
+async def last_anchor(db: Conn | asyncpg.Pool) -> LastAnchor | None:
+    row = await db.fetchrow("SELECT seq, anchored_at FROM anchors ORDER BY id DESC LIMIT 1")
+    return LastAnchor(int(row["seq"]), row["anchored_at"]) if row else None
+
+
+async def hashes_after(conn: Conn, after_seq: int, limit: int) -> list[str]:
+    """Hashes of the entries after `after_seq` in order, at most the last `limit` of them."""
+    rows = await conn.fetch(
+        """SELECT hash FROM (SELECT seq, hash FROM audit_log WHERE seq > $1 ORDER BY seq DESC LIMIT $2) t
+           ORDER BY seq""",
+        after_seq,
+        limit,
+    )
+    return [r["hash"] for r in rows]
+
+
+async def record_anchor(conn: Conn, seq: int, anchored_at: datetime, value: str) -> None:
+    await conn.execute("INSERT INTO anchors (seq, anchored_at, value) VALUES ($1, $2, $3)", seq, anchored_at, value)
+    await conn.execute("SELECT pg_notify($1, '')", ANCHOR_CHANNEL)
+
+
+async def anchors_to_file(db: Conn | asyncpg.Pool, limit: int) -> list[tuple[int, str]]:
+    rows = await db.fetch("SELECT id, value FROM anchors WHERE NOT filed ORDER BY id LIMIT $1", limit)
+    return [(r["id"], r["value"]) for r in rows]
+
+
+async def mark_filed(db: Conn | asyncpg.Pool, ids: Sequence[int]) -> None:
+    await db.execute("UPDATE anchors SET filed = true WHERE id = ANY($1::bigint[])", list(ids))
 
 
 # -- returns and receipts --------------------------------------------------------------------------

@@ -25,8 +25,9 @@ Rules, in the order they are applied (one function each):
    of preference: a same-movement partner attested too late -> `missing_side` (both sides); an
    other-movement partner attested in time -> `kind_mismatch`; nobody -> `missing_side`.
 
-Who may resolve a discrepancy (`refuse_resolution`) and when a check is too far in the future
-(`in_the_future`) are decided here too.
+Who may resolve a discrepancy (`refuse_resolution`), when a check is too far in the future
+(`in_the_future`) and when the chain head is anchored outside PostgreSQL (`anchor_due`: after a
+transaction that appended entries, else once per `anchor_every`) are decided here too.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class Policy:
     deadline: timedelta
     settle: timedelta = timedelta(0)
     unknown_grace: timedelta = timedelta(0)
+    anchor_every: timedelta = timedelta(seconds=60)
+    anchor_max_hashes: int = 2000
 
 
 @dataclass(frozen=True)
@@ -417,3 +420,29 @@ def refuse_resolution(
     if any(same_person(p, person) for p in people):
         return Refusal("attested_a_side", f"{person} attested a side of this discrepancy; someone else must resolve it")
     return None
+
+
+# -- anchoring the chain head ----------------------------------------------------------------------
+AnchorReason = Literal["batch", "schedule"]
+
+
+@dataclass(frozen=True)
+class LastAnchor:
+    seq: int
+    at: datetime
+
+
+def anchor_due(reason: AnchorReason, head_seq: int, last: LastAnchor | None, now: datetime, policy: Policy) -> bool:
+    """At most one anchor per transaction that appended entries (`batch`: the head moved since the last
+    anchor), and on the schedule only when no anchor at all was made for `anchor_every` (an idle log
+    still shows, once per interval, that its head is unchanged)."""
+    if reason == "batch":
+        return head_seq > 0 and (last is None or head_seq != last.seq)
+    return last is None or now - last.at >= policy.anchor_every
+
+
+def next_scheduled_anchor_s(last: LastAnchor | None, now: datetime, policy: Policy) -> float:
+    """Seconds until the scheduled anchor is due (0: now)."""
+    if last is None:
+        return 0.0
+    return max(0.0, (last.at + policy.anchor_every - now).total_seconds())

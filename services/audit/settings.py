@@ -23,5 +23,15 @@ class AuditSettings(ServiceSettings):
     sweep_interval_s: float = 15.0
     sweep_batch: int = 500
     checks_batch_max: int = 100
+    # Anchors: the log's chain head published outside PostgreSQL (topic audit.anchors, through the outbox)
+    # after every transaction that appended entries, and every `anchor_interval_s` when nothing did (one
+    # message a minute idle; under load one per batch, ~1 row per consumer batch of up to hundreds of
+    # entries). Each anchor lists the hashes of the entries appended since the previous one, at most
+    # `anchor_max_hashes` (2,000 hashes: ~140 KB, under Kafka's default 1 MB message limit).
+    anchor_interval_s: float = 60.0
+    anchor_max_hashes: int = 2000
+    # Each anchor is also appended as one JSON line here, for shipping to a third place (a WORM bucket, a
+    # separate log system): a file path, "-" for stdout, "off" for none; empty: <data_dir>/audit/anchors.jsonl.
+    anchor_file: str = ""
     # person id -> bearer token: who may post returns-team checks and resolve discrepancies.
     tokens: dict[str, SecretStr] = Field(default_factory=dict)

@@ -259,10 +259,13 @@ async def log_page(db: Db, after_seq: int, limit: int) -> dict[str, Any]:
     return {"entries": entries}
 
 
-async def verify_log(db: Db, anchors: Mapping[int, str] | None = None, chunk: int = 2000) -> chain.VerifyResult:
-    """Recompute the whole chain from the stored rows (up to the head when the check started)."""
+async def verify_log(
+    db: Db, anchors: Mapping[int, str] | None = None, chunk: int = 2000, origins: Mapping[int, str] | None = None
+) -> chain.VerifyResult:
+    """Recompute the whole chain from the stored rows (up to the head when the check started), checking
+    each anchored entry against its anchor (`origins` says where each was read, for the report)."""
     head = await db.fetchval("SELECT max(seq) FROM audit_log") or 0
-    verifier = chain.ChainVerifier(anchors=dict(anchors or {}))
+    verifier = chain.ChainVerifier(anchors=dict(anchors or {}), origins=dict(origins or {}))
     after = 0
     while after < head:
         rows = await log_rows(db, after, chunk)

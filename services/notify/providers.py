@@ -34,7 +34,8 @@ import orjson
 from returnflow.logging import mask_phone
 from returnflow.settings import Settings
 from returnflow.signing import SIGNATURE_HEADER, SignatureError, verify
-from services.notify.domain import national_for_aliyun, normalize_phone
+from services.notify.rules import national_for_aliyun, normalize_phone
+from services.notify.settings import NotifySettings
 
 
 @dataclass(frozen=True)
@@ -497,8 +498,9 @@ class AliyunProvider:
 # -- choice ----------------------------------------------------------------------------------------------
 
 
-def sms_file(settings: Settings) -> Path:
-    return settings.notify_sms_file or settings.data_dir / "sms" / "messages.jsonl"
+def sms_file(notify: NotifySettings, settings: Settings) -> Path:
+    """Where the file provider writes: the configured file, else `<data dir>/sms/messages.jsonl`."""
+    return notify.sms_file or settings.data_dir / "sms" / "messages.jsonl"
 
 
 def status_callback_url(settings: Settings) -> str | None:
@@ -507,31 +509,30 @@ def status_callback_url(settings: Settings) -> str | None:
     return settings.public_base_url.rstrip("/") + "/v1/webhooks/sms/status"
 
 
-def make_provider(settings: Settings) -> SmsProvider:
-    name = settings.notify_provider
-    timeout = settings.notify_http_timeout_s
+def make_provider(notify: NotifySettings, settings: Settings) -> SmsProvider:
+    name = notify.provider
+    timeout = notify.http_timeout_s
     if name == "file":
-        return FileProvider(sms_file(settings), settings.secrets_for("sms"), settings.webhook_tolerance_s)
+        return FileProvider(sms_file(notify, settings), settings.secrets_for("sms"), settings.webhook_tolerance_s)
     if name == "twilio":
-        tokens = [t.get_secret_value() for t in settings.notify_twilio_auth_tokens]
         return TwilioProvider(
-            account_sid=settings.notify_twilio_account_sid or "",
-            auth_tokens=tokens,
-            from_number=settings.notify_twilio_from,
-            messaging_service_sid=settings.notify_twilio_messaging_service_sid,
-            base_url=settings.notify_twilio_base_url,
+            account_sid=notify.twilio_account_sid or "",
+            auth_tokens=[t.get_secret_value() for t in notify.twilio_auth_tokens],
+            from_number=notify.twilio_from,
+            messaging_service_sid=notify.twilio_messaging_service_sid,
+            base_url=notify.twilio_base_url,
             status_callback=status_callback_url(settings),
             timeout_s=timeout,
         )
     if name == "aliyun":
-        secret = settings.notify_aliyun_access_key_secret
+        secret = notify.aliyun_access_key_secret
         return AliyunProvider(
-            access_key_id=settings.notify_aliyun_access_key_id or "",
+            access_key_id=notify.aliyun_access_key_id or "",
             access_key_secret=secret.get_secret_value() if secret else "",
-            sign_name=settings.notify_aliyun_sign_name or "",
-            template_codes=settings.notify_aliyun_template_codes,
-            endpoint=settings.notify_aliyun_endpoint,
-            region=settings.notify_aliyun_region,
+            sign_name=notify.aliyun_sign_name or "",
+            template_codes=notify.aliyun_template_codes,
+            endpoint=notify.aliyun_endpoint,
+            region=notify.aliyun_region,
             callback_tokens=settings.secrets_for("sms"),
             timeout_s=timeout,
         )

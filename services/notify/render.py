@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from services.notify.domain import CARE_STEPS, format_money, is_reminder, pick_locale, reminder_no
+from services.notify.rules import CARE_STEPS, format_money, is_reminder, pick_locale, reminder_no
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAMES: tuple[str, ...] = (*CARE_STEPS, "reminder", "stop_hint")

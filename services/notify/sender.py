@@ -1,5 +1,5 @@
-"""The background sender: claims due messages, decides each (rules in domain.py), sends outside any
-transaction, and records the outcome with its event through the outbox.
+"""The SMS sender: claims due messages, decides each (rules in rules.py), sends outside any transaction,
+and records the outcome with its event through the outbox. It runs as a `returnflow.loops.Worker`.
 
 One round:
 1. claim (one short transaction, serialized across processes by an advisory lock): lock due rows
@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -27,15 +27,18 @@ from uuid import UUID
 import asyncpg
 from prometheus_client import Counter
 
-from contracts.events import Message, SmsDeferred, SmsFailed, SmsSent, SmsSuppressed
+from contracts.events import Message
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import INFRA_ERRORS
-from returnflow.db import Conn, Wakeups
+from returnflow.db import Conn
 from returnflow.logging import get_logger, mask_phone, redact_text
+from returnflow.loops import Backoff, Worker, retry_delay_s
 from returnflow.outbox import enqueue
-from returnflow.settings import Settings
-from services.notify import storage
-from services.notify.domain import (
+from services.notify import events, repository
+from services.notify.events import SmsRef
+from services.notify.providers import OutgoingSms, PermanentError, SmsProvider, TransientError
+from services.notify.render import TemplateProblem, Templates, provider_params, template_name
+from services.notify.rules import (
     Defer,
     Pending,
     QuietHours,
@@ -44,13 +47,12 @@ from services.notify.domain import (
     Situation,
     Suppress,
     decide,
+    gives_up,
     local_day_bounds,
     pace,
-    retry_delay_s,
     zone,
 )
-from services.notify.providers import OutgoingSms, PermanentError, SmsProvider, TransientError
-from services.notify.render import TemplateProblem, Templates, provider_params, template_name
+from services.notify.settings import NotifySettings
 
 log = get_logger("returnflow.notify.sender")
 
@@ -70,25 +72,23 @@ class Clock:
         self.offset += timedelta(seconds=seconds)
 
 
-def rules_from(settings: Settings) -> Rules:
+def rules_from(settings: NotifySettings) -> Rules:
     return Rules(
-        quiet=QuietHours(settings.notify_quiet_start_hour, settings.notify_quiet_end_hour),
-        daily_cap=settings.notify_daily_cap,
-        reminder_stale_s=settings.notify_reminder_stale_s,
-        default_timezone=settings.notify_default_timezone,
+        quiet=QuietHours(settings.quiet_start_hour, settings.quiet_end_hour),
+        daily_cap=settings.daily_cap,
+        reminder_stale_s=settings.reminder_stale_s,
+        default_timezone=settings.default_timezone,
     )
 
 
 @dataclass
 class Claimed:
+    """A message this sender claimed: it sends it at `send_at`."""
+
     id: int
-    return_id: UUID
-    step: str
-    phone: str
-    locale: str
+    ref: SmsRef
     body: str
     params: dict[str, str]
-    correlation_id: str
     send_at: datetime
 
 
@@ -102,26 +102,9 @@ class Outcome:
     opted_out: bool
     now: datetime
 
-    def event_base(self) -> dict[str, Any]:
-        m = self.m
-        return sms_event_base(m.return_id, m.correlation_id, m.step, m.phone, m.locale, self.now)
 
-
-def sms_event_base(
-    return_id: UUID, correlation_id: str, step: str, phone: str, locale: str, now: datetime
-) -> dict[str, Any]:
-    """The fields every sms.* event carries (the number masked)."""
-    return {
-        "occurred_at": now,
-        "return_id": return_id,
-        "correlation_id": correlation_id,
-        "step": step,
-        "phone_masked": mask_phone(phone),
-        "locale": locale,
-    }
-
-
-def _values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
+def template_values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
+    """What a due message's template may say: its event's parameters and the return's facts."""
     values: dict[str, Any] = dict(row["params"] or {})
     requested_at = row["requested_at"]
     values.update(
@@ -139,9 +122,95 @@ def _values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
     return values
 
 
+@dataclass
+class Known:
+    """What the rules need to know about the due messages of one claim, kept current while it decides."""
+
+    opted_out: set[str]
+    sent: dict[UUID, set[str]]  # steps of each return sent or being sent
+    windows: dict[int, tuple[str, datetime, datetime]]  # message id -> (phone, its local day)
+    counts: dict[tuple[str, datetime], int]  # (phone, day start) -> messages sent that day
+    due: dict[UUID, set[str]]  # steps of each return due in this claim
+
+    def _day(self, r: asyncpg.Record) -> tuple[str, datetime]:
+        phone, start, _ = self.windows[r["id"]]
+        return phone, start
+
+    def situation(self, r: asyncpg.Record, now: datetime) -> Situation:
+        rid = r["return_id"]
+        return Situation(
+            now=now,
+            opted_out=r["phone"] in self.opted_out,
+            closed=bool(r["closed"]),
+            sent_today=self.counts.get(self._day(r), 0),
+            sent_steps=frozenset(self.sent.get(rid, set())),
+            due_steps=frozenset(self.due[rid]),
+        )
+
+    def took(self, r: asyncpg.Record) -> None:
+        """Claimed for sending: it counts against the daily cap and supersedes earlier steps."""
+        self.counts[self._day(r)] = self.counts.get(self._day(r), 0) + 1
+        self.sent.setdefault(r["return_id"], set()).add(r["step"])
+
+    def dropped(self, r: asyncpg.Record) -> None:
+        """Suppressed: no longer due with the return's other messages."""
+        self.due[r["return_id"]].discard(r["step"])
+
+
+async def load_known(conn: Conn, rows: Sequence[asyncpg.Record], now: datetime, default_tz: str) -> Known:
+    ids = [r["id"] for r in rows]
+    windows: dict[int, tuple[str, datetime, datetime]] = {}
+    due: dict[UUID, set[str]] = defaultdict(set)
+    for r in rows:
+        start, end = local_day_bounds(now, zone(r["timezone"], default_tz))
+        windows[r["id"]] = (r["phone"] or "", start, end)
+        due[r["return_id"]].add(r["step"])
+    return Known(
+        opted_out=await repository.opted_out(conn, [r["phone"] for r in rows if r["phone"]]),
+        sent=await repository.sent_steps(conn, [r["return_id"] for r in rows], ids),
+        windows=windows,
+        counts=await repository.sent_counts(conn, list(set(windows.values())), ids),
+        due=due,
+    )
+
+
+@dataclass
+class ClaimRound:
+    """What one claim decided, written in its transaction."""
+
+    tat: datetime | None  # the pacing slot after the last message claimed
+    claims: list[repository.Claim] = field(default_factory=list)
+    claimed: list[Claimed] = field(default_factory=list)
+    deferrals: list[tuple[int, datetime, str]] = field(default_factory=list)
+    suppressions: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    events: list[Message] = field(default_factory=list)
+
+    def fail(self, message_id: int, reason: str, event: Message) -> None:
+        self.failures.append((message_id, reason))
+        self.events.append(event)
+
+    def hold_back(self, message_id: int, decision: Defer | Suppress, event: Message) -> None:
+        if isinstance(decision, Defer):
+            self.deferrals.append((message_id, decision.until, decision.reason))
+        else:
+            self.suppressions.append((message_id, decision.reason))
+        self.events.append(event)
+
+
+def _ref(row: asyncpg.Record, locale: str) -> SmsRef:
+    return SmsRef(row["return_id"], row["correlation_id"], row["step"], row["phone"] or "", locale)
+
+
 class Sender:
     def __init__(
-        self, pool: asyncpg.Pool, provider: SmsProvider, templates: Templates, clock: Clock, settings: Settings
+        self,
+        pool: asyncpg.Pool,
+        provider: SmsProvider,
+        templates: Templates,
+        clock: Clock,
+        settings: NotifySettings,
+        dsn: str | None = None,
     ) -> None:
         self.pool = pool
         self.provider = provider
@@ -149,110 +218,84 @@ class Sender:
         self.clock = clock
         self.settings = settings
         self.rules = rules_from(settings)
-        self.wake = asyncio.Event()
         self.stopping = False
         self.rounds = 0
         # Outcomes of concurrent sends are written together: one transaction per group, not per SMS.
         self.outcomes: GroupCommitter[Outcome, tuple[str, datetime | None]] = GroupCommitter(
             pool, self._write_outcomes, max_size=500, max_wait_s=0.002
         )
+        # Woken by the consumer (NOTIFY on the channel) when it scheduled messages.
+        self.worker = Worker(
+            "notify-sender",
+            self.step,
+            poll_s=settings.poll_interval_s,
+            dsn=dsn,
+            channel=repository.SENDER_CHANNEL,
+            backoff=Backoff(0.1, 5.0),
+        )
 
     # -- claim -----------------------------------------------------------------------------------------
-    def _event_base(self, row: asyncpg.Record, locale: str, now: datetime) -> dict[str, Any]:
-        return sms_event_base(row["return_id"], row["correlation_id"], row["step"], row["phone"] or "", locale, now)
-
     async def claim(self) -> tuple[int, list[Claimed]]:
         """(rows decided, the ones to send now)."""
-        s = self.settings
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.lock_claims(conn)
+            await repository.lock_claims(conn)
             now = self.clock.now()
-            rows = await storage.due_messages(conn, now, s.notify_claim_batch)
+            rows = await repository.due_messages(conn, now, self.settings.claim_batch)
             if not rows:
                 return 0, []
-            ids = [r["id"] for r in rows]
-            phones = [r["phone"] for r in rows if r["phone"]]
-            out_numbers = await storage.opted_out(conn, phones)
-            sent = await storage.sent_steps(conn, [r["return_id"] for r in rows], ids)
-            windows: dict[int, tuple[str, datetime, datetime]] = {}
-            for r in rows:
-                start, end = local_day_bounds(now, zone(r["timezone"], self.rules.default_timezone))
-                windows[r["id"]] = (r["phone"] or "", start, end)
-            counts = await storage.sent_counts(conn, list(set(windows.values())), ids)
-            due_steps: dict[UUID, set[str]] = defaultdict(set)
-            for r in rows:
-                due_steps[r["return_id"]].add(r["step"])
-            tat = await storage.pacing_tat(conn, self.provider.sender)
-            claims: list[storage.Claim] = []
-            claimed: list[Claimed] = []
-            deferrals: list[tuple[int, datetime, str]] = []
-            suppressions: list[tuple[int, str]] = []
-            failures: list[tuple[int, str]] = []
-            events: list[Message] = []
-            lease = timedelta(seconds=s.notify_send_lease_s)
+            known = await load_known(conn, rows, now, self.rules.default_timezone)
+            decided = ClaimRound(await repository.pacing_tat(conn, self.provider.sender))
             # per return in step order: an earlier step decided first is never "superseded" by a later
             # one that merely arrived first (a scan can come before the request it belongs to)
             for r in sorted(rows, key=lambda r: (r["return_id"], r["rank"], r["due_at"])):
-                rid = r["return_id"]
-                locale = self.templates.locale_for(r["locale"])
-                window = windows[r["id"]]
-                key = (window[0], window[1])
-                if not r["phone"]:
-                    failures.append((r["id"], "no phone number for this return"))
-                    events.append(SmsFailed(**self._event_base(r, locale, now), provider="-", error="no phone number"))
-                    continue
-                decision = decide(
-                    Pending(r["step"], r["due_at"], r["timezone"] or self.rules.default_timezone),
-                    Situation(
-                        now=now,
-                        opted_out=r["phone"] in out_numbers,
-                        closed=bool(r["closed"]),
-                        sent_today=counts.get(key, 0),
-                        sent_steps=frozenset(sent.get(rid, set())),
-                        due_steps=frozenset(due_steps[rid]),
-                    ),
-                    self.rules,
-                )
-                if isinstance(decision, Suppress):
-                    suppressions.append((r["id"], decision.reason))
-                    due_steps[rid].discard(r["step"])
-                    events.append(SmsSuppressed(**self._event_base(r, locale, now), reason=decision.reason))
-                    continue
-                if isinstance(decision, Defer):
-                    deferrals.append((r["id"], decision.until, decision.reason))
-                    events.append(
-                        SmsDeferred(
-                            **self._event_base(r, locale, now), deliver_after=decision.until, reason=decision.reason
-                        )
-                    )
-                    continue
-                assert isinstance(decision, Send)
-                values = _values(r, s.notify_shop_names)
-                try:
-                    body = self.templates.render(r["step"], locale, values)
-                except TemplateProblem as exc:
-                    failures.append((r["id"], str(exc)))
-                    events.append(
-                        SmsFailed(**self._event_base(r, locale, now), provider=self.provider.name, error=str(exc)[:500])
-                    )
-                    log.error("SMS template does not render", step=r["step"], locale=locale, error=str(exc))
-                    continue
-                send_at, tat = pace(tat, now, s.notify_sender_rate_per_s, s.notify_sender_burst)
-                counts[key] = counts.get(key, 0) + 1
-                sent.setdefault(rid, set()).add(r["step"])
-                claims.append(storage.Claim(r["id"], locale, body, send_at, send_at + lease))
-                params = provider_params(values, locale)
-                params["return_id"] = str(rid)
-                claimed.append(
-                    Claimed(r["id"], rid, r["step"], r["phone"], locale, body, params, r["correlation_id"], send_at)
-                )
-            await storage.apply_claims(
-                conn, now, self.provider.name, self.provider.sender, claims, deferrals, suppressions, failures
-            )
-            if tat is not None and claims:
-                await storage.set_pacing_tat(conn, self.provider.sender, tat)
-            await enqueue(conn, events)
-        for e in events:
+                self._decide(r, known, decided, now)
+            await self._save_claim(conn, decided, now)
+        self._log_decided(decided.events)
+        return len(rows), decided.claimed
+
+    def _decide(self, r: asyncpg.Record, known: Known, decided: ClaimRound, now: datetime) -> None:
+        """One due message: failed (no number), held back (deferred, suppressed) or claimed for sending."""
+        ref = _ref(r, self.templates.locale_for(r["locale"]))
+        if not r["phone"]:
+            decided.fail(r["id"], "no phone number for this return", events.failed(ref, now, "-", "no phone number"))
+            return
+        pending = Pending(r["step"], r["due_at"], r["timezone"] or self.rules.default_timezone)
+        decision = decide(pending, known.situation(r, now), self.rules)
+        if isinstance(decision, Send):
+            self._take(r, ref, known, decided, now)
+            return
+        if isinstance(decision, Suppress):
+            known.dropped(r)
+        decided.hold_back(r["id"], decision, events.held_back(ref, now, decision))
+
+    def _take(self, r: asyncpg.Record, ref: SmsRef, known: Known, decided: ClaimRound, now: datetime) -> None:
+        """Render the message and give it a pacing slot and a lease: this sender sends it."""
+        s = self.settings
+        values = template_values(r, s.shop_names)
+        try:
+            body = self.templates.render(r["step"], ref.locale, values)
+        except TemplateProblem as exc:
+            decided.fail(r["id"], str(exc), events.failed(ref, now, self.provider.name, str(exc)))
+            log.error("SMS template does not render", step=r["step"], locale=ref.locale, error=str(exc))
+            return
+        send_at, decided.tat = pace(decided.tat, now, s.sender_rate_per_s, s.sender_burst)
+        known.took(r)
+        lease_until = send_at + timedelta(seconds=s.send_lease_s)
+        decided.claims.append(repository.Claim(r["id"], ref.locale, body, send_at, lease_until))
+        params = {**provider_params(values, ref.locale), "return_id": str(ref.return_id)}
+        decided.claimed.append(Claimed(r["id"], ref, body, params, send_at))
+
+    async def _save_claim(self, conn: Conn, decided: ClaimRound, now: datetime) -> None:
+        d, p = decided, self.provider
+        await repository.mark_sending(conn, now, p.name, p.sender, d.claims)
+        await repository.defer(conn, d.deferrals)
+        await repository.close_unsent(conn, d.suppressions, d.failures)
+        if d.tat is not None and d.claims:
+            await repository.set_pacing_tat(conn, p.sender, d.tat)
+        await enqueue(conn, d.events)
+
+    def _log_decided(self, decided: Sequence[Message]) -> None:
+        for e in decided:
             outcome = e.type.split(".", 1)[1]
             SMS_OUTCOMES.labels(self.provider.name, outcome).inc()
             log.info(
@@ -263,88 +306,100 @@ class Sender:
                 reason=getattr(e, "reason", None) or getattr(e, "error", None),
                 correlation_id=e.correlation_id,
             )
-        return len(rows), claimed
 
-    # -- send ------------------------------------------------------------------------------------------
+    # -- record ----------------------------------------------------------------------------------------
     async def _record(self, m: Claimed, outcome: str, detail: str = "", opted_out: bool = False) -> datetime | None:
         """Write the outcome (and its event); for a retry, returns when the message is due again.
         Outcomes of concurrent sends share one transaction (see `_write_outcomes`)."""
         if outcome != "sent":  # providers quote the number in their errors: events never carry it
             detail = redact_text(detail)
-        item = Outcome(m, outcome, detail, opted_out, self.clock.now())
-        # The provider has answered: its outcome must be written even if the database is away (a
-        # restart), or the message is claimed again once its lease has run out and sent a second time.
-        # Retry on connection errors until the sender stops: giving up sooner only makes that second
-        # send certain (a drill caught one when the retries stopped at the lease while PostgreSQL
-        # restarted). This sender claims nothing meanwhile: a round waits for all of its sends.
-        delay = 0.05
-        while True:
-            try:
-                outcome, retry_at = await self.outcomes.submit(item)
-                break
-            except INFRA_ERRORS as exc:
-                if self.stopping:
-                    raise
-                log.warning("database unavailable; retrying the SMS outcome", step=m.step, error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        outcome, retry_at = await self._write_until_recorded(Outcome(m, outcome, detail, opted_out, self.clock.now()))
         SMS_OUTCOMES.labels(self.provider.name, outcome).inc()
         log.info(
             f"SMS {outcome}",
-            return_id=str(m.return_id),
-            step=m.step,
-            phone=mask_phone(m.phone),
+            return_id=str(m.ref.return_id),
+            step=m.ref.step,
+            phone=mask_phone(m.ref.phone),
             detail=detail[:200] if outcome != "sent" else None,
-            correlation_id=m.correlation_id,
+            correlation_id=m.ref.correlation_id,
         )
         return retry_at
+
+    async def _write_until_recorded(self, item: Outcome) -> tuple[str, datetime | None]:
+        """The provider has answered: its outcome must be written even if the database is away (a
+        restart), or the message is claimed again once its lease has run out and sent a second time.
+        Retry on connection errors until the sender stops: giving up sooner only makes that second send
+        certain (a drill caught one when the retries stopped at the lease while PostgreSQL restarted).
+        This sender claims nothing meanwhile: a round waits for all of its sends."""
+        backoff = Backoff(0.05, 2.0)
+        while True:
+            try:
+                return await self.outcomes.submit(item)
+            except INFRA_ERRORS as exc:
+                if self.stopping:
+                    raise
+                delay = backoff.next()
+                log.warning(
+                    "database unavailable; retrying the SMS outcome",
+                    step=item.m.ref.step,
+                    error=repr(exc),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _write_outcomes(self, conn: Conn, items: Sequence[Outcome]) -> list[tuple[str, datetime | None]]:
         """One transaction for a group of outcomes: each message's new state and its event (through the
         outbox). A message no longer `sending` (already recorded by an earlier try) gets no second event."""
-        s = self.settings
+        written: list[Message] = []
+        sent = [(o.m.id, o.detail, o.now) for o in items if o.outcome == "sent"]
+        recorded = await repository.record_sent_many(conn, sent)
         results: list[tuple[str, datetime | None]] = []
-        events: list[Message] = []
-        sent = [o for o in items if o.outcome == "sent"]
-        recorded = await storage.record_sent_many(conn, [(o.m.id, o.detail, o.now) for o in sent])
         for o in items:
-            outcome, retry_at = o.outcome, None
             if o.outcome == "sent":
                 if o.m.id in recorded:
                     recorded.discard(o.m.id)  # the same message twice in one group: one event
-                    events.append(SmsSent(**o.event_base(), provider=self.provider.name, provider_message_id=o.detail))
+                    written.append(events.sent(o.m.ref, o.now, self.provider.name, o.detail))
+                results.append(("sent", None))
             elif o.outcome == "failed":
-                if await storage.record_failed(conn, o.m.id, o.detail):
-                    events.append(SmsFailed(**o.event_base(), provider=self.provider.name, error=o.detail[:500]))
-                if o.opted_out:  # the provider knows the number replied STOP: honour it here too
-                    await storage.set_consent(conn, o.m.phone, True, "provider", self.provider.name, o.now)
+                results.append(await self._write_refused(conn, o, written))
             else:
-                attempts_before = await conn.fetchval("SELECT attempts FROM messages WHERE id = $1", o.m.id)
-                attempt = int(attempts_before or 0) + 1
-                if attempt >= s.notify_send_max_attempts:
-                    error = f"gave up after {attempt} attempts: {o.detail}"
-                    if await storage.record_failed(conn, o.m.id, error):
-                        events.append(SmsFailed(**o.event_base(), provider=self.provider.name, error=error[:500]))
-                    outcome = "failed"
-                else:
-                    delay = retry_delay_s(attempt, s.notify_retry_base_s, s.notify_retry_max_s)
-                    retry_at = o.now + timedelta(seconds=delay)
-                    await storage.record_retry(conn, o.m.id, o.detail, retry_at)
-            results.append((outcome, retry_at))
-        await enqueue(conn, events)
+                results.append(await self._write_retry(conn, o, written))
+        await enqueue(conn, written)
         return results
 
+    async def _write_refused(self, conn: Conn, o: Outcome, written: list[Message]) -> tuple[str, None]:
+        if await repository.record_failed(conn, o.m.id, o.detail):
+            written.append(events.failed(o.m.ref, o.now, self.provider.name, o.detail))
+        if o.opted_out:  # the provider knows the number replied STOP: honour it here too
+            await repository.set_consent(conn, o.m.ref.phone, True, "provider", self.provider.name, o.now)
+        return "failed", None
+
+    async def _write_retry(self, conn: Conn, o: Outcome, written: list[Message]) -> tuple[str, datetime | None]:
+        """A transient failure: back to the queue with backoff, or failed after the last attempt."""
+        s = self.settings
+        attempt = await repository.attempts(conn, o.m.id) + 1
+        if gives_up(attempt, s.send_max_attempts):
+            error = f"gave up after {attempt} attempts: {o.detail}"
+            if await repository.record_failed(conn, o.m.id, error):
+                written.append(events.failed(o.m.ref, o.now, self.provider.name, error))
+            return "failed", None
+        retry_at = o.now + timedelta(seconds=retry_delay_s(attempt, s.retry_base_s, s.retry_max_s))
+        await repository.record_retry(conn, o.m.id, o.detail, retry_at)
+        return "retry", retry_at
+
+    # -- send ------------------------------------------------------------------------------------------
     async def _send_return(self, group: list[Claimed], limit: asyncio.Semaphore) -> None:
         """One return's messages, in step order; a transient failure holds back the later steps."""
         for i, m in enumerate(group):
             if self.stopping:
-                await storage.release(self.pool, [x.id for x in group[i:]])
+                await repository.release(self.pool, [x.id for x in group[i:]])
                 return
             wait = (m.send_at - self.clock.now()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
+            ref = m.ref
             sms = OutgoingSms(
-                m.id, m.phone, m.body, m.step, m.locale, template_name(m.step), m.params, self.clock.now()
+                m.id, ref.phone, m.body, ref.step, ref.locale, template_name(ref.step), m.params, self.clock.now()
             )
             try:
                 async with limit:
@@ -354,62 +409,53 @@ class Sender:
                 continue
             except (TransientError, Exception) as exc:
                 if not isinstance(exc, TransientError):
-                    log.exception("SMS provider raised unexpectedly", step=m.step)
+                    log.exception("SMS provider raised unexpectedly", step=ref.step)
                 retry_at = await self._record(m, "retry", str(exc) or type(exc).__name__)
                 # the later steps wait with it, so the customer still reads them in order
-                await storage.release(self.pool, [x.id for x in group[i + 1 :]], retry_at)
+                await repository.release(self.pool, [x.id for x in group[i + 1 :]], retry_at)
                 return
             await self._record(m, "sent", pid)
 
     async def round(self) -> int:
+        """Claim, send and record once; returns how many due messages were decided."""
         decided, claimed = await self.claim()
         if not claimed:
             return decided
         groups: dict[UUID, list[Claimed]] = defaultdict(list)
         for m in claimed:
-            groups[m.return_id].append(m)
-        limit = asyncio.Semaphore(max(1, self.settings.notify_send_concurrency))
+            groups[m.ref.return_id].append(m)
+        limit = asyncio.Semaphore(max(1, self.settings.send_concurrency))
         await asyncio.gather(*(self._send_return(g, limit) for g in groups.values()))
         self.rounds += 1
         return decided
 
-    # -- loop ------------------------------------------------------------------------------------------
-    async def _wait(self) -> None:
-        timeout = self.settings.notify_poll_interval_s
+    # -- the worker --------------------------------------------------------------------------------------
+    async def step(self) -> float | None:
+        """One round of the worker: 0 when it decided messages (more may be due now), else the seconds
+        until the next message falls due (None: none known, or the database did not answer)."""
+        if await self.round():
+            return 0
         with contextlib.suppress(Exception):
-            due = await storage.next_due(self.pool)
+            due = await repository.next_due(self.pool)
             if due is not None:
-                timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
-        if timeout <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+                return max(0.0, (due - self.clock.now()).total_seconds())
+        return None
 
-    async def run(self, dsn: str) -> None:
-        wakeups = Wakeups(dsn, "notify_sender", self.wake)
-        backoff = 0.1
+    async def run(self, grace_s: float) -> None:
+        """The worker loop until cancelled; then claim nothing more, give back what was not sent yet, and
+        let the sends under way be recorded (for up to `grace_s`: a provider call may take its timeout)."""
+        loop = asyncio.ensure_future(self.worker.run())
         try:
-            while not self.stopping:
-                await wakeups.ensure()
-                self.wake.clear()
-                try:
-                    n = await self.round()
-                    backoff = 0.1
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("sender round failed; retrying", error=repr(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if n == 0 and not self.stopping:
-                    await self._wait()
-        finally:
-            await wakeups.close()
+            await asyncio.shield(loop)
+        except asyncio.CancelledError:
+            self.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(loop, grace_s)
+            raise
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         self.stopping = True
-        self.wake.set()
+        self.worker.stop()
 
     async def close(self) -> None:
         """After the send loop ended: stop the outcome writers."""

@@ -1,5 +1,44 @@
-"""The returns service; its SPEC is what the platform app runs."""
+"""The returns service: platform webhooks in, return-requested/cancelled events out, and each
+return's status and timeline built from every lifecycle topic. Its SPEC is what the platform app runs."""
 
-from services.returns.app import SPEC
+from __future__ import annotations
 
-__all__ = ["SPEC"]
+from pathlib import Path
+
+from contracts.catalog import CATALOG
+from returnflow.batching import GroupCommitter
+from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
+from services.returns import api, handlers
+from services.returns.handlers import ReturnsContext
+from services.returns.settings import ReturnsSettings
+
+# Every lifecycle topic the catalog lists us as a consumer of (see contracts.catalog._with_timeline).
+TIMELINE_TOPICS = [t.name for t in CATALOG if "returns" in t.consumers]
+
+
+async def build_context(rt: Runtime, settings: ReturnsSettings) -> ReturnsContext:
+    intake = GroupCommitter(
+        rt.pool,
+        handlers.accept_returns,
+        max_size=settings.intake_batch_max,
+        max_wait_s=settings.intake_batch_wait_ms / 1000,
+    )
+    return ReturnsContext(pool=rt.pool, settings=settings, runtime_settings=rt.settings, intake=intake)
+
+
+async def close_context(ctx: ReturnsContext) -> None:
+    await ctx.intake.close()
+
+
+SPEC: ServiceSpec[ReturnsContext] = ServiceSpec(
+    name="returns",
+    folder=Path(__file__).parent,
+    description="Platform webhooks in; return events out; each return's status and timeline.",
+    settings=ReturnsSettings,
+    context=build_context,
+    close=close_context,
+    router=api.router,
+    consumers=[ConsumerSpec("timeline", TIMELINE_TOPICS, apply=handlers.apply_timeline)],
+)
+
+__all__ = ["SPEC", "ReturnsContext", "ReturnsSettings"]

@@ -1,14 +1,12 @@
-"""Reports for the after-sales lead, computed from the returns and the lifecycle events on their
-timelines (the returns service reads every lifecycle topic). Each report returns flat `rows` (for a
-table or CSV) plus what a chart needs."""
+"""Reports for the after-sales lead (the read side of GET /v1/analytics/{report}), computed from the
+returns and the lifecycle events on their timelines (the returns service reads every lifecycle
+topic). Each report returns flat `rows` (for a table or CSV) plus what a chart needs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import asyncpg
-
-from services.returns.domain import top_movers
 
 REPORTS = ("reasons", "cycle-times", "early-refunds", "authority", "clawbacks", "sms")
 
@@ -31,6 +29,30 @@ async def reasons(pool: asyncpg.Pool, months: int = 6) -> dict[str, Any]:
         for reason, n in sorted(counts[month].items(), key=lambda kv: -kv[1]):
             out.append({"month": month, "reason": reason, "count": n, "share": round(n / total, 4)})
     return {"report": "reasons", "months": month_list, "rows": out, "top_movers": top_movers(counts, month_list)}
+
+
+def top_movers(counts: dict[str, dict[str, int]], months: list[str], n: int = 3) -> list[dict[str, Any]]:
+    """Reasons whose share of returns changed most from the previous month to the latest one."""
+    if len(months) < 2:
+        return []
+    prev, last = months[-2], months[-1]
+    total_prev = sum(counts.get(prev, {}).values()) or 1
+    total_last = sum(counts.get(last, {}).values()) or 1
+    reasons = set(counts.get(prev, {})) | set(counts.get(last, {}))
+    moves: list[dict[str, Any]] = []
+    for r in sorted(reasons):
+        before = counts.get(prev, {}).get(r, 0) / total_prev
+        now = counts.get(last, {}).get(r, 0) / total_last
+        moves.append(
+            {
+                "reason": r,
+                "share_before": round(before, 4),
+                "share_now": round(now, 4),
+                "change": round(now - before, 4),
+            }
+        )
+    moves.sort(key=lambda m: -abs(m["change"]))
+    return moves[:n]
 
 
 async def cycle_times(pool: asyncpg.Pool) -> dict[str, Any]:

@@ -12,6 +12,6 @@ class ReturnsSettings(ServiceSettings):
 
     port: int = 8081
 
-    # Intake group commit (webhooks accepted in one transaction)
+    # Intake group commit: webhooks accepted in one transaction (RETURNFLOW_RETURNS_INTAKE_BATCH_MAX, ...).
     intake_batch_max: int = 200
     intake_batch_wait_ms: float = 2.0

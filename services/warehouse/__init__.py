@@ -1,5 +1,53 @@
-"""The warehouse service; its SPEC is what the platform app runs."""
+"""The warehouse service (warehouse-confirm): expected parcels from return requests, signed carrier
+scans (parked until their parcel is known), device-authenticated receipts. Its SPEC is what the
+platform app runs."""
 
-from services.warehouse.app import SPEC
+from __future__ import annotations
 
-__all__ = ["SPEC"]
+from pathlib import Path
+
+from contracts.catalog import topic_of
+from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
+from returnflow.batching import GroupCommitter
+from returnflow.http import token_digest
+from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
+from services.warehouse import api, handlers
+from services.warehouse.handlers import Device, WarehouseContext
+from services.warehouse.settings import WarehouseSettings
+
+LIFECYCLE_TOPICS = [topic_of(ReturnRequested), topic_of(TrackingRegistered), topic_of(ReturnCancelled)]
+
+
+async def build_context(rt: Runtime, settings: WarehouseSettings) -> WarehouseContext:
+    wait_s = settings.batch_wait_ms / 1000
+    return WarehouseContext(
+        pool=rt.pool,
+        settings=settings,
+        runtime_settings=rt.settings,
+        devices={
+            token_digest(d.token.get_secret_value()): Device(device_id, d.warehouse_id)
+            for device_id, d in settings.devices.items()
+        },
+        scans=GroupCommitter(rt.pool, handlers.accept_scans, max_size=settings.batch_max, max_wait_s=wait_s),
+        receipts=GroupCommitter(rt.pool, handlers.accept_receipts, max_size=settings.batch_max, max_wait_s=wait_s),
+    )
+
+
+async def close_context(ctx: WarehouseContext) -> None:
+    await ctx.scans.close()
+    await ctx.receipts.close()
+
+
+SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
+    name="warehouse",
+    folder=Path(__file__).parent,
+    description="Expected parcels, carrier scans (matched or parked) and warehouse receipts; publishes "
+    "parcel-scanned, return-received and the warehouse side of inventory attestations.",
+    settings=WarehouseSettings,
+    context=build_context,
+    close=close_context,
+    router=api.router,
+    consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
+)
+
+__all__ = ["SPEC", "WarehouseContext", "WarehouseSettings"]

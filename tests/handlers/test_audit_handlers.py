@@ -8,12 +8,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from contracts.events import (
+    NO_RETURN,
+    AuditAnchored,
     Customer,
     DiscrepancyFound,
     InventoryAttested,
@@ -41,6 +44,7 @@ def audit_settings(**over: Any) -> AuditSettings:
         "check_deadline_s": 3600.0,
         "settle_s": 60.0,
         "unknown_return_grace_s": 600.0,
+        "anchor_file": "off",  # the anchor tests below give a file
     }
     return AuditSettings(**{**base, **over})
 
@@ -305,3 +309,58 @@ async def test_a_discrepancy_is_resolved_once_by_someone_who_attested_no_side(h:
     again = await handlers.resolve(h.ctx, did, "rt-ana", "again", "c")
     assert isinstance(again, Refusal) and again.why == "already_resolved"
     assert (await views.verify_log(h.pool)).ok
+
+
+# -- anchors of the chain head ---------------------------------------------------------------------
+async def log_hashes(h: Harness) -> list[str]:
+    return [r["hash"] for r in await h.pool.fetch("SELECT hash FROM audit_log ORDER BY seq")]
+
+
+async def test_a_batch_that_appends_entries_writes_exactly_one_anchor(
+    handler_settings: Settings, tmp_path: Path
+) -> None:
+    anchors_file = tmp_path / "shipped" / "anchors.jsonl"
+    async with harness(SPEC, handler_settings, audit_settings(anchor_file=str(anchors_file))) as h:
+        rid = uuid.uuid4()
+        await h.apply(
+            "inventory",
+            [
+                requested(rid, {"A": 1, "B": 1}),
+                attested(rid, "A", "restock", 1),
+                attested(rid, "B", "destroy", 1),
+                checked(rid, "A", "restock", 1),
+            ],
+        )
+        hashes = await log_hashes(h)
+        assert len(hashes) == 4  # three sides and one verified movement, one anchor for all of them
+        (first,) = await h.published(AuditAnchored)
+        assert (first.seq, first.hash, first.entries, first.reason) == (4, hashes[-1], 4, "batch")
+        assert first.hashes == hashes and first.return_id == NO_RETURN
+        topics = [topic for topic, value, _ in await h.outbox() if value["type"] == "audit.anchored"]
+        assert topics == ["audit.anchors"]
+
+        await h.apply("inventory", [requested(rid, {"A": 1, "B": 1})])  # appends nothing: no anchor
+        assert len(await h.published(AuditAnchored)) == 1
+
+        await h.apply("inventory", [checked(rid, "B", "destroy", 1)])  # a side and a movement: entries 5, 6
+        second = (await h.published(AuditAnchored))[-1]
+        hashes = await log_hashes(h)
+        assert (second.seq, second.hashes) == (6, hashes[4:])  # only what was appended since the last anchor
+
+        resolved_nothing = await handlers.resolve(h.ctx, "nope", "rt-ana", "x", "c")  # refused: appends nothing
+        assert isinstance(resolved_nothing, Refusal) and len(await h.published(AuditAnchored)) == 2
+
+        # the file sink: every anchor once, as published; then the service is idle
+        assert not await handlers.nothing_due(h.ctx)
+        assert await handlers.file_anchors(h.ctx) == 2 and await handlers.file_anchors(h.ctx) == 0
+        lines = anchors_file.read_text().splitlines()
+        assert [AuditAnchored.model_validate_json(line) for line in lines] == [first, second]
+        assert await handlers.nothing_due(h.ctx)
+
+        # the schedule anchors only a log left alone for an interval (60 s here): not yet
+        assert await handlers.anchor_on_schedule(h.ctx) > 0
+        assert len(await h.published(AuditAnchored)) == 2
+        await h.pool.execute("UPDATE anchors SET anchored_at = anchored_at - interval '61 seconds'")
+        assert await handlers.anchor_on_schedule(h.ctx) > 0
+        third = (await h.published(AuditAnchored))[-1]
+        assert (third.seq, third.hash, third.hashes, third.reason) == (6, hashes[-1], [], "schedule")

@@ -22,14 +22,15 @@ from services.refunds import repository as refunds_repository
 from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
 from services.refunds.settings import RefundsSettings
-from services.returns.app import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.returns import SPEC as RETURNS
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse import dev as warehouse_dev
 from tests.idle import wait_idle
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
 CARRIER_SECRET = b"carrier-secret"
-DEVICE = {"authorization": "Bearer dev-device-token-dock-1"}
+DEVICE = {"authorization": f"Bearer {warehouse_dev.DEVICE_TOKEN}"}
 TOKENS = {e.actor_id: e.token for e in DEV_ROSTER}
 
 
@@ -127,7 +128,8 @@ async def platform(
     async with contextlib.AsyncExitStack() as stack:
         gw_url = await stack.enter_async_context(serve_gateway())
         s = settings
-        own = {REFUNDS.name: refunds_settings(gw_url, **over)}
+        # each service's own settings
+        own = {REFUNDS.name: refunds_settings(gw_url, **over), WAREHOUSE.name: warehouse_dev.dev_settings()}
         specs = [RETURNS, WAREHOUSE, REFUNDS]
         for i in range(1, refunds_instances):
             specs.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -28,6 +28,8 @@ from contracts.events import (
 )
 from returnflow.outbox import event_record
 from returnflow.settings import Settings
+from services.notify.providers import sms_file
+from services.notify.settings import NotifySettings
 from tests.kafkautil import wait_for
 
 SMS_SECRET = b"sms-secret"
@@ -40,37 +42,50 @@ def offset_to_local(tz: str, hour: int, minute: int = 0, second: int = 0) -> flo
     return (target - now).total_seconds()
 
 
-def notify_settings(settings: Settings, **over: Any) -> Settings:
+class NotifySetup(NamedTuple):
+    """The runtime's settings and notify's own, as a test runs the service: `serve(SPEC, *setup)`."""
+
+    settings: Settings
+    notify: NotifySettings
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        assert self.settings.kafka_bootstrap is not None
+        return self.settings.kafka_bootstrap
+
+    @property
+    def sms_file(self) -> Path:
+        return sms_file(self.notify, self.settings)
+
+
+def notify_settings(settings: Settings, **over: Any) -> NotifySetup:
+    """`settings` with the SMS webhook secret, and notify's settings for tests (quick polls and retries, a
+    clock at noon in Shanghai) with `over` (NotifySettings fields) applied."""
     secrets = dict(settings.webhook_secrets)
     secrets["sms"] = [SecretStr(SMS_SECRET.decode())]
     base: dict[str, Any] = {
-        "webhook_secrets": secrets,
-        "notify_poll_interval_s": 0.2,
-        "notify_retry_base_s": 0.05,
-        "notify_retry_max_s": 0.2,
-        "notify_sender_rate_per_s": 50.0,
-        "notify_shop_names": {"shop-1": "Maple & Co"},
-        "notify_clock_offset_s": offset_to_local("Asia/Shanghai", 12),
+        "poll_interval_s": 0.2,
+        "retry_base_s": 0.05,
+        "retry_max_s": 0.2,
+        "sender_rate_per_s": 50.0,
+        "shop_names": {"shop-1": "Maple & Co"},
+        "clock_offset_s": offset_to_local("Asia/Shanghai", 12),
     }
     base.update(over)
-    return settings.model_copy(update=base)
+    return NotifySetup(settings.model_copy(update={"webhook_secrets": secrets}), NotifySettings(**base))
 
 
-def sms_file(settings: Settings) -> Path:
-    return settings.notify_sms_file or settings.data_dir / "sms" / "messages.jsonl"
-
-
-def sms_lines(settings: Settings, return_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
-    path = sms_file(settings)
+def sms_lines(setup: NotifySetup, return_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    path = setup.sms_file
     if not path.exists():
         return []
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
     return [x for x in lines if return_id is None or x["return_id"] == str(return_id)]
 
 
-async def wait_sms(settings: Settings, n: int, return_id: uuid.UUID | None = None, timeout_s: float = 15.0) -> list:
+async def wait_sms(setup: NotifySetup, n: int, return_id: uuid.UUID | None = None, timeout_s: float = 15.0) -> list:
     async def enough() -> list | None:
-        got = sms_lines(settings, return_id)
+        got = sms_lines(setup, return_id)
         return got if len(got) >= n else None
 
     return await wait_for(enough, timeout_s)

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from apphost.embedded import EmbeddedKafka, free_port
 from contracts.events import ParcelScanned, ScanCode
 from returnflow.kafka import create_topics
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.integration.test_returns_timeline import publish
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed

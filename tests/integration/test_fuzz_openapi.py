@@ -21,18 +21,19 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from returnflow.settings import Settings, WarehouseDevice
+from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit import SPEC as AUDIT
 from services.audit.settings import AuditSettings
-from services.notify.app import SPEC as NOTIFY
+from services.notify import SPEC as NOTIFY
 from services.refunds import SPEC as REFUNDS
 from services.refunds import repository as refunds_repository
 from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
 from services.refunds.settings import RefundsSettings
-from services.returns.app import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.returns import SPEC as RETURNS
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse.settings import WarehouseDevice, WarehouseSettings
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -52,7 +53,6 @@ def fuzz_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "webhook_secrets": {k: [SecretStr(v)] for k, v in SECRETS.items()},
-            "warehouse_devices": {"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))},
         }
     )
 
@@ -142,6 +142,9 @@ async def test_every_api_survives_fuzzing(settings, service_runner):
         own: dict[str, Any] = {
             AUDIT.name: AuditSettings(tokens={"rt-fuzz": SecretStr(AUDIT_TOKEN)}),
             REFUNDS.name: RefundsSettings(gateway_url=await stack.enter_async_context(serve_gateway())),
+            WAREHOUSE.name: WarehouseSettings(
+                devices={"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))}
+            ),
         }
         running = {
             spec.name: await stack.enter_async_context(service_runner(spec, s, own.get(spec.name)))

@@ -8,7 +8,7 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from services.notify.app import SPEC
+from services.notify import SPEC
 from tests.integration.fake_sms_providers import FakeAliyun, serve_app
 from tests.integration.notify_support import SMS_SECRET, notify_settings, publish, requested, scanned
 from tests.kafkautil import read_topic, values, wait_for
@@ -19,15 +19,15 @@ async def test_aliyun_send_receipts_and_replies(settings, service_runner):
     async with serve_app(fake.app()) as aliyun_url:
         s = notify_settings(
             settings,
-            notify_provider="aliyun",
-            notify_aliyun_access_key_id=fake.access_key_id,
-            notify_aliyun_access_key_secret=SecretStr(fake.access_key_secret),
-            notify_aliyun_sign_name="退货助手",
-            notify_aliyun_template_codes={"requested": "SMS_100000001", "parcel_seen": "SMS_100000002"},
-            notify_aliyun_endpoint=aliyun_url,
+            provider="aliyun",
+            aliyun_access_key_id=fake.access_key_id,
+            aliyun_access_key_secret=SecretStr(fake.access_key_secret),
+            aliyun_sign_name="退货助手",
+            aliyun_template_codes={"requested": "SMS_100000001", "parcel_seen": "SMS_100000002"},
+            aliyun_endpoint=aliyun_url,
         )
         req = requested(locale="zh-CN", phone="+8613877776666", kind="refund_only")
-        async with service_runner(SPEC, s) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+        async with service_runner(SPEC, *s) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
             await publish(s.kafka_bootstrap, [req])
 
             async def accepted() -> bool:

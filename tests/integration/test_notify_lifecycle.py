@@ -3,12 +3,11 @@ in order; lifecycle events delivered three times still give one message per step
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
 from contracts.events import ScanCode
-from services.notify.app import SPEC
+from services.notify import SPEC
+from tests.idle import wait_idle
 from tests.integration.notify_support import (
     escalated,
     issued,
@@ -32,7 +31,7 @@ async def test_full_lifecycle_gives_the_expected_messages_in_language_and_order(
         "zh-CN": requested(locale="zh-CN", phone="+8613811110002"),
         "es": requested(locale="es-MX", phone="+8613811110003", shop_name="Tienda Sol"),
     }
-    async with service_runner(SPEC, s):
+    async with service_runner(SPEC, *s) as svc:
         ids = [e.return_id for e in customers.values()]
         steps = [
             list(customers.values()),
@@ -46,7 +45,7 @@ async def test_full_lifecycle_gives_the_expected_messages_in_language_and_order(
             for rid in ids:
                 await wait_sms(s, n, rid)
         sent = values(await read_topic(s.kafka_bootstrap, "sms.sent", 15))
-        await asyncio.sleep(0.5)  # nothing more comes
+        await wait_idle(svc)  # nothing more comes
         lines = {loc: sms_lines(s, e.return_id) for loc, e in customers.items()}
 
     for loc, got in lines.items():
@@ -72,14 +71,14 @@ async def test_each_event_three_times_still_one_message_per_step(settings, servi
     s = notify_settings(settings)
     req = requested(locale="zh-CN")
     rid = req.return_id
-    async with service_runner(SPEC, s) as svc:
+    async with service_runner(SPEC, *s) as svc:
         chain = [req, scanned(rid), received(rid), escalated(rid), issued(rid)]
         for n, e in enumerate(chain, 1):
             await publish(s.kafka_bootstrap, [e, e, e])
             await wait_sms(s, n, rid)
         # a later moving scan (a different event) is the same step: still nothing new
         await publish(s.kafka_bootstrap, [scanned(rid, ScanCode.in_transit, "s2")] * 3)
-        await asyncio.sleep(1.5)
+        await wait_idle(svc)
         got = sms_lines(s, rid)
         rows = await svc.runtime.pool.fetch("SELECT step, status FROM messages WHERE return_id = $1", rid)
         sent = [e for e in values(await read_topic(s.kafka_bootstrap, "sms.sent", 5)) if e["return_id"] == str(rid)]
@@ -100,23 +99,22 @@ async def test_events_before_the_request_wait_for_it_and_go_in_step_order(settin
     s = notify_settings(settings)
     req = requested(locale="en")
     rid = req.return_id
-    async with service_runner(SPEC, s):
+    async with service_runner(SPEC, *s) as svc:
         await publish(s.kafka_bootstrap, [scanned(rid), escalated(rid)])  # the request is not known yet
-        await asyncio.sleep(1.0)
+        await wait_idle(svc)  # consumed; the messages wait for their recipient
         assert sms_lines(s, rid) == []
         await publish(s.kafka_bootstrap, [req])
         got = await wait_sms(s, 3, rid)
-        await asyncio.sleep(0.5)
+        await wait_idle(svc)
     assert [x["step"] for x in sms_lines(s, rid)] == ["requested", "parcel_seen", "under_review"]
     assert got[0]["step"] == "requested"
 
 
 async def test_a_burst_of_returns_each_get_one_message_and_outcomes_share_transactions(settings, service_runner):
-    s = notify_settings(settings, notify_sender_rate_per_s=10_000.0, notify_sender_burst=100, notify_claim_batch=200)
-    s = s.model_copy(update={"notify_send_concurrency": 32})
+    s = notify_settings(settings, sender_rate_per_s=10_000.0, sender_burst=100, claim_batch=200, send_concurrency=32)
     burst = [requested(locale="en", phone=f"+86138{i:08d}") for i in range(60)]
-    async with service_runner(SPEC, s) as svc:
-        sender = svc.runtime.state["sender"]
+    async with service_runner(SPEC, *s) as svc:
+        sender = svc.runtime.context.sender
         groups: list[int] = []
         write = sender.outcomes.flush
 

@@ -4,7 +4,6 @@ reminders pending while the service is down are sent once after it comes back (o
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +12,8 @@ import httpx
 import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
-from services.notify.app import SPEC
+from services.notify import SPEC
+from tests.idle import wait_idle
 from tests.integration.notify_support import (
     SMS_SECRET,
     notify_settings,
@@ -42,12 +42,12 @@ async def reply(client: httpx.AsyncClient, phone: str, text: str) -> httpx.Respo
 async def test_reminder_at_23h_goes_at_8h_and_stop_silences_until_start(settings, service_runner):
     offset = offset_to_local("Asia/Shanghai", 20, 50)
     # one reminder, 2h10m after the request: 23:00 in Shanghai
-    s = notify_settings(settings, notify_clock_offset_s=offset, notify_reminder_intervals_s=[7800])
+    s = notify_settings(settings, clock_offset_s=offset, reminder_intervals_s=[7800])
     phone = "+8613899990000"
     req = requested(at=datetime.now(UTC) + timedelta(seconds=offset), locale="zh-CN", phone=phone)
     rid = req.return_id
-    async with service_runner(SPEC, s) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
-        clock = svc.runtime.state["clock"]
+    async with service_runner(SPEC, *s) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+        clock = svc.runtime.context.clock
         await publish(s.kafka_bootstrap, [req])
         first = await wait_sms(s, 1, rid)
         assert first[0]["step"] == "requested"  # 20:50 is still daytime
@@ -58,11 +58,11 @@ async def test_reminder_at_23h_goes_at_8h_and_stop_silences_until_start(settings
         deliver_after = datetime.fromisoformat(deferred[0]["deliver_after"]).astimezone(SHANGHAI)
         assert (deliver_after.hour, deliver_after.minute) == (8, 0)
         assert deliver_after.date() == (clock.now().astimezone(SHANGHAI) + timedelta(days=1)).date()
-        await asyncio.sleep(0.5)
+        await wait_idle(svc)
         assert len(sms_lines(s, rid)) == 1  # nothing at night
 
         clock.advance((deliver_after - clock.now()).total_seconds() - 5)  # 07:59:55: still waiting
-        await asyncio.sleep(0.6)
+        await wait_idle(svc)  # nothing due, nothing being sent
         assert len(sms_lines(s, rid)) == 1
         clock.advance(6)  # 08:00:01
         lines = await wait_sms(s, 2, rid)
@@ -94,14 +94,14 @@ async def test_reminder_at_23h_goes_at_8h_and_stop_silences_until_start(settings
 
 async def test_reminders_pending_while_down_are_sent_once_after_restart(settings, service_runner):
     base = offset_to_local("Asia/Shanghai", 10)  # daytime throughout
-    knobs = {"notify_reminder_intervals_s": [3600, 7200], "notify_reminder_stale_s": 1800}
+    knobs = {"reminder_intervals_s": [3600, 7200], "reminder_stale_s": 1800}
     fake_now = datetime.now(UTC) + timedelta(seconds=base)
     fresh = [requested(at=fake_now, phone=f"+861380000000{i}") for i in range(3)]
     # requested half an hour earlier: its first reminder falls due 30 minutes into the downtime
     late = requested(at=fake_now - timedelta(seconds=1800), phone="+8613800000009")
     all_ids = [e.return_id for e in [*fresh, late]]
 
-    async with service_runner(SPEC, notify_settings(settings, notify_clock_offset_s=base, **knobs)) as svc:
+    async with service_runner(SPEC, *notify_settings(settings, clock_offset_s=base, **knobs)) as svc:
         await publish(settings.kafka_bootstrap, [*fresh, late])
         for rid in all_ids:
             await wait_sms(notify_settings(settings), 1, rid)
@@ -111,8 +111,8 @@ async def test_reminders_pending_while_down_are_sent_once_after_restart(settings
         assert pending == 8
     # the service is down for an hour; when it comes back, reminder_1 of the fresh returns is 1 minute
     # late (sent), the late return's is 31 minutes late (stale: skipped); reminder_2 is not due yet
-    later = notify_settings(settings, notify_clock_offset_s=base + 3660, **knobs)
-    async with service_runner(SPEC, later) as svc:
+    later = notify_settings(settings, clock_offset_s=base + 3660, **knobs)
+    async with service_runner(SPEC, *later) as svc:
         for rid in [e.return_id for e in fresh]:
             await wait_sms(later, 2, rid)
         suppressed = values(await read_topic(settings.kafka_bootstrap, "sms.suppressed", 1))
@@ -120,8 +120,8 @@ async def test_reminders_pending_while_down_are_sent_once_after_restart(settings
             (str(late.return_id), "reminder_1", "stale")
         ]
     # and once more: nothing is sent twice
-    async with service_runner(SPEC, notify_settings(settings, notify_clock_offset_s=base + 3700, **knobs)) as svc:
-        await asyncio.sleep(1.0)
+    async with service_runner(SPEC, *notify_settings(settings, clock_offset_s=base + 3700, **knobs)) as svc:
+        await wait_idle(svc)
         statuses = await svc.runtime.pool.fetch(
             "SELECT return_id, step, status FROM messages WHERE kind = 'reminder' ORDER BY return_id, step"
         )

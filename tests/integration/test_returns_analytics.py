@@ -19,7 +19,7 @@ from contracts.events import (
     SmsSent,
     SmsSuppressed,
 )
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.integration.test_returns_timeline import publish
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed

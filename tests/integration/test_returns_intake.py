@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.idle import wait_idle
 from tests.kafkautil import headers, read_topic, values, wait_for
 from tests.webhooks import return_body, signed

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.events import ParcelScanned, RefundIssued, ScanCode
 from returnflow.outbox import event_record
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 

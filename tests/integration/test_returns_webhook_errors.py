@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from services.returns.app import SPEC
+from services.returns import SPEC
 from tests.webhooks import return_body, signed
 
 URL = "/v1/webhooks/generic/returns"

@@ -10,8 +10,9 @@ import httpx
 import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
-from services.returns.app import SPEC as RETURNS
-from services.warehouse.app import SPEC as WAREHOUSE
+from services.returns import SPEC as RETURNS
+from services.warehouse import SPEC as WAREHOUSE
+from services.warehouse import dev as warehouse_dev
 from tests.idle import wait_idle
 from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
 from tests.kafkautil import read_topic, values, wait_for
@@ -19,7 +20,10 @@ from tests.webhooks import return_body, signed
 
 
 async def test_scan_webhook_refuses_unsigned_and_invalid_bodies(settings, service_runner):
-    async with service_runner(WAREHOUSE, settings) as wh, httpx.AsyncClient(base_url=wh.base_url) as client:
+    async with (
+        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
+        httpx.AsyncClient(base_url=wh.base_url) as client,
+    ):
         url = "/v1/webhooks/carriers/sf/scans"
         good = orjson.dumps({"tracking_no": "SF1", "scan_code": "picked_up", "scanned_at": "2026-11-22T09:00:00+08:00"})
         r = await client.post(url, content=good, headers={"content-type": "application/json"})
@@ -43,7 +47,7 @@ async def test_scan_webhook_refuses_unsigned_and_invalid_bodies(settings, servic
 async def test_receipts_checked_against_the_request_and_never_overwritten(settings, service_runner):
     async with (
         service_runner(RETURNS, settings) as ret,
-        service_runner(WAREHOUSE, settings) as wh,
+        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
         httpx.AsyncClient(base_url=wh.base_url) as client,
         httpx.AsyncClient(base_url=ret.base_url) as rc,
     ):
@@ -119,7 +123,7 @@ async def test_receipts_checked_against_the_request_and_never_overwritten(settin
             ("B", 1, 1, "damaged", "quarantine"),
         ]
         assert received[0]["warehouse_id"] == "WH-DEMO"
-        attested = values(await read_topic(settings.kafka_bootstrap, "inventory.attestations", expect=1, settle_s=0.5))
+        attested = values(await read_topic(settings.kafka_bootstrap, "inventory.attestations", expect=1))
         assert [(a["sku"], a["movement"], a["quantity"]) for a in attested] == [("A", "restock", 2)]  # quarantine: none
 
 

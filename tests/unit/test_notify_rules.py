@@ -4,6 +4,7 @@ decision for a due message, reminders, locale choice, money and phone numbers.""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -12,11 +13,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.notify.domain import (
+from contracts.events import ScanCode
+from returnflow.loops import retry_delay_s
+from services.notify.rules import (
     CHAIN,
     OPT_IN_KEYWORDS,
     OPT_OUT_KEYWORDS,
     Defer,
+    Lifecycle,
     Pending,
     QuietHours,
     Rules,
@@ -26,6 +30,7 @@ from services.notify.domain import (
     classify_keyword,
     decide,
     format_money,
+    gives_up,
     local_day_bounds,
     needs_reminders,
     normalize_phone,
@@ -34,9 +39,11 @@ from services.notify.domain import (
     pick_locale,
     quiet_until,
     reminder_schedule,
-    retry_delay_s,
+    reminders,
     superseded,
+    undelivered_news,
 )
+from tests.integration.notify_support import cancelled, escalated, issued, received, requested, scanned
 
 ZONES = ["Asia/Shanghai", "Europe/London", "Europe/Madrid", "America/New_York", "America/Sao_Paulo", "Asia/Kolkata"]
 instants = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
@@ -237,6 +244,59 @@ def test_reminder_schedule_in_order_then_stops(at, intervals):
     assert dues == sorted(dues) and all(d >= at for d in dues)
 
 
+LIFECYCLE = {
+    "requested": lambda rid: requested(rid=rid),
+    "picked_up": lambda rid: scanned(rid, ScanCode.picked_up),
+    "accepted": lambda rid: scanned(rid, ScanCode.accepted),  # at the counter: not moving yet
+    "exception": lambda rid: scanned(rid, ScanCode.exception),
+    "received": received,
+    "escalated": escalated,
+    "issued": issued,
+    "cancelled": cancelled,
+}
+STEP_OF = {
+    "requested": "requested",
+    "picked_up": "parcel_seen",
+    "received": "received",
+    "escalated": "under_review",
+    "issued": "refund_paid",
+}
+
+
+@given(st.lists(st.sampled_from(sorted(LIFECYCLE)), max_size=12))
+def test_each_lifecycle_event_asks_for_its_step_and_flags_its_return(kinds):
+    rid = uuid.uuid4()
+    by_kind = [(k, LIFECYCLE[k](rid)) for k in kinds]
+
+    def of(*names):
+        return [e for k, e in by_kind if k in names]
+
+    lifecycle = Lifecycle(
+        requested=of("requested"),
+        scanned=of("picked_up", "accepted", "exception"),
+        received=of("received"),
+        escalated=of("escalated"),
+        issued=of("issued"),
+        cancelled=of("cancelled"),
+    )
+    now = datetime(2026, 3, 1, 4, tzinfo=UTC)
+    news = lifecycle.news(now)
+    assert sorted(n.step for n in news) == sorted(STEP_OF[k] for k in kinds if k in STEP_OF)
+    assert all(n.return_id == rid and n.due_at == now and n.kind == "care" for n in news)
+    assert {n.source_event_id for n in news} <= {str(e.event_id) for _, e in by_kind}
+    moving = any(k in ("picked_up", "received", "issued") for k in kinds)
+    assert set(lifecycle.goods_moving()) == ({rid} if moving else set())
+    assert lifecycle.closed() == [rid] * kinds.count("cancelled")
+
+
+@given(st.lists(st.floats(-10, 1e6, allow_nan=False), max_size=5))
+def test_reminders_are_reminder_steps_at_the_schedule(intervals):
+    e = requested()
+    got = reminders(e, intervals)
+    assert [(m.step, m.due_at) for m in got] == reminder_schedule(e.requested_at, intervals)
+    assert all(m.kind == "reminder" and m.params == {} and m.return_id == e.return_id for m in got)
+
+
 @given(st.sampled_from(["refund_only", "return_and_refund", "exchange"]), st.booleans(), st.booleans())
 def test_reminders_only_when_goods_must_come_back_and_have_not_moved(kind, moving, closed):
     assert needs_reminders(kind, moving, closed) == (kind != "refund_only" and not moving and not closed)
@@ -266,9 +326,23 @@ def test_pacing_never_exceeds_rate_plus_burst_in_any_window(rate, burst, gaps):
 
 @given(st.integers(1, 30), st.floats(0.01, 10), st.floats(1, 600))
 def test_retry_backoff_grows_and_is_capped(attempt, base, cap):
+    # the sender schedules a retry with the runtime's jittered backoff: within [ceiling / 2, ceiling],
+    # the ceiling doubling with each attempt up to the cap
+    ceiling = min(base * 2 ** (attempt - 1), cap)
     d = retry_delay_s(attempt, base, cap)
-    assert 0 < d <= cap
-    assert retry_delay_s(attempt + 1, base, cap) >= d
+    assert 0 < ceiling / 2 <= d <= ceiling <= cap
+    assert min(base * 2**attempt, cap) >= ceiling
+
+
+@given(st.integers(1, 20), st.integers(1, 20))
+def test_a_failing_send_is_tried_max_attempts_times_in_all(attempt, max_attempts):
+    assert gives_up(attempt, max_attempts) == (attempt >= max_attempts)
+
+
+@given(st.sampled_from([True, False, None]), st.sampled_from(["delivered", "undelivered", "failed"]))
+def test_a_not_delivered_receipt_is_news_once(delivered, status):
+    assert undelivered_news(delivered, status, None) == (delivered is False)
+    assert not undelivered_news(delivered, status, status)  # the same receipt again
 
 
 # -- locale, money, phone numbers ------------------------------------------------------------------------------

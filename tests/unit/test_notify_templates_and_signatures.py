@@ -7,7 +7,6 @@ import orjson
 import pytest
 
 from returnflow.signing import SIGNATURE_HEADER, SignatureError, sign
-from services.notify.domain import CARE_STEPS
 from services.notify.providers import (
     AliyunProvider,
     BadWebhook,
@@ -19,6 +18,7 @@ from services.notify.providers import (
     twilio_verify,
 )
 from services.notify.render import TemplateProblem, Templates, provider_params, sample_values
+from services.notify.rules import CARE_STEPS
 
 
 def test_every_step_renders_in_every_locale_with_the_shop_as_signature():

@@ -1,7 +1,8 @@
-"""Pure rules of the returns service."""
+"""Pure rules of the returns service: webhook bodies, statuses, platform events, intake dedupe, timeline."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -11,14 +12,24 @@ from pydantic import ValidationError
 
 from returnflow.http import field_errors
 from returnflow.logging import mask_phone, redact_processor
-from services.returns.domain import (
+from services.returns.analytics import top_movers
+from services.returns.rules import (
     STATUS_BY_EVENT,
-    ReturnWebhook,
+    AlreadyCancelled,
+    Cancel,
+    Intake,
+    RegisterTracking,
+    Status,
+    TooLateToCancel,
     can_cancel,
-    format_money,
+    decide_return_event,
+    intake_results,
+    latest_statuses,
+    new_return_candidates,
     status_after,
-    to_minor_units,
 )
+from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, to_minor_units
+from services.returns.timeline import analytics_payload, format_money, summarize
 
 lines = st.lists(
     st.fixed_dictionaries(
@@ -111,8 +122,6 @@ month_counts = st.dictionaries(st.sampled_from(["damaged", "size", "late", "othe
 
 @given(before=month_counts, after=month_counts)
 def test_top_movers_are_the_largest_share_changes(before, after):
-    from services.returns.domain import top_movers
-
     moves = top_movers({"2026-10": before, "2026-11": after}, ["2026-10", "2026-11"], n=10)
     changes = [abs(m["change"]) for m in moves]
     assert changes == sorted(changes, reverse=True)
@@ -122,7 +131,68 @@ def test_top_movers_are_the_largest_share_changes(before, after):
 
 
 def test_analytics_payload_drops_contact_details():
-    from services.returns.domain import analytics_payload
-
     data = {"customer": {"phone": "+8613812345678"}, "phone_masked": "+86*", "amount": 5, "basis": "early_scan"}
     assert analytics_payload(data) == {"amount": 5, "basis": "early_scan"}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2"]), st.sampled_from(sorted(STATUS_BY_EVENT))), max_size=12))
+def test_latest_statuses_take_each_returns_highest_rank_in_any_order(events):
+    ids = {"r1": uuid.UUID(int=1), "r2": uuid.UUID(int=2)}
+    got = latest_statuses((ids[r], t, {}) for r, t in events)
+    assert got == latest_statuses((ids[r], t, {}) for r, t in reversed(events))
+    for r, rid in ids.items():
+        ranks = [STATUS_BY_EVENT[t] for x, t in events if x == r]
+        assert got.get(rid) == (max(ranks, key=lambda s: s.rank) if ranks else None)
+
+
+def test_a_rejected_refund_is_its_own_status():
+    assert status_after("refund.decided", {"decision": "reject"}) == Status("rejected", 45)
+    assert status_after("refund.decided", {"decision": "approve"}) == STATUS_BY_EVENT["refund.decided"]
+    assert status_after("sms.sent", {}) is None
+
+
+def test_platform_events_register_tracking_always_and_cancel_only_before_receipt():
+    tracking = ReturnEventWebhook(shop_id="s", type="tracking_registered", tracking_no="SF1", carrier="sf")
+    cancel = ReturnEventWebhook(shop_id="s", type="cancelled", reason="changed my mind")
+    received = STATUS_BY_EVENT["return.received"]
+    assert decide_return_event(received, tracking) == RegisterTracking("SF1", "sf")
+    assert decide_return_event(STATUS_BY_EVENT["parcel.scanned"], cancel) == Cancel("changed my mind")
+    assert decide_return_event(STATUS_BY_EVENT["return.cancelled"], cancel) == AlreadyCancelled()
+    assert decide_return_event(received, cancel) == TooLateToCancel("received")
+
+
+def intake(delivery: str, platform_return_id: str) -> Intake:
+    b = ReturnWebhook.model_validate({**body([{"sku": "A", "qty": 1, "unit_price": 1, "reason": "size"}], 1)})
+    b = b.model_copy(update={"platform_return_id": platform_return_id})
+    return Intake("generic", delivery, "generic", b, "c")
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from("xyz")), min_size=1, max_size=10),
+    st.sets(st.sampled_from("abcd")),
+)
+def test_intake_creates_each_new_return_once_and_answers_every_webhook(webhooks, seen_before):
+    """Deliveries seen before name their return; of the rest, the first webhook of a platform return
+    creates it and every other one is a duplicate naming the same return."""
+    items = [intake(d, p) for d, p in webhooks]
+    known = {("generic", d): uuid.UUID(int=ord(d)) for d in seen_before}
+    candidates = new_return_candidates(items, known)
+    return_of = {k: rid for k, (rid, _) in candidates.items()}
+    results, deliveries = intake_results(items, known, return_of, set(return_of.values()))
+    assert len(results) == len(items)
+    assert sorted(r.return_id for r in results if r.created) == sorted(return_of.values())
+    for it, r in zip(items, results, strict=True):
+        assert r.return_id == known.get(it.delivery, return_of.get(it.platform_key))
+        assert r.status == "requested"
+    assert [(s, d) for s, d, _ in deliveries] == [it.delivery for it in items if it.delivery not in known]
+
+
+def test_every_lifecycle_event_reads_as_a_sentence_on_the_timeline():
+    assert summarize("parcel.scanned", {"scan_code": "picked_up", "location": "Hangzhou", "first_moving": True}) == (
+        "Courier scan: picked_up at Hangzhou — parcel is on its way"
+    )
+    assert summarize("refund.escalated", {"amount": 4000, "currency": "CNY", "required_role": "owner"}) == (
+        "Refund of CNY 40.00 needs an owner's approval"
+    )
+    assert summarize("return.cancelled", {}) == "Return cancelled by customer"
+    assert summarize("something.new", {}) == "something.new"

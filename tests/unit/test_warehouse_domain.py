@@ -1,7 +1,9 @@
-"""Pure rules of the warehouse service: scan identity, first moving scan, receipt checks."""
+"""Pure rules of the warehouse service: scan identity, first moving scan, tracking claims, receipt checks
+and the decision to accept a receipt (404 / 409 / 422 decided here, not in SQL)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -9,19 +11,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from contracts.events import Condition, Disposition, Movement, ScanCode
-from services.warehouse.domain import (
+from contracts.events import MOVING_SCAN_CODES, Condition, Disposition, Movement, ScanCode, is_moving
+from services.warehouse.rules import (
+    AcceptReceipt,
+    CarrierScan,
+    DoesNotFit,
     ExpectedLine,
-    PendingScan,
-    ReceiptBody,
-    ScanWebhook,
+    KnownReceipts,
+    NoGoodsExpected,
+    NoParcelExpected,
+    Parcel,
+    ReceiptIdTaken,
+    SameReceiptAgain,
+    ScanIntake,
+    SecondReceipt,
+    claim_tracking_numbers,
+    decide_receipt,
     first_moving,
     receipt_errors,
     receipt_fingerprint,
     received_lines,
     scan_identity,
+    scan_results,
     stock_movements,
 )
+from services.warehouse.schemas import ReceiptBody, ScanWebhook
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -50,7 +64,10 @@ codes = st.sampled_from(list(ScanCode))
 
 @given(st.lists(st.tuples(codes, st.integers(0, 100)), max_size=8), st.booleans())
 def test_at_most_one_first_moving_scan_and_it_is_the_earliest_moving_one(items, already):
-    scans = [PendingScan(f"s{i}", c.value, T0 + timedelta(minutes=m)) for i, (c, m) in enumerate(items)]
+    scans = [
+        CarrierScan(f"s{i}", "sf", "SF1", c.value, T0 + timedelta(minutes=m), None, "c")
+        for i, (c, m) in enumerate(items)
+    ]
     chosen = first_moving(already, scans)
     moving = [s for s in scans if s.scan_code not in ("accepted", "exception")]
     if already or not moving:
@@ -156,3 +173,54 @@ def test_a_receipt_that_fits_never_attests_more_than_was_requested(items):
     for sku, _, qty in stock_movements(received_lines(EXPECTED, body)):
         moved[sku] = moved.get(sku, 0) + qty
     assert moved.get("A", 0) <= 2 and moved.get("B", 0) <= 1
+
+
+def test_moving_is_picked_up_or_later():
+    assert {c for c in ScanCode if is_moving(c)} == MOVING_SCAN_CODES
+    assert is_moving("in_transit") and not is_moving("accepted") and not is_moving("exception")
+
+
+def test_scan_answers_mark_every_later_delivery_of_a_scan_a_duplicate():
+    a, b = scan(), scan(scan_code="in_transit")
+    items = [ScanIntake("sf", "sf:a", a, "c"), ScanIntake("sf", "sf:a", a, "c"), ScanIntake("sf", "sf:b", b, "c")]
+    rid = uuid.uuid4()
+    results = scan_results(items, {"sf:a"}, {"sf:a": rid, "sf:b": None})
+    assert [(r.duplicate, r.return_id) for r in results] == [(False, rid), (True, rid), (True, None)]
+
+
+def test_a_tracking_number_is_never_taken_from_the_return_holding_it():
+    r1, r2 = uuid.UUID(int=1), uuid.UUID(int=2)
+    granted = claim_tracking_numbers({"SF1": r1}, [(r2, "SF1"), (r1, "SF1"), (r2, "SF2"), (r1, "SF2"), (r1, None)])
+    assert granted == [None, "SF1", "SF2", None, None]
+
+
+RID = uuid.UUID("8c1f0f9e-4d55-4c8e-9a39-8ef9c1c8b0aa")
+FITS = [
+    {"sku": "A", "qty_received": 2, "condition": "as_described", "disposition": "restock"},
+    {"sku": "B", "qty_received": 0, "condition": "missing"},
+]
+
+
+def decide(parcel=Parcel(True, "return_and_refund"), known=None, rid=RID, **over):
+    body = receipt(over.pop("lines", FITS), **over)
+    return decide_receipt(rid, parcel, EXPECTED, known or KnownReceipts(), body, receipt_fingerprint(body))
+
+
+def test_receipt_decisions():
+    assert decide(rid=None) == NoParcelExpected(f"return {RID}")
+    assert decide(parcel=None) == NoParcelExpected(f"return {RID}")
+    assert decide(parcel=Parcel(False, None)) == NoParcelExpected(f"return {RID}")  # only a tracking number yet
+    assert decide(parcel=Parcel(True, "refund_only")) == NoGoodsExpected(RID, "refund_only")
+    accepted = decide(receipt_id="dock-1-A")
+    assert isinstance(accepted, AcceptReceipt) and accepted.return_id == RID
+    known = KnownReceipts()
+    known.add("dock-1-A", RID, receipt_fingerprint(receipt(FITS, receipt_id="dock-1-A")))
+    assert decide(known=known, receipt_id="dock-1-A") == SameReceiptAgain("dock-1-A", RID)
+    assert decide(known=known, receipt_id="dock-2-B") == SecondReceipt("dock-1-A", RID)
+    changed = [dict(FITS[0], qty_received=1, condition="damaged"), FITS[1]]
+    assert decide(known=known, receipt_id="dock-1-A", lines=changed) == SecondReceipt("dock-1-A", RID)
+    other = KnownReceipts()
+    other.add("dock-1-A", uuid.uuid4(), "f")
+    assert decide(known=other, receipt_id="dock-1-A") == ReceiptIdTaken("dock-1-A")
+    refused = decide(lines=[FITS[0]])
+    assert isinstance(refused, DoesNotFit) and refused.fields[0]["field"] == "lines"

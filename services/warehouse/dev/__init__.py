@@ -4,9 +4,24 @@ demo, tests): a scanner device whose token is public. A deployment registers its
 from __future__ import annotations
 
 import json
+from typing import Any
+
+from pydantic import SecretStr
+
+from services.warehouse.settings import WarehouseDevice, WarehouseSettings
 
 DEV_DEVICES: dict[str, dict[str, str]] = {
     "dock-1": {"warehouse_id": "WH-DEMO", "token": "dev-device-token-dock-1"},
 }
+DEVICE_TOKEN = DEV_DEVICES["dock-1"]["token"]
 
 ENV: dict[str, str] = {"RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES)}
+
+
+def dev_settings(**over: Any) -> WarehouseSettings:
+    """WarehouseSettings with the development device registered (for tests and the demo)."""
+    devices = {
+        device_id: WarehouseDevice(warehouse_id=d["warehouse_id"], token=SecretStr(d["token"]))
+        for device_id, d in DEV_DEVICES.items()
+    }
+    return WarehouseSettings(**{"devices": devices, **over})

@@ -1,6 +1,7 @@
-"""Pure decisions of the notify service: which step an event is, when reminders fall, and whether a
-message may go now (quiet hours, opt-out, daily cap, staleness, superseded steps), how fast a sender
-may go, how money and phone numbers read. No I/O: every function takes `now` and returns a value."""
+"""Pure decisions of the notify service: which step a lifecycle event is, when reminders fall, and
+whether a message may go now (quiet hours, opt-out, daily cap, staleness, superseded steps), how fast a
+sender may go, when a failed send is given up, how money and phone numbers read. No I/O: every function
+takes `now` and returns a value."""
 
 from __future__ import annotations
 
@@ -11,13 +12,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
+from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency, get_currency_precision
 
-from contracts.events import MOVING_SCAN_CODES, ReturnKind, ScanCode
+from contracts.events import (
+    MOVING_SCAN_CODES,
+    Message,
+    ParcelScanned,
+    RefundEscalated,
+    RefundIssued,
+    ReturnCancelled,
+    ReturnKind,
+    ReturnReceived,
+    ReturnRequested,
+    ScanCode,
+)
 
 # -- steps -------------------------------------------------------------------------------------------
 
@@ -76,6 +89,82 @@ def reminder_schedule(requested_at: datetime, intervals_s: Sequence[float]) -> l
     for n, s in enumerate(sorted(x for x in intervals_s if x > 0), 1):
         out.append((reminder_step(n), requested_at + timedelta(seconds=s)))
     return out
+
+
+# -- lifecycle events -> messages -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A message a lifecycle event asks for: one step of one return, due at `due_at`."""
+
+    return_id: UUID
+    step: str
+    due_at: datetime
+    params: dict[str, Any]
+    correlation_id: str
+    source_event_id: str
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.step)
+
+    @property
+    def rank(self) -> int:
+        return rank_of(self.step)
+
+
+def planned(e: Message, step: str, due_at: datetime, params: dict[str, Any]) -> Planned:
+    return Planned(e.return_id, step, due_at, params, e.correlation_id, str(e.event_id))
+
+
+def _scan_params(e: ParcelScanned) -> dict[str, Any]:
+    return {"carrier": e.carrier, "tracking_no": e.tracking_no, "location": e.location}
+
+
+def _money_params(e: RefundEscalated | RefundIssued) -> dict[str, Any]:
+    return {"amount_minor": e.amount, "currency": e.currency}
+
+
+def _received_params(e: ReturnReceived) -> dict[str, Any]:
+    return {"items_received": sum(line.qty_received for line in e.lines)}
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The lifecycle events of one consumed batch, by kind. Order-independent: the flags (goods moving,
+    cancelled) are applied first, then recipients, then messages and reminders."""
+
+    requested: Sequence[ReturnRequested] = ()
+    scanned: Sequence[ParcelScanned] = ()
+    received: Sequence[ReturnReceived] = ()
+    escalated: Sequence[RefundEscalated] = ()
+    issued: Sequence[RefundIssued] = ()
+    cancelled: Sequence[ReturnCancelled] = ()
+
+    def goods_moving(self) -> list[UUID]:
+        """Returns whose goods are on their way (a moving scan), back (received) or paid for (no more
+        nudging to ship)."""
+        on_the_way = [e.return_id for e in self.scanned if moving(e.scan_code)]
+        return on_the_way + [e.return_id for e in (*self.received, *self.issued)]
+
+    def closed(self) -> list[UUID]:
+        return [e.return_id for e in self.cancelled]
+
+    def news(self, now: datetime) -> list[Planned]:
+        """The care messages these events ask for, due now, with the template parameters each brings."""
+        return [
+            *(planned(e, REQUESTED, now, {"tracking_no": e.tracking_no}) for e in self.requested),
+            *(planned(e, PARCEL_SEEN, now, _scan_params(e)) for e in self.scanned if moving(e.scan_code)),
+            *(planned(e, RECEIVED, now, _received_params(e)) for e in self.received),
+            *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated),
+            *(planned(e, REFUND_PAID, now, _money_params(e)) for e in self.issued),
+        ]
+
+
+def reminders(e: ReturnRequested, intervals_s: Sequence[float]) -> list[Planned]:
+    """The reminders of a return whose goods must come back (see `needs_reminders`)."""
+    return [planned(e, step, due, {}) for step, due in reminder_schedule(e.requested_at, intervals_s)]
 
 
 # -- time zones and quiet hours ----------------------------------------------------------------------
@@ -284,9 +373,14 @@ def decide(p: Pending, s: Situation, rules: Rules) -> Decision:
     return Send()
 
 
-def retry_delay_s(attempt: int, base_s: float, max_s: float) -> float:
-    """Backoff before retrying a send that failed for a transient reason (attempt counts from 1)."""
-    return float(min(max_s, base_s * 2 ** max(0, attempt - 1)))
+def gives_up(attempt: int, max_attempts: int) -> bool:
+    """A send that failed for a transient reason is tried again, up to `max_attempts` in all."""
+    return attempt >= max_attempts
+
+
+def undelivered_news(delivered: bool | None, status: str, previous_status: str | None) -> bool:
+    """A receipt saying "not delivered" is news once: its repeats (the same status again) are not."""
+    return delivered is False and previous_status != status
 
 
 # -- locale, money, phone numbers ----------------------------------------------------------------------

@@ -1,47 +1,21 @@
-"""SQL of the notify service. Every function runs inside the caller's transaction; batches use
-multi-row statements (unnest)."""
+"""SQL of the notify service: reads and writes, nothing decided here. Every function runs inside the
+caller's transaction; batches use multi-row statements (unnest)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from contracts.events import ReturnRequested
 from returnflow.db import Conn
+from services.notify.rules import Planned
 
 SENDER_LOCK = "returnflow.notify.claim"
-
-
-@dataclass(frozen=True)
-class RequestedRow:
-    return_id: UUID
-    shop_id: str
-    shop_name: str
-    kind: str
-    order_id: str
-    platform_return_id: str
-    items: int
-    phone: str
-    locale: str
-    timezone: str
-    requested_at: datetime
-    correlation_id: str
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    return_id: UUID
-    step: str
-    kind: str
-    rank: int
-    due_at: datetime
-    params: dict[str, Any]
-    correlation_id: str
-    source_event_id: str
+SENDER_CHANNEL = "notify_sender"  # NOTIFY wakes the sender when messages were scheduled
 
 
 # -- consumer side ---------------------------------------------------------------------------------------
@@ -67,9 +41,9 @@ async def mark_returns(conn: Conn, moving: Sequence[UUID], closed: Sequence[UUID
     )
 
 
-async def upsert_requested(conn: Conn, rows: Sequence[RequestedRow]) -> dict[UUID, asyncpg.Record]:
+async def upsert_requested(conn: Conn, requested: Sequence[ReturnRequested]) -> dict[UUID, asyncpg.Record]:
     """Record each return's recipient; returns the flags (goods_moving, closed) as they now stand."""
-    if not rows:
+    if not requested:
         return {}
     result = await conn.fetch(
         """INSERT INTO returns (return_id, known, shop_id, shop_name, kind, order_id, platform_return_id, items,
@@ -86,23 +60,23 @@ async def upsert_requested(conn: Conn, rows: Sequence[RequestedRow]) -> dict[UUI
                timezone = EXCLUDED.timezone, requested_at = EXCLUDED.requested_at,
                correlation_id = EXCLUDED.correlation_id, updated_at = now()
            RETURNING return_id, kind, goods_moving, closed""",
-        [r.return_id for r in rows],
-        [r.shop_id for r in rows],
-        [r.shop_name for r in rows],
-        [r.kind for r in rows],
-        [r.order_id for r in rows],
-        [r.platform_return_id for r in rows],
-        [r.items for r in rows],
-        [r.phone for r in rows],
-        [r.locale for r in rows],
-        [r.timezone for r in rows],
-        [r.requested_at for r in rows],
-        [r.correlation_id for r in rows],
+        [e.return_id for e in requested],
+        [e.shop_id for e in requested],
+        [e.shop_name or "" for e in requested],
+        [e.kind.value for e in requested],
+        [e.order_id for e in requested],
+        [e.platform_return_id for e in requested],
+        [sum(line.qty for line in e.lines) for e in requested],
+        [e.customer.phone for e in requested],
+        [e.customer.locale for e in requested],
+        [e.customer.timezone for e in requested],
+        [e.requested_at for e in requested],
+        [e.correlation_id for e in requested],
     )
     return {r["return_id"]: r for r in result}
 
 
-async def add_messages(conn: Conn, msgs: Sequence[NewMessage]) -> int:
+async def add_messages(conn: Conn, msgs: Sequence[Planned]) -> int:
     """Insert messages; a (return, step) that already has one keeps it (one message per step)."""
     if not msgs:
         return 0
@@ -135,7 +109,7 @@ async def cancel_reminders(conn: Conn, return_ids: Sequence[UUID], reason: str =
 
 
 async def wake_sender(conn: Conn) -> None:
-    await conn.execute("SELECT pg_notify('notify_sender', '')")
+    await conn.execute("SELECT pg_notify($1, '')", SENDER_CHANNEL)
 
 
 # -- sender side ----------------------------------------------------------------------------------------
@@ -227,52 +201,57 @@ class Claim:
     lease_until: datetime
 
 
-async def apply_claims(
-    conn: Conn,
-    now: datetime,
-    provider: str,
-    sender: str,
-    claims: Sequence[Claim],
-    deferrals: Sequence[tuple[int, datetime, str]],
-    suppressions: Sequence[tuple[int, str]],
-    failures: Sequence[tuple[int, str]],
+async def mark_sending(conn: Conn, now: datetime, provider: str, sender: str, claims: Sequence[Claim]) -> None:
+    """Claimed messages: rendered, with their pacing slot and lease."""
+    if not claims:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = 'sending', locale = c.locale, body = c.body, send_at = c.send_at,
+               lease_until = c.lease_until, claimed_at = $2, provider = $3, sender = $4, updated_at = now()
+           FROM unnest($1::bigint[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+                AS c(id, locale, body, send_at, lease_until)
+           WHERE m.id = c.id""",
+        [c.id for c in claims],
+        now,
+        provider,
+        sender,
+        [c.locale for c in claims],
+        [c.body for c in claims],
+        [c.send_at for c in claims],
+        [c.lease_until for c in claims],
+    )
+
+
+async def defer(conn: Conn, deferrals: Sequence[tuple[int, datetime, str]]) -> None:
+    """(message id, until, reason): queued again, due then."""
+    if not deferrals:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = 'queued', due_at = d.until, reason = d.reason,
+               deferrals = m.deferrals + 1, lease_until = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS d(id, until, reason)
+           WHERE m.id = d.id""",
+        [d[0] for d in deferrals],
+        [d[1] for d in deferrals],
+        [d[2] for d in deferrals],
+    )
+
+
+async def close_unsent(
+    conn: Conn, suppressions: Sequence[tuple[int, str]], failures: Sequence[tuple[int, str]]
 ) -> None:
-    if claims:
-        await conn.execute(
-            """UPDATE messages m SET status = 'sending', locale = c.locale, body = c.body, send_at = c.send_at,
-                   lease_until = c.lease_until, claimed_at = $2, provider = $3, sender = $4, updated_at = now()
-               FROM unnest($1::bigint[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
-                    AS c(id, locale, body, send_at, lease_until)
-               WHERE m.id = c.id""",
-            [c.id for c in claims],
-            now,
-            provider,
-            sender,
-            [c.locale for c in claims],
-            [c.body for c in claims],
-            [c.send_at for c in claims],
-            [c.lease_until for c in claims],
-        )
-    if deferrals:
-        await conn.execute(
-            """UPDATE messages m SET status = 'queued', due_at = d.until, reason = d.reason,
-                   deferrals = m.deferrals + 1, lease_until = NULL, updated_at = now()
-               FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS d(id, until, reason)
-               WHERE m.id = d.id""",
-            [d[0] for d in deferrals],
-            [d[1] for d in deferrals],
-            [d[2] for d in deferrals],
-        )
+    """(message id, reason): suppressed or failed without a send."""
     finals = [(i, "suppressed", r) for i, r in suppressions] + [(i, "failed", e) for i, e in failures]
-    if finals:
-        await conn.execute(
-            """UPDATE messages m SET status = f.status, reason = f.reason, lease_until = NULL, updated_at = now()
-               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, status, reason)
-               WHERE m.id = f.id""",
-            [f[0] for f in finals],
-            [f[1] for f in finals],
-            [f[2] for f in finals],
-        )
+    if not finals:
+        return
+    await conn.execute(
+        """UPDATE messages m SET status = f.status, reason = f.reason, lease_until = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, status, reason)
+           WHERE m.id = f.id""",
+        [f[0] for f in finals],
+        [f[1] for f in finals],
+        [f[2] for f in finals],
+    )
 
 
 async def record_sent_many(conn: Conn, sent: Sequence[tuple[int, str, datetime]]) -> set[int]:
@@ -301,6 +280,12 @@ async def record_failed(conn: Conn, message_id: int, error: str) -> bool:
         error[:1000],
     )
     return status.endswith(" 1")
+
+
+async def attempts(conn: Conn, message_id: int) -> int:
+    """Sends of this message tried so far."""
+    n: int | None = await conn.fetchval("SELECT attempts FROM messages WHERE id = $1", message_id)
+    return int(n or 0)
 
 
 async def record_retry(conn: Conn, message_id: int, error: str, due_at: datetime) -> int | None:
@@ -336,6 +321,16 @@ async def next_due(conn: Conn | asyncpg.Pool) -> datetime | None:
                UNION ALL SELECT min(lease_until) FROM messages WHERE status = 'sending') x"""
     )
     return value
+
+
+async def work_due(conn: Conn | asyncpg.Pool, now: datetime) -> bool:
+    """Whether the sender has something to do now: a message due for a known recipient, or one being sent."""
+    found: bool = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM messages m JOIN returns r USING (return_id)
+               WHERE r.known AND ((m.status = 'queued' AND m.due_at <= $1) OR m.status = 'sending'))""",
+        now,
+    )
+    return found
 
 
 # -- webhooks ---------------------------------------------------------------------------------------------
@@ -394,14 +389,3 @@ async def record_delivery(
         now,
     )
     return row
-
-
-async def messages_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        """SELECT m.step, m.kind, m.status, m.due_at, m.sent_at, m.reason, m.locale, m.body, m.provider,
-                  m.provider_message_id, m.attempts, m.deferrals, m.last_error, m.delivery_status, m.params, r.phone
-           FROM messages m JOIN returns r USING (return_id)
-           WHERE m.return_id = $1 ORDER BY m.rank, m.step""",
-        return_id,
-    )
-    return [dict(r) for r in rows]

@@ -1,0 +1,80 @@
+"""notify's HTTP API: the SMS provider's inbound-SMS and delivery-status webhooks (checked with the
+provider's own signature scheme), and the SMS of a return."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from returnflow.http import BodyTooLarge, HttpProblem, context_dependency, json_response, read_body
+from returnflow.signing import SignatureError
+from services.notify import handlers, views
+from services.notify.handlers import NotifyContext
+from services.notify.providers import BadWebhook, SmsProvider, WebhookRequest
+
+T = TypeVar("T")
+
+router = APIRouter()
+Ctx = Annotated[NotifyContext, Depends(context_dependency(NotifyContext))]
+
+
+def called_url(request: Request, public_base_url: str | None) -> str:
+    """The URL the provider called (what Twilio signs): behind a proxy, the configured public base."""
+    if not public_base_url:
+        return str(request.url)
+    url = public_base_url.rstrip("/") + request.url.path
+    return url + ("?" + request.url.query if request.url.query else "")
+
+
+async def provider_webhook(request: Request, ctx: NotifyContext, parse: Callable[[WebhookRequest], T], what: str) -> T:
+    """Read a provider's callback and let the provider check its signature and parse it."""
+    limit = ctx.runtime.webhook_max_body_bytes
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpProblem(413, f"body larger than {limit} bytes") from None
+    req = WebhookRequest(
+        url=called_url(request, ctx.runtime.public_base_url),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=raw,
+        query=dict(request.query_params),
+    )
+    try:
+        return parse(req)
+    except SignatureError as exc:
+        raise HttpProblem(401, str(exc)) from None
+    except BadWebhook as exc:
+        raise HttpProblem(422, f"not {what}", [{"field": "body", "message": str(exc)}]) from None
+
+
+def provider_answer(provider: SmsProvider, kind: str) -> Response:
+    """What the provider expects back (Twilio: empty TwiML; Aliyun: its JSON acknowledgement)."""
+    ans = provider.answer(kind)
+    return Response(ans.body, status_code=ans.status, media_type=ans.media_type)
+
+
+@router.post(
+    "/v1/webhooks/sms/inbound",
+    tags=["webhooks"],
+    summary="A customer's reply (STOP / 退订 / TD ... opt out, START opts back in); provider-signed",
+)
+async def inbound(request: Request, ctx: Ctx) -> Response:
+    replies = await provider_webhook(request, ctx, ctx.provider.parse_inbound, "an inbound SMS")
+    await handlers.record_replies(ctx, replies)
+    return provider_answer(ctx.provider, "inbound")
+
+
+@router.post("/v1/webhooks/sms/status", tags=["webhooks"], summary="Delivery receipts; provider-signed")
+async def status(request: Request, ctx: Ctx) -> Response:
+    receipts = await provider_webhook(request, ctx, ctx.provider.parse_status, "a delivery receipt")
+    await handlers.record_receipts(ctx, receipts)
+    return provider_answer(ctx.provider, "status")
+
+
+@router.get("/v1/returns/{return_id}/sms", tags=["sms"], summary="The SMS of a return: sent, waiting, not sent and why")
+async def list_sms(return_id: UUID, ctx: Ctx) -> Response:
+    return json_response(await views.sms_of_return(ctx.pool, return_id))

@@ -1,0 +1,142 @@
+"""HTTP of the warehouse service: signed carrier scans, device-authenticated receipts, a return's
+parcel and the parked scans. Each route parses, calls a handler or a view, and maps the outcome to HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from returnflow.http import (
+    BearerToken,
+    context_dependency,
+    correlation_id,
+    error,
+    find_by_token,
+    json_body,
+    json_request,
+    json_response,
+    parse_json,
+    signed_body,
+    unauthorized,
+)
+from services.warehouse import views
+from services.warehouse.handlers import Device, WarehouseContext
+from services.warehouse.rules import (
+    DoesNotFit,
+    NoGoodsExpected,
+    NoParcelExpected,
+    ReceiptAccepted,
+    ReceiptIdTaken,
+    ReceiptIntake,
+    ReceiptOutcome,
+    SameReceiptAgain,
+    ScanIntake,
+    SecondReceipt,
+    receipt_fingerprint,
+    scan_identity,
+)
+from services.warehouse.schemas import CARRIER, ReceiptBody, ScanWebhook
+
+Ctx = Annotated[WarehouseContext, Depends(context_dependency(WarehouseContext))]
+
+
+def registered_device(token: BearerToken, ctx: Ctx) -> Device:
+    device = find_by_token(token, ctx.devices)
+    if device is None:
+        raise unauthorized("a registered warehouse device's bearer token is required")
+    return device
+
+
+RegisteredDevice = Annotated[Device, Depends(registered_device)]
+
+router = APIRouter()
+
+SCAN_EXAMPLE = {
+    "tracking_no": "SF1234567890",
+    "scan_code": "picked_up",
+    "scanned_at": "2026-11-22T09:30:00+08:00",
+    "location": "Hangzhou",
+}
+RECEIPT_EXAMPLE = {
+    "receipt_id": "dock-1-000123",
+    "tracking_no": "SF1234567890",
+    "inspector_id": "insp-wang",
+    "lines": [
+        {"sku": "SERUM-30ML", "qty_received": 1, "condition": "as_described", "disposition": "destroy"},
+        {"sku": "SCARF-01", "qty_received": 0, "condition": "missing"},
+    ],
+}
+
+
+@router.post(
+    "/v1/webhooks/carriers/{carrier}/scans",
+    status_code=202,
+    tags=["webhooks"],
+    summary="A carrier scan (signed, X-Returnflow-Signature); parked until its parcel is known",
+    openapi_extra=json_body(ScanWebhook, SCAN_EXAMPLE),
+)
+async def carrier_scan(carrier: str, request: Request, ctx: Ctx) -> Response:
+    if not CARRIER.match(carrier):
+        return error(404, f"unknown carrier {carrier!r}", fields=[{"field": "carrier", "message": "a slug"}])
+    body = parse_json(ScanWebhook, await signed_body(request, ctx.runtime_settings, "carriers"))
+    result = await ctx.scans.submit(ScanIntake(carrier, scan_identity(carrier, body), body, correlation_id(request)))
+    return json_response(
+        {
+            "scan_id": result.scan_id,
+            "status": "matched" if result.return_id else "parked",
+            "return_id": str(result.return_id) if result.return_id else None,
+            "duplicate": result.duplicate,
+        },
+        200 if result.duplicate else 202,
+    )
+
+
+@router.post(
+    "/v1/warehouse/receipts",
+    status_code=201,
+    tags=["warehouse"],
+    summary="What came back, per SKU (Authorization: Bearer <device token>)",
+    openapi_extra=json_body(ReceiptBody, RECEIPT_EXAMPLE),
+)
+async def receipt(request: Request, ctx: Ctx, device: RegisteredDevice) -> Response:
+    body = await json_request(request, ReceiptBody, ctx.runtime_settings.webhook_max_body_bytes)
+    intake = ReceiptIntake(
+        device.device_id, device.warehouse_id, body, receipt_fingerprint(body), correlation_id(request)
+    )
+    return receipt_response(await ctx.receipts.submit(intake))
+
+
+def receipt_response(outcome: ReceiptOutcome) -> Response:
+    match outcome:
+        case ReceiptAccepted(receipt_id, rid):
+            return json_response({"receipt_id": receipt_id, "return_id": str(rid), "duplicate": False}, 201)
+        case SameReceiptAgain(receipt_id, rid):
+            return json_response({"receipt_id": receipt_id, "return_id": str(rid), "duplicate": True}, 200)
+        case NoParcelExpected(reference):
+            return error(404, f"no parcel is expected for {reference} (unknown return?)")
+        case NoGoodsExpected(rid, kind):
+            return error(409, f"return {rid} is {kind}: no goods are expected back")
+        case SecondReceipt(receipt_id, rid):
+            message = f"return {rid} already has receipt {receipt_id}; a second receipt is not accepted"
+            return error(409, message, receipt_id=receipt_id)
+        case ReceiptIdTaken(receipt_id):
+            return error(409, f"receipt id {receipt_id!r} was already used for another return")
+        case DoesNotFit(fields):
+            return error(422, "receipt does not fit the return", fields=fields)
+    raise AssertionError(f"unhandled receipt outcome {outcome!r}")
+
+
+@router.get("/v1/warehouse/parcels/{return_id}", tags=["warehouse"], summary="A return's parcel, scans and receipt")
+async def parcel(return_id: UUID, ctx: Ctx) -> Response:
+    found = await views.parcel_view(ctx.pool, return_id)
+    if found is None:
+        return error(404, f"no parcel for return {return_id}")
+    return json_response(found)
+
+
+@router.get("/v1/warehouse/scans/parked", tags=["warehouse"], summary="Scans waiting for their parcel")
+async def parked(ctx: Ctx, limit: int = 100) -> Response:
+    return json_response({"scans": await views.parked_scans(ctx.pool, max(1, min(limit, 1000)))})

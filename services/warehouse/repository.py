@@ -1,0 +1,222 @@
+"""SQL writes (and the reads they need) of the warehouse service. Every function runs inside the
+caller's transaction, handles a whole batch in one statement, and decides nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from uuid import UUID
+
+import orjson
+
+from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
+from returnflow.db import Conn
+from services.warehouse.rules import CarrierScan, ExpectedLine, KnownReceipts, Parcel, Receipt
+
+
+async def lock_tracking(conn: Conn, tracking_numbers: Collection[str]) -> None:
+    """Serialise everyone matching scans to parcels on these tracking numbers (a scan parked while
+    its tracking number is being registered would otherwise be missed by both). Sorted: no deadlock."""
+    if tracking_numbers:
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock(h) FROM (
+                   SELECT DISTINCT hashtext('warehouse-tracking:' || t) AS h FROM unnest($1::text[]) t ORDER BY h
+               ) s""",
+            list(set(tracking_numbers)),
+        )
+
+
+async def tracking_holders(conn: Conn, tracking_numbers: Collection[str], lock: bool = False) -> dict[str, UUID]:
+    """tracking number -> the return whose parcel holds it (rows locked, in return id order, if asked)."""
+    if not tracking_numbers:
+        return {}
+    rows = await conn.fetch(
+        "SELECT tracking_no, return_id FROM parcels WHERE tracking_no = ANY($1::text[])"
+        + (" ORDER BY return_id FOR UPDATE" if lock else ""),
+        list(set(tracking_numbers)),
+    )
+    return {r["tracking_no"]: r["return_id"] for r in rows}
+
+
+# -- parcels from the lifecycle events ------------------------------------------------------------------
+
+
+async def record_requested(conn: Conn, requested: Sequence[tuple[ReturnRequested, str | None]]) -> None:
+    """A parcel per requested return (with the tracking number granted to it), and its lines."""
+    if not requested:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, requested, kind, shop_id, currency, tracking_no, correlation_id)
+           SELECT r, true, k, s, c, t, cid FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+               $5::text[], $6::text[]) AS u(r, k, s, c, t, cid)
+           ON CONFLICT (return_id) DO UPDATE SET requested = true, kind = EXCLUDED.kind,
+               shop_id = EXCLUDED.shop_id, currency = EXCLUDED.currency,
+               tracking_no = COALESCE(parcels.tracking_no, EXCLUDED.tracking_no),
+               correlation_id = EXCLUDED.correlation_id, updated_at = now()""",
+        [e.return_id for e, _ in requested],
+        [e.kind.value for e, _ in requested],
+        [e.shop_id for e, _ in requested],
+        [e.currency for e, _ in requested],
+        [t for _, t in requested],
+        [e.correlation_id for e, _ in requested],
+    )
+    lines = [(e.return_id, n, line) for e, _ in requested for n, line in enumerate(e.lines, 1)]
+    await conn.execute(
+        """INSERT INTO parcel_lines (return_id, line_no, sku, qty, unit_price)
+           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::bigint[])
+           ON CONFLICT DO NOTHING""",
+        [x[0] for x in lines],
+        [x[1] for x in lines],
+        [x[2].sku for x in lines],
+        [x[2].qty for x in lines],
+        [x[2].unit_price for x in lines],
+    )
+
+
+async def record_tracking(conn: Conn, tracked: Sequence[tuple[TrackingRegistered, str]]) -> None:
+    if not tracked:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, tracking_no, carrier, correlation_id)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+           ON CONFLICT (return_id) DO UPDATE SET tracking_no = EXCLUDED.tracking_no,
+               carrier = COALESCE(EXCLUDED.carrier, parcels.carrier), updated_at = now()""",
+        [e.return_id for e, _ in tracked],
+        [t for _, t in tracked],
+        [e.carrier for e, _ in tracked],
+        [e.correlation_id for e, _ in tracked],
+    )
+
+
+async def record_cancelled(conn: Conn, cancelled: Sequence[ReturnCancelled]) -> None:
+    if not cancelled:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, cancelled_at, correlation_id)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])
+           ON CONFLICT (return_id) DO UPDATE SET cancelled_at = EXCLUDED.cancelled_at, updated_at = now()""",
+        [e.return_id for e in cancelled],
+        [e.occurred_at for e in cancelled],
+        [e.correlation_id for e in cancelled],
+    )
+
+
+# -- scans ----------------------------------------------------------------------------------------------
+
+
+async def insert_scans(conn: Conn, scans: Sequence[CarrierScan]) -> set[str]:
+    """Record these scans (parked); the ids of those not recorded before."""
+    rows = await conn.fetch(
+        """INSERT INTO scans (scan_id, carrier, tracking_no, scan_code, scanned_at, location, correlation_id)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+               $7::text[])
+           ON CONFLICT (scan_id) DO NOTHING RETURNING scan_id""",
+        [s.scan_id for s in scans],
+        [s.carrier for s in scans],
+        [s.tracking_no for s in scans],
+        [s.scan_code for s in scans],
+        [s.scanned_at for s in scans],
+        [s.location for s in scans],
+        [s.correlation_id for s in scans],
+    )
+    return {r["scan_id"] for r in rows}
+
+
+async def parked_scans_for(conn: Conn, tracking_numbers: Collection[str]) -> list[CarrierScan]:
+    """The scans parked on these tracking numbers, locked."""
+    rows = await conn.fetch(
+        """SELECT scan_id, carrier, tracking_no, scan_code, scanned_at, location, correlation_id FROM scans
+           WHERE return_id IS NULL AND tracking_no = ANY($1::text[]) ORDER BY scan_id FOR UPDATE""",
+        list(tracking_numbers),
+    )
+    return [CarrierScan(**dict(r)) for r in rows]
+
+
+async def returns_already_moving(conn: Conn, return_ids: Collection[UUID]) -> set[UUID]:
+    """The parcels among these whose first moving scan was published already."""
+    rows = await conn.fetch(
+        "SELECT return_id FROM parcels WHERE return_id = ANY($1::uuid[]) AND first_moving_scan_id IS NOT NULL",
+        list(return_ids),
+    )
+    return {r["return_id"] for r in rows}
+
+
+async def mark_matched(conn: Conn, matched: Sequence[tuple[str, UUID]], firsts: dict[UUID, str]) -> None:
+    """Attach scans to their returns; `firsts` (return -> scan id) are the first moving scans."""
+    await conn.execute(
+        """UPDATE scans s SET return_id = m.return_id, matched_at = now(), first_moving = m.first
+           FROM unnest($1::text[], $2::uuid[], $3::bool[]) AS m(scan_id, return_id, first)
+           WHERE s.scan_id = m.scan_id""",
+        [scan_id for scan_id, _ in matched],
+        [rid for _, rid in matched],
+        [firsts.get(rid) == scan_id for scan_id, rid in matched],
+    )
+    if firsts:
+        await conn.execute(
+            """UPDATE parcels p SET first_moving_scan_id = f.scan_id, updated_at = now()
+               FROM unnest($1::uuid[], $2::text[]) AS f(return_id, scan_id)
+               WHERE p.return_id = f.return_id AND p.first_moving_scan_id IS NULL""",
+            list(firsts),
+            list(firsts.values()),
+        )
+
+
+async def scan_returns(conn: Conn, scan_ids: Sequence[str]) -> dict[str, UUID | None]:
+    """scan id -> the return it is matched to (None while parked)."""
+    rows = await conn.fetch("SELECT scan_id, return_id FROM scans WHERE scan_id = ANY($1::text[])", list(scan_ids))
+    return {r["scan_id"]: r["return_id"] for r in rows}
+
+
+# -- receipts -------------------------------------------------------------------------------------------
+
+
+async def lock_parcels(conn: Conn, return_ids: Sequence[UUID]) -> dict[UUID, Parcel]:
+    rows = await conn.fetch(
+        """SELECT return_id, requested, kind, cancelled_at FROM parcels WHERE return_id = ANY($1::uuid[])
+           ORDER BY return_id FOR UPDATE""",
+        list(return_ids),
+    )
+    return {r["return_id"]: Parcel(r["requested"], r["kind"]) for r in rows}
+
+
+async def expected_lines(conn: Conn, return_ids: Sequence[UUID]) -> dict[UUID, list[ExpectedLine]]:
+    expected: dict[UUID, list[ExpectedLine]] = {}
+    for r in await conn.fetch(
+        """SELECT return_id, sku, qty, unit_price FROM parcel_lines WHERE return_id = ANY($1::uuid[])
+           ORDER BY return_id, line_no""",
+        list(return_ids),
+    ):
+        expected.setdefault(r["return_id"], []).append(ExpectedLine(r["sku"], r["qty"], r["unit_price"]))
+    return expected
+
+
+async def known_receipts(conn: Conn, return_ids: Sequence[UUID], receipt_ids: Sequence[str]) -> KnownReceipts:
+    """The receipts of these returns, and those with these receipt ids."""
+    known = KnownReceipts()
+    for r in await conn.fetch(
+        """SELECT receipt_id, return_id, fingerprint FROM receipts
+           WHERE return_id = ANY($1::uuid[]) OR receipt_id = ANY($2::text[])""",
+        list(return_ids),
+        list(receipt_ids),
+    ):
+        known.add(r["receipt_id"], r["return_id"], r["fingerprint"])
+    return known
+
+
+async def insert_receipts(conn: Conn, receipts: Sequence[Receipt]) -> None:
+    if not receipts:
+        return
+    await conn.execute(
+        """INSERT INTO receipts (receipt_id, return_id, warehouse_id, device_id, inspector_id, received_at,
+               fingerprint, lines)
+           SELECT r, rid, w, d, i, at, f, l::jsonb FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[],
+               $5::text[], $6::timestamptz[], $7::text[], $8::text[]) AS u(r, rid, w, d, i, at, f, l)""",
+        [r.receipt_id for r in receipts],
+        [r.return_id for r in receipts],
+        [r.warehouse_id for r in receipts],
+        [r.device_id for r in receipts],
+        [r.inspector_id for r in receipts],
+        [r.received_at for r in receipts],
+        [r.fingerprint for r in receipts],
+        [orjson.dumps([dataclasses.asdict(x) for x in r.lines]).decode() for r in receipts],
+    )

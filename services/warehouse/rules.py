@@ -1,0 +1,383 @@
+"""Pure decisions of the warehouse service: which deliveries are the same carrier scan, which scan is
+the first to show a parcel moving, who holds a tracking number, whether a receipt is accepted (and if
+not, why: 404 / 409 / 422 are decided here, not in SQL), and which stock movements it attests. No I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+from uuid import UUID
+
+from contracts.events import Condition, Disposition, Movement, Scan, first_moving_scan
+from services.warehouse.schemas import ReceiptBody, ScanWebhook
+
+MOVEMENT_OF: dict[Disposition, Movement | None] = {
+    Disposition.restock: Movement.restock,
+    Disposition.destroy: Movement.destroy,
+    Disposition.refurbish: Movement.refurbish,
+    Disposition.quarantine: None,  # held for a decision: no stock movement yet
+}
+# Kinds for which goods come back to the warehouse.
+PARCEL_KINDS = frozenset({"return_and_refund", "exchange"})
+
+S = TypeVar("S", bound=Scan)
+
+
+# -- carrier scans ------------------------------------------------------------------------------------
+
+
+def scan_identity(carrier: str, scan: ScanWebhook) -> str:
+    """One id per distinct scan, however often it is delivered: the carrier's id when it sends one,
+    else a digest of what makes a scan distinct (carrier, tracking number, code, time)."""
+    if scan.scan_id:
+        return f"{carrier}:{scan.scan_id}"
+    at = scan.scanned_at.astimezone(UTC).isoformat(timespec="microseconds")
+    digest = hashlib.sha256(f"{carrier}|{scan.tracking_no}|{scan.scan_code.value}|{at}".encode()).hexdigest()
+    return f"{carrier}:{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class CarrierScan:
+    """A carrier scan as recorded (parked until its parcel is known, then published)."""
+
+    scan_id: str
+    carrier: str
+    tracking_no: str
+    scan_code: str
+    scanned_at: datetime
+    location: str | None
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class ScanIntake:
+    carrier: str
+    scan_id: str
+    body: ScanWebhook
+    correlation_id: str
+
+    def scan(self) -> CarrierScan:
+        b = self.body
+        return CarrierScan(
+            self.scan_id, self.carrier, b.tracking_no, b.scan_code.value, b.scanned_at, b.location, self.correlation_id
+        )
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    scan_id: str
+    duplicate: bool
+    return_id: UUID | None
+
+
+def distinct_scans(items: Sequence[ScanIntake]) -> list[ScanIntake]:
+    """The first delivery of each scan in a batch."""
+    first: dict[str, ScanIntake] = {}
+    for it in items:
+        first.setdefault(it.scan_id, it)
+    return list(first.values())
+
+
+def match_scans(scans: Iterable[CarrierScan], parcels: dict[str, UUID]) -> dict[UUID, list[CarrierScan]]:
+    """Scans whose tracking number a parcel holds, per return (the others stay parked)."""
+    matches: dict[UUID, list[CarrierScan]] = {}
+    for s in scans:
+        rid = parcels.get(s.tracking_no)
+        if rid is not None:
+            matches.setdefault(rid, []).append(s)
+    return matches
+
+
+def scan_results(items: Sequence[ScanIntake], inserted: set[str], matched: dict[str, UUID | None]) -> list[ScanResult]:
+    """Each delivery's answer: a duplicate unless it recorded its scan first; the return it matched."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        duplicate = it.scan_id not in inserted or it.scan_id in seen
+        seen.add(it.scan_id)
+        out.append(ScanResult(it.scan_id, duplicate, matched.get(it.scan_id)))
+    return out
+
+
+def first_moving(already_moving: bool, scans: Sequence[Scan]) -> str | None:
+    """Of scans being published now for one parcel, the one to mark as the first showing it moving:
+    none if an earlier publication already did; else the first moving one (contracts' definition)."""
+    if already_moving:
+        return None
+    first = first_moving_scan(scans)
+    return first.scan_id if first is not None else None
+
+
+def publication_order(scans: Iterable[S]) -> list[S]:
+    return sorted(scans, key=lambda s: (s.scanned_at, s.scan_id))
+
+
+# -- tracking numbers ------------------------------------------------------------------------------------
+
+
+def claim_tracking_numbers(holders: dict[str, UUID], claims: Sequence[tuple[UUID, str | None]]) -> list[str | None]:
+    """For each (return, tracking number) claimed in order, the number granted: a number another
+    return holds is never silently re-pointed (None), nor is a missing one."""
+    held = dict(holders)
+    granted: list[str | None] = []
+    for rid, tracking_no in claims:
+        holder = held.get(tracking_no) if tracking_no is not None else None
+        if tracking_no is None or (holder is not None and holder != rid):
+            granted.append(None)
+            continue
+        held[tracking_no] = rid
+        granted.append(tracking_no)
+    return granted
+
+
+# -- receipts -------------------------------------------------------------------------------------------
+
+
+def receipt_fingerprint(body: ReceiptBody) -> str:
+    """What must match for a repeated receipt to count as the same one."""
+    lines = sorted(
+        (x.sku, x.qty_received, x.condition.value, x.disposition.value if x.disposition else "") for x in body.lines
+    )
+    return hashlib.sha256(repr((body.inspector_id, lines)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExpectedLine:
+    sku: str
+    qty: int
+    unit_price: int
+
+
+def requested_by_sku(expected: Sequence[ExpectedLine]) -> dict[str, tuple[int, int]]:
+    """sku -> (quantity requested over all lines, unit price). A SKU listed twice at different prices
+    is valued at its lowest price (a receipt counts units per SKU, not per request line)."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in expected:
+        qty, price = out.get(line.sku, (0, line.unit_price))
+        out[line.sku] = (qty + line.qty, min(price, line.unit_price))
+    return out
+
+
+def receipt_errors(expected: Sequence[ExpectedLine], body: ReceiptBody) -> list[dict[str, str]]:
+    """Field errors of a receipt against what the return requested ([] when it fits)."""
+    requested = requested_by_sku(expected)
+    return [
+        *(e for i in range(len(body.lines)) for e in _line_errors(requested, body, i)),
+        *_over_received(requested, body),
+        *_unaccounted(requested, body),
+    ]
+
+
+def _line_errors(requested: dict[str, tuple[int, int]], body: ReceiptBody, i: int) -> list[dict[str, str]]:
+    line, where = body.lines[i], f"lines.{i}"
+    if line.sku not in requested:
+        return [
+            {"field": f"{where}.sku", "message": f"SKU {line.sku!r} is not in this return ({', '.join(requested)})"}
+        ]
+    errors = []
+    if line.condition == Condition.missing and line.qty_received != 0:
+        errors.append({"field": f"{where}.qty_received", "message": "a missing line has qty_received 0"})
+    if line.condition != Condition.missing and line.qty_received == 0:
+        errors.append({"field": f"{where}.condition", "message": "nothing received: use condition 'missing'"})
+    if line.qty_received > 0 and line.disposition is None:
+        errors.append({"field": f"{where}.disposition", "message": "required when goods were received"})
+    return errors
+
+
+def _over_received(requested: dict[str, tuple[int, int]], body: ReceiptBody) -> list[dict[str, str]]:
+    """More of a SKU received than requested: reported once per SKU, at its first line."""
+    received: dict[str, int] = {}
+    for line in body.lines:
+        if line.sku in requested:
+            received[line.sku] = received.get(line.sku, 0) + line.qty_received
+    errors, reported = [], set()
+    for i, line in enumerate(body.lines):
+        sku = line.sku
+        if sku in requested and sku not in reported and received[sku] > requested[sku][0]:
+            errors.append(
+                {
+                    "field": f"lines.{i}.qty_received",
+                    "message": f"{received[sku]} x {sku} received but the return requested "
+                    f"{requested[sku][0]}: record extra goods separately",
+                }
+            )
+            reported.add(sku)
+    return errors
+
+
+def _unaccounted(requested: dict[str, tuple[int, int]], body: ReceiptBody) -> list[dict[str, str]]:
+    named = {line.sku for line in body.lines}
+    missing = [sku for sku in requested if sku not in named]
+    if not missing:
+        return []
+    return [
+        {
+            "field": "lines",
+            "message": f"requested SKU(s) {', '.join(missing)} not recorded: "
+            "add them (condition 'missing' when they did not arrive)",
+        }
+    ]
+
+
+@dataclass(frozen=True)
+class ReceivedLineOut:
+    sku: str
+    qty_requested: int
+    qty_received: int
+    unit_price: int
+    condition: Condition
+    disposition: Disposition
+
+
+def received_lines(expected: Sequence[ExpectedLine], body: ReceiptBody) -> list[ReceivedLineOut]:
+    """The lines of the return-received event: one per receipt line (same SKU, condition and
+    disposition merged); qty_requested is the SKU's requested total."""
+    requested = requested_by_sku(expected)
+    merged: dict[tuple[str, Condition, Disposition], int] = {}
+    for line in body.lines:
+        disposition = line.disposition or Disposition.quarantine
+        k = (line.sku, line.condition, disposition)
+        merged[k] = merged.get(k, 0) + line.qty_received
+    return [
+        ReceivedLineOut(sku, requested[sku][0], qty, requested[sku][1], condition, disposition)
+        for (sku, condition, disposition), qty in merged.items()
+    ]
+
+
+def stock_movements(lines: Sequence[ReceivedLineOut]) -> list[tuple[str, Movement, int]]:
+    """(sku, movement, quantity) the warehouse attests: one per SKU and movement with goods in it."""
+    out: dict[tuple[str, Movement], int] = {}
+    for line in lines:
+        movement = MOVEMENT_OF[line.disposition]
+        if movement is not None and line.qty_received > 0:
+            out[(line.sku, movement)] = out.get((line.sku, movement), 0) + line.qty_received
+    return [(sku, movement, qty) for (sku, movement), qty in out.items()]
+
+
+# -- whether a receipt is accepted ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """What deciding a receipt needs of a parcel."""
+
+    requested: bool
+    kind: str | None
+
+
+@dataclass
+class KnownReceipts:
+    """Receipts recorded before (and accepted earlier in the same batch)."""
+
+    by_return: dict[UUID, tuple[str, str]] = field(default_factory=dict)  # return -> (receipt id, fingerprint)
+    return_of: dict[str, UUID] = field(default_factory=dict)  # receipt id -> return
+
+    def add(self, receipt_id: str, return_id: UUID, fingerprint: str) -> None:
+        self.by_return[return_id] = (receipt_id, fingerprint)
+        self.return_of[receipt_id] = return_id
+
+
+@dataclass(frozen=True)
+class NoParcelExpected:  # 404
+    reference: str
+
+
+@dataclass(frozen=True)
+class NoGoodsExpected:  # 409: a refund-only return
+    return_id: UUID
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class SameReceiptAgain:  # 200: the same receipt sent again
+    receipt_id: str
+    return_id: UUID
+
+
+@dataclass(frozen=True)
+class SecondReceipt:  # 409: never merged or overwritten
+    receipt_id: str
+    return_id: UUID
+
+
+@dataclass(frozen=True)
+class ReceiptIdTaken:  # 409: the device's receipt id names another return's receipt
+    receipt_id: str
+
+
+@dataclass(frozen=True)
+class DoesNotFit:  # 422
+    fields: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class AcceptReceipt:
+    return_id: UUID
+    lines: list[ReceivedLineOut]
+
+
+ReceiptRefusal = NoParcelExpected | NoGoodsExpected | SameReceiptAgain | SecondReceipt | ReceiptIdTaken | DoesNotFit
+ReceiptDecision = ReceiptRefusal | AcceptReceipt
+
+
+def decide_receipt(
+    return_id: UUID | None,
+    parcel: Parcel | None,
+    expected: Sequence[ExpectedLine],
+    known: KnownReceipts,
+    body: ReceiptBody,
+    fingerprint: str,
+) -> ReceiptDecision:
+    """One receipt per requested parcel that expects goods back, fitting what was requested; the
+    same receipt sent again is harmless, a different second one is refused."""
+    if return_id is None or parcel is None or not parcel.requested:
+        return NoParcelExpected(body.reference)
+    if parcel.kind not in PARCEL_KINDS:
+        return NoGoodsExpected(return_id, parcel.kind)
+    if return_id in known.by_return:
+        receipt_id, known_fingerprint = known.by_return[return_id]
+        if body.receipt_id == receipt_id and known_fingerprint == fingerprint:
+            return SameReceiptAgain(receipt_id, return_id)
+        return SecondReceipt(receipt_id, return_id)
+    if body.receipt_id and body.receipt_id in known.return_of:
+        return ReceiptIdTaken(body.receipt_id)
+    errors = receipt_errors(expected, body)
+    if errors:
+        return DoesNotFit(errors)
+    return AcceptReceipt(return_id, received_lines(expected, body))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An accepted receipt, as recorded and published."""
+
+    receipt_id: str
+    return_id: UUID
+    warehouse_id: str
+    device_id: str
+    inspector_id: str
+    received_at: datetime
+    fingerprint: str
+    correlation_id: str
+    lines: list[ReceivedLineOut]
+
+
+@dataclass(frozen=True)
+class ReceiptIntake:
+    device_id: str
+    warehouse_id: str
+    body: ReceiptBody
+    fingerprint: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class ReceiptAccepted:  # 201
+    receipt_id: str
+    return_id: UUID
+
+
+ReceiptOutcome = ReceiptRefusal | ReceiptAccepted

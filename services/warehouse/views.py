@@ -1,0 +1,43 @@
+"""Read side of the warehouse service: a return's parcel (lines, scans, receipt) and the parked scans."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+
+async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
+    row = await pool.fetchrow("SELECT * FROM parcels WHERE return_id = $1", return_id)
+    if row is None:
+        return None
+    lines = await pool.fetch(
+        "SELECT sku, qty, unit_price FROM parcel_lines WHERE return_id = $1 ORDER BY line_no", return_id
+    )
+    scans = await pool.fetch(
+        """SELECT scan_id, carrier, scan_code, scanned_at, location, first_moving FROM scans
+           WHERE return_id = $1 ORDER BY scanned_at, scan_id""",
+        return_id,
+    )
+    receipt = await pool.fetchrow(
+        """SELECT receipt_id, warehouse_id, device_id, inspector_id, received_at, lines FROM receipts
+           WHERE return_id = $1""",
+        return_id,
+    )
+    return {
+        **dict(row),
+        "lines": [dict(r) for r in lines],
+        "scans": [dict(r) for r in scans],
+        "receipt": dict(receipt) if receipt else None,
+    }
+
+
+async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
+    """Scans waiting for their parcel, oldest first."""
+    rows = await pool.fetch(
+        """SELECT scan_id, carrier, tracking_no, scan_code, scanned_at, received_at FROM scans
+           WHERE return_id IS NULL ORDER BY received_at LIMIT $1""",
+        limit,
+    )
+    return [dict(r) for r in rows]
