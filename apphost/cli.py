@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     sub.add_parser("config", help="the effective settings of the runtime and every service, secrets redacted")
-    from apphost import ops, reports
+    from apphost import decisions_cli, ops, reports
 
     ops.register(sub)
+    decisions_cli.register(sub)
     reports.register(sub)
     _register_deploy_commands(sub)
     args = parser.parse_args(argv)
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         handled = _run_deploy_command(args)
         if handled is None:
             handled = ops.run(args, get_settings())
+        if handled is None:
+            handled = decisions_cli.run(args, get_settings())
         if handled is not None:
             return handled
         if args.cmd == "up":
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except ops.OpsError as exc:
+    except (ops.OpsError, decisions_cli.CliError) as exc:
         print(f"returnflow: {exc}", file=sys.stderr)
         return 1
     return 2

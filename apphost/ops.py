@@ -1,6 +1,8 @@
 """Ops commands of the `returnflow` CLI: the same against the embedded broker and a real cluster.
 
-topics, tail, dlq list|show|replay, timeline, approve|reject.
+topics, tail, dlq list|show|replay, timeline. People's decisions (approve|reject|grant) are in
+apphost/decisions_cli.py: through the refunds HTTP API with the person's own token, never a Kafka
+command the CLI would publish in someone's name.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +29,8 @@ from contracts.catalog import (
     HEADER_REPLAYED,
     TOPICS_BY_NAME,
 )
-from contracts.events import RefundCommand
 from returnflow.kafka import client_options, security_problem
 from returnflow.logging import _redact
-from returnflow.outbox import event_record
 from returnflow.settings import Settings
 
 REPLAY_GROUP = "returnflow.dlq-replay"
@@ -316,43 +315,6 @@ async def timeline_cmd(settings: Settings, return_id: str) -> None:
         print(f"  {e['occurred_at'][:19]}  {e['type']:<28} {e['summary']}")
 
 
-async def command_cmd(
-    settings: Settings, action: str, return_id: str, actor: str, amount: int | None, note: str | None
-) -> None:
-    try:
-        rid = uuid.UUID(return_id)
-    except ValueError:
-        raise OpsError(f"not a return id: {return_id!r}") from None
-    if amount is not None and amount < 0:
-        raise OpsError("amount must be a non-negative number of minor units")
-    cmd = RefundCommand(
-        occurred_at=datetime.now(UTC),
-        return_id=rid,
-        correlation_id=f"cli-{uuid.uuid4().hex[:12]}",
-        action=action,
-        actor_id=actor,
-        amount=amount,
-        note=note,
-    )
-    rec = event_record(cmd)
-    kafka = kafka_of(settings)
-    producer = AIOKafkaProducer(**kafka, acks="all")
-    try:
-        await asyncio.wait_for(producer.start(), 8)
-    except Exception as exc:
-        raise OpsError(f"cannot reach Kafka at {_where(kafka)} ({type(exc).__name__})") from None
-    try:
-        meta = await producer.send_and_wait(
-            rec.topic, rec.value, key=rec.key, headers=[(k, v.encode()) for k, v in rec.headers.items()]
-        )
-    finally:
-        await producer.stop()
-    print(
-        f"{action} for return {rid} by {actor} sent to {meta.topic}[{meta.partition}]@{meta.offset} "
-        f"(correlation id {cmd.correlation_id})"
-    )
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("topics", help="list topics; --describe adds consumer-group lag")
     p.add_argument("--describe", action="store_true")
@@ -368,12 +330,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true")
     p = sub.add_parser("timeline", help="a return's timeline")
     p.add_argument("return_id")
-    for action in ("approve", "reject", "grant"):
-        p = sub.add_parser(action, help=f"send a refunds command ({action}) on refunds.commands")
-        p.add_argument("return_id")
-        p.add_argument("--actor", required=True, help="actor id from the roster (its role is looked up there)")
-        p.add_argument("--amount", type=int, help="minor units")
-        p.add_argument("--note")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int | None:
@@ -394,9 +350,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
             asyncio.run(dlq_replay_cmd(settings, args.topic, args.dry_run))
     elif cmd == "timeline":
         asyncio.run(timeline_cmd(settings, args.return_id))
-    elif cmd in ("approve", "reject", "grant"):
-        action = "grant_free_refund" if cmd == "grant" else cmd
-        asyncio.run(command_cmd(settings, action, args.return_id, args.actor, args.amount, args.note))
     else:
         return None
     return 0

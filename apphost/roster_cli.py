@@ -1,9 +1,12 @@
 """`returnflow roster seed [FILE]` puts actors and their roles in the refunds roster; `roster list` shows it.
 
-FILE is a JSON list of {"actor_id", "role", "name", "token", "active"}; without it, the development
-roster (agent-amy, agent-bo, sup-sam, mgr-mia, owner-oz with dev-token-<id> tokens) is seeded, as
-`make run` does. Works against RETURNFLOW_DATABASE_URL, or the embedded PostgreSQL under the data
-dir (attached to if `returnflow up` is running, started and stopped again if not).
+FILE is a JSON list of {"actor_id", "role", "name", "token", "public_key", "active"}: `token` is the
+person's bearer token for the HTTP API (and `returnflow login`), `public_key` the Ed25519 public key
+(base64 of 32 bytes) that checks the commands they sign on refunds.commands; either left out keeps the
+one on file. Without FILE, the development roster (agent-amy, agent-bo, sup-sam, mgr-mia, owner-oz with
+dev-token-<id> tokens and keys derived from dev-key-<id>) is seeded, as `make run` does. Works against
+RETURNFLOW_DATABASE_URL, or the embedded PostgreSQL under the data dir (attached to if `returnflow up` is
+running, started and stopped again if not).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ async def seed(settings: Settings, path: str | None) -> list[RosterEntry]:
 def seed_cmd(settings: Settings, path: str | None) -> int:
     entries = asyncio.run(seed(settings, path))
     for e in entries:
-        print(f"  {e.actor_id:<12} {e.role.value:<10} {'active' if e.active else 'inactive'}")
+        key = "key" if e.public_key else "no key"
+        print(f"  {e.actor_id:<12} {e.role.value:<10} {'active' if e.active else 'inactive':<9} {key}")
     print(f"roster: {len(entries)} actor(s) seeded")
     return 0
 
@@ -78,10 +82,10 @@ async def listing(settings: Settings) -> list[dict[str, Any]]:
 
 def list_cmd(settings: Settings) -> int:
     rows = asyncio.run(listing(settings))
-    print(f"  {'actor':<14} {'role':<11} {'name':<20} status")
+    print(f"  {'actor':<14} {'role':<11} {'name':<20} {'command key (Ed25519, - = HTTP only)':<45} status")
     for r in rows:
         print(
-            f"  {r['actor_id']!s:<14} {r['role']!s:<11} {r['display_name'] or '':<20} "
+            f"  {r['actor_id']!s:<14} {r['role']!s:<11} {r['display_name'] or '':<20} {r['public_key'] or '-':<45} "
             f"{'active' if r['active'] else 'inactive'}"
         )
     preset = RefundsSettings.load().authority_preset

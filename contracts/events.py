@@ -234,6 +234,12 @@ class InventoryCheck(Message):
     quantity: int = Field(ge=0)
     checked_by: str
     checked_at: datetime
+    signature: str | None = Field(
+        default=None,
+        description="Ed25519 signature (standard base64) by `checked_by` over the canonical form: this JSON object "
+        "without `signature`, keys sorted, no whitespace, UTF-8. Required by the consumer; optional in the "
+        "schema only so that older producers still validate (their commands are refused, recorded).",
+    )
 
 
 class MovementVerified(Message):
@@ -366,6 +372,12 @@ class RefundCommand(Message):
     actor_id: str
     amount: MinorUnits | None = None
     note: str | None = None
+    signature: str | None = Field(
+        default=None,
+        description="Ed25519 signature (standard base64) by `actor_id` over the canonical form: this JSON object "
+        "without `signature`, keys sorted, no whitespace, UTF-8. Required by the consumer; optional in the "
+        "schema only so that older producers still validate (their commands are refused, recorded).",
+    )
 
 
 class SmsEvent(Message):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -67,6 +68,7 @@ class Delivery:
     error: BaseException | None = None
     dedupe_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None  # the Kafka record's timestamp (signed commands' freshness)
 
 
 Handler = Callable[[Conn, list[Delivery]], Awaitable[None]]
@@ -85,6 +87,10 @@ class Batch:
     def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
+    def delivered(self, kind: type[E]) -> list[tuple[E, Delivery]]:
+        """The events of one kind with their records (raw value, timestamp): for signed commands."""
+        return [(d.event, d) for d in self.deliveries if isinstance(d.event, kind)]
+
     def __len__(self) -> int:
         return len(self.events)
 
@@ -102,6 +108,7 @@ def decode_record(record: Any) -> Delivery:
         key=record.key,
         value=record.value or b"",
         headers=headers,
+        timestamp=_record_time(record),
     )
     try:
         d.event = _validate_as_labelled(d) or _validate(d.value)
@@ -110,6 +117,11 @@ def decode_record(record: Any) -> Delivery:
         d.error = exc if isinstance(exc, PoisonMessage) else PoisonMessage(f"{type(exc).__name__}: {exc}")
         d.dedupe_id = f"{d.topic}:{d.partition}:{d.offset}"
     return d
+
+
+def _record_time(record: Any) -> datetime | None:
+    ms = getattr(record, "timestamp", None)
+    return datetime.fromtimestamp(ms / 1000, UTC) if isinstance(ms, int) and ms >= 0 else None
 
 
 def _validate_as_labelled(d: Delivery) -> Message | None:

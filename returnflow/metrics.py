@@ -23,6 +23,12 @@ OUTBOX_BACKLOG = Gauge("returnflow_outbox_backlog", "Unpublished outbox rows", [
 OUTBOX_AGE = Gauge(
     "returnflow_outbox_oldest_age_seconds", "Age of the oldest unpublished row", ["service"], multiprocess_mode="max"
 )
+COMMANDS_REFUSED = Counter(
+    "returnflow_commands_refused_total",
+    "People's commands refused, never executed, by service and reason (unsigned, bad_signature, stale, "
+    "from_the_future, unknown_actor, malformed; and the services' own refusals: above_authority, ...)",
+    ["service", "reason"],
+)
 HTTP_REQUESTS = Counter("returnflow_http_requests_total", "HTTP requests by route and status", ["route", "status"])
 HTTP_SECONDS = Histogram(
     "returnflow_http_request_seconds",

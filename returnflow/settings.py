@@ -85,6 +85,10 @@ class Settings(Loadable):
     consumer_dedupe_retention_hours: float = 192.0
     consumer_backoff_base_s: float = 0.05
     consumer_backoff_max_s: float = 2.0
+    # People's signed commands on Kafka (returnflow/commands.py): `occurred_at` at most this long before
+    # the Kafka record's timestamp (a backlog consumed later is still accepted), at most the skew after it.
+    command_freshness_s: float = 300.0
+    command_clock_skew_s: float = 30.0
 
     # Outbox relay
     outbox_batch_size: int = 500

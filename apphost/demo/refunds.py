@@ -1,7 +1,7 @@
 """`make run`'s refunds step: the roster seeded with `returnflow roster seed`, then each money path on
 a timeline — an early refund on a moving scan (and the clawback when goods turn out missing), a
 receipt refund for the quantity received, a refund-only within an agent's authority, and an
-escalation approved by a supervisor on `refunds.commands`."""
+escalation approved by a supervisor with a signed command on `refunds.commands`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,35 @@ DEVICE = {"authorization": "Bearer dev-device-token-dock-1"}
 
 def _auth(actor: str) -> dict[str, str]:
     return {"authorization": f"Bearer {TOKENS[actor]}"}
+
+
+async def signed_approval(settings: Settings, return_id: str, actor: str, note: str) -> None:
+    """What a person's Kafka tooling does: an approve command signed with their key (here the development
+    key of a development actor), produced to refunds.commands."""
+    from aiokafka import AIOKafkaProducer
+
+    from apphost.ops import bootstrap_of
+    from contracts.events import RefundCommand
+    from returnflow.commands import signed_message
+    from returnflow.outbox import event_record
+    from services.refunds.dev import dev_signing_key
+
+    cmd = RefundCommand(
+        occurred_at=datetime.now(UTC),
+        return_id=uuid.UUID(return_id),
+        correlation_id=f"demo-{uuid.uuid4().hex[:8]}",
+        action="approve",
+        actor_id=actor,
+        note=note,
+    )
+    rec = event_record(signed_message(cmd, dev_signing_key(actor)))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_of(settings), acks="all")
+    await producer.start()
+    try:
+        headers = [(k, v.encode()) for k, v in rec.headers.items()]
+        await producer.send_and_wait(rec.topic, rec.value, key=rec.key, headers=headers)
+    finally:
+        await producer.stop()
 
 
 def _money(minor: int) -> str:
@@ -153,14 +182,13 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
     await _until(lambda: ledger(lipstick["return_id"]))
     await decide(lipstick["return_id"], "agent-amy", {"action": "approve", "note": "broken in transit"})
 
-    # 4. above an agent's authority: escalated, then a supervisor approves on refunds.commands
-    from apphost.ops import command_cmd
-
+    # 4. above an agent's authority: escalated, then a supervisor approves with a command on
+    # refunds.commands, signed with the key the roster holds for them
     kit = [{"sku": "MAKEUP-KIT", "qty": 1, "unit_price": 4_500, "reason": "damaged"}]
     rid_kit = await new_return(5, "refund_only", kit)
     await decide(rid_kit, "agent-amy", {"action": "approve"})
-    print(f"  $ returnflow approve {rid_kit} --actor sup-sam   (a command on refunds.commands)")
-    await command_cmd(settings, "approve", rid_kit, "sup-sam", None, "approved by a supervisor")
+    print(f"  sup-sam approves {rid_kit[:8]} with a signed command on refunds.commands (Ed25519, dev key)")
+    await signed_approval(settings, rid_kit, "sup-sam", "approved by a supervisor")
 
     # 5. a goodwill free refund on the exchange, within an agent's authority
     shoes = next(r for r in returns if r["kind"] == "exchange")

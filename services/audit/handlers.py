@@ -26,8 +26,10 @@ import asyncpg
 from prometheus_client import Counter
 
 from contracts.events import AuditAnchored, InventoryAttested, InventoryCheck, ReturnReceived, ReturnRequested
+from returnflow import commands as signed_commands
+from returnflow import metrics
 from returnflow.batching import GroupCommitter
-from returnflow.consumer import Batch
+from returnflow.consumer import Batch, Delivery
 from returnflow.db import Conn
 from returnflow.http import token_digest
 from returnflow.logging import get_logger
@@ -35,7 +37,16 @@ from returnflow.loops import Worker
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from services.audit import events, repository, rules
-from services.audit.rules import AnchorReason, Discrepancy, Incoming, Outcome, Policy, Refusal, Verified
+from services.audit.rules import (
+    AnchorReason,
+    Discrepancy,
+    Incoming,
+    Outcome,
+    Policy,
+    Refusal,
+    RefusedCheck,
+    Verified,
+)
 from services.audit.settings import AuditSettings
 
 log = get_logger("services.audit")
@@ -67,6 +78,8 @@ class AuditContext:
     checks: GroupCommitter[Incoming, CheckResult]
     dsn: str
     anchor_file: Path | None  # None: no file sink; Path("-"): stdout
+    freshness_s: float = 300.0  # a signed check's age against its Kafka record (Settings.command_freshness_s)
+    clock_skew_s: float = 30.0
 
 
 def anchor_file_of(settings: AuditSettings, data_dir: Path) -> Path | None:
@@ -97,7 +110,16 @@ async def build_context(rt: Runtime, settings: AuditSettings) -> AuditContext:
     people = {token_digest(secret.get_secret_value()): person for person, secret in settings.tokens.items()}
     anchor_file = anchor_file_of(settings, rt.settings.data_dir)
     return AuditContext(
-        rt.pool, settings, policy, people, rt.settings.webhook_max_body_bytes, checks, rt.dsn, anchor_file
+        rt.pool,
+        settings,
+        policy,
+        people,
+        rt.settings.webhook_max_body_bytes,
+        checks,
+        rt.dsn,
+        anchor_file,
+        rt.settings.command_freshness_s,
+        rt.settings.command_clock_skew_s,
     )
 
 
@@ -163,12 +185,49 @@ async def ingest(
 
 # -- the consumer ----------------------------------------------------------------------------------
 async def apply_inventory(ctx: AuditContext, conn: Conn, batch: Batch) -> None:
-    """Warehouse attestations and returns-team checks (Kafka), and the returns they belong to."""
-    incoming = [
-        *map(events.from_attestation, batch.of(InventoryAttested)),
-        *map(events.from_check, batch.of(InventoryCheck)),
-    ]
+    """Warehouse attestations and returns-team checks (Kafka), and the returns they belong to. A check
+    that does not prove its person is refused and kept with the reason, never recorded as a side."""
+    checks, refused = authenticated_checks(ctx, batch.delivered(InventoryCheck))
+    await repository.record_refused_checks(conn, refused)
+    incoming = [*map(events.from_attestation, batch.of(InventoryAttested)), *map(events.from_check, checks)]
     await ingest(conn, ctx.policy, incoming, batch.of(ReturnRequested), batch.of(ReturnReceived))
+    _log_refusals(refused)
+
+
+def authenticated_checks(
+    ctx: AuditContext, delivered: Sequence[tuple[InventoryCheck, Delivery]]
+) -> tuple[list[InventoryCheck], list[RefusedCheck]]:
+    """The checks signed by the key configured for their `checked_by` and fresh against their Kafka
+    record's timestamp; the others, each with the reason."""
+    keys = {rules.person_id(p): k for p, k in ctx.settings.public_keys.items()}
+    window, skew = timedelta(seconds=ctx.freshness_s), timedelta(seconds=ctx.clock_skew_s)
+    accepted: list[InventoryCheck] = []
+    refused: list[RefusedCheck] = []
+    for e, d in delivered:
+        reason = signed_commands.check(
+            d.value, keys.get(rules.person_id(e.checked_by)), e.occurred_at, d.timestamp, window, skew
+        )
+        if reason is None:
+            accepted.append(e)
+        else:
+            refused.append(
+                RefusedCheck(e.event_id, e.return_id, e.check_id, e.checked_by, reason, e.correlation_id, d.value)
+            )
+    return accepted, refused
+
+
+def _log_refusals(refused: Sequence[RefusedCheck]) -> None:
+    for r in refused:
+        metrics.COMMANDS_REFUSED.labels("audit", r.reason).inc()
+        log.warning(
+            "returns-team check refused",
+            event_id=str(r.event_id),
+            check_id=r.check_id,
+            actor_id=r.claimed_by,
+            reason=r.reason,
+            detail=signed_commands.REFUSAL_TEXT.get(r.reason, r.reason),
+            correlation_id=r.correlation_id,
+        )
 
 
 # -- returns-team checks over HTTP (group-committed) -----------------------------------------------

@@ -15,7 +15,18 @@ from contracts.events import Movement, ReturnReceived, ReturnRequested
 from returnflow.db import Conn
 from services.audit import chain
 from services.audit.events import Appended, LogEntry
-from services.audit.rules import Case, Closed, Discrepancy, Incoming, LastAnchor, Outcome, Policy, Side, Verified
+from services.audit.rules import (
+    Case,
+    Closed,
+    Discrepancy,
+    Incoming,
+    LastAnchor,
+    Outcome,
+    Policy,
+    RefusedCheck,
+    Side,
+    Verified,
+)
 
 CaseKey = tuple[UUID, str]  # (return, SKU)
 
@@ -361,3 +372,21 @@ async def mark_resolved(
     )
     assert row is not None
     return dict(row)
+
+
+async def record_refused_checks(conn: Conn, refused: Sequence[RefusedCheck]) -> None:
+    """Keep each refused check with its reason (once per event id)."""
+    if not refused:
+        return
+    await conn.execute(
+        """INSERT INTO refused_checks (event_id, return_id, check_id, claimed_by, reason, correlation_id, command)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+           ON CONFLICT (event_id) DO NOTHING""",
+        [r.event_id for r in refused],
+        [r.return_id for r in refused],
+        [r.check_id for r in refused],
+        [r.claimed_by for r in refused],
+        [r.reason for r in refused],
+        [r.correlation_id for r in refused],
+        [r.command.decode() for r in refused],
+    )

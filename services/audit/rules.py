@@ -147,8 +147,13 @@ def order(s: Side) -> tuple[datetime, str]:
     return (s.attested_at, s.key)
 
 
+def person_id(a: str) -> str:
+    """One person however their id is typed (" RT-Lin " is rt-lin)."""
+    return a.strip().casefold()
+
+
 def same_person(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
+    return person_id(a) == person_id(b)
 
 
 def discrepancy_id(reason: str, sides: Iterable[Side]) -> str:
@@ -446,3 +451,17 @@ def next_scheduled_anchor_s(last: LastAnchor | None, now: datetime, policy: Poli
     if last is None:
         return 0.0
     return max(0.0, (last.at + policy.anchor_every - now).total_seconds())
+
+
+# -- returns-team checks on Kafka that do not prove their person -------------------------------------
+@dataclass(frozen=True)
+class RefusedCheck:
+    """A check from inventory.checks refused before anything else (returnflow.commands' reason): never a side."""
+
+    event_id: UUID
+    return_id: UUID
+    check_id: str
+    claimed_by: str
+    reason: str
+    correlation_id: str
+    command: bytes  # the record value as it arrived

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from returnflow.commands import KeyFormatError, public_key_from_text
 from returnflow.settings import ServiceSettings
 
 
@@ -35,3 +36,16 @@ class AuditSettings(ServiceSettings):
     anchor_file: str = ""
     # person id -> bearer token: who may post returns-team checks and resolve discrepancies.
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # person id -> Ed25519 public key (base64 of 32 bytes): checks the signature of the returns-team
+    # checks they put on inventory.checks; a check from anyone else is refused, never recorded as a side.
+    public_keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("public_keys")
+    @classmethod
+    def _public_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for person, key in v.items():
+            try:
+                public_key_from_text(key)
+            except KeyFormatError as exc:
+                raise ValueError(f"{person}: {exc}") from None
+        return v

@@ -109,9 +109,15 @@ async def return_view(db: Db, return_id: UUID) -> dict[str, Any]:
         "ORDER BY opened_at, id",
         return_id,
     )
+    refused = await db.fetch(
+        "SELECT event_id, check_id, claimed_by, reason, correlation_id, refused_at FROM refused_checks "
+        "WHERE return_id = $1 ORDER BY refused_at, event_id",
+        return_id,
+    )
     return {
         "return_id": str(return_id),
         "known": known is not None,
+        "refused_checks": [dict(r) for r in refused],
         "kind": known["kind"] if known else None,
         "sides": [dict(r) for r in sides],
         "movements": [dict(r) for r in movements],

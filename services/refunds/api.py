@@ -111,6 +111,15 @@ async def decide(
     return json_response({**answer, **outcome_body(outcome)}, outcome.status)
 
 
+@router.get(
+    "/v1/refunds/whoami",
+    summary="The roster member a bearer token belongs to (what `returnflow login` checks)",
+    description="200 with actor_id and role; 401 for a token the roster does not hold.",
+)
+async def whoami(actor: RosterActor) -> Response:
+    return json_response({"actor_id": actor.actor_id, "role": actor.role.value})
+
+
 @router.get("/v1/refunds/escalations", summary="Refunds waiting for a person (bearer token)")
 async def escalations(ctx: Ctx, _: RosterActor, role: str | None = None, limit: int = 100) -> Response:
     items = await views.escalation_list(ctx.pool, role, max(1, min(limit, 1000)))

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from uuid import UUID
 
 import asyncpg
 
 from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from returnflow import commands as signed_commands
 from returnflow import metrics
-from returnflow.consumer import Batch
+from returnflow.consumer import Batch, Delivery
 from returnflow.db import Conn
 from returnflow.logging import get_logger
 from returnflow.loops import Worker, retry_delay_s
@@ -52,6 +53,8 @@ class RefundsContext:
     dsn: str
     payments_channel: str  # NOTIFYed when a refund is added to the ledger
     paying: asyncio.Semaphore  # at most `payment_concurrency` gateway calls at once
+    freshness_s: float = 300.0  # a signed command's age against its Kafka record (Settings.command_freshness_s)
+    clock_skew_s: float = 30.0
 
 
 async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
@@ -70,7 +73,17 @@ async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
         max_connections=s.payment_concurrency,
     )
     paying = asyncio.Semaphore(s.payment_concurrency)
-    return RefundsContext(rt.pool, s, policy, gateway, rt.dsn, f"{rt.spec.schema}_payments", paying)
+    return RefundsContext(
+        rt.pool,
+        s,
+        policy,
+        gateway,
+        rt.dsn,
+        f"{rt.spec.schema}_payments",
+        paying,
+        rt.settings.command_freshness_s,
+        rt.settings.command_clock_skew_s,
+    )
 
 
 async def close_context(ctx: RefundsContext) -> None:
@@ -86,7 +99,7 @@ async def apply_lifecycle(ctx: RefundsContext, conn: Conn, batch: Batch) -> None
     await record_facts(conn, batch)
     await evaluate_returns(ctx, conn, _correlations(batch))
     commands = await repository.parked_commands(conn, [e.return_id for e in batch.of(ReturnRequested)])
-    commands += [_command_from_kafka(e) for e in batch.of(RefundCommand)]
+    commands += await authenticated_commands(ctx, conn, batch.delivered(RefundCommand))
     _log_refusals(commands, await process_commands(ctx, conn, commands))
 
 
@@ -103,22 +116,50 @@ def _correlations(batch: Batch) -> dict[UUID, str]:
     return {e.return_id: e.correlation_id for e in batch.events if not isinstance(e, RefundCommand)}
 
 
-def _command_from_kafka(e: RefundCommand) -> CommandIn:
-    return CommandIn(str(e.event_id), e.return_id, "kafka", e.actor_id, e.action, e.amount, e.note, e.correlation_id)
+async def authenticated_commands(
+    ctx: RefundsContext, conn: Conn, delivered: Sequence[tuple[RefundCommand, Delivery]]
+) -> list[CommandIn]:
+    """The batch's commands, each marked with why it does not prove its actor (signed by the key the
+    roster holds for `actor_id`, fresh against its Kafka record's timestamp), if it does not."""
+    keys = await repository.public_keys(conn, [e.actor_id for e, _ in delivered])
+    window = timedelta(seconds=ctx.freshness_s)
+    skew = timedelta(seconds=ctx.clock_skew_s)
+    return [
+        CommandIn(
+            str(e.event_id),
+            e.return_id,
+            "kafka",
+            e.actor_id,
+            e.action,
+            e.amount,
+            e.note,
+            e.correlation_id,
+            unauthenticated=signed_commands.check(
+                d.value, keys.get(e.actor_id), e.occurred_at, d.timestamp, window, skew
+            ),
+        )
+        for e, d in delivered
+    ]
 
 
 def _log_refusals(commands: Sequence[CommandIn], outcomes: Sequence[Outcome]) -> None:
+    """Refused commands: a warning each (reason, claimed actor, correlation id) and the refusal counter."""
     for c, o in zip(commands, outcomes, strict=True):
-        if o.status in (401, 403, 404, 409, 422):
-            log.warning(
-                "refund command refused",
-                command_id=c.command_id,
-                actor_id=c.actor_id,
-                action=c.action,
-                status=o.status,
-                reason=o.message,
-                correlation_id=c.correlation_id,
-            )
+        reason = rules.refusal_reason(c, o)
+        if reason is None:
+            continue
+        metrics.COMMANDS_REFUSED.labels("refunds", reason).inc()
+        log.warning(
+            "refund command refused",
+            command_id=c.command_id,
+            source=c.source,
+            actor_id=c.actor_id,
+            action=c.action,
+            status=o.status,
+            reason=reason,
+            detail=o.message,
+            correlation_id=c.correlation_id,
+        )
 
 
 async def evaluate_returns(ctx: RefundsContext, conn: Conn, correlations: dict[UUID, str]) -> int:
@@ -139,6 +180,7 @@ async def decide(ctx: RefundsContext, command: CommandIn) -> Outcome:
     """A person's decision over HTTP, decided and saved in its own transaction."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         (outcome,) = await process_commands(ctx, conn, [command])
+    _log_refusals([command], [outcome])
     return outcome
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.events import (
     Condition,
@@ -21,6 +21,7 @@ from contracts.events import (
     ReturnRequested,
     Role,
 )
+from returnflow import commands
 from returnflow.db import Conn
 from returnflow.http import token_digest
 from services.refunds.rules import (
@@ -493,7 +494,17 @@ class RosterEntry(BaseModel):
     role: Role
     name: str | None = None
     token: str | None = Field(default=None, min_length=16, description="bearer token for the decisions API")
+    public_key: str | None = Field(
+        default=None, description="Ed25519 public key (base64 of 32 bytes) checking their refunds.commands"
+    )
     active: bool = True
+
+    @field_validator("public_key")
+    @classmethod
+    def _a_public_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            commands.public_key_from_text(v)  # KeyFormatError is a ValueError: a validation error naming it
+        return v
 
 
 async def actors_by_id(conn: Conn, actor_ids: Sequence[str]) -> dict[str, Actor]:
@@ -505,6 +516,18 @@ async def actors_by_id(conn: Conn, actor_ids: Sequence[str]) -> dict[str, Actor]
     return {r["actor_id"]: Actor(r["actor_id"], Role(r["role"])) for r in rows}
 
 
+async def public_keys(conn: Conn, actor_ids: Sequence[str]) -> dict[str, str]:
+    """The public key of each active actor that has one (checks the signatures of their Kafka commands)."""
+    if not actor_ids:
+        return {}
+    rows = await conn.fetch(
+        """SELECT actor_id, public_key FROM roster
+           WHERE actor_id = ANY($1::text[]) AND active AND public_key IS NOT NULL""",
+        list(set(actor_ids)),
+    )
+    return {r["actor_id"]: r["public_key"] for r in rows}
+
+
 async def actor_by_token(conn: Conn | asyncpg.Pool, token: str) -> Actor | None:
     """The active actor holding this bearer token (tokens are kept as SHA-256 digests)."""
     row = await conn.fetchrow(
@@ -514,27 +537,31 @@ async def actor_by_token(conn: Conn | asyncpg.Pool, token: str) -> Actor | None:
 
 
 async def seed_roster(conn: Conn, entries: Sequence[RosterEntry]) -> int:
-    """Insert or update actors (role, name, token, active). Tokens are stored as SHA-256 digests."""
+    """Insert or update actors (role, name, token, public key, active). Tokens are stored as SHA-256
+    digests; a token or key left out keeps the one on file."""
     if not entries:
         return 0
     await conn.execute(
-        """INSERT INTO roster (actor_id, role, display_name, token_sha256, active)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
+        """INSERT INTO roster (actor_id, role, display_name, token_sha256, active, public_key)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[], $6::text[])
            ON CONFLICT (actor_id) DO UPDATE SET role = EXCLUDED.role, display_name = EXCLUDED.display_name,
                token_sha256 = COALESCE(EXCLUDED.token_sha256, roster.token_sha256), active = EXCLUDED.active,
-               updated_at = now()""",
+               public_key = COALESCE(EXCLUDED.public_key, roster.public_key), updated_at = now()""",
         [e.actor_id for e in entries],
         [e.role.value for e in entries],
         [e.name for e in entries],
         [token_digest(e.token) if e.token else None for e in entries],
         [e.active for e in entries],
+        [e.public_key for e in entries],
     )
     return len(entries)
 
 
 async def roster(conn: Conn) -> list[dict[str, Any]]:
-    """Every actor with role, name and status (never their token)."""
-    rows = await conn.fetch("SELECT actor_id, role, display_name, active FROM roster ORDER BY role, actor_id")
+    """Every actor with role, name, public key and status (never their token)."""
+    rows = await conn.fetch(
+        "SELECT actor_id, role, display_name, public_key, active FROM roster ORDER BY role, actor_id"
+    )
     return [dict(r) for r in rows]
 
 

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from contracts.events import MOVING_SCAN_CODES, Condition, ParcelScanned, RefundBasis, ReturnKind, Role
+from returnflow.commands import REFUSAL_TEXT
 from services.refunds.settings import RefundsSettings
 
 ROLE_ORDER: tuple[Role, ...] = (Role.agent, Role.supervisor, Role.manager, Role.owner)
@@ -684,6 +685,7 @@ class CommandIn:
     note: str | None
     correlation_id: str
     idempotency_key: str | None = None
+    unauthenticated: str | None = None  # why a Kafka command does not prove its actor (returnflow.commands)
 
 
 @dataclass(frozen=True)
@@ -718,6 +720,21 @@ class Ruling:
 PARKED = Outcome(202, "parked", "return not known yet: the command waits for it")
 
 
+def unauthenticated(reason: str) -> Outcome:
+    """A command that does not prove its actor is refused before anything else: never executed."""
+    return _refused(401, f"not authenticated: {reason} ({REFUSAL_TEXT.get(reason, reason)})")
+
+
+REFUSAL_REASONS = {401: "unknown_actor", 403: "above_authority", 404: "unknown_return", 409: "conflict", 422: "invalid"}
+
+
+def refusal_reason(c: CommandIn, o: Outcome) -> str | None:
+    """The refusal metric's reason for a command's outcome; None when it was not refused."""
+    if c.unauthenticated:
+        return c.unauthenticated
+    return REFUSAL_REASONS.get(o.status) if o.result == "refused" else None
+
+
 @dataclass
 class CommandsDecided:
     outcomes: list[Outcome] = field(default_factory=list)  # one per command, in order
@@ -743,6 +760,10 @@ def decide_commands(
             continue
         actor = actors.get(c.actor_id)
         f = facts.get(c.return_id)
+        if c.unauthenticated:
+            out.outcomes.append(unauthenticated(c.unauthenticated))
+            out.rulings.append(Ruling(c, None, out.outcomes[-1]))
+            continue
         if actor is not None and f is None and c.source == "kafka":
             ruling = Ruling(c, actor, PARKED, parked=True)
         else:

@@ -12,7 +12,8 @@ from returnflow.db import Conn
 
 
 async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
-    """A return's money: paid total and reserved, its refunds, escalations, decisions and clawbacks."""
+    """A return's money: paid total and reserved, its refunds, escalations, decisions and clawbacks, and
+    every command about it with its outcome (refused ones too, with the reason)."""
     row = await conn.fetchrow(
         "SELECT return_id, kind, currency, paid_total, reserved FROM returns WHERE return_id = $1", return_id
     )
@@ -43,6 +44,15 @@ async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any
         )
     ]
     out["clawbacks"] = await clawback_list(conn, return_id=return_id)
+    out["commands"] = [
+        dict(r)
+        for r in await conn.fetch(
+            """SELECT command_id, source, actor_id, actor_role, action, amount, status, http_status, result,
+                   message, required_role, correlation_id, created_at, decided_at
+               FROM commands WHERE return_id = $1 ORDER BY created_at, command_id""",
+            return_id,
+        )
+    ]
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,14 +31,17 @@ from returnflow.settings import ServiceSettings, Settings
 E = TypeVar("E", bound=Message)
 
 
-def delivery_of(event: Message, offset: int = 0, partition: int = 0) -> Delivery:
-    """An event as the consumer receives it from its topic."""
+def delivery_of(
+    event: Message, offset: int = 0, partition: int = 0, timestamp: datetime | None = None, value: bytes | None = None
+) -> Delivery:
+    """An event as the consumer receives it from its topic: its record stamped when the event occurred
+    (or at `timestamp`), its value the event's JSON (or `value`, bytes as a producer wrote them)."""
     return Delivery(
         topic=topic_of(type(event)),
         partition=partition,
         offset=offset,
         key=str(event.return_id).encode(),
-        value=event.model_dump_json().encode(),
+        value=value if value is not None else event.model_dump_json().encode(),
         headers={
             HEADER_TYPE: event.type,
             HEADER_VERSION: str(event.version),
@@ -46,6 +50,7 @@ def delivery_of(event: Message, offset: int = 0, partition: int = 0) -> Delivery
         },
         event=event,
         dedupe_id=str(event.event_id),
+        timestamp=timestamp or event.occurred_at,
     )
 
 

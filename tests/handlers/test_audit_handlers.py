@@ -29,11 +29,14 @@ from contracts.events import (
     ReturnReceived,
     ReturnRequested,
 )
+from returnflow import metrics
+from returnflow.commands import signed_message
 from returnflow.settings import Settings
 from services.audit import SPEC, handlers, views
+from services.audit.dev import DEV_PUBLIC_KEYS, dev_signing_key
 from services.audit.rules import Incoming, Refusal, Side
 from services.audit.settings import AuditSettings
-from tests.handlers.harness import Harness, harness
+from tests.handlers.harness import Harness, delivery_of, harness
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 
@@ -41,6 +44,7 @@ T0 = datetime.now(UTC).replace(microsecond=0)
 def audit_settings(**over: Any) -> AuditSettings:
     base: dict[str, Any] = {
         "tokens": {"rt-lin": SecretStr("tok-lin")},
+        "public_keys": DEV_PUBLIC_KEYS,
         "check_deadline_s": 3600.0,
         "settle_s": 60.0,
         "unknown_return_grace_s": 600.0,
@@ -108,6 +112,21 @@ def attested(
 
 
 def checked(
+    rid: uuid.UUID,
+    sku: str,
+    movement: str,
+    qty: int,
+    by: str = "rt-ana",
+    cid: str | None = None,
+    at: datetime = T0,
+    signer: str | None = None,
+) -> InventoryCheck:
+    """A returns-team check signed with the development key of `signer` (by default the person it names)."""
+    check = unsigned_check(rid, sku, movement, qty, by, cid, at)
+    return signed_message(check, dev_signing_key(signer or by.strip().lower()))
+
+
+def unsigned_check(
     rid: uuid.UUID, sku: str, movement: str, qty: int, by: str = "rt-ana", cid: str | None = None, at: datetime = T0
 ) -> InventoryCheck:
     return InventoryCheck(
@@ -159,6 +178,38 @@ async def test_warehouse_attestation_and_returns_team_check_make_a_verified_move
     assert recon["received"] == 1 and recon["verified"]["restock"] == 1 and recon["unaccounted"] == 0
     result = await views.verify_log(h.pool)
     assert result.ok and result.checked == 3  # two sides recorded, one movement verified
+
+
+async def test_a_check_that_does_not_prove_its_person_is_refused_kept_and_never_a_side(h: Harness) -> None:
+    rid = uuid.uuid4()
+    await h.apply("inventory", [requested(rid, {"RING-1": 1}), attested(rid, "RING-1", "restock", 1)])
+    tampered = checked(rid, "RING-1", "restock", 1, cid="t").model_copy(update={"quantity": 3})
+    cases = [
+        delivery_of(unsigned_check(rid, "RING-1", "restock", 1, cid="u")),
+        delivery_of(checked(rid, "RING-1", "restock", 1, cid="o", signer="rt-lin")),  # rt-lin signs as rt-ana
+        delivery_of(tampered, value=tampered.model_dump_json().encode()),
+        delivery_of(checked(rid, "RING-1", "restock", 1, cid="s"), timestamp=T0 + timedelta(seconds=301)),
+        delivery_of(checked(rid, "RING-1", "restock", 1, cid="f"), timestamp=T0 - timedelta(seconds=31)),
+        delivery_of(checked(rid, "RING-1", "restock", 1, by="rt-zed", cid="z")),  # no key on file
+    ]
+    before = metrics.COMMANDS_REFUSED.labels("audit", "bad_signature")._value.get()
+    await h.apply("inventory", cases)
+    assert await h.pool.fetchval("SELECT count(*) FROM sides WHERE source = 'returns_team'") == 0
+    assert await h.published(MovementVerified) == [] and await h.published(DiscrepancyFound) == []
+    view = await views.return_view(h.pool, rid)
+    refused = {r["check_id"]: r["reason"] for r in view["refused_checks"]}
+    assert refused == {
+        "u": "unsigned",
+        "o": "bad_signature",
+        "t": "bad_signature",
+        "s": "stale",
+        "f": "from_the_future",
+        "z": "unknown_actor",
+    }
+    assert metrics.COMMANDS_REFUSED.labels("audit", "bad_signature")._value.get() - before == 2
+    # the person's own signed, fresh check is recorded and verifies the movement
+    await h.apply("inventory", [checked(rid, "RING-1", "restock", 1, cid="ok")])
+    assert len(await h.published(MovementVerified)) == 1
 
 
 async def test_one_person_on_both_sides_is_same_person(h: Harness) -> None:

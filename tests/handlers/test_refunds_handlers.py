@@ -33,13 +33,15 @@ from contracts.events import (
     Role,
     ScanCode,
 )
+from returnflow import metrics
+from returnflow.commands import signed_message
 from returnflow.settings import Settings
 from services.refunds import SPEC, handlers, repository
-from services.refunds.dev import DEV_ROSTER
+from services.refunds.dev import DEV_ROSTER, dev_signing_key
 from services.refunds.dev.gateway_sim import serve_gateway
 from services.refunds.rules import CommandIn
 from services.refunds.settings import RefundsSettings
-from tests.handlers.harness import Harness, harness
+from tests.handlers.harness import Harness, delivery_of, harness
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOWHERE = "http://127.0.0.1:9"  # a gateway the lifecycle tests never call
@@ -119,10 +121,17 @@ def received(rid: uuid.UUID, *conditions: str) -> ReturnReceived:
     )
 
 
-def command(rid: uuid.UUID, action: str, actor: str, amount: int | None = None) -> RefundCommand:
+def unsigned(rid: uuid.UUID, action: str, actor: str, amount: int | None = None) -> RefundCommand:
     return RefundCommand(
         occurred_at=T0, return_id=rid, correlation_id="corr-cmd", action=action, actor_id=actor, amount=amount
     )
+
+
+def command(
+    rid: uuid.UUID, action: str, actor: str, amount: int | None = None, signer: str | None = None
+) -> RefundCommand:
+    """A command signed with the development key of `signer` (by default the actor it names)."""
+    return signed_message(unsigned(rid, action, actor, amount), dev_signing_key(signer or actor))
 
 
 async def ledger(h: Harness, rid: uuid.UUID) -> list[dict[str, Any]]:
@@ -266,6 +275,59 @@ async def test_commands_approve_within_authority_and_refuse_unknown_actors(handl
             ("nobody", "done", 401),
             ("sup-sam", "done", 200),
         ]
+
+
+def refused_count(reason: str) -> float:
+    return metrics.COMMANDS_REFUSED.labels("refunds", reason)._value.get()
+
+
+async def test_a_command_that_does_not_prove_its_actor_is_refused_recorded_and_never_executed(
+    handler_settings: Settings,
+) -> None:
+    ret = requested(kind=ReturnKind.exchange, paid_total=50_000)
+    rid = ret.return_id
+    good = command(rid, "grant_free_refund", "owner-oz", 20_000)
+    tampered = command(rid, "grant_free_refund", "owner-oz", 20_000).model_copy(update={"amount": 40_000})
+    cases = {
+        "unsigned": delivery_of(unsigned(rid, "grant_free_refund", "owner-oz", 20_000)),
+        "bad_signature": delivery_of(command(rid, "grant_free_refund", "owner-oz", 20_000, signer="agent-amy")),
+        "tampered": delivery_of(tampered, value=tampered.model_dump_json().encode()),
+        "stale": delivery_of(
+            command(rid, "grant_free_refund", "owner-oz", 20_000), timestamp=T0 + timedelta(minutes=6)
+        ),
+        "from_the_future": delivery_of(
+            command(rid, "grant_free_refund", "owner-oz", 20_000), timestamp=T0 - timedelta(minutes=1)
+        ),
+    }
+    before = {r: refused_count(r) for r in ("unsigned", "bad_signature", "stale", "from_the_future")}
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [ret])
+        for d in cases.values():
+            await h.apply("lifecycle", [d])
+        assert await ledger(h, rid) == []
+        assert await h.published(RefundDecided) == [] and await h.published(RefundEscalated) == []
+        rows = await h.pool.fetch(
+            "SELECT http_status, result, message FROM commands WHERE return_id = $1 ORDER BY created_at", rid
+        )
+        assert [(r["http_status"], r["result"]) for r in rows] == [(401, "refused")] * 5
+        reasons = [r["message"].split(" ")[2] for r in rows]
+        assert reasons == ["unsigned", "bad_signature", "bad_signature", "stale", "from_the_future"]
+        assert refused_count("bad_signature") - before["bad_signature"] == 2
+        for r in ("unsigned", "stale", "from_the_future"):
+            assert refused_count(r) - before[r] == 1
+        # the one that proves its actor, fresh (a backlog read 5 minutes later still counts), takes effect
+        await h.apply("lifecycle", [delivery_of(good, timestamp=T0 + timedelta(minutes=5))])
+        assert [(r["amount"], r["actor_id"]) for r in await ledger(h, rid)] == [(20_000, "owner-oz")]
+
+
+async def test_an_actor_without_a_key_on_file_cannot_command_over_kafka(handler_settings: Settings) -> None:
+    ret = requested(kind=ReturnKind.exchange, paid_total=5000)
+    async with refunds(handler_settings) as h:
+        async with h.pool.acquire() as conn:
+            await conn.execute("UPDATE roster SET public_key = NULL WHERE actor_id = 'owner-oz'")
+        await h.apply("lifecycle", [ret, command(ret.return_id, "grant_free_refund", "owner-oz", 500)])
+        assert await ledger(h, ret.return_id) == []
+        assert "unknown_actor" in await h.pool.fetchval("SELECT message FROM commands")
 
 
 async def test_a_command_before_its_return_is_parked_then_applied_when_it_arrives(handler_settings: Settings) -> None:

@@ -30,9 +30,11 @@ from contracts.events import (
     ReturnReceived,
     ReturnRequested,
 )
+from returnflow.commands import signed_message
 from returnflow.outbox import event_record
 from returnflow.settings import Settings
 from services.audit import SPEC
+from services.audit.dev import DEV_PUBLIC_KEYS, dev_signing_key
 from services.audit.settings import AuditSettings
 from tests.idle import wait_idle
 from tests.kafkautil import read_topic, values, wait_for
@@ -43,6 +45,7 @@ TOKENS = {"rt-lin": "tok-lin", "rt-ana": "tok-ana"}
 def audit_settings(**over: Any) -> AuditSettings:
     base: dict[str, Any] = {
         "tokens": {k: SecretStr(v) for k, v in TOKENS.items()},
+        "public_keys": DEV_PUBLIC_KEYS,
         "check_deadline_s": 30.0,
         "settle_s": 0.2,
         "unknown_return_grace_s": 1.0,
@@ -115,6 +118,13 @@ def attested(
 
 
 def check_command(rid: uuid.UUID, sku: str, movement: str, qty: int, by: str, cid: str | None = None) -> InventoryCheck:
+    """A returns-team check on inventory.checks, signed with the person's (development) key."""
+    return signed_message(unsigned_check(rid, sku, movement, qty, by, cid), dev_signing_key(by))
+
+
+def unsigned_check(
+    rid: uuid.UUID, sku: str, movement: str, qty: int, by: str, cid: str | None = None
+) -> InventoryCheck:
     return InventoryCheck(
         occurred_at=now(),
         return_id=rid,

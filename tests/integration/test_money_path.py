@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaProducer
 
 from contracts.events import RefundCommand
+from returnflow.commands import signed_message
 from returnflow.outbox import event_record
+from services.refunds.dev import dev_signing_key
 from tests.integration.money_path_support import auth, platform
 from tests.kafkautil import read_topic, values, wait_for
 
@@ -94,6 +96,7 @@ async def test_refund_only_within_authority_at_once_above_it_escalated_then_a_su
         cmd = RefundCommand(
             occurred_at=datetime.now(UTC), return_id=big, correlation_id="ops-1", action="approve", actor_id="sup-sam"
         )
+        cmd = signed_message(cmd, dev_signing_key("sup-sam"))  # signed with the key the roster holds for sup-sam
         await _produce(p.settings.kafka_bootstrap, [cmd])
         (paid,) = await p.wait_issued(big)
         assert paid["amount"] == 4500 and paid["actor_id"] == "sup-sam" and paid["basis"] == "refund_only"

@@ -1,4 +1,4 @@
-"""The returnflow CLI against a real broker: topics, tail (masked), DLQ show and replay, commands."""
+"""The returnflow CLI against a real broker: topics, tail (masked), DLQ show and replay."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.events import Customer, RequestedBy, ReturnLine, ReturnRequested
 from returnflow.outbox import event_record
-from tests.kafkautil import headers, read_topic, values
+from tests.kafkautil import headers, read_topic
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,12 +96,7 @@ async def test_tail_topics_dlq_and_commands(settings):
     out = cli(settings, "dlq", "list")
     assert "returns.requested.dlq" in out.stdout
 
-    out = cli(settings, "approve", str(rid), "--actor", "sup-1", "--note", "ok")
-    assert out.returncode == 0, out.stderr
-    cmds = values(await read_topic(bootstrap, "refunds.commands", expect=1))
-    assert cmds[0]["action"] == "approve" and cmds[0]["actor_id"] == "sup-1" and cmds[0]["return_id"] == str(rid)
-
-    bad = cli(settings, "approve", "not-a-uuid", "--actor", "a")
+    bad = cli(settings, "approve", "not-a-uuid", "--token", "t")
     assert (
         bad.returncode == 1 and bad.stderr.startswith("returnflow: not a return id") and "Traceback" not in bad.stderr
     )
