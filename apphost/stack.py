@@ -141,12 +141,12 @@ class Stack:
         return registry.settings_of("refunds")
 
     def child_env(self) -> dict[str, str]:
-        # Development fixtures (a dev scanner, dev returns-team tokens) unless the operator set their own.
-        env = {**registry.dev_environment(), **os.environ}
+        env = dict(os.environ)
         if self.postgres is not None and self.kafka is not None:
-            # Everything runs embedded on this machine: development secrets are allowed (and refused by
-            # every service when the database or the broker is external).
-            env["RETURNFLOW_DEV_STACK"] = "true"
+            # Everything runs embedded on this machine: the development fixtures (a dev scanner, dev
+            # returns-team tokens, the simulator's key) unless the operator set their own, and development
+            # secrets are allowed. With an external database or broker every service refuses them.
+            env = {**registry.dev_environment(), **env, "RETURNFLOW_DEV_STACK": "true"}
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:

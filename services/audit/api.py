@@ -88,17 +88,22 @@ Person = Annotated[str, Depends(returns_team_person)]
 
 
 # -- query parameters ------------------------------------------------------------------------------
-def _blank_is_none(v: Any) -> Any:
-    return None if v == "" else v
+def _iso_8601(v: Any) -> Any:
+    """An ISO 8601 time, as the API documents it (pydantic alone would take `?since=6` as 6 s past 1970)."""
+    if isinstance(v, str):
+        try:
+            return datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("an ISO 8601 date-time, e.g. 2026-11-11T00:00:00+08:00") from None
+    return v
 
 
 def _utc_if_naive(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
-Blank = BeforeValidator(_blank_is_none)  # `?since=` means no filter, as if absent
-Instant = Annotated[datetime | None, Blank, AfterValidator(_utc_if_naive)]
-Limit = Annotated[Annotated[int, Field(ge=1, le=100_000)] | None, Blank]
+Instant = Annotated[datetime | None, BeforeValidator(_iso_8601), AfterValidator(_utc_if_naive)]
+Limit = Annotated[int, Field(ge=1, le=100_000)] | None
 
 
 def bad_query(field: str, message: str) -> HttpProblem:
@@ -107,7 +112,7 @@ def bad_query(field: str, message: str) -> HttpProblem:
 
 def wants_csv(
     request: Request,
-    fmt: Annotated[Literal["csv", "json"] | None, Blank, Query(alias="format", description="csv or json")] = None,
+    fmt: Annotated[Literal["csv", "json"] | None, Query(alias="format", description="csv or json")] = None,
 ) -> bool:
     """CSV when `?format=csv`, or when the client accepts text/csv and names no format."""
     if fmt is not None:
@@ -133,11 +138,11 @@ def reasons_filter(
 
 def discrepancy_filter(
     reasons: Annotated[tuple[str, ...], Depends(reasons_filter)],
-    status: Annotated[Literal["open", "resolved"] | None, Blank, Query()] = None,
+    status: Annotated[Literal["open", "resolved"] | None, Query()] = None,
     since: Annotated[Instant, Query(description="opened at or after (ISO 8601)")] = None,
     until: Annotated[Instant, Query(description="opened before (ISO 8601)")] = None,
-    return_id: Annotated[UUID | None, Blank, Query()] = None,
-    sku: Annotated[str | None, Blank, Query()] = None,
+    return_id: Annotated[UUID | None, Query()] = None,
+    sku: Annotated[str | None, Query()] = None,
 ) -> views.DiscrepancyFilter:
     return views.DiscrepancyFilter(reasons, status, since, until, return_id, sku)
 
@@ -250,8 +255,8 @@ async def resolve(request: Request, ctx: Ctx, person: Person, discrepancy_id: st
 async def reconciliation(
     ctx: Ctx,
     as_csv: CsvWanted,
-    sku: Annotated[str | None, Blank, Query()] = None,
-    return_id: Annotated[UUID | None, Blank, Query()] = None,
+    sku: Annotated[str | None, Query()] = None,
+    return_id: Annotated[UUID | None, Query()] = None,
 ) -> Response:
     rows = await views.reconciliation(ctx.pool, sku, return_id)
     if as_csv:
@@ -267,8 +272,8 @@ async def return_view(ctx: Ctx, return_id: UUID) -> Response:
 @router.get("/v1/audit/log", tags=["audit"], summary="Log entries in sequence order (?after=<seq>&limit=)")
 async def get_log(
     ctx: Ctx,
-    after: Annotated[Annotated[int, Field(ge=0, le=2**62)] | None, Blank, Query()] = None,
-    limit: Annotated[Annotated[int, Field(ge=1, le=1000)] | None, Blank, Query(description="default 100")] = None,
+    after: Annotated[Annotated[int, Field(ge=0, le=2**62)] | None, Query()] = None,
+    limit: Annotated[Annotated[int, Field(ge=1, le=1000)] | None, Query(description="default 100")] = None,
 ) -> Response:
     return json_response(await views.log_page(ctx.pool, after or 0, limit or 100))
 

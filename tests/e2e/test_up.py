@@ -164,6 +164,9 @@ async def test_external_servers_start_nothing_embedded(tmp_path, pg_server, dsn)
     env = stack_env(tmp_path / "data")
     env["RETURNFLOW_KAFKA_BOOTSTRAP"] = external.bootstrap
     env["RETURNFLOW_DATABASE_URL"] = dsn
+    # External servers: no development fixture is given and none would be accepted; the operator sets them.
+    env["RETURNFLOW_REFUNDS_GATEWAY_API_KEY"] = "sk-e2e-gateway"
+    env["RETURNFLOW_WAREHOUSE_DEVICES"] = '{"dock-9": {"warehouse_id": "WH-E2E", "token": "e2e-device-token"}}'
     proc = start(env)
     try:
         wait_ready(proc)
