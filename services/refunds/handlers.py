@@ -254,7 +254,7 @@ async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
             d.currency,
             {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
         )
-    wait = retry_delay_s(d.attempts, s.gateway_backoff_s * 4, s.payment_retry_max_s)
+    wait = retry_delay_s(d.attempts, s.payment_retry_base_s, s.payment_retry_max_s)
     return PaymentResult(d, r.ok, r.reference, r.error, r.retryable, wait)
 
 

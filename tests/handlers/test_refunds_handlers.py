@@ -394,13 +394,18 @@ async def test_a_declined_refund_fails_for_good_and_releases_its_amount(handler_
 
 async def test_an_unknown_outcome_is_asked_again_later_with_the_same_key(handler_settings: Settings) -> None:
     ret = requested()
-    async with serve_gateway() as url, refunds(handler_settings, url, gateway_attempts=2) as h:
+    async with serve_gateway() as url, refunds(handler_settings, url, gateway_attempts=2, payment_retry_base_s=60) as h:
         await h.apply("lifecycle", [ret, scanned(ret.return_id)])
         async with gateway_faults(url, {"mode": "error", "status": 503, "count": 2}):
             assert await handlers.pay_due_refunds(h.ctx) == 0
         (failed,) = await h.published(RefundFailed)
         assert failed.retryable is True and failed.attempts == 1
-        wait = await handlers.pay_due_refunds(h.ctx)  # not due yet: scheduled with a jittered backoff
+        # scheduled again later, with a jittered backoff (at least half the base); nothing is due meanwhile
+        delay = await h.pool.fetchval(
+            "SELECT EXTRACT(EPOCH FROM next_attempt_at - $1::timestamptz) FROM refunds", failed.occurred_at
+        )
+        assert delay >= 30
+        wait = await handlers.pay_due_refunds(h.ctx)
         assert wait is not None and wait > 0
         await h.pool.execute("UPDATE refunds SET next_attempt_at = now()")
         assert await handlers.pay_due_refunds(h.ctx) == 0
