@@ -43,6 +43,7 @@ from returnflow.kafka import client_options, create_topics, make_broker, publish
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
 from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
+from returnflow.webhook_log import WebhookLogMiddleware
 
 log = get_logger("returnflow.service")
 
@@ -372,6 +373,7 @@ def create_app(
     app.add_exception_handler(HttpProblem, problem_response)
     app.add_exception_handler(RequestValidationError, request_validation_problem)
     app.add_exception_handler(StarletteHTTPException, http_exception_problem)
+    app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
     app.add_middleware(HttpMetricsMiddleware)
 
     @app.get("/healthz", tags=["ops"])
