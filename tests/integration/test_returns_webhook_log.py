@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from returnflow import webhook_log
 from services.returns import SPEC
 from tests.webhooks import return_body, signed
 
@@ -15,7 +17,10 @@ URL = "/v1/webhooks/generic/returns"
 
 
 @pytest.fixture
-async def client(settings, service_runner):
+async def client(settings, service_runner, monkeypatch):
+    # A fresh logger: one cached by an earlier test holds the processors of an earlier configure_logging,
+    # which capture_logs does not reach.
+    monkeypatch.setattr(webhook_log, "log", structlog.get_logger("returnflow.webhooks"))
     async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as c:
         yield c
 
