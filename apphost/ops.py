@@ -100,14 +100,9 @@ async def _offsets(
 
 
 def consumer_groups() -> dict[str, list[str]]:
-    """Consumer groups of every service and the topics they read, from the service specs."""
     from apphost import registry
 
-    groups: dict[str, list[str]] = {}
-    for name, spec in registry.specs().items():
-        for c in spec.consumers:
-            groups[f"{name}.{c.name}"] = list(c.topics)
-    return groups
+    return registry.consumer_groups()
 
 
 async def topics_cmd(settings: Settings, describe: bool) -> None:

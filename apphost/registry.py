@@ -32,6 +32,11 @@ def specs() -> dict[str, ServiceSpec[Any]]:
     return {name: spec_of(name) for name in SERVICES}
 
 
+def consumer_groups() -> dict[str, list[str]]:
+    """Consumer group (`<service>.<consumer>`) -> the topics it reads, from the services' own specs."""
+    return {f"{name}.{c.name}": list(c.topics) for name, spec in specs().items() for c in spec.consumers}
+
+
 def settings_of(name: str) -> ServiceSettings:
     return spec_of(name).settings.load()
 

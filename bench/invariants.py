@@ -63,12 +63,7 @@ class Report:
 
 
 def consumer_groups() -> dict[str, list[str]]:
-    """Consumer group (`<service>.<consumer>`) -> topics it consumes, from the services' own specs."""
-    groups: dict[str, list[str]] = {}
-    for name, spec in registry.specs().items():
-        for c in spec.consumers:
-            groups[f"{name}.{c.name}"] = list(c.topics)
-    return groups
+    return registry.consumer_groups()
 
 
 def consumed_topics() -> list[str]:

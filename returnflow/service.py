@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -291,6 +292,8 @@ class HttpMetricsMiddleware:
 def create_app(
     spec: ServiceSpec[Any], settings: Settings | None = None, service_settings: ServiceSettings | None = None
 ) -> FastAPI:
+    """The service as an ASGI app: its routes, the ops endpoints and the one error shape; consumers,
+    relay and workers run for the app's lifespan."""
     settings = settings or get_settings()
     service_settings = service_settings or spec.settings.load()
     refuse_development_secrets(settings, service_settings)
@@ -309,49 +312,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(spec.name, settings.log_format, settings.log_level)
-        await db.migrate(dsn, spec.schema, spec.migrations())
-        rt.pool = await db.create_pool(dsn, spec.schema, spec.name, settings.db_pool_min, settings.db_pool_max)
-        for c in rt.consumers.values():
-            c.pool = rt.pool
-        rt.relay = relay_for(rt)
-        if spec.context is not None:
-            rt.context = await spec.context(rt, rt.service_settings)
-            app.state.context = rt.context
-        await broker.connect()
-        rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
-        await broker.start()
-        workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
-        rt.tasks.extend(workers)
-        rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
-        # What exists now (modules, models, the app) lives as long as the process: keep it out of every
-        # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
-        # service's CPU under load).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
-        log.info("service started")
+        workers = await _start(app, rt)
         try:
             yield
         finally:
-            # Workers end first (what they finish while stopping, e.g. an SMS already at the provider, is
-            # still recorded); then the consumers stop taking messages and finish their in-flight batches
-            # (and commits); then the relay publishes what all of that wrote — while the producer is
-            # still connected — and only then the broker connection closes.
-            for t in workers:
-                t.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await asyncio.gather(*(sub.stop() for sub in broker.subscribers), return_exceptions=True)
-            await rt.relay.stop()
-            await broker.stop()
-            for t in rt.tasks:
-                t.cancel()
-            await asyncio.gather(*rt.tasks, return_exceptions=True)
-            if spec.close is not None and rt.context is not None:
-                with contextlib.suppress(Exception):
-                    await spec.close(rt.context)
-            await rt.pool.close()
-            log.info("service stopped")
+            await _stop(rt, workers)
 
     app = FastAPI(
         title=f"returnflow {spec.name}",
@@ -360,50 +325,111 @@ def create_app(
         dependencies=[Depends(refuse_nul_in_parameters)],
     )
     app.state.runtime = rt
+    _error_handlers(app)
+    app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
+    app.add_middleware(HttpMetricsMiddleware)
+    _ops_routes(app, rt)
+    if spec.router is not None:
+        app.include_router(spec.router)
+    return app
 
-    async def unavailable(request: Any, exc: Exception) -> Response:
-        # The database is down or restarting: nothing was accepted, the caller should retry.
-        log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
-        return JSONResponse(
-            {"error": "temporarily unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
-        )
 
+async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
+    spec, settings = rt.spec, rt.settings
+    configure_logging(spec.name, settings.log_format, settings.log_level)
+    await db.migrate(rt.dsn, spec.schema, spec.migrations())
+    rt.pool = await db.create_pool(rt.dsn, spec.schema, spec.name, settings.db_pool_min, settings.db_pool_max)
+    for c in rt.consumers.values():
+        c.pool = rt.pool
+    rt.relay = relay_for(rt)
+    if spec.context is not None:
+        rt.context = await spec.context(rt, rt.service_settings)
+        app.state.context = rt.context
+    await rt.broker.connect()
+    rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
+    await rt.broker.start()
+    workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
+    rt.tasks.extend(workers)
+    rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
+    # What exists now (modules, models, the app) lives as long as the process: keep it out of every
+    # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
+    # service's CPU under load).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    log.info("service started")
+    return workers
+
+
+async def _stop(rt: Runtime, workers: list[asyncio.Task[None]]) -> None:
+    """Workers end first (what they finish while stopping, e.g. an SMS already at the provider, is still
+    recorded); then the consumers stop taking messages and finish their in-flight batches (and commits);
+    then the relay publishes what all of that wrote — while the producer is still connected — and only
+    then the broker connection closes."""
+    for t in workers:
+        t.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    await asyncio.gather(*(sub.stop() for sub in rt.broker.subscribers), return_exceptions=True)
+    await rt.relay.stop()
+    await rt.broker.stop()
+    for t in rt.tasks:
+        t.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    if rt.spec.close is not None and rt.context is not None:
+        with contextlib.suppress(Exception):
+            await rt.spec.close(rt.context)
+    await rt.pool.close()
+    log.info("service stopped")
+
+
+async def _unavailable(request: Any, exc: Exception) -> Response:
+    """The database is down or restarting: nothing was accepted, the caller should retry."""
+    log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
+    return JSONResponse(
+        {"error": "temporarily unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+def _error_handlers(app: FastAPI) -> None:
     for exc_type in INFRA_ERRORS:
-        app.add_exception_handler(exc_type, unavailable)
+        app.add_exception_handler(exc_type, _unavailable)
     app.add_exception_handler(HttpProblem, problem_response)
     app.add_exception_handler(RequestValidationError, request_validation_problem)
     app.add_exception_handler(StarletteHTTPException, http_exception_problem)
-    app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
-    app.add_middleware(HttpMetricsMiddleware)
 
+
+async def _readiness(rt: Runtime) -> JSONResponse:
+    """Ready = PostgreSQL answers and the migrations are applied. The broker is reported but does not
+    decide: every request writes to PostgreSQL (events through the outbox), so a service keeps taking
+    webhooks while Kafka is away and its relay publishes them when Kafka is back. Taking every pod out
+    of the load balancer for a Kafka outage would stop intake for nothing."""
+    checks: dict[str, str] = {}
+    try:
+        pending = await asyncio.wait_for(db.pending_migrations(rt.pool, rt.spec.migrations()), 2)
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    try:
+        checks["broker"] = "ok" if await rt.broker.ping(timeout=2.0) else "unreachable"
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    return JSONResponse({"ready": ok, "service": rt.spec.name, "checks": checks}, status_code=200 if ok else 503)
+
+
+def _ops_routes(app: FastAPI, rt: Runtime) -> None:
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
-        return {"status": "alive", "service": spec.name}
+        return {"status": "alive", "service": rt.spec.name}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], description=inspect.cleandoc(_readiness.__doc__ or ""))
     async def readyz() -> JSONResponse:
-        """Ready = PostgreSQL answers and the migrations are applied. The broker is reported but does not
-        decide: every request writes to PostgreSQL (events through the outbox), so a service keeps taking
-        webhooks while Kafka is away and its relay publishes them when Kafka is back. Taking every pod
-        out of the load balancer for a Kafka outage would stop intake for nothing."""
-        checks: dict[str, str] = {}
-        try:
-            pending = await asyncio.wait_for(db.pending_migrations(rt.pool, spec.migrations()), 2)
-            checks["database"] = "ok"
-            checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
-        except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
-        try:
-            checks["broker"] = "ok" if await broker.ping(timeout=2.0) else "unreachable"
-        except Exception as exc:
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
-        return JSONResponse({"ready": ok, "service": spec.name, "checks": checks}, status_code=200 if ok else 503)
+        return await _readiness(rt)
 
     @app.get("/idlez", tags=["ops"], summary="Whether the service has consumed everything and drained its outbox")
     async def idlez() -> JSONResponse:
-        report = await rt.idle()
-        return JSONResponse({"service": spec.name, **report}, status_code=200)
+        return JSONResponse({"service": rt.spec.name, **await rt.idle()}, status_code=200)
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus_metrics() -> Response:
@@ -413,11 +439,7 @@ def create_app(
     async def asyncapi() -> Response:
         from returnflow.asyncapi import asyncapi_for, render
 
-        return Response(render(asyncapi_for(spec)), media_type="application/json")
-
-    if spec.router is not None:
-        app.include_router(spec.router)
-    return app
+        return Response(render(asyncapi_for(rt.spec)), media_type="application/json")
 
 
 async def _watch_loop_lag(interval_s: float = 0.05) -> None:

@@ -84,6 +84,74 @@ def _err(status: int, type_: str, message: str, param: str | None = None) -> Res
     return _json({"error": e}, status)
 
 
+async def _parse(state: SimState, request: Request) -> tuple[str, RefundRequest, str] | Response:
+    """The request's idempotency key, body and fingerprint — or the error the PSP answers."""
+    if state.api_key and request.headers.get("authorization") != f"Bearer {state.api_key}":
+        return _err(401, "authentication_error", "invalid API key")
+    key = request.headers.get("idempotency-key", "").strip()
+    if not key or len(key) > 255:
+        return _err(400, "invalid_request_error", "an Idempotency-Key header is required", "Idempotency-Key")
+    try:
+        req = RefundRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        return _err(400, "invalid_request_error", first["msg"], ".".join(str(p) for p in first["loc"]))
+    fingerprint = hashlib.sha256(orjson.dumps(req.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return key, req, fingerprint
+
+
+def _replay(state: SimState, key: str, fingerprint: str) -> Response:
+    fp, status, body = state.by_key[key]
+    if fp != fingerprint:
+        message = "keys for idempotent requests can only be used with the same parameters they were first used with"
+        return _err(422, "idempotency_error", message)
+    return _json(body, 200 if status == 201 else status, {"Idempotent-Replayed": "true"})
+
+
+def _make_refund(state: SimState, req: RefundRequest, fault: Fault | None) -> tuple[int, dict[str, Any]]:
+    if fault is not None and fault.mode == "decline":
+        return 402, {"error": {"type": "card_error", "code": "refund_declined", "message": "declined"}}
+    rid = f"re_{uuid.uuid4().hex[:24]}"
+    state.refunds[rid] = {
+        "id": rid,
+        "object": "refund",
+        "payment_id": req.payment_id,
+        "amount": req.amount,
+        "currency": req.currency,
+        "status": "succeeded",
+        "metadata": req.metadata,
+        "created": int(time.time()),
+    }
+    return 201, state.refunds[rid]
+
+
+async def create_refund(state: SimState, request: Request) -> Response:
+    """POST /v1/refunds: one refund per idempotency key; the same key replays the first answer, the same
+    key with other parameters is refused; injected faults hang, fail, time out or decline."""
+    state.requests += 1
+    parsed = await _parse(state, request)
+    if isinstance(parsed, Response):
+        return parsed
+    key, req, fingerprint = parsed
+    fault = state.next_fault()
+    if fault is not None and fault.mode == "hang":
+        await asyncio.sleep(fault.delay_s)
+        return _err(504, "api_error", "simulated hang")
+    if fault is not None and fault.mode == "error":
+        return _err(fault.status, "api_error", "simulated gateway error")
+    if key in state.in_flight:
+        return _err(409, "idempotency_error", "a request with this key is still being processed")
+    if key in state.by_key:
+        answer = _replay(state, key, fingerprint)
+    else:
+        status, body = _make_refund(state, req, fault)
+        state.by_key[key] = (fingerprint, status, body)
+        answer = _json(body, status)
+    if fault is not None and fault.mode == "timeout":
+        await asyncio.sleep(fault.delay_s)  # made, but the answer arrives after the caller gave up
+    return answer
+
+
 def create_sim_app(api_key: str | None = None) -> FastAPI:
     state = SimState(api_key=api_key)
     app = FastAPI(title="returnflow simulated payment gateway", description=__doc__)
@@ -98,63 +166,8 @@ def create_sim_app(api_key: str | None = None) -> FastAPI:
         return {"ready": True, "service": "gateway-sim"}
 
     @app.post("/v1/refunds", status_code=201)
-    async def create_refund(request: Request) -> Response:
-        state.requests += 1
-        if state.api_key and request.headers.get("authorization") != f"Bearer {state.api_key}":
-            return _err(401, "authentication_error", "invalid API key")
-        key = request.headers.get("idempotency-key", "").strip()
-        if not key or len(key) > 255:
-            return _err(400, "invalid_request_error", "an Idempotency-Key header is required", "Idempotency-Key")
-        raw = await request.body()
-        try:
-            req = RefundRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            return _err(400, "invalid_request_error", first["msg"], ".".join(str(p) for p in first["loc"]))
-        fingerprint = hashlib.sha256(orjson.dumps(req.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
-        fault = state.next_fault()
-        if fault is not None and fault.mode == "hang":
-            await asyncio.sleep(fault.delay_s)
-            return _err(504, "api_error", "simulated hang")
-        if fault is not None and fault.mode == "error":
-            return _err(fault.status, "api_error", "simulated gateway error")
-        if key in state.in_flight:
-            return _err(409, "idempotency_error", "a request with this key is still being processed")
-        if key in state.by_key:
-            fp, status, body = state.by_key[key]
-            if fp != fingerprint:
-                return _err(
-                    422,
-                    "idempotency_error",
-                    "keys for idempotent requests can only be used with the same parameters they were first used with",
-                )
-            if fault is not None and fault.mode == "timeout":
-                await asyncio.sleep(fault.delay_s)
-            return _json(body, 200 if status == 201 else status, {"Idempotent-Replayed": "true"})
-        state.in_flight.add(key)
-        try:
-            if fault is not None and fault.mode == "decline":
-                status, body = 402, {"error": {"type": "card_error", "code": "refund_declined", "message": "declined"}}
-            else:
-                rid = f"re_{uuid.uuid4().hex[:24]}"
-                body = {
-                    "id": rid,
-                    "object": "refund",
-                    "payment_id": req.payment_id,
-                    "amount": req.amount,
-                    "currency": req.currency,
-                    "status": "succeeded",
-                    "metadata": req.metadata,
-                    "created": int(time.time()),
-                }
-                state.refunds[rid] = body
-                status = 201
-            state.by_key[key] = (fingerprint, status, body)
-        finally:
-            state.in_flight.discard(key)
-        if fault is not None and fault.mode == "timeout":
-            await asyncio.sleep(fault.delay_s)  # made, but the answer arrives after the caller gave up
-        return _json(body, status)
+    async def post_refund(request: Request) -> Response:
+        return await create_refund(state, request)
 
     @app.get("/v1/refunds/{refund_id}")
     async def get_refund(refund_id: str) -> Response:
