@@ -10,7 +10,7 @@ A decision is POSTed to /v1/refunds/{return_id}/decisions with an Idempotency-Ke
 answer gets the first answer, never a second refund). The real outcome is printed and is the exit code:
 
     0  took effect (refunded / rejected)
-    3  escalated: waits for a person of the role printed
+    3  waits: escalated to a person of the role printed, or parked until the return reaches refunds
     1  refused (and why), or no credential, an unknown token, the service unreachable
 """
 
@@ -195,6 +195,9 @@ def report(r: httpx.Response, rid: uuid.UUID) -> int:
     if r.status_code == 200:
         print(f"done: {body.get('result', 'took effect')}{amount} on return {rid} by {who}: {body.get('message', '')}")
         return EXIT_DONE
+    if r.status_code == 202 and body.get("result") == "parked":
+        print(f"waiting:{amount} on return {rid} by {who}: {body.get('message', '')}")
+        return EXIT_ESCALATED
     if r.status_code == 202:
         role = body.get("required_role", "someone with more authority")
         print(f"escalated to {role}:{amount} on return {rid} by {who} waits for a {role} ({body.get('message', '')})")

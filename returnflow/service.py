@@ -44,6 +44,7 @@ from returnflow.kafka import client_options, create_topics, make_broker, publish
 from returnflow.logging import configure_logging, get_logger
 from returnflow.outbox import Relay
 from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
+from returnflow.webhook_log import WebhookLogMiddleware
 
 log = get_logger("returnflow.service")
 
@@ -325,6 +326,7 @@ def create_app(
     )
     app.state.runtime = rt
     _error_handlers(app)
+    app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
     app.add_middleware(HttpMetricsMiddleware)
     _ops_routes(app, rt)
     if spec.router is not None:

@@ -80,9 +80,11 @@ def outcome_body(o: Outcome) -> dict[str, Any]:
 @router.post(
     "/v1/refunds/{return_id}/decisions",
     summary="approve / reject / grant_free_refund (Authorization: Bearer <actor token>)",
-    description="200 took effect; 202 above the actor's authority (escalated, names the role needed); "
-    "401 unknown actor; 403 a reject above the actor's authority; 404 unknown return; 409 nothing to "
-    "decide; 422 bad amount. An Idempotency-Key header makes a retry return the first answer.",
+    description="200 took effect; 202 above the actor's authority (escalated, names the role needed), or "
+    "parked: the return is not known yet and the decision is applied when it arrives; 401 unknown actor; "
+    "403 a reject above the actor's authority; 409 nothing to decide; 422 bad amount. An Idempotency-Key "
+    "header makes a retry (also a concurrent one) return the first answer; the key used again for another "
+    "request is a 422 naming what differs.",
     openapi_extra=json_body(DecisionBody, DECISION_EXAMPLE),
 )
 async def decide(
