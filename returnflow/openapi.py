@@ -34,6 +34,12 @@ SIGNATURE_SCHEMES: dict[str, dict[str, Any]] = {
         "name": SHOPIFY_HMAC_HEADER,
         "description": "base64 HMAC-SHA256 of the raw body with the shop's webhook secret (Shopify's scheme)",
     },
+    "twilioSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Twilio-Signature",
+        "description": "Twilio's signature of the called URL and form parameters (notify with the twilio provider)",
+    },
 }
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/asyncapi.json"})  # no database behind them
