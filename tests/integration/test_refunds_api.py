@@ -23,7 +23,7 @@ async def test_decisions_api_actor_amount_and_idempotency(settings, service_runn
         grant = {"action": "grant_free_refund", "amount": 500}
         assert (await api.post(url, json=grant)).status_code == 401
         r = await api.post(url, json=grant, headers={"authorization": "Bearer who-knows"})
-        assert r.status_code == 401 and "unknown actor" in r.json()["error"]
+        assert r.status_code == 401 and "unknown actor" in r.json()["detail"]
         # the role in a request body is ignored: the roster says agent-amy is an agent
         r = await api.post(url, json={**grant, "amount": 4000, "role": "owner"}, headers=auth("agent-amy"))
         assert r.status_code == 422  # unknown field refused, naming it
