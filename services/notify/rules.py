@@ -11,13 +11,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency, get_currency_precision
 
 from contracts.events import (
     MOVING_SCAN_CODES,
@@ -31,6 +27,7 @@ from contracts.events import (
     ReturnRequested,
     ScanCode,
 )
+from returnflow.i18n import babel_locale, format_money, pick_locale  # noqa: F401 (notify's names for them)
 
 # -- steps -------------------------------------------------------------------------------------------
 
@@ -384,37 +381,6 @@ def undelivered_news(delivered: bool | None, status: str, previous_status: str |
 
 
 # -- locale, money, phone numbers ----------------------------------------------------------------------
-
-
-def pick_locale(requested: str | None, available: Iterable[str], default: str = "en") -> str:
-    """Exact match, else the same language (zh-TW -> zh-CN, es-MX -> es), else the default."""
-    avail = list(available)
-    if not requested:
-        return default if default in avail else (avail[0] if avail else default)
-    req = requested.replace("_", "-")
-    lowered = {a.lower(): a for a in avail}
-    if req.lower() in lowered:
-        return lowered[req.lower()]
-    lang = req.split("-")[0].lower()
-    for a in avail:
-        if a.split("-")[0].lower() == lang:
-            return a
-    return default if default in avail else (avail[0] if avail else default)
-
-
-def babel_locale(locale: str) -> Locale:
-    try:
-        return Locale.parse(locale.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        return Locale.parse("en")
-
-
-def format_money(minor: int, currency: str, locale: str) -> str:
-    """Integer minor units as the locale writes them: 4000 CNY -> ¥40.00 (zh-CN), CN¥40.00 (en),
-    40,00 CN¥ (es). Exact: never goes through a float."""
-    digits = get_currency_precision(currency)
-    amount = Decimal(minor).scaleb(-digits)
-    return str(format_currency(amount, currency, locale=babel_locale(locale), currency_digits=True))
 
 
 _DIGITS = re.compile(r"\D")
