@@ -39,3 +39,11 @@ def is_token_shaped(text: str) -> bool:
 
 def link_url(base_url: str, token: str) -> str:
     return base_url.rstrip("/") + PAGE_PATH + token
+
+
+def customer_link(base_url: str | None, secret: bytes | None, return_id: UUID) -> str | None:
+    """The link a text carries to its return's page; None until both the public base URL and the link
+    secret are configured (a text then goes without one)."""
+    if not base_url or not secret:
+        return None
+    return link_url(base_url, link_token(secret, return_id))

@@ -383,6 +383,38 @@ def undelivered_news(delivered: bool | None, status: str, previous_status: str |
 # -- locale, money, phone numbers ----------------------------------------------------------------------
 
 
+# -- SMS length: encoding and segments ---------------------------------------------------------------------
+
+# GSM 03.38: the basic set (one septet each) and the extension table (two: escape + char).
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+# Spaces Babel puts in money and times (no-break, narrow no-break, thin, figure) are outside GSM-7: one
+# of them turns a whole Latin-script text into UCS-2 (70 characters a segment instead of 160).
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " "})
+
+
+def gsm_spaces(text: str) -> str:
+    return text.translate(_SPACES)
+
+
+def sms_encoding(text: str) -> Literal["GSM-7", "UCS-2"]:
+    return "GSM-7" if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text) else "UCS-2"
+
+
+def sms_segments(text: str) -> tuple[Literal["GSM-7", "UCS-2"], int]:
+    """How a text travels: its encoding and how many SMS segments it takes (GSM-7: 160 septets alone,
+    153 a part; UCS-2: 70 UTF-16 units alone, 67 a part)."""
+    encoding = sms_encoding(text)
+    if encoding == "GSM-7":
+        units, single, part = sum(2 if c in GSM7_EXTENDED else 1 for c in text), 160, 153
+    else:
+        units, single, part = len(text.encode("utf-16-le")) // 2, 70, 67
+    return encoding, 1 if units <= single else math.ceil(units / part)
+
+
 _DIGITS = re.compile(r"\D")
 
 
