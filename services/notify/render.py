@@ -143,7 +143,7 @@ SMS_LENGTHS_END = "<!-- sms-lengths:end -->"
 def length_rows(templates: Templates) -> list[tuple[str, str, str, int, str, int]]:
     """Every template of every locale, rendered with the sample values, a 12-character order id and a
     48-character link: (locale, template, kind, characters, encoding, segments)."""
-    rows = []
+    rows: list[tuple[str, str, str, int, str, int]] = []
     for locale in templates.locales:
         for step in (*CARE_STEPS, "reminder_1"):
             for kind in ("refund_only", "return_and_refund", "exchange"):
