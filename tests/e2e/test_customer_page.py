@@ -4,7 +4,9 @@ tracking number, a courier scan shows as a new step, and a tampered or expired l
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,9 +27,11 @@ from tests.e2e.test_up import start, stop, wait_ready
 pytestmark = pytest.mark.e2e
 
 
-async def test_a_customer_follows_their_return_from_the_sms_link(tmp_path):
+async def test_a_customer_follows_their_return_from_the_sms_link():
     chromium_or_fail()
-    data = tmp_path / "data"
+    # not under pytest's basetemp (0700 under /tmp/pytest-of-root at times): embedded PostgreSQL's initdb
+    # runs as its own user and must reach the data directory
+    data = Path(tempfile.mkdtemp(prefix="returnflow-e2e-page-")) / "data"
     env = customer_env(data)
     env["RETURNFLOW_RETURNS_LINK_TTL_DAYS_AFTER_CLOSE"] = "0"  # a closed return's link expires at once
     proc = start(env)
