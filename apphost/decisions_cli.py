@@ -10,7 +10,7 @@ A decision is POSTed to /v1/refunds/{return_id}/decisions with an Idempotency-Ke
 answer gets the first answer, never a second refund). The real outcome is printed and is the exit code:
 
     0  took effect (refunded / rejected)
-    3  escalated: waits for a person of the role printed
+    3  waits: escalated to a person of the role printed, or parked until the return reaches refunds
     1  refused (and why), or no credential, an unknown token, the service unreachable
 """
 
@@ -18,92 +18,34 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from apphost.credentials import (
+    TOKEN_ENV,
+    CliError,
+    credentials_path,
+    problem_text,
+    read_credentials,
+    resolve_token,
+    write_credentials,
+)
 from apphost.registry import base_url_for
 from returnflow.settings import Settings
 
 EXIT_DONE, EXIT_REFUSED, EXIT_ESCALATED = 0, 1, 3
-TOKEN_ENV = "RETURNFLOW_TOKEN"
-CREDENTIALS_ENV = "RETURNFLOW_CREDENTIALS"
 URL_ENV = "RETURNFLOW_REFUNDS_URL"
 ATTEMPTS = 3  # on a lost connection the same Idempotency-Key is sent again
-
-
-class CliError(Exception):
-    """One line for the person at the terminal (exit 1)."""
-
-
-def credentials_path() -> Path:
-    if os.environ.get(CREDENTIALS_ENV):
-        return Path(os.environ[CREDENTIALS_ENV]).expanduser()
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config / "returnflow" / "credentials.json"
-
-
-def read_credentials() -> dict[str, Any] | None:
-    path = credentials_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read the credentials file {path}: {exc}".splitlines()[0]) from None
-    return data if isinstance(data, dict) and isinstance(data.get("token"), str) else None
-
-
-def write_credentials(data: dict[str, Any]) -> Path:
-    """Owner-only: the directory 0700, the file 0600 from its creation (never readable by others)."""
-    path = credentials_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_CREAT: make it ours
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    return path
-
-
-def resolve_token(flag: str | None) -> tuple[str, str]:
-    """(token, where it came from)."""
-    if flag:
-        return flag, "--token"
-    if os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV], TOKEN_ENV
-    saved = read_credentials()
-    if saved:
-        return saved["token"], str(credentials_path())
-    raise CliError(
-        "no credential: run `returnflow login`, set RETURNFLOW_TOKEN, or pass --token "
-        "(your own roster token; the CLI never acts as anyone else)"
-    )
 
 
 def refunds_url(settings: Settings, flag: str | None) -> str:
     saved = read_credentials() or {}
     url = flag or os.environ.get(URL_ENV) or saved.get("refunds_url") or base_url_for(settings, "refunds")
     return str(url).rstrip("/")
-
-
-def _error_of(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-    except ValueError:
-        return f"HTTP {r.status_code}"
-    if not isinstance(body, dict):
-        return f"HTTP {r.status_code}"
-    text = str(body.get("message") or body.get("error") or body.get("detail") or f"HTTP {r.status_code}")
-    fields = body.get("fields") or []
-    if fields and isinstance(fields, list) and isinstance(fields[0], dict):
-        text += " (" + ", ".join(f"{f.get('field')}: {f.get('message')}" for f in fields) + ")"
-    return text
 
 
 def _request(method: str, url: str, token: str, **kw: Any) -> httpx.Response:
@@ -121,9 +63,9 @@ def _request(method: str, url: str, token: str, **kw: Any) -> httpx.Response:
 def whoami(base: str, token: str) -> dict[str, Any]:
     r = _request("GET", f"{base}/v1/refunds/whoami", token)
     if r.status_code == 401:
-        raise CliError(f"refused: the refunds service does not know this token ({_error_of(r)})")
+        raise CliError(f"refused: the refunds service does not know this token ({problem_text(r)})")
     if r.status_code != 200:
-        raise CliError(f"refused: {_error_of(r)}")
+        raise CliError(f"refused: {problem_text(r)}")
     body: dict[str, Any] = r.json()
     return body
 
@@ -195,14 +137,17 @@ def report(r: httpx.Response, rid: uuid.UUID) -> int:
     if r.status_code == 200:
         print(f"done: {body.get('result', 'took effect')}{amount} on return {rid} by {who}: {body.get('message', '')}")
         return EXIT_DONE
+    if r.status_code == 202 and body.get("result") == "parked":
+        print(f"waiting:{amount} on return {rid} by {who}: {body.get('message', '')}")
+        return EXIT_ESCALATED
     if r.status_code == 202:
         role = body.get("required_role", "someone with more authority")
         print(f"escalated to {role}:{amount} on return {rid} by {who} waits for a {role} ({body.get('message', '')})")
         return EXIT_ESCALATED
     if r.status_code == 401:
-        print(f"refused: the refunds service does not know this token ({_error_of(r)})", file=sys.stderr)
+        print(f"refused: the refunds service does not know this token ({problem_text(r)})", file=sys.stderr)
         return EXIT_REFUSED
-    print(f"refused: {_error_of(r)} (HTTP {r.status_code}, return {rid})", file=sys.stderr)
+    print(f"refused: {problem_text(r)} (HTTP {r.status_code}, return {rid})", file=sys.stderr)
     return EXIT_REFUSED
 
 

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from apphost.credentials import TOKEN_ENV, bearer, problem_text, resolve_token
 from apphost.registry import base_url_for
 from contracts.catalog import (
     CATALOG,
@@ -100,14 +101,9 @@ async def _offsets(
 
 
 def consumer_groups() -> dict[str, list[str]]:
-    """Consumer groups of every service and the topics they read, from the service specs."""
     from apphost import registry
 
-    groups: dict[str, list[str]] = {}
-    for name, spec in registry.specs().items():
-        for c in spec.consumers:
-            groups[f"{name}.{c.name}"] = list(c.topics)
-    return groups
+    return registry.consumer_groups()
 
 
 async def topics_cmd(settings: Settings, describe: bool) -> None:
@@ -300,15 +296,16 @@ async def dlq_replay_cmd(settings: Settings, topic: str, dry_run: bool) -> int:
     return done
 
 
-async def timeline_cmd(settings: Settings, return_id: str) -> None:
+async def timeline_cmd(settings: Settings, return_id: str, token_flag: str | None = None) -> None:
     url = f"{base_url_for(settings, 'returns')}/v1/returns/{return_id}/timeline"
+    token, _ = resolve_token(token_flag)
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            r = await client.get(url)
+            r = await client.get(url, headers=bearer(token))
     except httpx.HTTPError as exc:
         raise OpsError(f"cannot reach the returns service at {base_url_for(settings, 'returns')} ({exc!r})") from None
     if r.status_code != 200:
-        raise OpsError(r.json().get("error", f"HTTP {r.status_code}"))
+        raise OpsError(problem_text(r))
     body = r.json()
     print(f"return {body['return_id']}  status={body['status']}")
     for e in body["entries"]:
@@ -330,6 +327,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true")
     p = sub.add_parser("timeline", help="a return's timeline")
     p.add_argument("return_id")
+    p.add_argument("--token", help=f"your reader token (default: ${TOKEN_ENV}, then `returnflow login`'s file)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int | None:
@@ -349,7 +347,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
         else:
             asyncio.run(dlq_replay_cmd(settings, args.topic, args.dry_run))
     elif cmd == "timeline":
-        asyncio.run(timeline_cmd(settings, args.return_id))
+        asyncio.run(timeline_cmd(settings, args.return_id, args.token))
     else:
         return None
     return 0

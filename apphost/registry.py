@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from importlib import import_module
 from types import ModuleType
@@ -30,6 +31,11 @@ def spec_of(name: str) -> ServiceSpec[Any]:
 
 def specs() -> dict[str, ServiceSpec[Any]]:
     return {name: spec_of(name) for name in SERVICES}
+
+
+def consumer_groups() -> dict[str, list[str]]:
+    """Consumer group (`<service>.<consumer>`) -> the topics it reads, from the services' own specs."""
+    return {f"{name}.{c.name}": list(c.topics) for name, spec in specs().items() for c in spec.consumers}
 
 
 def settings_of(name: str) -> ServiceSettings:
@@ -59,10 +65,25 @@ def dev_module(name: str) -> ModuleType | None:
         return None
 
 
+DEV_OPS_TOKEN = "dev-read-token-ops"  # development secrets start with `dev-`
+
+
+def dev_read_tokens() -> dict[str, dict[str, str]]:
+    """RETURNFLOW_READ_TOKENS on `returnflow up`: an ops token that reads everything, and each service's
+    development people with the role they read with everywhere (`dev.READERS`: the refunds roster as
+    agents, audit's people as auditors, the warehouse device as warehouse), so the token `returnflow
+    login` saved also reads timelines and reports."""
+    tokens = {"ops-dev": {"token": DEV_OPS_TOKEN, "role": "ops"}}
+    for name in SERVICES:
+        module = dev_module(name)
+        tokens.update(getattr(module, "READERS", {}) if module is not None else {})
+    return tokens
+
+
 def dev_environment() -> dict[str, str]:
     """The development settings `returnflow up` gives the services it starts (each service's
-    `dev.ENV`): fixtures a production deployment never sees."""
-    env: dict[str, str] = {}
+    `dev.ENV`, and the development read tokens): fixtures a production deployment never sees."""
+    env: dict[str, str] = {"RETURNFLOW_READ_TOKENS": json.dumps(dev_read_tokens())}
     for name in SERVICES:
         module = dev_module(name)
         env.update(getattr(module, "ENV", {}) if module is not None else {})

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from apphost.credentials import TOKEN_ENV, bearer, problem_text, resolve_token
 from apphost.ops import OpsError
 from apphost.registry import base_url_for
 from returnflow.settings import Settings
@@ -16,15 +17,16 @@ from returnflow.settings import Settings
 REPORTS = ("reasons", "cycle-times", "early-refunds", "authority", "clawbacks", "sms")
 
 
-async def fetch(settings: Settings, name: str, fmt: str = "json", months: int = 6) -> Any:
+async def fetch(settings: Settings, name: str, fmt: str = "json", months: int = 6, token: str | None = None) -> Any:
     url = f"{base_url_for(settings, 'returns')}/v1/analytics/{name}"
+    token, _ = resolve_token(token)
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            r = await client.get(url, params={"format": fmt, "months": months})
+            r = await client.get(url, params={"format": fmt, "months": months}, headers=bearer(token))
     except httpx.HTTPError as exc:
         raise OpsError(f"cannot reach the returns service at {base_url_for(settings, 'returns')} ({exc!r})") from None
     if r.status_code != 200:
-        raise OpsError(r.json().get("error", f"HTTP {r.status_code}"))
+        raise OpsError(problem_text(r))
     return r.text if fmt == "csv" else r.json()
 
 
@@ -79,17 +81,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--csv", action="store_true", help="CSV instead of a table")
     p.add_argument("--months", type=int, default=6)
     p.add_argument("--out", default="returnflow-analytics.png", help="where `report chart` writes its PNG")
+    p.add_argument("--token", help=f"your reader token (default: ${TOKEN_ENV}, then `returnflow login`'s file)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.name == "chart":
-        cycle = asyncio.run(fetch(settings, "cycle-times"))
-        reasons = asyncio.run(fetch(settings, "reasons", months=args.months))
+        cycle = asyncio.run(fetch(settings, "cycle-times", token=args.token))
+        reasons = asyncio.run(fetch(settings, "reasons", months=args.months, token=args.token))
         print(f"wrote {chart(cycle, reasons, Path(args.out))}")
     elif args.csv:
-        print(asyncio.run(fetch(settings, args.name, "csv", args.months)), end="")
+        print(asyncio.run(fetch(settings, args.name, "csv", args.months, args.token)), end="")
     else:
-        body = asyncio.run(fetch(settings, args.name, months=args.months))
+        body = asyncio.run(fetch(settings, args.name, months=args.months, token=args.token))
         print(table(body["rows"]))
         if body.get("top_movers"):
             print("\ntop movers (share of items, previous month → latest):")

@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from apphost import registry
-from apphost.registry import SERVICES
+from apphost.registry import DEV_OPS_TOKEN, SERVICES
 from contracts.catalog import (
     HEADER_DLQ_ERROR_TYPE,
     HEADER_DLQ_OFFSET,
@@ -63,12 +63,7 @@ class Report:
 
 
 def consumer_groups() -> dict[str, list[str]]:
-    """Consumer group (`<service>.<consumer>`) -> topics it consumes, from the services' own specs."""
-    groups: dict[str, list[str]] = {}
-    for name, spec in registry.specs().items():
-        for c in spec.consumers:
-            groups[f"{name}.{c.name}"] = list(c.topics)
-    return groups
+    return registry.consumer_groups()
 
 
 def consumed_topics() -> list[str]:
@@ -190,9 +185,10 @@ async def gateway_refunds(gateway_url: str) -> list[dict[str, Any]]:
         return data
 
 
-async def audit_verify(audit_url: str) -> dict[str, Any]:
+async def audit_verify(audit_url: str, token: str = DEV_OPS_TOKEN) -> dict[str, Any]:
+    """The chain as the audit service verifies it (a read: the development ops token on the local stack)."""
     async with httpx.AsyncClient(base_url=audit_url, timeout=30) as client:
-        r = await client.get("/v1/audit/verify")
+        r = await client.get("/v1/audit/verify", headers={"authorization": f"Bearer {token}"})
         body: dict[str, Any] = r.json()
         body["http_status"] = r.status_code
         return body

@@ -226,36 +226,29 @@ class IdempotentConsumer:
         assert last is not None
         await self._infra_retry(lambda: self._dead_letter(d, last, self.max_attempts))
 
+    def _dlq_headers(self, d: Delivery, err_type: str, err_msg: str, attempts: int) -> dict[str, str]:
+        """The original headers plus where the message came from and why it failed."""
+        return {
+            **d.headers,
+            HEADER_DLQ_TOPIC: d.topic,
+            HEADER_DLQ_PARTITION: str(d.partition),
+            HEADER_DLQ_OFFSET: str(d.offset),
+            HEADER_DLQ_CONSUMER: self.name,
+            HEADER_DLQ_ERROR_TYPE: err_type,
+            HEADER_DLQ_ERROR_MESSAGE: err_msg,
+            HEADER_DLQ_ATTEMPTS: str(attempts),
+        }
+
     async def _dead_letter(self, d: Delivery, error: BaseException | None, attempts: int) -> None:
         err_type = type(error).__name__ if error else "Unknown"
         err_msg = str(error)[:1000] if error else ""
-        headers = dict(d.headers)
-        headers.update(
-            {
-                HEADER_DLQ_TOPIC: d.topic,
-                HEADER_DLQ_PARTITION: str(d.partition),
-                HEADER_DLQ_OFFSET: str(d.offset),
-                HEADER_DLQ_CONSUMER: self.name,
-                HEADER_DLQ_ERROR_TYPE: err_type,
-                HEADER_DLQ_ERROR_MESSAGE: err_msg,
-                HEADER_DLQ_ATTEMPTS: str(attempts),
-            }
-        )
+        headers = self._dlq_headers(d, err_type, err_msg, attempts)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers,
                        error_type, error_message, attempts)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-                self.name,
-                d.topic,
-                d.partition,
-                d.offset,
-                d.key,
-                d.value,
-                headers,
-                err_type,
-                err_msg,
-                attempts,
+                *(self.name, d.topic, d.partition, d.offset, d.key, d.value, headers, err_type, err_msg, attempts),
             )
             await enqueue(conn, [OutboxRecord(dlq_topic(d.topic), d.key, d.value, headers)])
         metrics.MESSAGES.labels(self.name, d.topic, "dead_lettered").inc()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -13,9 +15,10 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from returnflow.settings import ReadRole
 from returnflow.signing import (
     SHOPIFY_HMAC_HEADER,
     SIGNATURE_HEADER,
@@ -32,8 +35,72 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body, default=str), status_code=status, media_type="application/json")
 
 
-def error(status: int, message: str, **extra: Any) -> Response:
-    return json_response({"error": message, **extra}, status)
+# -- the one error format: RFC 9457 problem details ------------------------------------------------------
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemField(BaseModel):
+    field: str = Field(description="where: a dotted path in the body (`lines.0.qty`), a parameter or header name")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every error of every service. `fields` (an extension member)
+    names each bad field; a few answers carry another extension member (e.g. the `recorded` check)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "example": {
+                "type": "about:blank",
+                "title": "Unprocessable Content",
+                "status": 422,
+                "detail": "validation failed",
+                "fields": [{"field": "lines.0.qty", "message": "Input should be greater than 0"}],
+            }
+        },
+    )
+    type: str = Field(default="about:blank", description="a URI naming the problem type (about:blank: see status)")
+    title: str = Field(description="the status's phrase")
+    status: int = Field(ge=400, le=599)
+    detail: str = Field(description="what went wrong with this request, for a person")
+    fields: list[ProblemField] = Field(default_factory=list, description="each bad field (absent when none)")
+
+
+def title_of(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_body(status: int, detail: str, fields: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "about:blank", "title": title_of(status), "status": status, "detail": detail}
+    if fields is not None:
+        body["fields"] = fields
+    return {**extra, **body}
+
+
+def problem_json(
+    status: int,
+    detail: str,
+    fields: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    response = Response(
+        orjson.dumps(problem_body(status, detail, fields, **extra), default=str),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+    response.headers.update(headers or {})
+    return response
+
+
+def error(status: int, message: str, fields: list[dict[str, str]] | None = None, **extra: Any) -> Response:
+    """A route's error answer: problem details with `message` as the detail (extension members in extra)."""
+    return problem_json(status, message, fields, **extra)
 
 
 class BodyTooLarge(Exception):
@@ -92,7 +159,7 @@ def json_body(model: Any, example: Any = None) -> dict[str, Any]:
 
 
 class HttpProblem(Exception):
-    """Raised by a route: answered as `{"error": message, "fields": [...]}` with `status`."""
+    """Raised by a route: answered as problem details (`detail` = message, `fields` = [...]) with `status`."""
 
     def __init__(
         self,
@@ -100,12 +167,14 @@ class HttpProblem(Exception):
         message: str,
         fields: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields
         self.headers = headers
+        self.extra = extra
 
 
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): (.+)$", re.S)
@@ -209,8 +278,9 @@ async def signed_body(request: Request, settings: Any, source: str, scheme: str 
 
 
 def required_header(request: Request, name: str, max_len: int = 128) -> str:
-    value = request.headers.get(name, "").strip()
-    if not value or len(value) > max_len:
+    raw = request.headers.get(name, "")
+    value = raw.strip()
+    if not value or len(raw) > max_len:
         raise HttpProblem(
             400,
             f"missing or invalid {name} header",
@@ -221,12 +291,7 @@ def required_header(request: Request, name: str, max_len: int = 128) -> str:
 
 async def problem_response(_: Any, exc: Exception) -> Response:
     assert isinstance(exc, HttpProblem)
-    body: dict[str, Any] = {"error": exc.message}
-    if exc.fields is not None:
-        body["fields"] = exc.fields
-    response = json_response(body, exc.status)
-    response.headers.update(exc.headers or {})
-    return response
+    return problem_json(exc.status, exc.message, exc.fields, exc.headers, **exc.extra)
 
 
 # -- dependencies every service's routes share --------------------------------------------------------------
@@ -245,6 +310,40 @@ BearerToken = Annotated[str | None, Depends(_bearer_token)]
 
 def unauthorized(message: str) -> HttpProblem:
     return HttpProblem(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+# -- who may read: one read-token model for every service ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who is reading, and the role they read with (ops, agent, auditor, warehouse)."""
+
+    holder: str
+    role: ReadRole
+
+
+FindReader = Callable[[str], Awaitable[Reader | None]]
+"""`app.state.find_reader`, set by create_app: the runtime's read tokens (RETURNFLOW_READ_TOKENS), then
+the service's own people (ServiceSpec.readers: the refunds roster, audit's people, warehouse devices)."""
+
+
+def reader(*roles: ReadRole) -> Callable[..., Awaitable[Reader]]:
+    """A dependency for a service-to-person read: the reader holding the request's bearer token. 401 with
+    `WWW-Authenticate: Bearer` for no token or an unknown one, 403 when its role may not read this.
+    `Depends(reader("ops", "agent"))`."""
+    allowed = frozenset(roles)
+
+    async def current_reader(request: Request, token: BearerToken) -> Reader:
+        find: FindReader | None = getattr(request.app.state, "find_reader", None)
+        found = await find(token) if token and find is not None else None
+        if found is None:
+            raise unauthorized(f"a reader's bearer token is required (role {' or '.join(sorted(allowed))})")
+        if found.role not in allowed:
+            raise HttpProblem(403, f"role {found.role} may not read this (role {' or '.join(sorted(allowed))} may)")
+        return found
+
+    return current_reader
 
 
 def token_digest(token: str) -> bytes:

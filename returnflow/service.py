@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import asyncpg
 import structlog
@@ -23,11 +23,12 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from returnflow import db, metrics
@@ -35,15 +36,21 @@ from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
 from returnflow.db import Conn
 from returnflow.http import (
     HttpProblem,
+    Reader,
+    find_by_token,
     http_exception_problem,
+    problem_json,
     problem_response,
     refuse_nul_in_parameters,
     request_validation_problem,
+    token_digest,
 )
 from returnflow.kafka import client_options, create_topics, make_broker, publisher_for, security_problem
 from returnflow.logging import configure_logging, get_logger
+from returnflow.openapi import truthful_openapi
 from returnflow.outbox import Relay
 from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
+from returnflow.webhook_log import WebhookLogMiddleware
 
 log = get_logger("returnflow.service")
 
@@ -74,6 +81,9 @@ class ServiceSpec(Generic[C]):
     router: APIRouter | None = None
     workers: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
     idle: Callable[[C], Awaitable[bool]] | None = None  # no work of the workers' due (see Runtime.idle)
+    # The service's own people who may read its GETs, besides the runtime's read tokens (e.g. the refunds
+    # roster as agents): `readers(context, token)` -> the Reader, or None.
+    readers: Callable[[C, str], Awaitable[Reader | None]] | None = None
     description: str = ""
 
     @property
@@ -324,12 +334,29 @@ def create_app(
         dependencies=[Depends(refuse_nul_in_parameters)],
     )
     app.state.runtime = rt
+    app.state.find_reader = reader_lookup(rt)
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     _error_handlers(app)
+    app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
     app.add_middleware(HttpMetricsMiddleware)
     _ops_routes(app, rt)
     if spec.router is not None:
         app.include_router(spec.router)
     return app
+
+
+def reader_lookup(rt: Runtime) -> Callable[[str], Awaitable[Reader | None]]:
+    """Who holds a read token: the runtime's (RETURNFLOW_READ_TOKENS), else one of the service's own people."""
+    tokens = rt.settings.read_tokens
+    by_digest = {token_digest(t.token.get_secret_value()): Reader(holder, t.role) for holder, t in tokens.items()}
+
+    async def find(token: str) -> Reader | None:
+        found = find_by_token(token, by_digest)
+        if found is None and rt.spec.readers is not None and rt.context is not None:
+            found = await rt.spec.readers(rt.context, token)
+        return found
+
+    return find
 
 
 async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
@@ -383,9 +410,7 @@ async def _stop(rt: Runtime, workers: list[asyncio.Task[None]]) -> None:
 async def _unavailable(request: Any, exc: Exception) -> Response:
     """The database is down or restarting: nothing was accepted, the caller should retry."""
     log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
-    return JSONResponse(
-        {"error": "temporarily unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
-    )
+    return problem_json(503, "temporarily unavailable, retry later", headers={"Retry-After": "1"})
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -416,24 +441,90 @@ async def _readiness(rt: Runtime) -> JSONResponse:
     return JSONResponse({"ready": ok, "service": rt.spec.name, "checks": checks}, status_code=200 if ok else 503)
 
 
+class Alive(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "alive", "service": "returns"}})
+    status: Literal["alive"]
+    service: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "ready": True,
+                "service": "returns",
+                "checks": {"database": "ok", "migrations": "ok", "broker": "ok"},
+            }
+        }
+    )
+    ready: bool
+    service: str
+    checks: dict[str, str] = Field(description="database, migrations (decide readiness) and broker (reported)")
+
+
+class Idleness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"service": "returns", "idle": False, "waiting": ["outbox"]}}
+    )
+    service: str
+    idle: bool
+    waiting: list[str] = Field(description="what still has work: outbox, a consumer group, workers")
+
+
+PROMETHEUS_TEXT = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}, "example": "returnflow_http_requests_total 3.0\n"}},
+    }
+}
+ASYNCAPI_JSON = {
+    200: {
+        "description": "AsyncAPI 3.0 document",
+        "content": {"application/json": {"schema": {"type": "object"}, "example": {"asyncapi": "3.0.0"}}},
+    }
+}
+
+
 def _ops_routes(app: FastAPI, rt: Runtime) -> None:
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=Alive)
     async def healthz() -> dict[str, str]:
         return {"status": "alive", "service": rt.spec.name}
 
-    @app.get("/readyz", tags=["ops"], description=inspect.cleandoc(_readiness.__doc__ or ""))
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        description=inspect.cleandoc(_readiness.__doc__ or ""),
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready: the database or the migrations are not"}},
+    )
     async def readyz() -> JSONResponse:
         return await _readiness(rt)
 
-    @app.get("/idlez", tags=["ops"], summary="Whether the service has consumed everything and drained its outbox")
+    @app.get(
+        "/idlez",
+        tags=["ops"],
+        summary="Whether the service has consumed everything and drained its outbox",
+        response_model=Idleness,
+    )
     async def idlez() -> JSONResponse:
         return JSONResponse({"service": rt.spec.name, **await rt.idle()}, status_code=200)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses=PROMETHEUS_TEXT,  # type: ignore[arg-type]
+    )
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI 3.0 document of this service's topics")
+    @app.get(
+        "/asyncapi.json",
+        tags=["ops"],
+        summary="AsyncAPI 3.0 document of this service's topics",
+        responses=ASYNCAPI_JSON,  # type: ignore[arg-type]
+    )
     async def asyncapi() -> Response:
         from returnflow.asyncapi import asyncapi_for, render
 

@@ -28,6 +28,16 @@ DEV_WEBHOOK_SECRETS: dict[str, list[str]] = {
 }
 
 
+ReadRole = Literal["ops", "agent", "auditor", "warehouse"]
+
+
+class ReadToken(BaseModel):
+    """A person's (or a tool's) token for the services' reads, and the role it reads with."""
+
+    token: SecretStr
+    role: ReadRole
+
+
 class Loadable(BaseSettings):
     @classmethod
     def load(cls) -> Self:
@@ -110,6 +120,11 @@ class Settings(Loadable):
         default_factory=lambda: {k: [SecretStr(s) for s in v] for k, v in DEV_WEBHOOK_SECRETS.items()}
     )
     webhook_tolerance_s: int = 300
+    # Who may read (GET a return, a timeline, a report, the audit log, a parcel, the SMS, a ledger): JSON map
+    # of holder -> {"token", "role"}, role one of ops (reads everything), agent, auditor, warehouse. Kept as
+    # sha256 digests. Each service also accepts its own people: refunds' roster (as agents, on refunds),
+    # audit's people (as auditors, on audit), warehouse devices (as warehouse, on the warehouse).
+    read_tokens: dict[str, ReadToken] = Field(default_factory=dict)
     webhook_max_body_bytes: int = 1024 * 1024
 
     log_format: str = "auto"  # auto | json | console

@@ -22,6 +22,7 @@ from apphost.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from returnflow.kafka import create_topics
 from returnflow.service import ServiceSpec, create_app
 from returnflow.settings import ServiceSettings, Settings
+from tests.readers import read_tokens
 
 # The machines are shared and noisy: a slow example is not a failure. Property tests still run
 # their full number of examples.
@@ -86,6 +87,7 @@ def settings(dsn: str, bootstrap: str, tmp_path: Path) -> Settings:
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=400,
         dev_stack=True,  # the embedded servers the tests start: development fixtures are allowed
+        read_tokens=read_tokens(),
     )
 
 

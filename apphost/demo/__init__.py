@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
-from apphost.registry import SERVICES, base_url_for
+from apphost.registry import DEV_OPS_TOKEN, SERVICES, base_url_for
 from apphost.stack import Stack
 from returnflow.settings import Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
@@ -105,7 +105,8 @@ async def run_demo(stack: Stack) -> None:
     run = uuid.uuid4().hex[:6]
     print("\ndemo: three signed return webhooks, one delivered twice, one invalid")
     ids: list[str] = []
-    async with httpx.AsyncClient(timeout=10) as client:
+    # the demo reads (timelines, parcels, SMS, audit) with the development ops token
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {DEV_OPS_TOKEN}"}) as client:
         for body in demo_returns(run):
             delivery = str(uuid.uuid4())
             r = await post_signed(client, f"{base}/v1/webhooks/generic/returns", body, secret, delivery)

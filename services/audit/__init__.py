@@ -33,6 +33,7 @@ SPEC: ServiceSpec[AuditContext] = ServiceSpec(
     context=handlers.build_context,
     close=handlers.close_context,
     router=api.router,
+    readers=api.people_reader,
     consumers=[ConsumerSpec("inventory", CONSUMED_TOPICS, apply=handlers.apply_inventory)],
     workers=[handlers.deadline_sweeper, handlers.anchor_keeper],
     idle=handlers.nothing_due,

@@ -27,6 +27,7 @@ from contracts.events import Movement
 from returnflow.http import (
     BearerToken,
     HttpProblem,
+    Reader,
     context_dependency,
     correlation_id,
     error,
@@ -34,10 +35,23 @@ from returnflow.http import (
     json_body,
     json_request,
     json_response,
+    problem_json,
+    reader,
     unauthorized,
 )
+from returnflow.openapi import problems
 from services.audit import chain, handlers, rules, views
 from services.audit.handlers import AuditContext
+from services.audit.responses import (
+    CheckRecorded,
+    Discrepancies,
+    Discrepancy,
+    LogPage,
+    Reconciliation,
+    Resolved,
+    ReturnSides,
+    Verification,
+)
 from services.audit.rules import REASONS, Incoming, Refusal, Side
 
 router = APIRouter()
@@ -72,6 +86,17 @@ class ResolutionRequest(BaseModel):
     note: str = Field(min_length=1, max_length=4000)
 
 
+CHECK_EXAMPLE = {
+    "check_id": "chk-1",
+    "return_id": "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11",
+    "sku": "SKU-1",
+    "movement": "restock",
+    "quantity": 1,
+    "note": "counted at the returns desk",
+}
+RESOLUTION_EXAMPLE = {"note": "recounted: the warehouse scanned one item twice"}
+
+
 RESOLUTION_BODY_LIMIT = 64 * 1024
 
 
@@ -85,6 +110,18 @@ def returns_team_person(ctx: Ctx, token: BearerToken) -> str:
 
 
 Person = Annotated[str, Depends(returns_team_person)]
+
+
+async def people_reader(ctx: AuditContext, token: str) -> Reader | None:
+    """The returns-team people (AuditSettings.tokens) read the audit with the role `auditor`."""
+    person = find_by_token(token, ctx.people_by_token)
+    return Reader(person, "auditor") if person is not None else None
+
+
+# Every audit read: ops and auditors.
+AuditReader = Annotated[Reader, Depends(reader("ops", "auditor"))]
+READ_ERRORS = problems(401, 403)
+CSV = {"text/csv": {"schema": {"type": "string"}, "example": "id,reason,return_id\n"}}
 
 
 # -- query parameters ------------------------------------------------------------------------------
@@ -184,7 +221,22 @@ def check_side(body: CheckRequest, person: str, now: datetime) -> Side:
     status_code=201,
     tags=["checks"],
     summary="A returns-team check of a stock movement (Authorization: Bearer <person's token>)",
-    openapi_extra=json_body(CheckRequest),
+    response_model=CheckRecorded,
+    responses={
+        201: {"model": CheckRecorded, "description": "recorded"},
+        200: {"model": CheckRecorded, "description": "the same check again"},
+        **problems(
+            401,
+            403,
+            409,
+            413,
+            415,
+            422,
+            s403="checked_by is not the token's person",
+            s409="this check_id was recorded with different content (the recorded one is in `recorded`)",
+        ),
+    },
+    openapi_extra=json_body(CheckRequest, CHECK_EXAMPLE),
 )
 async def post_check(request: Request, ctx: Ctx, person: Person) -> Response:
     body = await json_request(request, CheckRequest, ctx.max_body_bytes)
@@ -203,9 +255,16 @@ async def post_check(request: Request, ctx: Ctx, person: Person) -> Response:
 
 
 # -- discrepancies ---------------------------------------------------------------------------------
-@router.get("/v1/audit/discrepancies", tags=["audit"], summary="Discrepancies (JSON, or CSV with ?format=csv)")
+@router.get(
+    "/v1/audit/discrepancies",
+    tags=["audit"],
+    summary="Discrepancies (JSON, or CSV with ?format=csv; reader token: ops, auditor)",
+    response_model=Discrepancies,
+    responses={200: {"content": CSV}, **READ_ERRORS},
+)
 async def list_discrepancies(
     ctx: Ctx,
+    _: AuditReader,
     found: Annotated[views.DiscrepancyFilter, Depends(discrepancy_filter)],
     as_csv: CsvWanted,
     limit: Annotated[Limit, Query(description="default 100 (10000 for CSV); at most 1000 (100000 for CSV)")] = None,
@@ -221,8 +280,14 @@ async def list_discrepancies(
     return json_response({"discrepancies": rows, "limit": limit, "offset": offset})
 
 
-@router.get("/v1/audit/discrepancies/{discrepancy_id}", tags=["audit"], summary="One discrepancy and its sides")
-async def get_discrepancy(ctx: Ctx, discrepancy_id: str) -> Response:
+@router.get(
+    "/v1/audit/discrepancies/{discrepancy_id}",
+    tags=["audit"],
+    summary="One discrepancy and its sides (reader token: ops, auditor)",
+    response_model=Discrepancy,
+    responses=problems(401, 403, 404),
+)
+async def get_discrepancy(ctx: Ctx, _: AuditReader, discrepancy_id: str) -> Response:
     found = await views.get_discrepancy(ctx.pool, discrepancy_id)
     if found is None:
         raise HttpProblem(404, f"unknown discrepancy {discrepancy_id!r}")
@@ -236,7 +301,20 @@ REFUSAL_STATUS: dict[str, int] = {"unknown": 404, "already_resolved": 409, "atte
     "/v1/audit/discrepancies/{discrepancy_id}/resolution",
     tags=["audit"],
     summary="Resolve a discrepancy with a note (recorded in the log; Authorization: Bearer <token>)",
-    openapi_extra=json_body(ResolutionRequest),
+    response_model=Resolved,
+    responses=problems(
+        401,
+        403,
+        404,
+        409,
+        413,
+        415,
+        422,
+        s403="the person attested a side of it",
+        s404="unknown discrepancy",
+        s409="already resolved",
+    ),
+    openapi_extra=json_body(ResolutionRequest, RESOLUTION_EXAMPLE),
 )
 async def resolve(request: Request, ctx: Ctx, person: Person, discrepancy_id: str) -> Response:
     body = await json_request(request, ResolutionRequest, RESOLUTION_BODY_LIMIT)
@@ -250,10 +328,14 @@ async def resolve(request: Request, ctx: Ctx, person: Person, discrepancy_id: st
 @router.get(
     "/v1/audit/reconciliation",
     tags=["audit"],
-    summary="Per SKU: requested, received, attested, verified by movement, open discrepancies (CSV too)",
+    summary="Per SKU: requested, received, attested, verified by movement, open discrepancies (CSV too; reader "
+    "token: ops, auditor)",
+    response_model=Reconciliation,
+    responses={200: {"content": CSV}, **READ_ERRORS},
 )
 async def reconciliation(
     ctx: Ctx,
+    _: AuditReader,
     as_csv: CsvWanted,
     sku: Annotated[str | None, Query()] = None,
     return_id: Annotated[UUID | None, Query()] = None,
@@ -264,14 +346,27 @@ async def reconciliation(
     return json_response({"skus": rows})
 
 
-@router.get("/v1/audit/returns/{return_id}", tags=["audit"], summary="Sides, movements and discrepancies of a return")
-async def return_view(ctx: Ctx, return_id: UUID) -> Response:
+@router.get(
+    "/v1/audit/returns/{return_id}",
+    tags=["audit"],
+    summary="Sides, movements and discrepancies of a return (reader token: ops, auditor)",
+    response_model=ReturnSides,
+    responses=READ_ERRORS,
+)
+async def return_view(ctx: Ctx, _: AuditReader, return_id: UUID) -> Response:
     return json_response(await views.return_view(ctx.pool, return_id))
 
 
-@router.get("/v1/audit/log", tags=["audit"], summary="Log entries in sequence order (?after=<seq>&limit=)")
+@router.get(
+    "/v1/audit/log",
+    tags=["audit"],
+    summary="Log entries in sequence order (?after=<seq>&limit=; reader token: ops, auditor)",
+    response_model=LogPage,
+    responses=READ_ERRORS,
+)
 async def get_log(
     ctx: Ctx,
+    _: AuditReader,
     after: Annotated[Annotated[int, Field(ge=0, le=2**62)] | None, Query()] = None,
     limit: Annotated[Annotated[int, Field(ge=1, le=1000)] | None, Query(description="default 100")] = None,
 ) -> Response:
@@ -281,10 +376,14 @@ async def get_log(
 @router.get(
     "/v1/audit/verify",
     tags=["audit"],
-    summary="Recompute the hash chain (200 when intact, 409 naming the first entry that does not match)",
+    summary="Recompute the hash chain (200 when intact, 409 naming the first entry that does not match; reader "
+    "token: ops, auditor)",
+    response_model=Verification,
+    responses={**READ_ERRORS, **problems(409, s409="the chain is broken: first_bad_seq and problem say where")},
 )
 async def verify(
     ctx: Ctx,
+    _: AuditReader,
     anchor: Annotated[list[str] | None, Query(description="<seq>:<hash> recorded elsewhere (repeatable)")] = None,
 ) -> Response:
     try:
@@ -292,4 +391,6 @@ async def verify(
     except ValueError as exc:
         raise bad_query("anchor", str(exc)) from None
     result = await views.verify_log(ctx.pool, anchors)
-    return json_response(result.as_dict(), 200 if result.ok else 409)
+    if not result.ok:
+        return problem_json(409, result.problem or "the audit log's chain is broken", **result.as_dict())
+    return json_response(result.as_dict())

@@ -10,16 +10,23 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from returnflow.http import BodyTooLarge, HttpProblem, context_dependency, json_response, read_body
+from returnflow.http import BodyTooLarge, HttpProblem, Reader, context_dependency, json_response, read_body, reader
+from returnflow.openapi import problems
 from returnflow.signing import SignatureError
 from services.notify import handlers, views
 from services.notify.handlers import NotifyContext
 from services.notify.providers import BadWebhook, SmsProvider, WebhookRequest
+from services.notify.responses import INBOUND_EXAMPLE, PROVIDER_ANSWER, STATUS_EXAMPLE, SmsOfReturn, webhook_body
 
 T = TypeVar("T")
 
 router = APIRouter()
 Ctx = Annotated[NotifyContext, Depends(context_dependency(NotifyContext))]
+SmsReader = Annotated[Reader, Depends(reader("ops", "agent"))]
+WEBHOOK_ANSWERS = {
+    **PROVIDER_ANSWER,
+    **problems(401, 413, 422, s401="the provider's signature is missing or wrong", s422="not the provider's callback"),
+}
 
 
 def called_url(request: Request, public_base_url: str | None) -> str:
@@ -61,6 +68,9 @@ def provider_answer(provider: SmsProvider, kind: str) -> Response:
     "/v1/webhooks/sms/inbound",
     tags=["webhooks"],
     summary="A customer's reply (STOP / 退订 / TD ... opt out, START opts back in); provider-signed",
+    response_class=Response,
+    responses=WEBHOOK_ANSWERS,
+    openapi_extra=webhook_body(INBOUND_EXAMPLE),
 )
 async def inbound(request: Request, ctx: Ctx) -> Response:
     replies = await provider_webhook(request, ctx, ctx.provider.parse_inbound, "an inbound SMS")
@@ -68,13 +78,26 @@ async def inbound(request: Request, ctx: Ctx) -> Response:
     return provider_answer(ctx.provider, "inbound")
 
 
-@router.post("/v1/webhooks/sms/status", tags=["webhooks"], summary="Delivery receipts; provider-signed")
+@router.post(
+    "/v1/webhooks/sms/status",
+    tags=["webhooks"],
+    summary="Delivery receipts; provider-signed",
+    response_class=Response,
+    responses=WEBHOOK_ANSWERS,
+    openapi_extra=webhook_body(STATUS_EXAMPLE),
+)
 async def status(request: Request, ctx: Ctx) -> Response:
     receipts = await provider_webhook(request, ctx, ctx.provider.parse_status, "a delivery receipt")
     await handlers.record_receipts(ctx, receipts)
     return provider_answer(ctx.provider, "status")
 
 
-@router.get("/v1/returns/{return_id}/sms", tags=["sms"], summary="The SMS of a return: sent, waiting, not sent and why")
-async def list_sms(return_id: UUID, ctx: Ctx) -> Response:
+@router.get(
+    "/v1/returns/{return_id}/sms",
+    tags=["sms"],
+    summary="The SMS of a return: sent, waiting, not sent and why (reader token: ops, agent)",
+    response_model=SmsOfReturn,
+    responses=problems(401, 403),
+)
+async def list_sms(return_id: UUID, ctx: Ctx, _: SmsReader) -> Response:
     return json_response(await views.sms_of_return(ctx.pool, return_id))

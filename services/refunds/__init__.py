@@ -35,6 +35,7 @@ SPEC: ServiceSpec[RefundsContext] = ServiceSpec(
     context=handlers.build_context,
     close=handlers.close_context,
     router=api.router,
+    readers=api.roster_reader,
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
     workers=[handlers.payment_worker],
     idle=handlers.nothing_to_pay,

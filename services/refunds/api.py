@@ -7,22 +7,28 @@ import uuid
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from contracts.events import Role
 from returnflow.http import (
     BearerToken,
     HttpProblem,
+    Reader,
     context_dependency,
     correlation_id,
     json_body,
     json_request,
     json_response,
+    problem_json,
+    reader,
     unauthorized,
 )
+from returnflow.openapi import problems
 from services.refunds import handlers, repository, views
 from services.refunds.handlers import RefundsContext
+from services.refunds.responses import Clawbacks, DecisionOutcome, Escalations, Ledger, WhoAmI
 from services.refunds.rules import Actor, CommandIn, Outcome
 
 router = APIRouter(tags=["refunds"])
@@ -42,6 +48,18 @@ async def roster_actor(ctx: Ctx, token: BearerToken) -> Actor:
 
 
 RosterActor = Annotated[Actor, Depends(roster_actor)]
+
+
+async def roster_reader(ctx: RefundsContext, token: str) -> Reader | None:
+    """Every roster member (agent, supervisor, manager, owner) reads the refunds with the role `agent`
+    (ServiceSpec.readers)."""
+    actor = await repository.actor_by_token(ctx.pool, token)
+    return Reader(actor.actor_id, "agent") if actor is not None else None
+
+
+# The ledger and the queues: ops, and the people who decide refunds (the roster, or an agent's read token).
+RefundsReader = Annotated[Reader, Depends(reader("ops", "agent"))]
+READ_ERRORS = problems(401, 403)
 
 
 class DecisionBody(BaseModel):
@@ -66,23 +84,50 @@ async def decision_body(request: Request) -> DecisionBody:
     return body
 
 
-def outcome_body(o: Outcome) -> dict[str, Any]:
-    body: dict[str, Any] = {"result": o.result, "message": o.message}
+def outcome_extras(o: Outcome) -> dict[str, Any]:
+    body: dict[str, Any] = {"result": o.result}
     if o.amount is not None:
         body["amount"] = o.amount
     if o.required_role is not None:
         body["required_role"] = o.required_role.value
-    if o.field:
-        body["fields"] = [{"field": o.field, "message": o.message}]
     return body
+
+
+def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
+    """200/202 as the outcome; a refusal as problem details with the same members (`result: refused`)."""
+    if o.status < 400:
+        return json_response({**answer, "message": o.message, **outcome_extras(o)}, o.status)
+    fields = [{"field": o.field, "message": o.message}] if o.field else None
+    return problem_json(o.status, o.message, fields, **answer, **outcome_extras(o))
 
 
 @router.post(
     "/v1/refunds/{return_id}/decisions",
     summary="approve / reject / grant_free_refund (Authorization: Bearer <actor token>)",
-    description="200 took effect; 202 above the actor's authority (escalated, names the role needed); "
-    "401 unknown actor; 403 a reject above the actor's authority; 404 unknown return; 409 nothing to "
-    "decide; 422 bad amount. An Idempotency-Key header makes a retry return the first answer.",
+    description="200 took effect; 202 above the actor's authority (escalated, names the role needed), or "
+    "parked: the return is not known yet and the decision is applied when it arrives; 401 unknown actor; "
+    "403 a reject above the actor's authority; 409 nothing to decide; 422 bad amount. An Idempotency-Key "
+    "header makes a retry (also a concurrent one) return the first answer; the key used again for another "
+    "request is a 422 naming what differs.",
+    response_model=DecisionOutcome,
+    responses={
+        202: {
+            "model": DecisionOutcome,
+            "description": "above the actor's authority: escalated (names the role); or parked till the return arrives",
+        },
+        **problems(
+            401,
+            403,
+            404,
+            409,
+            413,
+            415,
+            422,
+            s403="a reject above the actor's authority",
+            s404="no such return id (unparsable)",
+            s409="nothing to decide",
+        ),
+    },
     openapi_extra=json_body(DecisionBody, DECISION_EXAMPLE),
 )
 async def decide(
@@ -108,32 +153,52 @@ async def decide(
     )
     outcome = await handlers.decide(ctx, command)
     answer = {"return_id": str(return_id), "actor_id": actor.actor_id, "role": actor.role.value}
-    return json_response({**answer, **outcome_body(outcome)}, outcome.status)
+    return outcome_response(outcome, answer)
 
 
 @router.get(
     "/v1/refunds/whoami",
     summary="The roster member a bearer token belongs to (what `returnflow login` checks)",
     description="200 with actor_id and role; 401 for a token the roster does not hold.",
+    response_model=WhoAmI,
+    responses=problems(401),
 )
 async def whoami(actor: RosterActor) -> Response:
     return json_response({"actor_id": actor.actor_id, "role": actor.role.value})
 
 
-@router.get("/v1/refunds/escalations", summary="Refunds waiting for a person (bearer token)")
-async def escalations(ctx: Ctx, _: RosterActor, role: str | None = None, limit: int = 100) -> Response:
-    items = await views.escalation_list(ctx.pool, role, max(1, min(limit, 1000)))
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get(
+    "/v1/refunds/escalations",
+    summary="Refunds waiting for a person (reader token: ops, agent; or a roster member's)",
+    response_model=Escalations,
+    responses=READ_ERRORS,
+)
+async def escalations(ctx: Ctx, _: RefundsReader, role: Role | None = None, limit: Limit = 100) -> Response:
+    items = await views.escalation_list(ctx.pool, role.value if role else None, limit)
     return json_response({"escalations": items})
 
 
-@router.get("/v1/refunds/clawbacks", summary="Clawbacks flagged for a person (bearer token)")
-async def clawbacks(ctx: Ctx, _: RosterActor, customer: str | None = None, limit: int = 100) -> Response:
-    items = await views.clawback_list(ctx.pool, customer_key=customer, limit=max(1, min(limit, 1000)))
+@router.get(
+    "/v1/refunds/clawbacks",
+    summary="Clawbacks flagged for a person (reader token: ops, agent; or a roster member's)",
+    response_model=Clawbacks,
+    responses=READ_ERRORS,
+)
+async def clawbacks(ctx: Ctx, _: RefundsReader, customer: str | None = None, limit: Limit = 100) -> Response:
+    items = await views.clawback_list(ctx.pool, customer_key=customer, limit=limit)
     return json_response({"clawbacks": items})
 
 
-@router.get("/v1/refunds/{return_id}", summary="A return's ledger, decisions and escalations")
-async def ledger(ctx: Ctx, _: RosterActor, return_id: UUID) -> Response:
+@router.get(
+    "/v1/refunds/{return_id}",
+    summary="A return's ledger, decisions and escalations (reader token: ops, agent; or a roster member's)",
+    response_model=Ledger,
+    responses=problems(401, 403, 404),
+)
+async def ledger(ctx: Ctx, _: RefundsReader, return_id: UUID) -> Response:
     found = await views.ledger_of(ctx.pool, return_id)
     if found is None:
         raise HttpProblem(404, f"unknown return {str(return_id)!r}")

@@ -96,9 +96,13 @@ async def close_context(ctx: RefundsContext) -> None:
 async def apply_lifecycle(ctx: RefundsContext, conn: Conn, batch: Batch) -> None:
     """Record the batch's facts, apply the policy to the returns they touch, then decide people's
     commands: those parked until a return of this batch arrived first, then the batch's own, in order."""
+    arriving = [e.return_id for e in batch.of(ReturnRequested)]
+    # Before any row lock: an HTTP decision parking for one of these returns finishes first (and is
+    # found below) or waits and then sees the return (repository.lock_decisions).
+    await repository.lock_decisions(conn, (), [*arriving, *(e.return_id for e in batch.of(RefundCommand))])
     await record_facts(conn, batch)
     await evaluate_returns(ctx, conn, _correlations(batch))
-    commands = await repository.parked_commands(conn, [e.return_id for e in batch.of(ReturnRequested)])
+    commands = await repository.parked_commands(conn, arriving)
     commands += await authenticated_commands(ctx, conn, batch.delivered(RefundCommand))
     _log_refusals(commands, await process_commands(ctx, conn, commands))
 
@@ -186,13 +190,15 @@ async def decide(ctx: RefundsContext, command: CommandIn) -> Outcome:
 
 async def process_commands(ctx: RefundsContext, conn: Conn, commands: Sequence[CommandIn]) -> list[Outcome]:
     """Decide each command with the actor's roster role, in order, and record every one (the authority
-    log). A command for a return not known yet is parked (Kafka) or refused with 404 (HTTP)."""
+    log). A command for a return not known yet is parked until the return arrives (HTTP and Kafka)."""
     if not commands:
         return []
+    keys = [c.idempotency_key for c in commands if c.idempotency_key]
+    await repository.lock_decisions(conn, keys, [c.return_id for c in commands])
     actors = await repository.actors_by_id(conn, [c.actor_id for c in commands])
     known = await repository.load_facts(conn, [c.return_id for c in commands], ctx.settings.clawback_lookback_days)
-    # After the returns are locked: a retry racing its original sees the original's answer.
-    replays = await repository.answered_commands(conn, [c.idempotency_key for c in commands if c.idempotency_key])
+    # After the key is locked: a retry racing its original sees the original's answer.
+    replays = await repository.answered_commands(conn, keys)
     decided = rules.decide_commands(commands, actors, known, replays, ctx.policy)
     if decided.planned:
         await save_decisions(conn, decided.planned)
@@ -254,7 +260,7 @@ async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
             d.currency,
             {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
         )
-    wait = retry_delay_s(d.attempts, s.gateway_backoff_s * 4, s.payment_retry_max_s)
+    wait = retry_delay_s(d.attempts, s.payment_retry_base_s, s.payment_retry_max_s)
     return PaymentResult(d, r.ok, r.reference, r.error, r.retryable, wait)
 
 

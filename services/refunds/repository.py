@@ -25,8 +25,10 @@ from returnflow import commands
 from returnflow.db import Conn
 from returnflow.http import token_digest
 from services.refunds.rules import (
+    PARKED,
     Action,
     Actor,
+    Answered,
     CloseEscalation,
     CommandIn,
     Due,
@@ -396,22 +398,54 @@ async def flag_clawbacks(conn: Conn, effects: Sequence[tuple[Planned, FlagClawba
 # -- commands ------------------------------------------------------------------------------------------------
 
 
-async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict[str, Outcome]:
-    """The first answer of each command already done under one of these idempotency keys."""
+async def lock_decisions(conn: Conn, idempotency_keys: Iterable[str], return_ids: Iterable[UUID]) -> None:
+    """Transaction-scoped advisory locks, keys first, then returns, each in sorted order (so two
+    holders never wait on each other in a circle). A key's lock makes concurrent requests under one
+    Idempotency-Key take turns: the later ones see the first one's answer. A return's lock makes a
+    command parking for a return not known yet and that return's arrival take turns: the arrival then
+    sees the parked command, or the command sees the return — never neither."""
+    names = [f"refunds.key:{k}" for k in sorted(set(idempotency_keys))]
+    names += [f"refunds.return:{r}" for r in sorted(set(return_ids))]
+    if names:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0))) FROM unnest($1::text[]) AS n", names
+        )
+
+
+async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict[str, Answered]:
+    """The first command under each of these idempotency keys and its answer (parked: waiting for its
+    return; the consumer updates it once the return arrives)."""
     if not idempotency_keys:
         return {}
     rows = await conn.fetch(
-        """SELECT idempotency_key, http_status, result, message, required_role, amount FROM commands
-           WHERE idempotency_key = ANY($1::text[]) AND status = 'done'""",
+        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id, idempotency_key,
+               status, http_status, result, message, required_role, answer_amount, answer_field
+           FROM commands WHERE idempotency_key = ANY($1::text[])""",
         list(idempotency_keys),
     )
     return {
-        r["idempotency_key"]: Outcome(
-            r["http_status"],
-            r["result"],
-            r["message"],
-            required_role=Role(r["required_role"]) if r["required_role"] else None,
-            amount=r["amount"],
+        r["idempotency_key"]: Answered(
+            CommandIn(
+                r["command_id"],
+                r["return_id"],
+                r["source"],
+                r["actor_id"],
+                r["action"],
+                r["amount"],
+                r["note"],
+                r["correlation_id"],
+                r["idempotency_key"],
+            ),
+            PARKED
+            if r["status"] == "parked"
+            else Outcome(
+                r["http_status"],
+                r["result"],
+                r["message"],
+                field=r["answer_field"],
+                required_role=Role(r["required_role"]) if r["required_role"] else None,
+                amount=r["answer_amount"],
+            ),
         )
         for r in rows
     }
@@ -435,6 +469,8 @@ def _command_row(r: Ruling) -> tuple[Any, ...]:
         o.required_role.value if o.required_role else None,
         c.idempotency_key,
         c.correlation_id,
+        o.amount,
+        o.field,
     )
 
 
@@ -445,22 +481,25 @@ async def record_commands(conn: Conn, rulings: Sequence[Ruling]) -> None:
     await conn.execute(
         """INSERT INTO commands (command_id, return_id, source, actor_id, actor_role, action, amount, note,
                status, http_status, result, message, required_role, idempotency_key, correlation_id,
-               decided_at)
+               answer_amount, answer_field, decided_at)
            SELECT *, CASE WHEN u.status = 'done' THEN now() END FROM unnest($1::text[], $2::uuid[], $3::text[],
                $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::text[],
-               $12::text[], $13::text[], $14::text[], $15::text[])
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[])
                AS u(command_id, return_id, source, actor_id, actor_role, action, amount, note, status,
-                    http_status, result, message, required_role, idempotency_key, correlation_id)
+                    http_status, result, message, required_role, idempotency_key, correlation_id,
+                    answer_amount, answer_field)
            ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, actor_role = EXCLUDED.actor_role,
                http_status = EXCLUDED.http_status, result = EXCLUDED.result, message = EXCLUDED.message,
-               required_role = EXCLUDED.required_role, decided_at = EXCLUDED.decided_at
+               required_role = EXCLUDED.required_role, answer_amount = EXCLUDED.answer_amount,
+               answer_field = EXCLUDED.answer_field, decided_at = EXCLUDED.decided_at
            WHERE commands.status = 'parked'""",
         *_columns([_command_row(r) for r in rulings]),
     )
 
 
 async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[CommandIn]:
-    """Commands that came before their return, in the order they came."""
+    """Commands that came before their return, in the order they came. Without their idempotency key:
+    deciding one now is not a retry of its own parked answer."""
     if not return_ids:
         return []
     rows = await conn.fetch(

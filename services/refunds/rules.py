@@ -717,7 +717,29 @@ class Ruling:
     parked: bool = False
 
 
-PARKED = Outcome(202, "parked", "return not known yet: the command waits for it")
+PARKED = Outcome(202, "parked", "return not known yet: the decision waits for it and is applied when it arrives")
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The first command under an idempotency key and its answer so far (parked until its return arrives)."""
+
+    command: CommandIn
+    outcome: Outcome
+
+
+IDEMPOTENCY_FIELDS = ("return_id", "action", "amount", "note")
+
+
+def reused_key(first: CommandIn, again: CommandIn) -> Outcome | None:
+    """A retry must repeat its first request: 422 naming what differs (the first answer is never given
+    to another request), None when it is the same request."""
+    differs = [n for n in IDEMPOTENCY_FIELDS if getattr(first, n) != getattr(again, n)]
+    if not differs:
+        return None
+    return _refused(
+        422, f"this Idempotency-Key was first used for another request ({', '.join(differs)} differ)", "Idempotency-Key"
+    )
 
 
 def unauthenticated(reason: str) -> Outcome:
@@ -746,17 +768,18 @@ def decide_commands(
     commands: Sequence[CommandIn],
     actors: Mapping[str, Actor],
     known: Mapping[UUID, Known],
-    replays: Mapping[str, Outcome],
+    replays: Mapping[str, Answered],
     p: Policy,
 ) -> CommandsDecided:
     """Each command in order, with the actor's roster role, each seeing the effect of the ones before.
-    A retry (same idempotency key) gets the first answer; a Kafka command from a known actor for a
-    return not known yet is parked until the return arrives (over HTTP that is a 404)."""
+    A retry (same idempotency key, same request) gets the first answer, another request under that key
+    a 422; a command from a known actor for a return not known yet is parked until the return arrives
+    (HTTP and Kafka alike: a decision that came early is applied, never lost to a 404)."""
     facts = {rid: k.facts for rid, k in known.items()}
     out = CommandsDecided()
     for c in commands:
-        if c.idempotency_key and c.idempotency_key in replays:
-            out.outcomes.append(replays[c.idempotency_key])
+        if c.idempotency_key and (first := replays.get(c.idempotency_key)):
+            out.outcomes.append(reused_key(first.command, c) or first.outcome)
             continue
         actor = actors.get(c.actor_id)
         f = facts.get(c.return_id)
@@ -764,7 +787,7 @@ def decide_commands(
             out.outcomes.append(unauthenticated(c.unauthenticated))
             out.rulings.append(Ruling(c, None, out.outcomes[-1]))
             continue
-        if actor is not None and f is None and c.source == "kafka":
+        if actor is not None and f is None:
             ruling = Ruling(c, actor, PARKED, parked=True)
         else:
             ruling = Ruling(c, actor, decide_command(f, p, actor, Command(c.command_id, c.action, c.amount, c.note)))

@@ -38,6 +38,9 @@ class RefundsSettings(ServiceSettings):
     payment_concurrency: int = 64
     payment_batch: int = 200
     payment_lease_s: float = 60.0
+    # A payment whose outcome stayed unknown through a series of attempts is asked again after this,
+    # doubling (jittered) up to payment_retry_max_s.
+    payment_retry_base_s: float = 0.8
     payment_retry_max_s: float = 300.0
     payment_poll_s: float = 1.0
     gateway_sim_port: int = 0  # 0: `returnflow up` picks a free loopback port

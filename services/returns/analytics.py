@@ -4,11 +4,12 @@ topic). Each report returns flat `rows` (for a table or CSV) plus what a chart n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 
-REPORTS = ("reasons", "cycle-times", "early-refunds", "authority", "clawbacks", "sms")
+ReportName = Literal["reasons", "cycle-times", "early-refunds", "authority", "clawbacks", "sms"]
+REPORTS: tuple[str, ...] = get_args(ReportName)
 
 
 async def reasons(pool: asyncpg.Pool, months: int = 6) -> dict[str, Any]:

@@ -3,16 +3,17 @@ after-sales reports. Each route parses, calls a handler or a view, and maps the 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from returnflow.http import (
     HttpProblem,
+    Reader,
     context_dependency,
     correlation_id,
     error,
@@ -20,16 +21,23 @@ from returnflow.http import (
     json_body,
     json_response,
     parse_json,
+    reader,
     required_header,
     signed_body,
 )
+from returnflow.openapi import delivery_header, problems, signed
 from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
 from services.returns import analytics, handlers, views
 from services.returns.handlers import AlreadyDone, Recorded, ReturnEvent, ReturnsContext, UnknownReturn
+from services.returns.responses import Accepted, EventAlreadyRecorded, EventRecorded, Report, ReturnView, Timeline
 from services.returns.rules import Intake, TooLateToCancel
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, map_shopify
 
 Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
+# Who reads what: a return and its timeline (ops, agents, auditors); the after-sales reports (ops, agents).
+ReturnReader = Annotated[Reader, Depends(reader("ops", "agent", "auditor"))]
+ReportReader = Annotated[Reader, Depends(reader("ops", "agent"))]
+READ_ERRORS = problems(401, 403, 404)
 
 router = APIRouter()
 
@@ -66,12 +74,67 @@ async def accept(
     )
 
 
+RETURN_EXAMPLE: dict[str, Any] = {
+    "platform_return_id": "pr-1001",
+    "order_id": "order-77",
+    "shop_id": "demo-shop",
+    "kind": "return_and_refund",
+    "customer": {"id": "c-1", "phone": "+8613812345678", "locale": "zh-CN", "timezone": "Asia/Shanghai"},
+    "currency": "CNY",
+    "paid_total": 5000,
+    "lines": [{"sku": "SKU-1", "qty": 1, "unit_price": 5000, "reason": "damaged"}],
+    "requested_by": {"type": "customer"},
+    "requested_at": "2026-11-20T10:00:00+08:00",
+}
+SHOPIFY_EXAMPLE: dict[str, Any] = {
+    "id": 9001,
+    "created_at": "2026-11-20T10:00:00+08:00",
+    "order": {
+        "id": 4501,
+        "currency": "CNY",
+        "total_price": "50.00",
+        "customer": {"id": 77, "phone": "+8613812345678", "locale": "zh-CN", "timezone": "Asia/Shanghai"},
+    },
+    "return_line_items": [
+        {"quantity": 1, "return_reason": "DAMAGED", "line_item": {"sku": "SKU-1", "price": "50.00"}},
+    ],
+}
+SHOPIFY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "Shopify's returns/request payload, with its order"},
+                "example": SHOPIFY_EXAMPLE,
+            }
+        },
+    }
+}
+EVENT_EXAMPLE = {"shop_id": "demo-shop", "type": "tracking_registered", "tracking_no": "SF1234567890", "carrier": "sf"}
+WEBHOOK_ERRORS = problems(
+    400,
+    401,
+    413,
+    415,
+    422,
+    s400="the delivery id header is missing",
+    s401="the signature is missing, stale or wrong",
+    s415="the body is not JSON",
+)
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": Accepted, "description": "accepted"},
+    200: {"model": Accepted, "description": "the same delivery again"},
+}
+
+
 @router.post(
     "/v1/webhooks/generic/returns",
     status_code=202,
     tags=["webhooks"],
     summary="A platform's return request (signed, X-Returnflow-Signature)",
-    openapi_extra=json_body(ReturnWebhook),
+    response_model=Accepted,
+    responses={**ACCEPTED, **WEBHOOK_ERRORS},
+    openapi_extra=json_body(ReturnWebhook, RETURN_EXAMPLE) | signed("returnflowSignature") | delivery_header(),
 )
 async def generic_return(request: Request, ctx: Ctx) -> Response:
     raw, delivery_id = await signed_delivery(request, ctx, "generic")
@@ -83,6 +146,22 @@ async def generic_return(request: Request, ctx: Ctx) -> Response:
     status_code=202,
     tags=["webhooks"],
     summary="Shopify returns/request webhook (X-Shopify-Hmac-SHA256)",
+    response_model=Accepted,
+    responses={**ACCEPTED, **WEBHOOK_ERRORS},
+    openapi_extra=SHOPIFY_BODY
+    | signed("shopifyHmac")
+    | {
+        "parameters": [
+            *delivery_header(SHOPIFY_WEBHOOK_ID_HEADER, "Shopify's webhook id")["parameters"],
+            {
+                "name": SHOPIFY_SHOP_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "the shop's domain (its shop id here)",
+                "schema": {"type": "string"},
+            },
+        ]
+    },
 )
 async def shopify_return(request: Request, ctx: Ctx) -> Response:
     raw, delivery_id = await signed_delivery(request, ctx, "shopify")
@@ -109,11 +188,22 @@ def shopify_body(raw: bytes, shop_domain: str | None) -> ReturnWebhook:
     status_code=202,
     tags=["webhooks"],
     summary="Tracking number registered, or return cancelled by the customer",
-    openapi_extra=json_body(ReturnEventWebhook),
+    description="Signed as the platform's return requests are: `generic` with X-Returnflow-Signature and "
+    "X-Returnflow-Delivery, `shopify` with X-Shopify-Hmac-SHA256 and X-Shopify-Webhook-Id.",
+    response_model=EventRecorded,
+    responses={
+        202: {"model": EventRecorded, "description": "recorded"},
+        200: {"model": EventAlreadyRecorded, "description": "the same event again"},
+        **WEBHOOK_ERRORS,
+        **problems(404, 409, s404="unknown return", s409="too late to cancel"),
+    },
+    openapi_extra=json_body(ReturnEventWebhook, EVENT_EXAMPLE)
+    | {"security": [{"returnflowSignature": []}, {"shopifyHmac": []}]}
+    | delivery_header(DELIVERY_HEADER, "the delivery id (X-Shopify-Webhook-Id for shopify)"),
 )
-async def return_event(platform: str, platform_return_id: str, request: Request, ctx: Ctx) -> Response:
-    if platform not in PLATFORMS:
-        return error(404, f"unknown platform {platform!r}")
+async def return_event(
+    platform: Literal["generic", "shopify"], platform_return_id: str, request: Request, ctx: Ctx
+) -> Response:
     raw, delivery_id = await signed_delivery(request, ctx, platform)
     body = parse_json(ReturnEventWebhook, raw)
     cmd = ReturnEvent(f"{platform}-events", delivery_id, platform_return_id, body, correlation_id(request))
@@ -129,16 +219,28 @@ async def return_event(platform: str, platform_return_id: str, request: Request,
     raise AssertionError("unreachable")
 
 
-@router.get("/v1/returns/{return_id}", tags=["returns"], summary="A return and its status")
-async def get_return(return_id: UUID, ctx: Ctx) -> Response:
+@router.get(
+    "/v1/returns/{return_id}",
+    tags=["returns"],
+    summary="A return and its status (Authorization: Bearer <reader token>: ops, agent, auditor)",
+    response_model=ReturnView,
+    responses=READ_ERRORS,
+)
+async def get_return(return_id: UUID, ctx: Ctx, _: ReturnReader) -> Response:
     found = await views.return_view(ctx.pool, return_id)
     if found is None:
         return error(404, f"unknown return {str(return_id)!r}")
     return json_response({**found, "timeline_url": timeline_url(return_id)})
 
 
-@router.get("/v1/returns/{return_id}/timeline", tags=["returns"], summary="What happened to a return, in order")
-async def get_timeline(return_id: UUID, ctx: Ctx) -> Response:
+@router.get(
+    "/v1/returns/{return_id}/timeline",
+    tags=["returns"],
+    summary="What happened to a return, in order (reader token: ops, agent, auditor)",
+    response_model=Timeline,
+    responses=READ_ERRORS,
+)
+async def get_timeline(return_id: UUID, ctx: Ctx, _: ReturnReader) -> Response:
     found = await views.timeline_view(ctx.pool, return_id)
     if found is None:
         return error(404, f"unknown return {str(return_id)!r}")
@@ -148,15 +250,21 @@ async def get_timeline(return_id: UUID, ctx: Ctx) -> Response:
 @router.get(
     "/v1/analytics/{report}",
     tags=["analytics"],
-    summary=f"After-sales reports: {', '.join(analytics.REPORTS)} (JSON, or CSV with ?format=csv)",
+    summary=f"After-sales reports: {', '.join(analytics.REPORTS)} (JSON, or CSV with ?format=csv; reader token: "
+    "ops, agent)",
+    response_model=Report,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}, "example": "month,reason,count,share\n"}}},
+        **READ_ERRORS,
+    },
 )
-async def get_report(report: str, ctx: Ctx, format: str = "json", months: int = 6) -> Response:
-    if report not in analytics.REPORTS:
-        return error(404, f"unknown report {report!r}; one of {', '.join(analytics.REPORTS)}")
-    if format not in ("json", "csv"):
-        return error(422, "format must be json or csv", fields=[{"field": "format", "message": "json or csv"}])
-    if not 1 <= months <= 36:
-        return error(422, "months must be 1..36", fields=[{"field": "months", "message": "1..36"}])
+async def get_report(
+    report: analytics.ReportName,
+    ctx: Ctx,
+    _: ReportReader,
+    format: Literal["json", "csv"] = "json",
+    months: Annotated[int, Query(ge=1, le=36)] = 6,
+) -> Response:
     body = await analytics.report(ctx.pool, report, months)
     if format == "csv":
         return Response(

@@ -47,6 +47,7 @@ SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
     context=build_context,
     close=close_context,
     router=api.router,
+    readers=api.device_reader,
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
 )
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from returnflow.http import (
     BearerToken,
+    Reader,
     context_dependency,
     correlation_id,
     error,
@@ -19,11 +20,14 @@ from returnflow.http import (
     json_request,
     json_response,
     parse_json,
+    reader,
     signed_body,
     unauthorized,
 )
+from returnflow.openapi import problems, signed
 from services.warehouse import views
 from services.warehouse.handlers import Device, WarehouseContext
+from services.warehouse.responses import Parcel, ParkedScans, ReceiptRecorded, ScanAccepted
 from services.warehouse.rules import (
     DoesNotFit,
     NoGoodsExpected,
@@ -52,6 +56,17 @@ def registered_device(token: BearerToken, ctx: Ctx) -> Device:
 
 RegisteredDevice = Annotated[Device, Depends(registered_device)]
 
+
+async def device_reader(ctx: WarehouseContext, token: str) -> Reader | None:
+    """A registered device reads with the role `warehouse` (ServiceSpec.readers)."""
+    device = find_by_token(token, ctx.devices)
+    return Reader(device.device_id, "warehouse") if device is not None else None
+
+
+# Parcels and parked scans: ops, the warehouse (its devices), agents.
+ParcelReader = Annotated[Reader, Depends(reader("ops", "warehouse", "agent"))]
+READ_ERRORS = problems(401, 403)
+
 router = APIRouter()
 
 SCAN_EXAMPLE = {
@@ -76,11 +91,19 @@ RECEIPT_EXAMPLE = {
     status_code=202,
     tags=["webhooks"],
     summary="A carrier scan (signed, X-Returnflow-Signature); parked until its parcel is known",
-    openapi_extra=json_body(ScanWebhook, SCAN_EXAMPLE),
+    response_model=ScanAccepted,
+    responses={
+        202: {"model": ScanAccepted, "description": "matched or parked"},
+        200: {"model": ScanAccepted, "description": "the same scan again"},
+        **problems(401, 413, 415, 422, s401="the signature is missing, stale or wrong"),
+    },
+    openapi_extra=json_body(ScanWebhook, SCAN_EXAMPLE) | signed("returnflowSignature"),
 )
-async def carrier_scan(carrier: str, request: Request, ctx: Ctx) -> Response:
-    if not CARRIER.match(carrier):
-        return error(404, f"unknown carrier {carrier!r}", fields=[{"field": "carrier", "message": "a slug"}])
+async def carrier_scan(
+    carrier: Annotated[str, Path(pattern=CARRIER.pattern, description="the carrier's slug")],
+    request: Request,
+    ctx: Ctx,
+) -> Response:
     body = parse_json(ScanWebhook, await signed_body(request, ctx.runtime_settings, "carriers"))
     result = await ctx.scans.submit(ScanIntake(carrier, scan_identity(carrier, body), body, correlation_id(request)))
     return json_response(
@@ -99,6 +122,21 @@ async def carrier_scan(carrier: str, request: Request, ctx: Ctx) -> Response:
     status_code=201,
     tags=["warehouse"],
     summary="What came back, per SKU (Authorization: Bearer <device token>)",
+    response_model=ReceiptRecorded,
+    responses={
+        201: {"model": ReceiptRecorded, "description": "recorded"},
+        200: {"model": ReceiptRecorded, "description": "the same receipt again"},
+        **problems(
+            401,
+            404,
+            409,
+            413,
+            415,
+            422,
+            s404="no parcel is expected for this tracking number or return",
+            s409="no goods expected back, a second receipt, or a receipt id used for another return",
+        ),
+    },
     openapi_extra=json_body(ReceiptBody, RECEIPT_EXAMPLE),
 )
 async def receipt(request: Request, ctx: Ctx, device: RegisteredDevice) -> Response:
@@ -129,14 +167,26 @@ def receipt_response(outcome: ReceiptOutcome) -> Response:
     raise AssertionError(f"unhandled receipt outcome {outcome!r}")
 
 
-@router.get("/v1/warehouse/parcels/{return_id}", tags=["warehouse"], summary="A return's parcel, scans and receipt")
-async def parcel(return_id: UUID, ctx: Ctx) -> Response:
+@router.get(
+    "/v1/warehouse/parcels/{return_id}",
+    tags=["warehouse"],
+    summary="A return's parcel, scans and receipt (reader token: ops, warehouse, agent; or a device's token)",
+    response_model=Parcel,
+    responses=problems(401, 403, 404),
+)
+async def parcel(return_id: UUID, ctx: Ctx, _: ParcelReader) -> Response:
     found = await views.parcel_view(ctx.pool, return_id)
     if found is None:
         return error(404, f"no parcel for return {return_id}")
     return json_response(found)
 
 
-@router.get("/v1/warehouse/scans/parked", tags=["warehouse"], summary="Scans waiting for their parcel")
-async def parked(ctx: Ctx, limit: int = 100) -> Response:
-    return json_response({"scans": await views.parked_scans(ctx.pool, max(1, min(limit, 1000)))})
+@router.get(
+    "/v1/warehouse/scans/parked",
+    tags=["warehouse"],
+    summary="Scans waiting for their parcel (reader token: ops, warehouse, agent; or a device's token)",
+    response_model=ParkedScans,
+    responses=READ_ERRORS,
+)
+async def parked(ctx: Ctx, _: ParcelReader, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+    return json_response({"scans": await views.parked_scans(ctx.pool, limit)})

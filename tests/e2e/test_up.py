@@ -16,9 +16,13 @@ import psutil
 import pytest
 
 from apphost.embedded import free_port, port_is_free
-from apphost.registry import SERVICES
+from apphost.registry import DEV_OPS_TOKEN, SERVICES
+from services.refunds.dev import DEV_ROSTER
 from tests.kafkautil import read_topic, values
 from tests.webhooks import return_body, signed
+
+DEV_READ = {"authorization": f"Bearer {DEV_OPS_TOKEN}"}
+AGENT_TOKEN = next(e.token for e in DEV_ROSTER if e.role == "agent")
 
 pytestmark = pytest.mark.e2e
 
@@ -146,9 +150,14 @@ async def test_up_ready_then_ctrl_c_leaves_nothing_and_restart_loses_nothing(tmp
     proc = start(env)
     try:
         wait_ready(proc)
-        async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10, headers=DEV_READ) as client:
             for rid in ids:
                 assert (await client.get(f"/v1/returns/{rid}")).status_code == 200
+            # reads take a reader's token: the development ones work on `returnflow up`, none is refused
+            anonymous = await client.get(f"/v1/returns/{ids[0]}", headers={"authorization": ""})
+            assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+            agent = {"authorization": f"Bearer {AGENT_TOKEN}"}
+            assert (await client.get(f"/v1/returns/{ids[0]}/timeline", headers=agent)).status_code == 200
         bootstrap = f"127.0.0.1:{env['RETURNFLOW_EMBEDDED_KAFKA_PORT']}"
         records = await read_topic(bootstrap, "returns.requested", expect=200, timeout_s=30)
         assert {v["return_id"] for v in values(records)} == set(ids)

@@ -5,9 +5,11 @@ decision as the HTTP API makes it, and the payment worker's step against the sim
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -354,12 +356,78 @@ async def test_a_decision_over_http_answers_a_retry_with_the_first_answer(handle
         again = await handlers.decide(h.ctx, grant(500, "agent-amy:click-1"))
         assert (first.status, first.result) == (200, "refunded")
         assert (again.status, again.result, again.message, again.amount) == (200, "refunded", first.message, 500)
-        unknown = await handlers.decide(
-            h.ctx, CommandIn("x", uuid.uuid4(), "http", "agent-amy", "approve", None, None, "c")
-        )
-        assert unknown.status == 404
         above = await handlers.decide(h.ctx, grant(2000, None))  # 25.00 in all
         assert (above.status, above.required_role) == (202, Role.supervisor)
+        assert [r["amount"] for r in await ledger(h, ret.return_id)] == [500]
+
+
+def http_command(
+    rid: uuid.UUID, action: str, actor: str, amount: int | None = None, key: str | None = None
+) -> CommandIn:
+    """A decision as the HTTP API makes it (a fresh command id per request, the key scoped to the actor)."""
+    return CommandIn(str(uuid.uuid4()), rid, "http", actor, action, amount, None, "corr-http", key)
+
+
+async def test_a_decision_over_http_before_its_return_waits_for_it_and_a_retry_gets_the_final_answer(
+    handler_settings: Settings,
+) -> None:
+    ret = requested(kind=ReturnKind.exchange, paid_total=5000)
+    grant = http_command(ret.return_id, "grant_free_refund", "agent-amy", 500, "agent-amy:early-1")
+    async with refunds(handler_settings) as h:
+        first = await handlers.decide(h.ctx, grant)
+        assert (first.status, first.result) == (202, "parked")
+        retry = await handlers.decide(h.ctx, replace(grant, command_id=str(uuid.uuid4())))
+        assert (retry.status, retry.result) == (202, "parked")  # never a stored 404
+        assert await commands_log(h, ret.return_id) == [("agent-amy", "parked", 202)]
+        await h.apply("lifecycle", [ret])
+        (decided,) = await h.published(RefundDecided)
+        assert (decided.amount, decided.actor_id) == (500, "agent-amy")
+        after = await handlers.decide(h.ctx, replace(grant, command_id=str(uuid.uuid4())))
+        assert (after.status, after.result, after.amount) == (200, "refunded", 500)
+        assert [r["amount"] for r in await ledger(h, ret.return_id)] == [500]
+
+
+async def test_concurrent_decisions_with_one_key_get_one_answer(handler_settings: Settings) -> None:
+    ret = requested(kind=ReturnKind.exchange, paid_total=5000)
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [ret])
+        escalated = await handlers.decide(h.ctx, http_command(ret.return_id, "grant_free_refund", "agent-amy", 3000))
+        assert escalated.status == 202 and escalated.result == "escalated"
+        approve = http_command(ret.return_id, "approve", "sup-sam", key="sup-sam:click-1")
+        answers = await asyncio.gather(
+            *(handlers.decide(h.ctx, replace(approve, command_id=str(uuid.uuid4()))) for _ in range(4))
+        )
+        assert {(o.status, o.result, o.message, o.amount) for o in answers} == {
+            (200, "refunded", "escalated refund approved", 3000)
+        }
+        assert [r["amount"] for r in await ledger(h, ret.return_id)] == [3000]
+        # the same for a return not known yet: one parked command, the same answer four times
+        early = http_command(uuid.uuid4(), "grant_free_refund", "agent-amy", 500, "agent-amy:early-2")
+        answers = await asyncio.gather(
+            *(handlers.decide(h.ctx, replace(early, command_id=str(uuid.uuid4()))) for _ in range(4))
+        )
+        assert {(o.status, o.result) for o in answers} == {(202, "parked")}
+        assert len(await commands_log(h, early.return_id)) == 1
+
+
+async def test_a_key_used_again_for_another_request_is_refused_naming_what_differs(
+    handler_settings: Settings,
+) -> None:
+    ret = requested(kind=ReturnKind.exchange, paid_total=5000)
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [ret])
+        first = await handlers.decide(
+            h.ctx, http_command(ret.return_id, "grant_free_refund", "agent-amy", 500, "agent-amy:k")
+        )
+        assert first.status == 200
+        other = await handlers.decide(
+            h.ctx, http_command(ret.return_id, "grant_free_refund", "agent-amy", 700, "agent-amy:k")
+        )
+        assert (other.status, other.field) == (422, "Idempotency-Key") and "amount" in other.message
+        elsewhere = await handlers.decide(
+            h.ctx, http_command(uuid.uuid4(), "grant_free_refund", "agent-amy", 500, "agent-amy:k")
+        )
+        assert elsewhere.status == 422 and "return_id" in elsewhere.message
         assert [r["amount"] for r in await ledger(h, ret.return_id)] == [500]
 
 
@@ -394,13 +462,18 @@ async def test_a_declined_refund_fails_for_good_and_releases_its_amount(handler_
 
 async def test_an_unknown_outcome_is_asked_again_later_with_the_same_key(handler_settings: Settings) -> None:
     ret = requested()
-    async with serve_gateway() as url, refunds(handler_settings, url, gateway_attempts=2) as h:
+    async with serve_gateway() as url, refunds(handler_settings, url, gateway_attempts=2, payment_retry_base_s=60) as h:
         await h.apply("lifecycle", [ret, scanned(ret.return_id)])
         async with gateway_faults(url, {"mode": "error", "status": 503, "count": 2}):
             assert await handlers.pay_due_refunds(h.ctx) == 0
         (failed,) = await h.published(RefundFailed)
         assert failed.retryable is True and failed.attempts == 1
-        wait = await handlers.pay_due_refunds(h.ctx)  # not due yet: scheduled with a jittered backoff
+        # scheduled again later, with a jittered backoff (at least half the base); nothing is due meanwhile
+        delay = await h.pool.fetchval(
+            "SELECT EXTRACT(EPOCH FROM next_attempt_at - $1::timestamptz) FROM refunds", failed.occurred_at
+        )
+        assert delay >= 30
+        wait = await handlers.pay_due_refunds(h.ctx)
         assert wait is not None and wait > 0
         await h.pool.execute("UPDATE refunds SET next_attempt_at = now()")
         assert await handlers.pay_due_refunds(h.ctx) == 0

@@ -27,6 +27,7 @@ from services.warehouse import SPEC as WAREHOUSE
 from services.warehouse import dev as warehouse_dev
 from tests.idle import wait_idle
 from tests.kafkautil import wait_for
+from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 CARRIER_SECRET = b"carrier-secret"
@@ -146,7 +147,7 @@ async def platform(
         async with pool.acquire() as conn:
             await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
         clients = [
-            await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10))
-            for u in (gw_url, ret.base_url, wh.base_url, *(r.base_url for r in refunds))
+            await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10, headers=h))
+            for u, h in [(gw_url, {}), (ret.base_url, READ), (wh.base_url, READ), *((r.base_url, {}) for r in refunds)]
         ]
         yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool, [ret, wh, *refunds])

@@ -38,6 +38,7 @@ from services.audit.dev import DEV_PUBLIC_KEYS, dev_signing_key
 from services.audit.settings import AuditSettings
 from tests.idle import wait_idle
 from tests.kafkautil import read_topic, values, wait_for
+from tests.readers import READ
 
 TOKENS = {"rt-lin": "tok-lin", "rt-ana": "tok-ana"}
 
@@ -172,7 +173,7 @@ async def test_receipt_attestation_and_check_make_a_verified_movement(settings, 
     rid = uuid.uuid4()
     async with (
         service_runner(SPEC, settings, audit_settings()) as svc,
-        httpx.AsyncClient(base_url=svc.base_url) as client,
+        httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client,
     ):
         pool = svc.runtime.pool
         await produce(
@@ -248,7 +249,10 @@ async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_
     rid, ghost = uuid.uuid4(), uuid.uuid4()
     base = now()
     skus = {"QTY": 2, "SAME": 1, "MISS": 1, "KIND": 1, "RELIST": 1}
-    async with service_runner(SPEC, settings, audit) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with (
+        service_runner(SPEC, settings, audit) as svc,
+        httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client,
+    ):
         pool = svc.runtime.pool
         await produce(
             settings.kafka_bootstrap,
@@ -276,7 +280,10 @@ async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_
         missing_open = await pool.fetchval("SELECT outcome IS NULL FROM sides WHERE sku = 'MISS'")
     # stopped before the deadline: the sweeper of the next instance finds what became overdue meanwhile
     await asyncio.sleep(max(0.0, (base + timedelta(seconds=deadline + 0.3) - now()).total_seconds()))
-    async with service_runner(SPEC, settings, audit) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with (
+        service_runner(SPEC, settings, audit) as svc,
+        httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client,
+    ):
         pool = svc.runtime.pool
         await wait_for(lambda: pool.fetchval("SELECT count(*) = 6 FROM discrepancies"), timeout_s=20)
         rows = await pool.fetch("SELECT id, reason, sku, status FROM discrepancies")
@@ -356,7 +363,7 @@ async def test_tampering_with_the_log_is_caught_by_verify(settings, service_runn
     rid = uuid.uuid4()
     async with (
         service_runner(SPEC, settings, audit_settings()) as svc,
-        httpx.AsyncClient(base_url=svc.base_url) as client,
+        httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client,
     ):
         pool = svc.runtime.pool
         await produce(

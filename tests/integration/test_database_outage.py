@@ -164,7 +164,7 @@ async def test_webhook_while_the_database_is_away_gets_503_and_is_accepted_when_
             away = await client.post(url, content=raw, headers=hdrs)
             assert away.status_code == 503, away.text
             assert away.headers["retry-after"] == "1"
-            assert "retry" in away.json()["error"]
+            assert "retry" in away.json()["detail"]
 
             # It is back: the platform's retry of the same delivery is accepted.
             show_server(dsn, here)

@@ -1,6 +1,8 @@
-"""Every HTTP API fuzzed with schemathesis from its live OpenAPI spec: generated valid and invalid
-requests (signed and authenticated, so they reach validation and the handlers) never get a 5xx, and
-invalid input is never accepted. Bounded: a few examples per operation and generation mode."""
+"""Every HTTP API fuzzed with schemathesis from its live OpenAPI spec, with all of schemathesis' checks:
+generated valid and invalid requests (signed and authenticated, so they reach validation and the
+handlers) never get a 5xx, invalid input is never accepted, and every answer is documented — its status,
+its content type and its body's schema (errors as problem details). Bounded: a few examples per
+operation and generation mode."""
 
 from __future__ import annotations
 
@@ -17,11 +19,16 @@ from hypothesis import settings as hsettings
 from hypothesis.errors import Unsatisfiable
 from pydantic import SecretStr
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.core.parameters import ParameterLocation
-from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from returnflow.settings import Settings
+from returnflow.settings import ReadToken, Settings
 from returnflow.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from services.audit import SPEC as AUDIT
 from services.audit.settings import AuditSettings
@@ -47,12 +54,16 @@ SECRETS = {"generic": "fuzz-generic", "carriers": "fuzz-carriers", "sms": "fuzz-
 DEVICE_TOKEN = "fuzz-device-token"
 AUDIT_TOKEN = "fuzz-audit-token"
 REFUNDS_TOKEN = next(e.token for e in DEV_ROSTER if e.role == "supervisor")
+OPS_TOKEN = "fuzz-ops-reader-token"
+# Every answer is checked against the document; negative cases must be refused.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 def fuzz_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "webhook_secrets": {k: [SecretStr(v)] for k, v in SECRETS.items()},
+            "read_tokens": {"ops-fuzz": ReadToken(token=SecretStr(OPS_TOKEN), role="ops")},
         }
     )
 
@@ -75,11 +86,11 @@ class Credentials(requests.auth.AuthBase):
 
 def credentials(service: str, path: str) -> Credentials:
     if service == "returns":
-        return Credentials(None, SECRETS["generic"])
+        return Credentials(OPS_TOKEN, SECRETS["generic"])
     if service == "warehouse":
         return Credentials(DEVICE_TOKEN, SECRETS["carriers"] if "/webhooks/" in path else None)
     if service == "notify":
-        return Credentials(None, SECRETS["sms"])
+        return Credentials(OPS_TOKEN, SECRETS["sms"])
     return Credentials(AUDIT_TOKEN if service == "audit" else REFUNDS_TOKEN, None)
 
 
@@ -124,7 +135,7 @@ def fuzz(service: str, openapi: dict[str, Any], base_url: str) -> tuple[list[str
         session = requests.Session()
         session.auth = credentials(service, op.path)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            checks = [not_a_server_error] + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
+            checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
 
             run = fuzz_test(op.as_strategy(generation_mode=mode), base_url, session, checks, counter)
             try:

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from tests.integration.money_path_support import auth, platform
+from tests.integration.notify_support import publish, requested
 from tests.kafkautil import read_topic, values, wait_for
 
 
@@ -22,7 +23,7 @@ async def test_decisions_api_actor_amount_and_idempotency(settings, service_runn
         grant = {"action": "grant_free_refund", "amount": 500}
         assert (await api.post(url, json=grant)).status_code == 401
         r = await api.post(url, json=grant, headers={"authorization": "Bearer who-knows"})
-        assert r.status_code == 401 and "unknown actor" in r.json()["error"]
+        assert r.status_code == 401 and "unknown actor" in r.json()["detail"]
         # the role in a request body is ignored: the roster says agent-amy is an agent
         r = await api.post(url, json={**grant, "amount": 4000, "role": "owner"}, headers=auth("agent-amy"))
         assert r.status_code == 422  # unknown field refused, naming it
@@ -35,9 +36,8 @@ async def test_decisions_api_actor_amount_and_idempotency(settings, service_runn
             r = await api.post(url, json=bad, headers=auth("agent-amy"))
             assert r.status_code == 422, (bad, r.text)
             assert r.json()["fields"][0]["field"] == "amount"
-        assert (
-            await api.post(f"/v1/refunds/{uuid.uuid4()}/decisions", json=grant, headers=auth("agent-amy"))
-        ).status_code == 404
+        r = await api.post(f"/v1/refunds/{uuid.uuid4()}/decisions", json=grant, headers=auth("agent-amy"))
+        assert r.status_code == 202 and r.json()["result"] == "parked"  # waits for its return
         r = await api.post(url, json={"action": "approve"}, headers=auth("sup-sam"))
         assert r.status_code == 409
         headers = {**auth("agent-amy"), "idempotency-key": "click-1"}
@@ -56,6 +56,37 @@ async def test_decisions_api_actor_amount_and_idempotency(settings, service_runn
         ledger = (await api.get(f"/v1/refunds/{rid}", headers=auth("owner-oz"))).json()
         assert [e["status"] for e in ledger["escalations"]] == ["rejected"]
         await p.timeline(rid, ["refund.escalated", "refund.decided", "refund.issued"])
+
+
+async def test_decisions_before_the_return_and_concurrent_retries_get_one_answer_and_take_effect(
+    settings, service_runner
+):
+    """Issue 12, finding 7: an early decision with an Idempotency-Key was answered 404 and that 404 was
+    replayed for the key forever; concurrent requests with one key got different bodies."""
+    async with platform(settings, service_runner) as p:
+        api = p.refunds[0]
+        rid = uuid.uuid4()
+        url = f"/v1/refunds/{rid}/decisions"
+        grant = {"action": "grant_free_refund", "amount": 500}
+        headers = {**auth("agent-amy"), "idempotency-key": "early-1"}
+        early = await asyncio.gather(*(api.post(url, json=grant, headers=headers) for _ in range(4)))
+        assert [r.status_code for r in early] == [202] * 4 and early[0].json()["result"] == "parked"
+        assert len({r.content for r in early}) == 1
+        await publish(p.settings.kafka_bootstrap, [requested(rid=rid, kind="exchange")])
+        await p.wait_issued(rid)
+        r = await api.post(url, json=grant, headers=headers)  # the retry now gets what the decision did
+        assert r.status_code == 200 and (r.json()["result"], r.json()["amount"]) == ("refunded", 500)
+
+        r = await api.post(url, json={**grant, "amount": 3000}, headers=auth("agent-amy"))
+        assert r.status_code == 202 and r.json()["result"] == "escalated"
+        headers = {**auth("sup-sam"), "idempotency-key": "approve-1"}
+        answers = await asyncio.gather(*(api.post(url, json={"action": "approve"}, headers=headers) for _ in range(4)))
+        assert [r.status_code for r in answers] == [200] * 4
+        assert len({r.content for r in answers}) == 1 and answers[0].json()["amount"] == 3000
+        r = await api.post(url, json={"action": "approve", "amount": 100}, headers=headers)
+        assert r.status_code == 422 and "Idempotency-Key" in r.text and "amount" in r.text
+        await p.wait_issued(rid, 2)
+        assert sorted(x["amount"] for x in await p.ledger(rid)) == [500, 3000]
 
 
 async def test_concurrent_grants_on_two_instances_never_exceed_the_paid_total(settings, service_runner):

@@ -22,6 +22,7 @@ from contracts.events import (
 from services.returns import SPEC
 from tests.integration.test_returns_timeline import publish
 from tests.kafkautil import wait_for
+from tests.readers import READ, READER_TOKEN
 from tests.webhooks import return_body, signed
 
 
@@ -41,7 +42,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 async def test_reports_over_http_and_cli(settings, service_runner, tmp_path):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client:
         ids = []
         for reason in ("damaged", "damaged", "size_too_small"):
             body = return_body(lines=[{"sku": "S", "qty": 1, "unit_price": 1000, "reason": reason}], paid_total=1000)
@@ -154,11 +155,20 @@ async def test_reports_over_http_and_cli(settings, service_runner, tmp_path):
         assert (await client.get("/v1/analytics/nope")).status_code == 404
         assert (await client.get("/v1/analytics/sms", params={"format": "xml"})).status_code == 422
 
+        # a report is a read: no token, 401 (and the CLI says so); the reader's token from --token or the env
+        anonymous = await client.get("/v1/analytics/sms", headers={"authorization": ""})
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETURNFLOW_")}
         env["RETURNFLOW_RETURNS_PORT"] = str(svc.port)
+        env["RETURNFLOW_CREDENTIALS"] = str(tmp_path / "no-credentials.json")
         code, stdout, stderr = await cli(env, "report", "authority")
+        assert code != 0 and "no credential" in stderr, stderr
+        code, stdout, stderr = await cli(env, "report", "authority", "--token", "not-a-reader")
+        assert code != 0 and "reader's bearer token is required" in stderr, stderr
+        code, stdout, stderr = await cli(env, "report", "authority", "--token", READER_TOKEN)
         assert code == 0 and "agent-7" in stdout, stderr
         png = tmp_path / "chart.png"
+        env["RETURNFLOW_TOKEN"] = READER_TOKEN
         code, stdout, stderr = await cli(env, "report", "chart", "--out", str(png))
         assert code == 0, stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

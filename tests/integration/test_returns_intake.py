@@ -10,13 +10,14 @@ import httpx
 from services.returns import SPEC
 from tests.idle import wait_idle
 from tests.kafkautil import headers, read_topic, values, wait_for
+from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 URL = "/v1/webhooks/generic/returns"
 
 
 async def test_webhook_commits_return_and_publishes_event(settings, service_runner):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client:
         raw, hdrs = signed(return_body())
         hdrs["x-correlation-id"] = "corr-abc-123"
         r = await client.post(URL, content=raw, headers=hdrs)
@@ -42,7 +43,7 @@ async def test_webhook_commits_return_and_publishes_event(settings, service_runn
 
 
 async def test_same_webhook_nine_times_concurrently_is_one_return_one_event(settings, service_runner):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client:
         body = return_body()
         raw, hdrs = signed(body, delivery_id="delivery-1")
         sequential = [await client.post(URL, content=raw, headers=hdrs) for _ in range(3)]
@@ -61,7 +62,7 @@ async def test_same_webhook_nine_times_concurrently_is_one_return_one_event(sett
 
 
 async def test_concurrent_distinct_webhooks_all_accepted(settings, service_runner):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client:
         reqs = [signed(return_body()) for _ in range(120)]
         responses = await asyncio.gather(*(client.post(URL, content=r, headers=h) for r, h in reqs))
         assert all(r.status_code == 202 for r in responses)

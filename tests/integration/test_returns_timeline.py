@@ -12,6 +12,7 @@ from contracts.events import ParcelScanned, RefundIssued, ScanCode
 from returnflow.outbox import event_record
 from services.returns import SPEC
 from tests.kafkautil import wait_for
+from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 
@@ -29,7 +30,7 @@ async def publish(bootstrap: str, events) -> None:
 
 
 async def test_timeline_collects_lifecycle_events_in_order(settings, service_runner):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client:
         raw, h = signed(return_body())
         rid = uuid.UUID((await client.post("/v1/webhooks/generic/returns", content=raw, headers=h)).json()["return_id"])
         t0 = datetime.now(UTC)

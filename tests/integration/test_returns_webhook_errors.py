@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from services.returns import SPEC
+from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 URL = "/v1/webhooks/generic/returns"
@@ -20,7 +21,7 @@ URL = "/v1/webhooks/generic/returns"
 
 @pytest.fixture
 async def client(settings, service_runner):
-    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url) as c:
+    async with service_runner(SPEC, settings) as svc, httpx.AsyncClient(base_url=svc.base_url, headers=READ) as c:
         c.svc = svc  # type: ignore[attr-defined]
         yield c
 
@@ -44,7 +45,7 @@ async def test_signature_cases(client):
     for name, (body, headers) in cases.items():
         r = await client.post(URL, content=body, headers=headers)
         assert r.status_code == 401, name
-        assert r.json()["error"], name
+        assert r.json()["detail"], name
     assert await count_returns(client) == 0
     # rotation: both active secrets are accepted
     for secret in (b"test-secret-old", b"test-secret-new"):
@@ -96,7 +97,7 @@ async def test_size_type_and_delivery_header(client):
     raw, h = signed(return_body())
     del h["X-Returnflow-Delivery"]
     r = await client.post(URL, content=raw, headers=h)
-    assert r.status_code == 400 and "X-Returnflow-Delivery" in r.json()["error"]
+    assert r.status_code == 400 and "X-Returnflow-Delivery" in r.json()["detail"]
     assert await count_returns(client) == 0
 
 

@@ -16,6 +16,7 @@ from services.warehouse import dev as warehouse_dev
 from tests.idle import wait_idle
 from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
 from tests.kafkautil import read_topic, values, wait_for
+from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 
@@ -27,7 +28,7 @@ async def test_scan_webhook_refuses_unsigned_and_invalid_bodies(settings, servic
         url = "/v1/webhooks/carriers/sf/scans"
         good = orjson.dumps({"tracking_no": "SF1", "scan_code": "picked_up", "scanned_at": "2026-11-22T09:00:00+08:00"})
         r = await client.post(url, content=good, headers={"content-type": "application/json"})
-        assert r.status_code == 401 and "X-Returnflow-Signature" in r.json()["error"]
+        assert r.status_code == 401 and "X-Returnflow-Signature" in r.json()["detail"]
         r = await client.post(url, content=good, headers={SIGNATURE_HEADER: sign(b"wrong", good)})
         assert r.status_code == 401
         bad = orjson.dumps({"tracking_no": "SF1", "scan_code": "teleported", "scanned_at": "2026-11-22T09:00:00"})
@@ -48,7 +49,7 @@ async def test_receipts_checked_against_the_request_and_never_overwritten(settin
     async with (
         service_runner(RETURNS, settings) as ret,
         service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
-        httpx.AsyncClient(base_url=wh.base_url) as client,
+        httpx.AsyncClient(base_url=wh.base_url, headers=READ) as client,
         httpx.AsyncClient(base_url=ret.base_url) as rc,
     ):
         body = return_body(
@@ -96,7 +97,7 @@ async def test_receipts_checked_against_the_request_and_never_overwritten(settin
         assert r.status_code == 404
         await wait_for(lambda: _parcel_row(wh, rid_free))
         r = await client.post(url, json={"return_id": rid_free, "inspector_id": "i", "lines": ok_lines}, headers=DEVICE)
-        assert r.status_code == 409 and "refund_only" in r.json()["error"]
+        assert r.status_code == 409 and "refund_only" in r.json()["detail"]
 
         # two devices racing with different receipts for one return: exactly one is accepted
         first = {"tracking_no": "SF-WH-1", "receipt_id": "dock-1-A", "inspector_id": "insp-1", "lines": ok_lines}

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, SecretStr
 
-from returnflow.http import BearerToken, parse_json, unauthorized
+from returnflow.http import BearerToken, Reader, parse_json, reader, unauthorized
 from returnflow.service import ServiceSpec, create_app
-from returnflow.settings import Settings
+from returnflow.settings import ReadToken, Settings
 
 
 class Note(BaseModel):
@@ -57,15 +57,19 @@ async def test_typed_path_and_query_parameters() -> None:
         assert r.json()["fields"][0]["field"] == "thing_id"
         r = await c.get(f"/v1/things/{tid}?limit=many")
         assert r.status_code == 422 and r.json()["fields"][0]["field"] == "limit"
-        assert set(r.json()) == {"error", "fields"}
+        assert r.headers["content-type"] == "application/problem+json"
+        assert set(r.json()) == {"type", "title", "status", "detail", "fields"}
+        assert r.json()["status"] == 422 and r.json()["type"] == "about:blank"
 
 
 async def test_unknown_routes_and_methods_answer_in_the_same_shape() -> None:
     async with client() as c:
         r = await c.get("/v1/nowhere")
-        assert r.status_code == 404 and set(r.json()) == {"error"}
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert r.json() == {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Not Found"}
         r = await c.delete("/v1/notes")
-        assert r.status_code == 405 and set(r.json()) == {"error"}
+        assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["title"] == "Method Not Allowed" and r.headers["allow"] == "POST"
 
 
 async def test_a_nul_character_is_refused_naming_where_it_is() -> None:
@@ -87,3 +91,47 @@ async def test_a_bearer_token_is_required_and_challenged() -> None:
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         r = await c.post("/v1/notes", json={"text": "hi"}, headers={"authorization": "Bearer let-me-in"})
         assert r.status_code == 200 and r.json() == {"text": "hi", "tags": []}
+
+
+@router.get("/v1/secrets")
+async def read_secret(who: Annotated[Reader, Depends(reader("ops", "auditor"))]) -> dict[str, Any]:
+    return {"holder": who.holder, "role": who.role}
+
+
+def read_client() -> httpx.AsyncClient:
+    tokens = {
+        "olga": ReadToken(token=SecretStr("ops-token"), role="ops"),
+        "wes": ReadToken(token=SecretStr("device-token"), role="warehouse"),
+    }
+    settings = Settings(
+        database_url=SecretStr("postgresql://nowhere/none"),
+        kafka_bootstrap="nowhere:9092",
+        dev_stack=True,
+        read_tokens=tokens,
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(SPEC, settings)), base_url="http://shape")
+
+
+async def test_a_read_takes_a_reader_token_with_a_role_that_may_read_it() -> None:
+    async with read_client() as c:
+        for headers in ({}, {"authorization": "Bearer nobody-knows-this"}, {"authorization": "Basic b3BzOng="}):
+            r = await c.get("/v1/secrets", headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert r.headers["content-type"] == "application/problem+json"
+        r = await c.get("/v1/secrets", headers={"authorization": "Bearer device-token"})
+        assert r.status_code == 403 and "warehouse" in r.json()["detail"]
+        r = await c.get("/v1/secrets", headers={"authorization": "Bearer ops-token"})
+        assert r.status_code == 200 and r.json() == {"holder": "olga", "role": "ops"}
+        assert (await c.get("/healthz")).status_code == 200  # ops endpoints stay open
+
+
+async def test_the_openapi_documents_errors_as_problems_and_metrics_as_text() -> None:
+    async with read_client() as c:
+        doc = (await c.get("/openapi.json")).json()
+    assert "Problem" in doc["components"]["schemas"] and "HTTPValidationError" not in doc["components"]["schemas"]
+    thing = doc["paths"]["/v1/things/{thing_id}"]["get"]["responses"]
+    assert set(thing) >= {"200", "404", "422", "503"}
+    assert thing["404"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    secrets = doc["paths"]["/v1/secrets"]["get"]
+    assert "401" in secrets["responses"] and secrets["security"] == [{"HTTPBearer": []}]
+    assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]

@@ -25,3 +25,6 @@ ENV: dict[str, str] = {
     "RETURNFLOW_AUDIT_TOKENS": json.dumps(DEV_TOKENS),
     "RETURNFLOW_AUDIT_PUBLIC_KEYS": json.dumps(DEV_PUBLIC_KEYS),
 }
+
+# Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): the returns-team people read as auditors.
+READERS: dict[str, dict[str, str]] = {p: {"token": t, "role": "auditor"} for p, t in DEV_TOKENS.items()}

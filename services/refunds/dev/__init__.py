@@ -49,3 +49,6 @@ DEV_GATEWAY_API_KEY = "dev-gateway-api-key"  # development secrets start with `d
 
 # Read by the refunds service and by the simulated gateway `returnflow up` starts beside it.
 ENV: dict[str, str] = {"RETURNFLOW_REFUNDS_GATEWAY_API_KEY": DEV_GATEWAY_API_KEY}
+
+# Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): every roster member reads as an agent.
+READERS: dict[str, dict[str, str]] = {e.actor_id: {"token": e.token or "", "role": "agent"} for e in DEV_ROSTER}

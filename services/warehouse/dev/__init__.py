@@ -25,3 +25,7 @@ def dev_settings(**over: Any) -> WarehouseSettings:
         for device_id, d in DEV_DEVICES.items()
     }
     return WarehouseSettings(**{"devices": devices, **over})
+
+
+# Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): the device reads as the warehouse.
+READERS: dict[str, dict[str, str]] = {d: {"token": v["token"], "role": "warehouse"} for d, v in DEV_DEVICES.items()}

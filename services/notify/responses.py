@@ -1,0 +1,72 @@
+"""The bodies the notify service answers (its OpenAPI response models), and what its webhooks take."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+RETURN_ID = "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11"
+
+
+class Sms(BaseModel):
+    """One message of a return: sent, waiting, or not sent and why (the number masked)."""
+
+    step: str
+    kind: str
+    status: str
+    due_at: datetime
+    sent_at: datetime | None
+    reason: str | None
+    locale: str | None
+    body: str | None
+    provider: str | None
+    provider_message_id: str | None
+    attempts: int
+    deferrals: int
+    last_error: str | None
+    delivery_status: str | None
+    params: dict[str, Any]
+    phone_masked: str
+
+
+class SmsOfReturn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"return_id": RETURN_ID, "messages": []}})
+    return_id: UUID
+    messages: list[Sms]
+
+
+INBOUND_EXAMPLE = [{"id": "in-1", "from": "+8613812345678", "text": "STOP"}]
+STATUS_EXAMPLE = [{"provider_message_id": "file-0123456789abcdef", "status": "delivered"}]
+
+
+def webhook_body(example: list[dict[str, Any]]) -> dict[str, Any]:
+    """`openapi_extra`: the provider's callback body (JSON for the file provider and Aliyun, a form for
+    Twilio) and its signature scheme."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                    "example": example,
+                },
+                "application/x-www-form-urlencoded": {"schema": {"type": "object"}, "example": {"MessageSid": "SM1"}},
+            },
+        },
+        "security": [{"returnflowSignature": []}, {"twilioSignature": []}],
+    }
+
+
+PROVIDER_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "acknowledged, in the provider's own form (JSON; Twilio: empty TwiML)",
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": {"ok": True}},
+            "text/xml": {"schema": {"type": "string"}},
+        },
+    },
+    204: {"description": "acknowledged (Twilio's delivery receipts)"},
+}

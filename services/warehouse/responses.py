@@ -1,0 +1,99 @@
+"""The bodies the warehouse service answers (its OpenAPI response models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+RETURN_ID = "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11"
+
+
+class ScanAccepted(BaseModel):
+    """A carrier scan: matched to its parcel, or parked until the parcel is known (202); again (200)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"scan_id": "sf:SF1234567890:picked_up:…", "status": "matched", "return_id": RETURN_ID}
+            | {"duplicate": False}
+        }
+    )
+    scan_id: str
+    status: str
+    return_id: UUID | None
+    duplicate: bool
+
+
+class ReceiptRecorded(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"receipt_id": "dock-1-000123", "return_id": RETURN_ID, "duplicate": False}}
+    )
+    receipt_id: str
+    return_id: UUID
+    duplicate: bool
+
+
+class ParcelLine(BaseModel):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ParcelScan(BaseModel):
+    scan_id: str
+    carrier: str
+    scan_code: str
+    scanned_at: datetime
+    location: str | None
+    first_moving: bool
+
+
+class ParcelReceipt(BaseModel):
+    receipt_id: str
+    warehouse_id: str
+    device_id: str
+    inspector_id: str
+    received_at: datetime
+    lines: Any
+
+
+class Parcel(BaseModel):
+    """A return's parcel: what is expected back, its carrier scans and its receipt."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "example": {
+                "return_id": RETURN_ID,
+                "requested": True,
+                "kind": "return_and_refund",
+                "tracking_no": "SF1234567890",
+                "lines": [{"sku": "SKU-1", "qty": 1, "unit_price": 5000}],
+                "scans": [],
+                "receipt": None,
+            }
+        },
+    )
+    return_id: UUID
+    requested: bool
+    kind: str | None
+    tracking_no: str | None
+    lines: list[ParcelLine]
+    scans: list[ParcelScan]
+    receipt: ParcelReceipt | None
+
+
+class ParkedScan(BaseModel):
+    scan_id: str
+    carrier: str
+    tracking_no: str
+    scan_code: str
+    scanned_at: datetime
+    received_at: datetime
+
+
+class ParkedScans(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"scans": []}})
+    scans: list[ParkedScan]
