@@ -8,7 +8,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.customer_support import (
@@ -23,6 +22,7 @@ from tests.e2e.customer_support import (
     sms_link,
 )
 from tests.e2e.test_up import start, stop, wait_ready
+from tests.kafkautil import read_topic, values
 
 pytestmark = pytest.mark.e2e
 
@@ -114,11 +114,12 @@ async def test_a_customer_follows_their_return_from_the_sms_link():
             assert await page.get_attribute("html", "lang") == "es"
             assert await page.text_content("h1") == "Este enlace ya no es válido"
 
-        # the platform registration path published the same event the page did
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['RETURNFLOW_RETURNS_PORT']}") as client:
-            timeline = (await client.get(f"/v1/returns/{returns['en'][0]}/timeline")).json()
-        types = [e["type"] for e in timeline["entries"]]
-        assert "return.tracking_registered" in types and "parcel.scanned" in types
+        # the page's registration is the platform's event: return.tracking_registered on its topic
+        bootstrap = f"127.0.0.1:{env['RETURNFLOW_EMBEDDED_KAFKA_PORT']}"
+        records = await read_topic(bootstrap, "returns.tracking-registered", expect=1, timeout_s=15)
+        [event] = values(records)
+        assert event["type"] == "return.tracking_registered" and event["return_id"] == returns["en"][0]
+        assert event["tracking_no"] == "SF140022339981" and event["carrier"] == "sf"
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
