@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit schemas docs bench bench-intake bench-hop chaos clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: browser screenshots bench-page run test lint typecheck unit schemas docs bench bench-intake bench-hop chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
@@ -16,8 +18,28 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/returnflow up --demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+# Browser tests drive Debian's chromium (never `playwright install`, which downloads). As root with apt
+# (CI) it is installed here, with a CJK font for the zh-CN page; otherwise one line says how.
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and fonts-wqy-zenhei for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; \
+	  else \
+	    echo "browser tests need Debian's chromium: sudo apt-get install -y chromium fonts-wqy-zenhei"; exit 1; \
+	  fi; \
+	fi
+
+# phone-viewport screenshots of the customer's page in its three locales (docs/screenshots/)
+screenshots: $(STAMP) browser
+	$(BIN)/python -m tests.e2e.screenshots docs/screenshots
+
+# the customer's page under load, next to a static page of the same process, while the surge runs
+bench-page: $(STAMP)
+	$(BIN)/python -m bench.page $(BENCH_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -58,8 +58,23 @@ def render_architecture(text: str) -> str:
     return pattern.sub(lambda _: f"{FLOW_START}\n{event_flow()}{FLOW_END}", text)
 
 
+def render_sms_lengths(text: str) -> str:
+    """services/notify/templates/README.md's table of every template's length, encoding and segments."""
+    import re
+
+    from services.notify.render import SMS_LENGTHS_END, SMS_LENGTHS_START, Templates, length_table
+
+    pattern = re.compile(re.escape(SMS_LENGTHS_START) + r".*?" + re.escape(SMS_LENGTHS_END), re.S)
+    if not pattern.search(text):
+        raise ValueError("services/notify/templates/README.md has no generated sms-lengths block")
+    return pattern.sub(lambda _: f"{SMS_LENGTHS_START}\n{length_table(Templates())}{SMS_LENGTHS_END}", text)
+
+
+SMS_README = Path(__file__).parents[1] / "services" / "notify" / "templates" / "README.md"
+
+
 def generated() -> dict[Path, str]:
-    out: dict[Path, str] = {}
+    out: dict[Path, str] = {SMS_README: render_sms_lengths(SMS_README.read_text())}
     architecture = DOCS / "architecture.md"
     out[architecture] = render_architecture(architecture.read_text())
     for name, spec in all_specs().items():

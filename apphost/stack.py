@@ -147,6 +147,9 @@ class Stack:
             # returns-team tokens, the simulator's key) unless the operator set their own, and development
             # secrets are allowed. With an external database or broker every service refuses them.
             env = {**registry.dev_environment(), **env, "RETURNFLOW_DEV_STACK": "true"}
+        if "returns" in self.services:
+            # the links in texts open the customer's page here, as sent (an ingress in production)
+            env.setdefault("RETURNFLOW_PUBLIC_BASE_URL", registry.base_url_for(self.settings, "returns"))
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:

@@ -58,7 +58,13 @@ class Settings(Loadable):
     embedded_kafka_port: int = 19092
 
     host: str = "127.0.0.1"
+    # Where customers and providers reach returnflow from outside: SMS links are <this>/r/<token>, SMS
+    # status callbacks <this>/v1/webhooks/sms/... (an ingress routes /r/ to returns, the rest by path).
+    # `returnflow up` sets it to the returns service on this machine when it is unset.
     public_base_url: str | None = None
+    # Signs the customer links in SMS (returnflow/links.py); the same value for notify and returns. Unset:
+    # texts go without a link and the page finds no return. `returnflow up` gives a development one.
+    customer_link_secret: SecretStr | None = None
     # Kafka producer: idempotence is refused by the embedded broker; turn it on for Apache Kafka.
     kafka_enable_idempotence: bool = False
     # Replication of topics a service re-creates after the broker lost them (1 for the embedded broker).

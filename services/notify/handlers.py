@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 import asyncpg
@@ -24,6 +25,7 @@ from contracts.events import (
 )
 from returnflow.consumer import Batch
 from returnflow.db import Conn
+from returnflow.links import customer_link
 from returnflow.logging import get_logger, mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
@@ -66,7 +68,17 @@ async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
     templates = Templates(settings.templates_dir, settings.default_locale)
     templates.check()  # a broken edit stops the service here, not in a customer's message
     provider = make_provider(settings, rt.settings)
-    sender = Sender(rt.pool, provider, templates, clock, settings, rt.dsn)
+    secret = rt.settings.customer_link_secret
+    link_secret = secret.get_secret_value().encode() if secret is not None else None
+    base_url = rt.settings.public_base_url
+    if not (base_url and link_secret):
+        log.warning(
+            "SMS go without a link to the customer's page: set RETURNFLOW_PUBLIC_BASE_URL and "
+            "RETURNFLOW_CUSTOMER_LINK_SECRET"
+        )
+    sender = Sender(
+        rt.pool, provider, templates, clock, settings, rt.dsn, link_for=partial(customer_link, base_url, link_secret)
+    )
     log.info("SMS provider ready", provider=describe(provider), locales=list(templates.locales))
     return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender)
 

@@ -11,13 +11,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency, get_currency_precision
 
 from contracts.events import (
     MOVING_SCAN_CODES,
@@ -31,6 +27,7 @@ from contracts.events import (
     ReturnRequested,
     ScanCode,
 )
+from returnflow.i18n import babel_locale, format_money, pick_locale  # noqa: F401 (notify's names for them)
 
 # -- steps -------------------------------------------------------------------------------------------
 
@@ -386,35 +383,36 @@ def undelivered_news(delivered: bool | None, status: str, previous_status: str |
 # -- locale, money, phone numbers ----------------------------------------------------------------------
 
 
-def pick_locale(requested: str | None, available: Iterable[str], default: str = "en") -> str:
-    """Exact match, else the same language (zh-TW -> zh-CN, es-MX -> es), else the default."""
-    avail = list(available)
-    if not requested:
-        return default if default in avail else (avail[0] if avail else default)
-    req = requested.replace("_", "-")
-    lowered = {a.lower(): a for a in avail}
-    if req.lower() in lowered:
-        return lowered[req.lower()]
-    lang = req.split("-")[0].lower()
-    for a in avail:
-        if a.split("-")[0].lower() == lang:
-            return a
-    return default if default in avail else (avail[0] if avail else default)
+# -- SMS length: encoding and segments ---------------------------------------------------------------------
+
+# GSM 03.38: the basic set (one septet each) and the extension table (two: escape + char).
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+# Spaces Babel puts in money and times (no-break, narrow no-break, thin, figure) are outside GSM-7: one
+# of them turns a whole Latin-script text into UCS-2 (70 characters a segment instead of 160).
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " "})
 
 
-def babel_locale(locale: str) -> Locale:
-    try:
-        return Locale.parse(locale.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        return Locale.parse("en")
+def gsm_spaces(text: str) -> str:
+    return text.translate(_SPACES)
 
 
-def format_money(minor: int, currency: str, locale: str) -> str:
-    """Integer minor units as the locale writes them: 4000 CNY -> ¥40.00 (zh-CN), CN¥40.00 (en),
-    40,00 CN¥ (es). Exact: never goes through a float."""
-    digits = get_currency_precision(currency)
-    amount = Decimal(minor).scaleb(-digits)
-    return str(format_currency(amount, currency, locale=babel_locale(locale), currency_digits=True))
+def sms_encoding(text: str) -> Literal["GSM-7", "UCS-2"]:
+    return "GSM-7" if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text) else "UCS-2"
+
+
+def sms_segments(text: str) -> tuple[Literal["GSM-7", "UCS-2"], int]:
+    """How a text travels: its encoding and how many SMS segments it takes (GSM-7: 160 septets alone,
+    153 a part; UCS-2: 70 UTF-16 units alone, 67 a part)."""
+    encoding = sms_encoding(text)
+    if encoding == "GSM-7":
+        units, single, part = sum(2 if c in GSM7_EXTENDED else 1 for c in text), 160, 153
+    else:
+        units, single, part = len(text.encode("utf-16-le")) // 2, 70, 67
+    return encoding, 1 if units <= single else math.ceil(units / part)
 
 
 _DIGITS = re.compile(r"\D")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,8 +211,10 @@ class Sender:
         clock: Clock,
         settings: NotifySettings,
         dsn: str | None = None,
+        link_for: Callable[[UUID], str | None] = lambda _: None,
     ) -> None:
         self.pool = pool
+        self.link_for = link_for  # the customer's page of a return (returnflow/links.py), None: no link
         self.provider = provider
         self.templates = templates
         self.clock = clock
@@ -272,6 +274,7 @@ class Sender:
         """Render the message and give it a pacing slot and a lease: this sender sends it."""
         s = self.settings
         values = template_values(r, s.shop_names)
+        values["link"] = self.link_for(ref.return_id)
         try:
             body = self.templates.render(r["step"], ref.locale, values)
         except TemplateProblem as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import APIRouter
+
 from contracts.catalog import CATALOG
 from returnflow.batching import GroupCommitter
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
-from services.returns import api, handlers
+from services.returns import api, customer, handlers
 from services.returns.handlers import ReturnsContext
 from services.returns.settings import ReturnsSettings
 
@@ -17,18 +19,27 @@ TIMELINE_TOPICS = [t.name for t in CATALOG if "returns" in t.consumers]
 
 
 async def build_context(rt: Runtime, settings: ReturnsSettings) -> ReturnsContext:
+    secret = rt.settings.customer_link_secret
+    link_secret = secret.get_secret_value().encode() if secret is not None else None
     intake = GroupCommitter(
         rt.pool,
-        handlers.accept_returns,
+        handlers.intake_step(link_secret),
         max_size=settings.intake_batch_max,
         max_wait_s=settings.intake_batch_wait_ms / 1000,
     )
-    return ReturnsContext(pool=rt.pool, settings=settings, runtime_settings=rt.settings, intake=intake)
+    ctx = ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret)
+    await handlers.backfill_link_digests(ctx)
+    return ctx
 
 
 async def close_context(ctx: ReturnsContext) -> None:
     await ctx.intake.close()
 
+
+# The service's HTTP: the API (webhooks, returns, reports) and the customer's page.
+router = APIRouter()
+router.include_router(api.router)
+router.include_router(customer.router)
 
 SPEC: ServiceSpec[ReturnsContext] = ServiceSpec(
     name="returns",
@@ -37,7 +48,7 @@ SPEC: ServiceSpec[ReturnsContext] = ServiceSpec(
     settings=ReturnsSettings,
     context=build_context,
     close=close_context,
-    router=api.router,
+    router=router,
     consumers=[ConsumerSpec("timeline", TIMELINE_TOPICS, apply=handlers.apply_timeline)],
 )
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from returnflow.db import Conn
-from services.returns.rules import Intake, Status
+from services.returns.rules import Fact, Intake, Status
 from services.returns.timeline import TimelineEntry
 
 Key = tuple[str, str]
@@ -31,18 +32,20 @@ async def known_deliveries(conn: Conn, deliveries: Sequence[Key]) -> dict[Key, U
     return {(r["source"], r["delivery_id"]): r["return_id"] for r in rows}
 
 
-async def insert_returns(conn: Conn, new: Sequence[tuple[UUID, Intake]], status: Status) -> set[UUID]:
-    """Insert these returns; those whose (shop, platform return id) exists already are skipped. The ids
-    inserted."""
+async def insert_returns(
+    conn: Conn, new: Sequence[tuple[UUID, Intake]], status: Status, link_digests: dict[UUID, bytes] | None = None
+) -> set[UUID]:
+    """Insert these returns (with the digest of each one's customer link, when known); those whose
+    (shop, platform return id) exists already are skipped. The ids inserted."""
     if not new:
         return set()
     rows = await conn.fetch(
         """INSERT INTO returns (id, shop_id, platform, platform_return_id, order_id, kind, status,
                status_rank, currency, paid_total, customer, requested_by, tracking_no, requested_at,
-               correlation_id)
+               correlation_id, link_digest)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                $7::text[], $8::int[], $9::text[], $10::bigint[], $11::jsonb[], $12::jsonb[], $13::text[],
-               $14::timestamptz[], $15::text[])
+               $14::timestamptz[], $15::text[], $16::bytea[])
            ON CONFLICT (shop_id, platform_return_id) DO NOTHING
            RETURNING id""",
         [rid for rid, _ in new],
@@ -60,6 +63,7 @@ async def insert_returns(conn: Conn, new: Sequence[tuple[UUID, Intake]], status:
         [it.body.tracking_no for _, it in new],
         [it.body.requested_at for _, it in new],
         [it.correlation_id for _, it in new],
+        [(link_digests or {}).get(rid) for rid, _ in new],
     )
     return {r["id"] for r in rows}
 
@@ -166,3 +170,103 @@ async def lock_by_platform_key(conn: Conn, shop_id: str, platform_return_id: str
 
 async def set_tracking_no(conn: Conn, return_id: UUID, tracking_no: str) -> None:
     await conn.execute("UPDATE returns SET tracking_no = $2, updated_at = now() WHERE id = $1", return_id, tracking_no)
+
+
+# -- the customer's page --------------------------------------------------------------------------------
+
+
+async def set_link_digests(conn: Conn, digests: dict[UUID, bytes]) -> None:
+    if not digests:
+        return
+    await conn.execute(
+        """UPDATE returns r SET link_digest = d.digest FROM unnest($1::uuid[], $2::bytea[]) AS d(id, digest)
+           WHERE r.id = d.id AND r.link_digest IS NULL""",
+        list(digests),
+        list(digests.values()),
+    )
+
+
+async def returns_without_link(conn: Conn, limit: int) -> list[UUID]:
+    rows = await conn.fetch("SELECT id FROM returns WHERE link_digest IS NULL LIMIT $1", limit)
+    return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class CustomerReturn:
+    """What the customer's page may show of a return, and what deciding about its link needs. No phone
+    number, address or internal id leaves this row for the page: the template gets only these fields."""
+
+    id: UUID
+    shop_id: str
+    platform_return_id: str
+    order_id: str
+    kind: str
+    status: str
+    currency: str
+    paid_total: int
+    locale: str | None
+    timezone: str | None
+    tracking_no: str | None
+    link_revoked_at: datetime | None
+    lines: list[dict[str, Any]]
+    facts: list[Fact]
+
+
+# the timeline entries the page reads (progress, refund): not SMS, attestations or discrepancies
+PAGE_EVENT_TYPES = [
+    "return.requested",
+    "return.cancelled",
+    "return.tracking_registered",
+    "parcel.scanned",
+    "return.received",
+    "inventory.verified",
+    "refund.decided",
+    "refund.escalated",
+    "refund.issued",
+]
+
+
+async def customer_return(conn: Conn, link_digest: bytes, lock: bool = False) -> CustomerReturn | None:
+    """The return a customer link names (locked until the transaction ends, when asked), its lines
+    and the timeline entries its page reads."""
+    row = await conn.fetchrow(
+        """SELECT id, shop_id, platform_return_id, order_id, kind, status, currency, paid_total,
+               customer->>'locale' AS locale, customer->>'timezone' AS timezone, tracking_no, link_revoked_at
+           FROM returns WHERE link_digest = $1"""
+        + (" FOR UPDATE" if lock else ""),
+        link_digest,
+    )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT sku, qty, unit_price FROM return_lines WHERE return_id = $1 ORDER BY line_no", row["id"]
+    )
+    facts = await conn.fetch(
+        """SELECT type, occurred_at, data FROM timeline WHERE return_id = $1 AND type = ANY($2::text[])
+           ORDER BY occurred_at, id""",
+        row["id"],
+        PAGE_EVENT_TYPES,
+    )
+    return CustomerReturn(
+        **dict(row),
+        lines=[dict(r) for r in lines],
+        facts=[Fact(f["type"], f["occurred_at"], f["data"]) for f in facts],
+    )
+
+
+async def revoke_link(conn: Conn, return_id: UUID) -> bool:
+    """Revoke a return's customer link (idempotent). False when there is no such return."""
+    done = await conn.fetchval(
+        """UPDATE returns SET link_revoked_at = COALESCE(link_revoked_at, now()) WHERE id = $1 RETURNING id""",
+        return_id,
+    )
+    return done is not None
+
+
+async def page_attempts_since(conn: Conn, return_id: UUID, since: datetime) -> list[datetime]:
+    rows = await conn.fetch("SELECT at FROM page_attempts WHERE return_id = $1 AND at > $2", return_id, since)
+    return [r["at"] for r in rows]
+
+
+async def record_page_attempt(conn: Conn, return_id: UUID, at: datetime) -> None:
+    await conn.execute("INSERT INTO page_attempts (return_id, at) VALUES ($1, $2)", return_id, at)

@@ -1,15 +1,20 @@
 """Pure decisions of the returns service: what status a return has after an event (later steps
 outrank earlier ones, so events arriving out of order never move a return backwards), whether a
 return can still be cancelled, what a platform's tracking/cancel event does, and which webhooks of
-a group commit are new returns and which are duplicates. No I/O."""
+a group commit are new returns and which are duplicates; and for the customer's page, the progress
+line, the one next thing to do, whether a link still works and whether a tracking number may be
+entered (and how often). No I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
 from uuid import UUID, uuid4
 
+from contracts.events import is_moving
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook
 
 
@@ -155,3 +160,219 @@ def intake_results(
             unreported.discard(rid)
         results.append(IntakeResult(rid, is_new, REQUESTED.name))
     return results, deliveries
+
+
+# -- the customer's page: progress, what to do next, the link, self-service tracking ------------------
+# (services/returns/customer.py shows them; each is a pure function of the return and its timeline)
+
+
+class Fact(NamedTuple):
+    """One timeline entry as the page reads it."""
+
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+STEP_PLANS: dict[str, tuple[str, ...]] = {
+    "refund_only": ("requested", "approved", "refund_paid"),
+    "return_and_refund": ("requested", "on_its_way", "received", "checked", "refund_paid"),
+    "exchange": ("requested", "on_its_way", "received", "checked"),
+}
+CLOSED = frozenset({"refunded", "rejected", "cancelled"})
+
+
+def is_step_event(step: str, f: Fact) -> bool:
+    """Which timeline entry completes a step: the one definition the page uses."""
+    match step:
+        case "requested":
+            return f.type == "return.requested"
+        case "on_its_way":
+            return f.type == "parcel.scanned" and is_moving(str(f.data.get("scan_code", "")))
+        case "received":
+            return f.type == "return.received"
+        case "checked":  # the goods judged: a stock movement verified, or a refund decided on the receipt
+            return f.type == "inventory.verified" or (
+                f.type == "refund.decided" and f.data.get("basis") == "warehouse_receipt"
+            )
+        case "approved":
+            return f.type == "refund.decided" and f.data.get("decision") == "refund"
+        case "refund_paid":
+            return f.type == "refund.issued"
+    return False
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    at: datetime | None  # when it happened; None: not yet
+
+    @property
+    def done(self) -> bool:
+        return self.at is not None
+
+
+@dataclass(frozen=True)
+class Refund:
+    amount: int  # minor units
+    currency: str
+    paid: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    steps: tuple[Step, ...]
+    cancelled_at: datetime | None
+    rejected_at: datetime | None
+    under_review: bool
+    refund: Refund | None
+
+    def done(self, key: str) -> bool:
+        return any(s.key == key and s.done for s in self.steps)
+
+    @property
+    def closed_at(self) -> datetime | None:
+        """When the return ended: cancelled, refund rejected, or its last step done."""
+        ends = [t for t in (self.cancelled_at, self.rejected_at) if t is not None]
+        if self.steps and all(s.done for s in self.steps):
+            ends.append(max(s.at for s in self.steps if s.at is not None))
+        return min(ends, default=None)
+
+
+def _first(facts: Sequence[Fact], match: Callable[[Fact], bool]) -> datetime | None:
+    return min((f.at for f in facts if match(f)), default=None)
+
+
+def step_time(step: str, facts: Sequence[Fact]) -> datetime | None:
+    return min((f.at for f in facts if is_step_event(step, f)), default=None)
+
+
+def progress(kind: str, facts: Sequence[Fact]) -> Progress:
+    """The customer's progress line from a return's timeline, in any order the events arrived."""
+    steps = tuple(Step(key, step_time(key, facts)) for key in STEP_PLANS[kind])
+    rejected_at = _first(facts, lambda f: f.type == "refund.decided" and f.data.get("decision") == "reject")
+    escalated = _first(facts, lambda f: f.type == "refund.escalated")
+    decided = _first(facts, lambda f: f.type in ("refund.decided", "refund.issued"))
+    return Progress(
+        steps=steps,
+        cancelled_at=_first(facts, lambda f: f.type == "return.cancelled"),
+        rejected_at=rejected_at,
+        under_review=escalated is not None and (decided is None or decided < escalated),
+        refund=refund_of(facts),
+    )
+
+
+def refund_of(facts: Sequence[Fact]) -> Refund | None:
+    """What is paid back: the refunds paid, else the latest amount approved or waiting for review."""
+    paid = [f for f in facts if f.type == "refund.issued"]
+    if paid:
+        return Refund(sum(int(f.data.get("amount", 0)) for f in paid), str(paid[0].data.get("currency")), True)
+    pending = [
+        f
+        for f in facts
+        if f.type == "refund.escalated" or (f.type == "refund.decided" and f.data.get("decision") == "refund")
+    ]
+    if not pending:
+        return None
+    last = max(pending, key=lambda f: f.at)
+    return Refund(int(last.data.get("amount", 0)), str(last.data.get("currency")), False)
+
+
+NextAction = Literal[
+    "cancelled",
+    "rejected",
+    "refund_paid",
+    "exchange_checked",
+    "under_review",
+    "nothing_to_send",
+    "ship",
+    "wait_parcel",
+    "checking",
+]
+
+
+def next_action(kind: str, p: Progress) -> NextAction:
+    """The one thing the customer should know or do now."""
+    if p.cancelled_at is not None:
+        return "cancelled"
+    if p.rejected_at is not None:
+        return "rejected"
+    if p.done("refund_paid"):
+        return "refund_paid"
+    if kind == "exchange" and p.done("checked"):
+        return "exchange_checked"
+    if p.under_review:
+        return "under_review"
+    if kind == "refund_only":
+        return "nothing_to_send"
+    if p.done("received"):
+        return "checking"
+    return "wait_parcel" if p.done("on_its_way") else "ship"
+
+
+def can_register_tracking(kind: str, p: Progress, tracking_no: str | None) -> bool:
+    """The customer may enter a tracking number while a parcel is expected and none is known."""
+    if tracking_no or kind == "refund_only":
+        return False
+    return next_action(kind, p) == "ship"
+
+
+LinkState = Literal["valid", "expired", "revoked"]
+
+
+def link_state(now: datetime, revoked_at: datetime | None, closed_at: datetime | None, ttl: timedelta) -> LinkState:
+    """A link works until it is revoked, or until `ttl` after its return closed."""
+    if revoked_at is not None and revoked_at <= now:
+        return "revoked"
+    if closed_at is not None and now >= closed_at + ttl:
+        return "expired"
+    return "valid"
+
+
+def retry_after(attempts: Sequence[datetime], now: datetime, limit: int, window: timedelta) -> float | None:
+    """Rate limit: None when one more attempt is allowed (fewer than `limit` within `window` before
+    now), else the seconds until the oldest attempt in the window leaves it."""
+    recent = sorted(a for a in attempts if now - window < a <= now)
+    if len(recent) < limit:
+        return None
+    return max((recent[-limit] + window - now).total_seconds(), 0.001)
+
+
+# The couriers a customer may pick (slug as the warehouse's carrier scans name them).
+COURIERS: tuple[str, ...] = (
+    "sf",
+    "jd",
+    "zto",
+    "yto",
+    "sto",
+    "yunda",
+    "ems",
+    "ups",
+    "fedex",
+    "dhl",
+    "usps",
+    "correos",
+    "seur",
+    "other",
+)
+TRACKING_NO = re.compile(r"^[A-Z0-9]{6,40}$")
+
+
+@dataclass(frozen=True)
+class TrackingEntry:
+    carrier: str
+    tracking_no: str
+
+
+def parse_tracking(carrier: str, number: str) -> TrackingEntry | dict[str, str]:
+    """The customer's courier and tracking number, or per field the error key: spaces and dashes
+    a customer types are dropped, letters upper-cased (SF 1234-5678 9012 -> SF123456789012)."""
+    errors: dict[str, str] = {}
+    if carrier not in COURIERS:
+        errors["carrier"] = "carrier_required"
+    cleaned = re.sub(r"[\s\-]", "", number).upper()
+    if not cleaned:
+        errors["tracking_no"] = "tracking_required"
+    elif not TRACKING_NO.match(cleaned):
+        errors["tracking_no"] = "tracking_invalid"
+    return errors or TrackingEntry(carrier, cleaned)

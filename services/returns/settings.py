@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from returnflow.settings import ServiceSettings
@@ -15,3 +16,15 @@ class ReturnsSettings(ServiceSettings):
     # Intake group commit: webhooks accepted in one transaction (RETURNFLOW_RETURNS_INTAKE_BATCH_MAX, ...).
     intake_batch_max: int = 200
     intake_batch_wait_ms: float = 2.0
+
+    # The customer's page (services/returns/customer.py). A link stops working this long after its return
+    # closed (refund paid, rejected, cancelled, an exchange checked), or when revoked.
+    link_ttl_days_after_close: float = 90.0
+    # The shop's name on the page, by shop id (the same map as RETURNFLOW_NOTIFY_SHOP_NAMES); else the id.
+    shop_names: dict[str, str] = Field(default_factory=lambda: {"demo-shop": "Demo Shop"})
+    # Self-service tracking: at most this many submissions per return within the window (valid or not).
+    tracking_attempts: int = 5
+    tracking_window_s: float = 3600.0
+    # The page reloads itself this often while something is still to happen (0: never); a reload shows
+    # a new step as soon as the timeline has it.
+    page_refresh_s: int = 20
