@@ -27,9 +27,7 @@ async def build_context(rt: Runtime, settings: ReturnsSettings) -> ReturnsContex
         max_size=settings.intake_batch_max,
         max_wait_s=settings.intake_batch_wait_ms / 1000,
     )
-    ctx = ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret)
-    await handlers.backfill_link_digests(ctx)
-    return ctx
+    return ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret)
 
 
 async def close_context(ctx: ReturnsContext) -> None:
@@ -50,6 +48,7 @@ SPEC: ServiceSpec[ReturnsContext] = ServiceSpec(
     close=close_context,
     router=router,
     consumers=[ConsumerSpec("timeline", TIMELINE_TOPICS, apply=handlers.apply_timeline)],
+    workers=[handlers.link_backfill],
 )
 
 __all__ = ["SPEC", "ReturnsContext", "ReturnsSettings"]

@@ -18,6 +18,7 @@ from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
 from returnflow.links import is_token_shaped, link_token, token_digest
+from returnflow.logging import get_logger
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
 from services.returns import events, repository, rules, timeline
@@ -25,6 +26,8 @@ from services.returns.repository import CustomerReturn
 from services.returns.rules import Intake, IntakeResult, Progress, RegisterTracking, TooLateToCancel
 from services.returns.schemas import ReturnEventWebhook
 from services.returns.settings import ReturnsSettings
+
+log = get_logger("returns")
 
 
 @dataclass
@@ -150,9 +153,16 @@ async def record_decision(
 # -- customer links: every return findable by its link -------------------------------------------------
 
 
+async def link_backfill(ctx: ReturnsContext) -> None:
+    """The start-up worker that gives older returns their link digest (see backfill_link_digests)."""
+    count = await backfill_link_digests(ctx)
+    if count:
+        log.info("customer links made for earlier returns", returns=count)
+
+
 async def backfill_link_digests(ctx: ReturnsContext, chunk: int = 1000) -> int:
     """Returns accepted before the link secret was set (or before links existed) get their digest, so
-    the links in their next texts open. Runs at start; the count done."""
+    the links in their next texts open. Runs once at start, as a worker; the count done."""
     done = 0
     while ctx.link_secret:
         async with ctx.pool.acquire() as conn, conn.transaction():
