@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from contracts.events import (
     ParcelScanned,
@@ -203,3 +204,21 @@ async def test_cancel_after_receipt_is_refused_and_an_unknown_return_is_named(h:
     assert await handlers.record_return_event(h.ctx, cancel) == TooLateToCancel("received")
     assert await handlers.record_return_event(h.ctx, platform_event("nope", type="cancelled")) == UnknownReturn()
     assert await h.published(ReturnCancelled) == []
+
+
+# -- customer links -----------------------------------------------------------------------------------
+
+
+async def test_returns_accepted_before_links_existed_get_one_at_start(handler_settings: Settings) -> None:
+    own = ReturnsSettings(intake_batch_max=50, intake_batch_wait_ms=5)
+    without = handler_settings.model_copy(update={"customer_link_secret": None})
+    async with harness(SPEC, without, own) as h:
+        earlier = [await new_return(h) for _ in range(3)]
+        assert await h.pool.fetchval("SELECT count(*) FROM returns WHERE link_digest IS NULL") == 3
+    with_secret = handler_settings.model_copy(update={"customer_link_secret": SecretStr("a-link-secret")})
+    async with harness(SPEC, with_secret, own) as h:
+        assert await handlers.backfill_link_digests(h.ctx, chunk=2) == 3
+        for rid in earlier:
+            digest = h.ctx.link_digest(rid)
+            assert digest and await h.pool.fetchval("SELECT id FROM returns WHERE link_digest = $1", digest) == rid
+        assert await handlers.backfill_link_digests(h.ctx) == 0  # once only
