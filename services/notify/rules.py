@@ -16,7 +16,6 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts.events import (
-    MOVING_SCAN_CODES,
     Message,
     ParcelScanned,
     RefundEscalated,
@@ -25,7 +24,7 @@ from contracts.events import (
     ReturnKind,
     ReturnReceived,
     ReturnRequested,
-    ScanCode,
+    is_moving,
 )
 from returnflow.i18n import babel_locale, format_money, pick_locale  # noqa: F401 (notify's names for them)
 
@@ -142,7 +141,7 @@ class Lifecycle:
     def goods_moving(self) -> list[UUID]:
         """Returns whose goods are on their way (a moving scan), back (received) or paid for (no more
         nudging to ship)."""
-        on_the_way = [e.return_id for e in self.scanned if moving(e.scan_code)]
+        on_the_way = [e.return_id for e in self.scanned if is_moving(e.scan_code)]
         return on_the_way + [e.return_id for e in (*self.received, *self.issued)]
 
     def closed(self) -> list[UUID]:
@@ -152,7 +151,7 @@ class Lifecycle:
         """The care messages these events ask for, due now, with the template parameters each brings."""
         return [
             *(planned(e, REQUESTED, now, {"tracking_no": e.tracking_no}) for e in self.requested),
-            *(planned(e, PARCEL_SEEN, now, _scan_params(e)) for e in self.scanned if moving(e.scan_code)),
+            *(planned(e, PARCEL_SEEN, now, _scan_params(e)) for e in self.scanned if is_moving(e.scan_code)),
             *(planned(e, RECEIVED, now, _received_params(e)) for e in self.received),
             *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated),
             *(planned(e, REFUND_PAID, now, _money_params(e)) for e in self.issued),
@@ -446,7 +445,3 @@ def national_for_aliyun(e164: str) -> str:
     if digits.startswith("86") and len(digits) == 13:
         return digits[2:]
     return digits
-
-
-def moving(scan_code: ScanCode | str) -> bool:
-    return str(getattr(scan_code, "value", scan_code)) in {c.value for c in MOVING_SCAN_CODES}

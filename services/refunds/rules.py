@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from contracts.events import MOVING_SCAN_CODES, Condition, ParcelScanned, RefundBasis, ReturnKind, Role
+from contracts.events import Condition, ParcelScanned, RefundBasis, ReturnKind, Role, first_moving_scan
 from returnflow.commands import REFUSAL_TEXT
 from services.refunds.settings import RefundsSettings
 
@@ -287,13 +287,11 @@ def clawback_id(return_id: UUID, cause: str) -> str:
 
 def first_moving_scans(scans: Iterable[ParcelScanned]) -> list[ParcelScanned]:
     """Per return, the earliest scan that shows the parcel moving (what an early refund waits for)."""
-    moving = sorted(
-        (s for s in scans if s.scan_code in MOVING_SCAN_CODES), key=lambda s: (s.return_id, s.scanned_at, s.scan_id)
-    )
-    first: dict[UUID, ParcelScanned] = {}
-    for s in moving:
-        first.setdefault(s.return_id, s)
-    return list(first.values())
+    by_return: dict[UUID, list[ParcelScanned]] = {}
+    for s in scans:
+        by_return.setdefault(s.return_id, []).append(s)
+    firsts = (first_moving_scan(group) for group in by_return.values())
+    return [s for s in firsts if s is not None]
 
 
 def fold(f: ReturnFacts, action: Action) -> ReturnFacts:
