@@ -274,4 +274,5 @@ class IdempotentConsumer:
                 return
             except INFRA_ERRORS as exc:
                 log.warning("database unavailable; retrying", consumer=self.name, error=repr(exc))
+                metrics.DATABASE_WAITS.labels(self.name).inc()
                 await backoff.sleep()

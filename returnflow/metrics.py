@@ -18,6 +18,11 @@ BATCH_SECONDS = Histogram(
 HANDLER_RETRIES = Counter(
     "returnflow_consumer_retries_total", "Handler attempts that failed and were retried", ["consumer"]
 )
+DATABASE_WAITS = Counter(
+    "returnflow_consumer_database_waits_total",
+    "Times a consumer found PostgreSQL unreachable and waited to try its batch again (nothing dead-lettered)",
+    ["consumer"],
+)
 OUTBOX_PUBLISHED = Counter("returnflow_outbox_published_total", "Outbox rows published", ["service"])
 OUTBOX_BACKLOG = Gauge("returnflow_outbox_backlog", "Unpublished outbox rows", ["service"], multiprocess_mode="max")
 OUTBOX_AGE = Gauge(

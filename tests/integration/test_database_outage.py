@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from contracts.events import TrackingRegistered
-from returnflow import db
+from returnflow import db, metrics
 from returnflow.consumer import INFRA_ERRORS, Delivery, IdempotentConsumer
 from services.notify import SPEC as NOTIFY
 from services.returns import SPEC
@@ -34,6 +34,15 @@ from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
 
 SOCKET = re.compile(r"host=([^&]+)")
+
+
+def waits(consumer: str) -> float:
+    """How often a consumer found the database unreachable and waited (returnflow_consumer_database_waits_total)."""
+    return metrics.DATABASE_WAITS.labels(consumer)._value.get()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 def socket_dir(dsn: str) -> Path:
@@ -105,8 +114,10 @@ async def test_consumer_waits_for_the_database_and_applies_the_batch_once_it_is_
     )
     consumer = IdempotentConsumer(name="c", pool=pool, handler=handle, backoff_base_s=0.01, backoff_max_s=0.05)
     try:
+        waited_before = waits("c")
         task = asyncio.create_task(consumer.process([delivery]))
-        await asyncio.sleep(1.0)
+        # it keeps waiting for the database (five rounds of its backoff), and gives up on nothing
+        await wait_for(lambda: _true(waits("c") >= waited_before + 5 or task.done()))
         assert not task.done(), f"gave up while the database was unreachable: {task.exception()!r}"
 
         # The server "comes back": its socket appears where the pool looks.

@@ -96,8 +96,7 @@ async def test_broker_that_lost_its_log_gets_everything_again(dsn, tmp_path):
         await broker.stop()
         # the embedded broker is memory-only: restart it on the same port and it is empty
         kafka.stop()
-        kafka.start()
-        await asyncio.sleep(0.5)
+        kafka.start()  # returns once the broker listens
         broker = make_broker(Settings(), kafka.bootstrap, "t")
         await broker.connect()
         r = relay(pool, dsn, kafka.bootstrap, broker)
