@@ -33,7 +33,9 @@ from services.returns.rules import COURIERS
 
 Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
 
-router = APIRouter(tags=["customer"])
+# The customer's pages are HTML for people (a bad link answers a localized HTML page, not problem details):
+# they are no part of the API contract, so the OpenAPI leaves them out; the browser tests cover them.
+router = APIRouter(tags=["customer"], include_in_schema=False)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True, lstrip_blocks=True)
