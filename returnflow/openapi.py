@@ -34,6 +34,12 @@ SIGNATURE_SCHEMES: dict[str, dict[str, Any]] = {
         "name": SHOPIFY_HMAC_HEADER,
         "description": "base64 HMAC-SHA256 of the raw body with the shop's webhook secret (Shopify's scheme)",
     },
+    "aftershipHmac": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "aftership-hmac-sha256",
+        "description": "base64 HMAC-SHA256 of the raw body with the AfterShip webhook secret (AfterShip's scheme)",
+    },
     "twilioSignature": {
         "type": "apiKey",
         "in": "header",

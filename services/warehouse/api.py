@@ -3,7 +3,10 @@ parcel and the parked scans. Each route parses, calls a handler or a view, and m
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qs
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,23 +14,37 @@ from fastapi.responses import Response
 
 from returnflow.http import (
     BearerToken,
+    BodyTooLarge,
+    HttpProblem,
     Reader,
     context_dependency,
     correlation_id,
     error,
     find_by_token,
+    is_json,
     json_body,
     json_request,
     json_response,
     parse_json,
+    problem_json,
+    read_body,
     reader,
     signed_body,
     unauthorized,
 )
 from returnflow.openapi import problems, signed
-from services.warehouse import views
-from services.warehouse.handlers import Device, WarehouseContext
-from services.warehouse.responses import Parcel, ParkedScans, ReceiptRecorded, ScanAccepted
+from returnflow.signing import SignatureError
+from services.warehouse import handlers, rules, views
+from services.warehouse.handlers import Device, FeedOutcome, WarehouseContext
+from services.warehouse.responses import (
+    KUAIDI100_OK,
+    FeedAccepted,
+    Kuaidi100Answer,
+    Parcel,
+    ParkedScans,
+    ReceiptRecorded,
+    ScanAccepted,
+)
 from services.warehouse.rules import (
     DoesNotFit,
     NoGoodsExpected,
@@ -42,7 +59,8 @@ from services.warehouse.rules import (
     receipt_fingerprint,
     scan_identity,
 )
-from services.warehouse.schemas import CARRIER, ReceiptBody, ScanWebhook
+from services.warehouse.schemas import CARRIER, AfterShipWebhook, Kuaidi100Push, ReceiptBody, ScanWebhook
+from services.warehouse.signatures import AFTERSHIP_HMAC_HEADER, aftership_verify, kuaidi100_verify
 
 Ctx = Annotated[WarehouseContext, Depends(context_dependency(WarehouseContext))]
 
@@ -115,6 +133,214 @@ async def carrier_scan(
         },
         200 if result.duplicate else 202,
     )
+
+
+# -- courier tracking feeds (docs/couriers.md) -------------------------------------------------------------
+
+KUAIDI100_EXAMPLE_PARAM = {
+    "status": "polling",
+    "message": "",
+    "lastResult": {
+        "message": "ok",
+        "nu": "SF1402918820461",
+        "com": "shunfeng",
+        "state": "1",
+        "ischeck": "0",
+        "status": "200",
+        "data": [
+            {
+                "time": "2026-11-22 09:30:12",
+                "ftime": "2026-11-22 09:30:12",
+                "context": "[杭州市]顺丰速运 已收取快件",
+                "status": "揽收",
+                "statusCode": "103",
+                "areaCode": "CN330100000000",
+                "areaName": "浙江,杭州市",
+            }
+        ],
+    },
+}
+KUAIDI100_FORM = {
+    "type": "object",
+    "required": ["param", "sign"],
+    "properties": {
+        "param": {"type": "string", "description": "the push as JSON (status, message, lastResult)"},
+        "sign": {"type": "string", "description": "uppercase hex MD5 of param + the subscription's salt"},
+    },
+}
+
+
+def not_configured(setting: str) -> HttpProblem:
+    return HttpProblem(503, f"this courier feed is not configured ({setting} is empty)")
+
+
+def feed_signature(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except SignatureError as exc:
+        raise HttpProblem(401, str(exc)) from None
+
+
+def kuaidi100_failure(p: HttpProblem) -> Response:
+    """Problem details that Kuaidi100 also reads as a failure (result false): it pushes again later."""
+    return problem_json(p.status, p.message, p.fields, result=False, returnCode=str(p.status), message=p.message)
+
+
+def kuaidi100_form(raw: bytes) -> tuple[str, str | None]:
+    """The form's `param` and `sign` (one each)."""
+    try:
+        form = parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+    except (UnicodeDecodeError, ValueError):
+        raise HttpProblem(422, "not a form", [{"field": "body", "message": "not URL-encoded UTF-8"}]) from None
+    bad = [{"field": k, "message": "sent more than once"} for k in ("param", "sign") if len(form.get(k, [])) > 1]
+    if "param" not in form:
+        bad.append({"field": "param", "message": "required: the push as JSON"})
+    if bad:
+        raise HttpProblem(422, "validation failed", bad)
+    signs = form.get("sign", [])
+    return form["param"][0], signs[0] if signs else None
+
+
+def kuaidi100_push(param: str) -> Kuaidi100Push:
+    try:
+        return parse_json(Kuaidi100Push, param.encode())
+    except HttpProblem as p:
+        fields = [dict(f, field=f"param.{f['field']}" if f["field"] != "body" else "param") for f in p.fields or []]
+        raise HttpProblem(422, "param is not a valid Kuaidi100 push", fields) from None
+
+
+@router.post(
+    "/v1/webhooks/couriers/kuaidi100",
+    tags=["webhooks"],
+    summary="A Kuaidi100 subscription push (form: param, sign = MD5(param + salt)); each checkpoint a scan",
+    response_model=Kuaidi100Answer,
+    responses={
+        200: {"model": Kuaidi100Answer, "description": "recorded (Kuaidi100's success answer)"},
+        **problems(
+            401,
+            413,
+            415,
+            422,
+            503,
+            s401="sign is missing or wrong (Kuaidi100 pushes again later)",
+            s503="no Kuaidi100 salt is configured",
+        ),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": KUAIDI100_FORM,
+                    "example": {"param": json.dumps(KUAIDI100_EXAMPLE_PARAM, ensure_ascii=False), "sign": "…"},
+                }
+            },
+        }
+    },
+)
+async def kuaidi100(request: Request, ctx: Ctx) -> Response:
+    try:
+        salts = [s.get_secret_value() for s in ctx.settings.kuaidi100_salts]
+        if not salts:
+            raise not_configured("RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS")
+        raw = await feed_body(request, ctx)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+            raise HttpProblem(415, f"content-type must be {FORM}")
+        param, sign = kuaidi100_form(raw)
+        feed_signature(lambda: kuaidi100_verify(sign, param, salts))
+        push = kuaidi100_push(param)
+        await handlers.accept_feed(ctx, "kuaidi100", rules.kuaidi100_scans(push), correlation_id(request))
+    except HttpProblem as p:
+        return kuaidi100_failure(p)
+    return json_response(KUAIDI100_OK)
+
+
+AFTERSHIP_EXAMPLE = {
+    "event": "tracking_update",
+    "event_id": "4b7f3a52-8e0a-4f0c-9d7e-2c1a6b5e9f10",
+    "is_tracking_first_tag": True,
+    "ts": 1795683000,
+    "msg": {
+        "id": "k5lh7dy7vvqeck71p5loe011",
+        "tracking_number": "1Z999AA10123456784",
+        "slug": "ups",
+        "tag": "InTransit",
+        "subtag": "InTransit_002",
+        "checkpoints": [
+            {
+                "slug": "ups",
+                "created_at": "2026-11-22T17:31:05+00:00",
+                "checkpoint_time": "2026-11-22T09:30:00-08:00",
+                "city": "Oakland",
+                "location": "Oakland, CA, US",
+                "message": "Picked up by the carrier",
+                "tag": "InTransit",
+                "subtag": "InTransit_002",
+                "subtag_message": "Acceptance scan",
+            }
+        ],
+    },
+}
+
+
+@router.post(
+    "/v1/webhooks/couriers/aftership",
+    tags=["webhooks"],
+    summary="An AfterShip Tracking webhook (aftership-hmac-sha256); each checkpoint a scan",
+    response_model=FeedAccepted,
+    responses={
+        200: {"model": FeedAccepted, "description": "each checkpoint recorded (matched or parked) or seen before"},
+        **problems(
+            401,
+            413,
+            415,
+            422,
+            503,
+            s401=f"{AFTERSHIP_HMAC_HEADER} is missing or wrong",
+            s503="no AfterShip webhook secret is configured",
+        ),
+    },
+    openapi_extra=json_body(AfterShipWebhook, AFTERSHIP_EXAMPLE) | signed("aftershipHmac"),
+)
+async def aftership(request: Request, ctx: Ctx) -> Response:
+    secrets = [s.get_secret_value() for s in ctx.settings.aftership_webhook_secrets]
+    if not secrets:
+        raise not_configured("RETURNFLOW_WAREHOUSE_AFTERSHIP_WEBHOOK_SECRETS")
+    raw = await feed_body(request, ctx)
+    feed_signature(lambda: aftership_verify(request.headers.get(AFTERSHIP_HMAC_HEADER), raw, secrets))
+    if not is_json(request):
+        raise HttpProblem(415, "content-type must be application/json")
+    hook = parse_json(AfterShipWebhook, raw)
+    feed = rules.aftership_scans(hook)
+    outcome = await handlers.accept_feed(ctx, "aftership", feed, correlation_id(request))
+    return json_response(feed_answer(len(hook.msg.checkpoints), len(feed.unmapped), outcome))
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def feed_body(request: Request, ctx: WarehouseContext) -> bytes:
+    limit = ctx.runtime_settings.webhook_max_body_bytes
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpProblem(413, f"body larger than {limit} bytes") from None
+
+
+def feed_answer(checkpoints: int, skipped: int, outcome: FeedOutcome) -> dict[str, Any]:
+    return {
+        "checkpoints": checkpoints,
+        "recorded": [
+            {
+                "scan_id": r.scan_id,
+                "status": "matched" if r.return_id else "parked",
+                "return_id": str(r.return_id) if r.return_id else None,
+            }
+            for r in outcome.recorded
+        ],
+        "duplicates": outcome.duplicates,
+        "skipped": skipped,
+    }
 
 
 @router.post(

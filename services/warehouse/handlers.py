@@ -4,6 +4,7 @@ pure decision (rules) → save (+ events through the outbox)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from services.warehouse import events, repository, rules
 from services.warehouse.rules import (
     AcceptReceipt,
     CarrierScan,
+    FeedScans,
     Receipt,
     ReceiptAccepted,
     ReceiptIntake,
@@ -118,6 +120,31 @@ async def accept_scans(conn: Conn, items: Sequence[ScanIntake]) -> list[ScanResu
     await publish_scans(conn, rules.match_scans(new, parcels))
     matched = await repository.scan_returns(conn, [i.scan_id for i in items])
     return rules.scan_results(items, recorded, matched)
+
+
+# -- courier tracking feeds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedOutcome:
+    """What became of a push's checkpoints: new scans (matched or parked), and those seen before."""
+
+    recorded: list[ScanResult]
+    duplicates: int
+
+
+async def accept_feed(ctx: WarehouseContext, provider: str, feed: FeedScans, correlation_id: str) -> FeedOutcome:
+    """Each checkpoint not recorded before goes through the carriers' scan intake (recorded, then published
+    or parked exactly like a native scan); a push repeating the parcel's history records nothing twice."""
+    for where in feed.unmapped:
+        log.info("courier checkpoint is not a scan; skipped", provider=provider, checkpoint=where)
+    async with ctx.pool.acquire() as conn:
+        recorded = await repository.recorded_scan_ids(conn, [s.scan_id for s in feed.scans])
+    new = rules.new_checkpoints(feed.scans, recorded)
+    intakes = [ScanIntake(s.carrier, s.scan_id, s.body, correlation_id) for s in new]
+    results = await asyncio.gather(*(ctx.scans.submit(i) for i in intakes))
+    fresh = [r for r in results if not r.duplicate]  # another delivery of the same push may have won the race
+    return FeedOutcome(fresh, len(feed.scans) - len(fresh))
 
 
 # -- device receipts (group commit) ---------------------------------------------------------------------

@@ -161,6 +161,12 @@ async def mark_matched(conn: Conn, matched: Sequence[tuple[str, UUID]], firsts: 
         )
 
 
+async def recorded_scan_ids(conn: Conn, scan_ids: Collection[str]) -> set[str]:
+    """Which of these scans were recorded before."""
+    rows = await conn.fetch("SELECT scan_id FROM scans WHERE scan_id = ANY($1::text[])", list(scan_ids))
+    return {r["scan_id"] for r in rows}
+
+
 async def scan_returns(conn: Conn, scan_ids: Sequence[str]) -> dict[str, UUID | None]:
     """scan id -> the return it is matched to (None while parked)."""
     rows = await conn.fetch("SELECT scan_id, return_id FROM scans WHERE scan_id = ANY($1::text[])", list(scan_ids))

@@ -97,3 +97,41 @@ class ParkedScan(BaseModel):
 class ParkedScans(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"scans": []}})
     scans: list[ParkedScan]
+
+
+KUAIDI100_OK: dict[str, Any] = {"result": True, "returnCode": "200", "message": "成功"}
+
+
+class Kuaidi100Answer(BaseModel):
+    """What Kuaidi100 reads as success; anything else (or no answer) and it pushes again later."""
+
+    model_config = ConfigDict(json_schema_extra={"example": KUAIDI100_OK})
+    result: bool
+    returnCode: str
+    message: str
+
+
+class FeedScanRecorded(BaseModel):
+    scan_id: str
+    status: str
+    return_id: UUID | None
+
+
+class FeedAccepted(BaseModel):
+    """A tracking provider's push: its checkpoints recorded as new scans (matched or parked), seen
+    before (duplicates), or skipped (a state that is not a scan, see docs/couriers.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "checkpoints": 1,
+                "recorded": [{"scan_id": "aftership:5f0c…", "status": "matched", "return_id": RETURN_ID}],
+                "duplicates": 0,
+                "skipped": 0,
+            }
+        }
+    )
+    checkpoints: int
+    recorded: list[FeedScanRecorded]
+    duplicates: int
+    skipped: int

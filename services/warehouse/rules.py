@@ -5,14 +5,21 @@ not, why: 404 / 409 / 422 are decided here, not in SQL), and which stock movemen
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TypeVar
 from uuid import UUID
 
-from contracts.events import Condition, Disposition, Movement, Scan, first_moving_scan
-from services.warehouse.schemas import ReceiptBody, ScanWebhook
+from contracts.events import Condition, Disposition, Movement, Scan, ScanCode, first_moving_scan
+from services.warehouse.schemas import (
+    AfterShipCheckpoint,
+    AfterShipWebhook,
+    Kuaidi100Checkpoint,
+    Kuaidi100Push,
+    ReceiptBody,
+    ScanWebhook,
+)
 
 MOVEMENT_OF: dict[Disposition, Movement | None] = {
     Disposition.restock: Movement.restock,
@@ -113,6 +120,190 @@ def first_moving(already_moving: bool, scans: Sequence[Scan]) -> str | None:
 
 def publication_order(scans: Iterable[S]) -> list[S]:
     return sorted(scans, key=lambda s: (s.scanned_at, s.scan_id))
+
+
+# -- courier tracking feeds (docs/couriers.md holds the same tables) ------------------------------------
+
+# Kuaidi100's states: code -> (its documented name, returnflow's scan code). The one- and two-digit codes
+# are the main states every push carries (`lastResult.state`); the longer ones are the detailed states a
+# subscription with resultv2=4 adds per checkpoint (`statusCode`), each under its main state.
+KUAIDI100_STATES: dict[str, tuple[str, ScanCode]] = {
+    "1": ("揽收", ScanCode.picked_up),
+    "101": ("已下单", ScanCode.accepted),  # ordered: the courier knows of it, nothing picked up yet
+    "102": ("待揽收", ScanCode.accepted),
+    "103": ("已揽收", ScanCode.picked_up),
+    "0": ("在途", ScanCode.in_transit),
+    "1001": ("到达派件城市", ScanCode.in_transit),
+    "1002": ("干线", ScanCode.in_transit),
+    "1003": ("转递", ScanCode.in_transit),
+    "5": ("派件", ScanCode.out_for_delivery),
+    "501": ("投柜或驿站", ScanCode.out_for_delivery),  # in a locker or station, waiting to be collected
+    "3": ("签收", ScanCode.delivered),
+    "301": ("本人签收", ScanCode.delivered),
+    "302": ("派件异常后签收", ScanCode.delivered),
+    "303": ("代签", ScanCode.delivered),
+    "304": ("投柜或站签收", ScanCode.delivered),
+    "2": ("疑难", ScanCode.exception),
+    "201": ("超时未签收", ScanCode.exception),
+    "202": ("超时未更新", ScanCode.exception),
+    "203": ("拒收", ScanCode.exception),
+    "204": ("派件异常", ScanCode.exception),
+    "205": ("柜或驿站超时未取", ScanCode.exception),
+    "206": ("无法联系", ScanCode.exception),
+    "207": ("超区", ScanCode.exception),
+    "208": ("滞留", ScanCode.exception),
+    "209": ("破损", ScanCode.exception),
+    "4": ("退签", ScanCode.exception),
+    "401": ("已销单", ScanCode.exception),
+    "6": ("退回", ScanCode.exception),  # going back to the sender (the customer): not towards the warehouse
+    "7": ("转投", ScanCode.in_transit),  # handed to another courier, still moving
+    "8": ("清关", ScanCode.in_transit),
+    "10": ("待清关", ScanCode.in_transit),
+    "11": ("清关中", ScanCode.in_transit),
+    "12": ("已清关", ScanCode.in_transit),
+    "13": ("清关异常", ScanCode.exception),
+    "14": ("拒签", ScanCode.exception),
+}
+# A checkpoint names its state (`status`) with these names; 转单 is an older name of 转投.
+KUAIDI100_NAMES: dict[str, str] = {name: code for code, (name, _) in KUAIDI100_STATES.items()} | {"转单": "7"}
+
+# AfterShip's delivery tags, and the subtags that say more than their tag.
+AFTERSHIP_TAGS: dict[str, ScanCode | None] = {
+    "Pending": None,  # AfterShip has no information yet: not a scan
+    "InfoReceived": ScanCode.accepted,  # the label exists, the courier has not got the parcel
+    "InTransit": ScanCode.in_transit,
+    "OutForDelivery": ScanCode.out_for_delivery,
+    "AvailableForPickup": ScanCode.out_for_delivery,
+    "Delivered": ScanCode.delivered,
+    "AttemptFail": ScanCode.exception,
+    "Exception": ScanCode.exception,
+    "Expired": ScanCode.exception,  # no news for 30 days
+}
+AFTERSHIP_SUBTAGS: dict[str, ScanCode] = {
+    "InTransit_002": ScanCode.picked_up,  # "Shipment accepted by carrier": the acceptance (pick-up) scan
+}
+
+KUAIDI100_TZ = timezone(timedelta(hours=8))  # Kuaidi100's times are Beijing time, without an offset
+
+
+def kuaidi100_scan_code(state: str | None) -> ScanCode | None:
+    """A Kuaidi100 state, by code or by name; None when it is not a known state."""
+    if state is None:
+        return None
+    code = KUAIDI100_NAMES.get(state.strip(), state.strip())
+    found = KUAIDI100_STATES.get(code)
+    return found[1] if found else None
+
+
+def aftership_scan_code(tag: str, subtag: str | None) -> ScanCode | None:
+    """An AfterShip tag (refined by its subtag where the table says so); None: not a scan."""
+    if subtag in AFTERSHIP_SUBTAGS:
+        return AFTERSHIP_SUBTAGS[subtag]
+    return AFTERSHIP_TAGS.get(tag)
+
+
+@dataclass(frozen=True)
+class FeedScan:
+    """A provider's checkpoint as a carrier scan: its id (the same checkpoint pushed again has the same
+    id), the courier, and the scan as the native webhook would carry it."""
+
+    scan_id: str
+    carrier: str
+    body: ScanWebhook
+
+
+@dataclass(frozen=True)
+class FeedScans:
+    scans: list[FeedScan]
+    unmapped: list[str]  # each checkpoint that is not a scan: `<where>: <state>` for the log
+
+
+def checkpoint_id(provider: str, *parts: str) -> str:
+    """A checkpoint carries no id of its own: a digest of what makes it distinct (never of the courier
+    code, which a provider may correct later)."""
+    return f"{provider}:{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:32]}"
+
+
+def _short(text: str | None) -> str | None:
+    return text[:200] if text else None
+
+
+def kuaidi100_time(c: Kuaidi100Checkpoint) -> datetime:
+    at = datetime.fromisoformat((c.ftime or c.time or "").strip())  # checked at the edge (schemas)
+    return at if at.tzinfo is not None else at.replace(tzinfo=KUAIDI100_TZ)
+
+
+def kuaidi100_checkpoint_code(push: Kuaidi100Push, i: int) -> ScanCode | None:
+    """A checkpoint's scan code: its detailed state, else its state's name, else (the newest one only)
+    the parcel's current state."""
+    c = push.lastResult.data[i]
+    current = push.lastResult.state if i == 0 else None
+    for state in (c.statusCode, c.status, current):
+        code = kuaidi100_scan_code(state)
+        if code is not None:
+            return code
+    return None
+
+
+def kuaidi100_scans(push: Kuaidi100Push) -> FeedScans:
+    """Each checkpoint of a push (the whole history, newest first) as a scan."""
+    r = push.lastResult
+    scans, unmapped = [], []
+    for i, c in enumerate(r.data):
+        code = kuaidi100_checkpoint_code(push, i)
+        if code is None:
+            unmapped.append(f"lastResult.data.{i}: {c.statusCode or c.status or r.state}")
+            continue
+        at = kuaidi100_time(c)
+        body = ScanWebhook.model_construct(
+            tracking_no=r.nu, scan_code=code, scanned_at=at, location=_short(c.areaName or c.location), scan_id=None
+        )
+        scans.append(FeedScan(checkpoint_id("kuaidi100", r.nu, at.isoformat(), c.context), r.com, body))
+    return FeedScans(scans, unmapped)
+
+
+def aftership_time(c: AfterShipCheckpoint) -> datetime | None:
+    """The carrier's time when it carries an offset; else when AfterShip recorded it (UTC)."""
+    if c.checkpoint_time:
+        try:
+            at = datetime.fromisoformat(c.checkpoint_time)
+        except ValueError:
+            at = None
+        if at is not None and at.tzinfo is not None:
+            return at
+    return c.created_at if c.created_at is not None and c.created_at.tzinfo is not None else None
+
+
+def aftership_scans(hook: AfterShipWebhook) -> FeedScans:
+    m = hook.msg
+    scans, unmapped = [], []
+    for i, c in enumerate(m.checkpoints):
+        code = aftership_scan_code(c.tag, c.subtag)
+        at = aftership_time(c)
+        if code is None or at is None:
+            unmapped.append(f"msg.checkpoints.{i}: {c.subtag or c.tag}" + ("" if at else " (no time with an offset)"))
+            continue
+        where = _short(c.location if isinstance(c.location, str) and c.location else c.city)
+        body = ScanWebhook.model_construct(
+            tracking_no=m.tracking_number, scan_code=code, scanned_at=at, location=where, scan_id=None
+        )
+        ident = checkpoint_id("aftership", m.tracking_number, at.isoformat(), c.message)
+        scans.append(FeedScan(ident, m.slug, body))
+    return FeedScans(scans, unmapped)
+
+
+F = TypeVar("F", bound=FeedScan)
+
+
+def new_checkpoints(scans: Iterable[F], recorded: Collection[str]) -> list[F]:
+    """The checkpoints not recorded before, each once (providers push a parcel's whole history again)."""
+    seen = set(recorded)
+    out = []
+    for s in scans:
+        if s.scan_id not in seen:
+            seen.add(s.scan_id)
+            out.append(s)
+    return out
 
 
 # -- tracking numbers ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
@@ -78,3 +79,84 @@ class ReceiptBody(BaseModel):
     def reference(self) -> str:
         """How the receipt names its return, for a message."""
         return f"return {self.return_id}" if self.return_id else f"tracking number {self.tracking_no!r}"
+
+
+# -- courier tracking feeds (docs/couriers.md) -----------------------------------------------------------
+
+TrackingNo = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
+CarrierCode = Annotated[
+    str, Field(pattern=CARRIER.pattern, description="the courier's code (lowercase letters, digits, - or _)")
+]
+
+
+class Kuaidi100Checkpoint(BaseModel):
+    """One element of `lastResult.data` (newest first). `status` (the state's name) comes with a
+    subscription's `resultv2=1`, `statusCode` (the detailed state) with `resultv2=4`."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    time: str | None = Field(default=None, max_length=32, description="as the courier wrote it")
+    ftime: str | None = Field(default=None, max_length=32, description="formatted: YYYY-MM-DD HH:MM:SS, Beijing time")
+    context: str = Field(default="", max_length=1000)
+    status: str | None = Field(default=None, max_length=32)
+    statusCode: str | None = Field(default=None, max_length=8)
+    areaName: str | None = Field(default=None, max_length=200)
+    location: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _when(self) -> Kuaidi100Checkpoint:
+        text = (self.ftime or self.time or "").strip()
+        if not text:
+            raise ValueError("ftime: required (or time)")
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{'ftime' if self.ftime else 'time'}: not a time (YYYY-MM-DD HH:MM:SS)") from None
+        return self
+
+
+class Kuaidi100Result(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    nu: TrackingNo
+    com: CarrierCode
+    state: str | None = Field(default=None, max_length=8, description="the parcel's current state code")
+    ischeck: str | None = None
+    data: list[Kuaidi100Checkpoint] = Field(default_factory=list, max_length=500)
+
+
+class Kuaidi100Push(BaseModel):
+    """The JSON in a Kuaidi100 push's `param` form field."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    status: str = Field(max_length=32, description="polling | shutdown | abort | updateall")
+    message: str = Field(default="", max_length=500)
+    lastResult: Kuaidi100Result
+
+
+class AfterShipCheckpoint(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    checkpoint_time: str | None = Field(default=None, max_length=40, description="carrier's local time, ISO 8601")
+    created_at: datetime | None = Field(default=None, description="when AfterShip recorded it (UTC)")
+    message: str = Field(default="", max_length=1000)
+    location: Any = Field(default=None, description="a place's name (older API versions) or an address object")
+    city: str | None = Field(default=None, max_length=200)
+    tag: str = Field(min_length=1, max_length=32)
+    subtag: str | None = Field(default=None, max_length=32)
+
+
+class AfterShipTracking(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tracking_number: TrackingNo
+    slug: CarrierCode
+    tag: str = Field(min_length=1, max_length=32)
+    subtag: str | None = Field(default=None, max_length=32)
+    checkpoints: list[AfterShipCheckpoint] = Field(default_factory=list, max_length=500)
+
+
+class AfterShipWebhook(BaseModel):
+    """An AfterShip Tracking webhook (`tracking_update` and the other events)."""
+
+    model_config = ConfigDict(extra="ignore")
+    event: str = Field(min_length=1, max_length=64)
+    event_id: str | None = Field(default=None, max_length=64)
+    ts: int | None = None
+    msg: AfterShipTracking

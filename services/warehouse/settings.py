@@ -25,3 +25,10 @@ class WarehouseSettings(ServiceSettings):
     devices: dict[str, WarehouseDevice] = Field(default_factory=dict)
     batch_max: int = 200
     batch_wait_ms: float = 2.0
+
+    # Courier tracking feeds (docs/couriers.md). Each is off until its secret is set; a list so that a
+    # secret can be rotated (the old one stays accepted until no push is signed with it any more).
+    # Kuaidi100: the `salt` given with each subscription; a push is signed MD5(param + salt), uppercase.
+    kuaidi100_salts: list[SecretStr] = Field(default_factory=list)
+    # AfterShip Tracking: the webhook secret (aftership-hmac-sha256: base64 HMAC-SHA256 of the raw body).
+    aftership_webhook_secrets: list[SecretStr] = Field(default_factory=list)

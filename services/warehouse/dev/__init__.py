@@ -1,5 +1,6 @@
 """Development fixtures of the warehouse service, used only by the platform app (`returnflow up`, the
-demo, tests): a scanner device whose token is public. A deployment registers its own devices."""
+demo, tests): a scanner device whose token is public, and the courier feeds' development secrets. A
+deployment registers its own devices and sets its own feed secrets (a `dev-` one is refused there)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,28 @@ DEV_DEVICES: dict[str, dict[str, str]] = {
 }
 DEVICE_TOKEN = DEV_DEVICES["dock-1"]["token"]
 
-ENV: dict[str, str] = {"RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES)}
+KUAIDI100_SALT = "dev-kuaidi100-salt"
+AFTERSHIP_SECRET = "dev-aftership-secret"
+
+ENV: dict[str, str] = {
+    "RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES),
+    "RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS": json.dumps([KUAIDI100_SALT]),
+    "RETURNFLOW_WAREHOUSE_AFTERSHIP_WEBHOOK_SECRETS": json.dumps([AFTERSHIP_SECRET]),
+}
 
 
 def dev_settings(**over: Any) -> WarehouseSettings:
-    """WarehouseSettings with the development device registered (for tests and the demo)."""
+    """WarehouseSettings with the development device registered and the courier feeds on (for tests and
+    the demo)."""
     devices = {
         device_id: WarehouseDevice(warehouse_id=d["warehouse_id"], token=SecretStr(d["token"]))
         for device_id, d in DEV_DEVICES.items()
     }
-    return WarehouseSettings(**{"devices": devices, **over})
+    feeds = {
+        "kuaidi100_salts": [SecretStr(KUAIDI100_SALT)],
+        "aftership_webhook_secrets": [SecretStr(AFTERSHIP_SECRET)],
+    }
+    return WarehouseSettings(**{"devices": devices, **feeds, **over})
 
 
 # Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): the device reads as the warehouse.
