@@ -223,7 +223,7 @@ def kuaidi100_push(param: str) -> Kuaidi100Push:
             422,
             503,
             s401="sign is missing or wrong (Kuaidi100 pushes again later)",
-            s503="no Kuaidi100 salt is configured",
+            s503="no Kuaidi100 salt is configured, or the database is unavailable",
         ),
     },
     openapi_extra={
@@ -297,7 +297,7 @@ AFTERSHIP_EXAMPLE = {
             422,
             503,
             s401=f"{AFTERSHIP_HMAC_HEADER} is missing or wrong",
-            s503="no AfterShip webhook secret is configured",
+            s503="no AfterShip webhook secret is configured, or the database is unavailable",
         ),
     },
     openapi_extra=json_body(AfterShipWebhook, AFTERSHIP_EXAMPLE) | signed("aftershipHmac"),

@@ -7,9 +7,13 @@ operation and generation mode."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import uuid
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -52,6 +56,7 @@ MAX_EXAMPLES = 6
 PLUMBING = {"/healthz", "/readyz", "/metrics", "/asyncapi.json"}  # no input to fuzz
 SECRETS = {"generic": "fuzz-generic", "carriers": "fuzz-carriers", "sms": "fuzz-sms"}
 DEVICE_TOKEN = "fuzz-device-token"
+KUAIDI100_SALT, AFTERSHIP_SECRET = "fuzz-kuaidi100-salt", "fuzz-aftership-secret"
 AUDIT_TOKEN = "fuzz-audit-token"
 REFUNDS_TOKEN = next(e.token for e in DEV_ROSTER if e.role == "supervisor")
 OPS_TOKEN = "fuzz-ops-reader-token"
@@ -77,11 +82,29 @@ class Credentials(requests.auth.AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self.token:
             r.headers["Authorization"] = f"Bearer {self.token}"
+        if "/couriers/" in (r.url or ""):
+            return sign_courier_push(r)
         if self.secret:
             body = r.body or b""
             r.headers[SIGNATURE_HEADER] = sign(self.secret.encode(), body if isinstance(body, bytes) else body.encode())
             r.headers[DELIVERY_HEADER] = str(uuid.uuid4())
         return r
+
+
+def sign_courier_push(r: requests.PreparedRequest) -> requests.PreparedRequest:
+    """What Kuaidi100 (sign = MD5(param + salt) in the form) and AfterShip (an HMAC header) add."""
+    body = r.body or b""
+    raw = body if isinstance(body, bytes) else body.encode()
+    if "kuaidi100" in (r.url or ""):
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            form = parse_qs(raw.decode(), keep_blank_values=True)
+            if len(form.get("param", [])) == 1:
+                form["sign"] = [hashlib.md5((form["param"][0] + KUAIDI100_SALT).encode()).hexdigest().upper()]
+                r.prepare_body(data={k: v[0] if len(v) == 1 else v for k, v in form.items()}, files=None)
+        return r
+    digest = hmac.new(AFTERSHIP_SECRET.encode(), raw, hashlib.sha256).digest()
+    r.headers["aftership-hmac-sha256"] = base64.b64encode(digest).decode()
+    return r
 
 
 def credentials(service: str, path: str) -> Credentials:
@@ -154,7 +177,9 @@ async def test_every_api_survives_fuzzing(settings, service_runner):
             AUDIT.name: AuditSettings(tokens={"rt-fuzz": SecretStr(AUDIT_TOKEN)}),
             REFUNDS.name: RefundsSettings(gateway_url=await stack.enter_async_context(serve_gateway())),
             WAREHOUSE.name: WarehouseSettings(
-                devices={"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))}
+                devices={"dock-fuzz": WarehouseDevice(warehouse_id="WH-FUZZ", token=SecretStr(DEVICE_TOKEN))},
+                kuaidi100_salts=[SecretStr(KUAIDI100_SALT)],
+                aftership_webhook_secrets=[SecretStr(AFTERSHIP_SECRET)],
             ),
         }
         running = {
