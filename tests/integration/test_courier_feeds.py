@@ -5,7 +5,12 @@ the same intake as the native scan webhook (parked until the parcel is known, ma
 
 from __future__ import annotations
 
+import asyncio
+import re
+from pathlib import Path
+
 import httpx
+import orjson
 
 from services.returns import SPEC as RETURNS
 from services.warehouse import SPEC as WAREHOUSE
@@ -133,6 +138,25 @@ async def test_pushes_before_the_return_are_parked_then_matched_and_bad_ones_ref
         assert {e["return_id"] for e in scanned} == set(rids.values())
         assert (await client.get("/v1/warehouse/scans/parked")).json()["scans"] == []
         assert await wh.runtime.pool.fetchval("SELECT count(*) FROM scans") == 3
+
+        # the copy-paste examples of docs/couriers.md work as written (curl, md5sum, openssl)
+        kuaidi100_example, aftership_example = await _doc_examples(wh.base_url)
+        assert orjson.loads(kuaidi100_example) == KUAIDI100_OK
+        assert [x["status"] for x in orjson.loads(aftership_example)["recorded"]] == ["matched"]  # the UPS return
+
+
+async def _doc_examples(base_url: str) -> list[bytes]:
+    """Run each shell example of docs/couriers.md against this service; what each printed."""
+    text = (Path(__file__).parents[2] / "docs" / "couriers.md").read_text()
+    outputs = []
+    for script in re.findall(r"```sh\n(.*?)```", text, re.S):
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-ec", script.replace("http://127.0.0.1:8082", base_url), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, script
+        outputs.append(out)
+    return outputs
 
 
 def _form() -> dict[str, str]:
