@@ -1,10 +1,13 @@
 """The warehouse service (warehouse-confirm): expected parcels from return requests, signed carrier
-scans (parked until their parcel is known), device-authenticated receipts. Its SPEC is what the
+scans and courier tracking feeds (parked until their parcel is known), Kuaidi100 subscriptions for new
+tracking numbers, device-authenticated receipts. Its SPEC is what the
 platform app runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import httpx
 
 from contracts.catalog import topic_of
 from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
@@ -30,12 +33,15 @@ async def build_context(rt: Runtime, settings: WarehouseSettings) -> WarehouseCo
         },
         scans=GroupCommitter(rt.pool, handlers.accept_scans, max_size=settings.batch_max, max_wait_s=wait_s),
         receipts=GroupCommitter(rt.pool, handlers.accept_receipts, max_size=settings.batch_max, max_wait_s=wait_s),
+        kuaidi100=httpx.AsyncClient(timeout=settings.kuaidi100_timeout_s) if settings.kuaidi100_subscribes else None,
     )
 
 
 async def close_context(ctx: WarehouseContext) -> None:
     await ctx.scans.close()
     await ctx.receipts.close()
+    if ctx.kuaidi100 is not None:
+        await ctx.kuaidi100.aclose()
 
 
 SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
@@ -49,6 +55,8 @@ SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
     router=api.router,
     readers=api.device_reader,
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
+    workers=[handlers.kuaidi100_subscriber],
+    idle=handlers.nothing_to_subscribe,
 )
 
 __all__ = ["SPEC", "WarehouseContext", "WarehouseSettings"]

@@ -5,24 +5,29 @@ pure decision (rules) → save (+ events through the outbox)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from uuid import UUID, uuid4
 
 import asyncpg
+import httpx
 
 from contracts.events import Message, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
 from returnflow.logging import get_logger
+from returnflow.loops import Worker
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
 from services.warehouse import events, repository, rules
 from services.warehouse.rules import (
     AcceptReceipt,
     CarrierScan,
+    DueSubscription,
     FeedScans,
     Receipt,
     ReceiptAccepted,
@@ -30,6 +35,10 @@ from services.warehouse.rules import (
     ReceiptOutcome,
     ScanIntake,
     ScanResult,
+    Subscribed,
+    SubscribeLater,
+    SubscriptionOutcome,
+    SubscriptionRefused,
 )
 from services.warehouse.settings import WarehouseSettings
 
@@ -52,6 +61,7 @@ class WarehouseContext:
     devices: dict[bytes, Device]  # sha256(token) -> device: a token is compared by digest, never logged
     scans: GroupCommitter[ScanIntake, ScanResult]
     receipts: GroupCommitter[ReceiptIntake, ReceiptOutcome]
+    kuaidi100: httpx.AsyncClient | None = None  # subscribing tracking numbers, when configured
 
 
 # -- the lifecycle consumer: return requested, tracking registered, cancelled -------------------------------
@@ -73,6 +83,10 @@ async def apply_lifecycle(ctx: WarehouseContext, conn: Conn, batch: Batch) -> No
     tracked = [(e, t) for e, t in zip(latest, granted[len(requested) :], strict=True) if t is not None]
     await repository.record_tracking(conn, sorted(tracked, key=lambda x: x[0].return_id))
     await repository.record_cancelled(conn, sorted(batch.of(ReturnCancelled), key=lambda e: e.return_id))
+    if ctx.settings.kuaidi100_subscribes:
+        firsts = zip(requested, granted[: len(requested)], strict=True)
+        subscribe = [(t, None, e.correlation_id) for e, t in firsts if t is not None]
+        await repository.request_subscriptions(conn, subscribe + [(t, e.carrier, e.correlation_id) for e, t in tracked])
     await unpark(conn, await repository.tracking_holders(conn, wanted, lock=True))
 
 
@@ -145,6 +159,71 @@ async def accept_feed(ctx: WarehouseContext, provider: str, feed: FeedScans, cor
     results = await asyncio.gather(*(ctx.scans.submit(i) for i in intakes))
     fresh = [r for r in results if not r.duplicate]  # another delivery of the same push may have won the race
     return FeedOutcome(fresh, len(feed.scans) - len(fresh))
+
+
+# -- Kuaidi100 subscriptions (a worker) ---------------------------------------------------------------------
+
+SUBSCRIBE_BATCH = 20
+SUBSCRIBE_LEASE_S = 60.0
+
+
+async def kuaidi100_subscriber(ctx: WarehouseContext) -> None:
+    """Subscribes each tracking number recorded since with Kuaidi100 (so that it pushes its scans)."""
+    if ctx.kuaidi100 is None:
+        return
+    await Worker("kuaidi100-subscriptions", partial(subscribe_due, ctx), ctx.settings.kuaidi100_poll_s).run()
+
+
+async def nothing_to_subscribe(ctx: WarehouseContext) -> bool:
+    return ctx.kuaidi100 is None or not await repository.subscriptions_waiting(ctx.pool)
+
+
+async def subscribe_due(ctx: WarehouseContext) -> float | None:
+    """One round: lease due subscriptions, ask Kuaidi100 (concurrently), record the answers together.
+    0 after asking (more may be due), else the seconds until the next is due."""
+    due = await repository.claim_subscriptions(ctx.pool, SUBSCRIBE_BATCH, SUBSCRIBE_LEASE_S)
+    if not due:
+        wait = await repository.next_subscription_in(ctx.pool)
+        return None if wait is None else max(wait, 0.01)
+    outcomes = await asyncio.gather(*(subscribe(ctx, d) for d in due))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = [subscription_row(d, o, ctx.settings.kuaidi100_retry_s) for d, o in zip(due, outcomes, strict=True)]
+        await repository.record_subscriptions(conn, rows)
+    return 0
+
+
+async def subscribe(ctx: WarehouseContext, d: DueSubscription) -> SubscriptionOutcome:
+    s = ctx.settings
+    assert ctx.kuaidi100 is not None and s.kuaidi100_key is not None and s.kuaidi100_callback_url
+    param = rules.kuaidi100_subscription(
+        d.tracking_no,
+        d.carrier,
+        s.kuaidi100_key.get_secret_value(),
+        s.kuaidi100_callback_url,
+        s.kuaidi100_salts[0].get_secret_value(),
+    )
+    form = {"schema": "json", "param": json.dumps(param, ensure_ascii=False)}
+    try:
+        r = await ctx.kuaidi100.post(s.kuaidi100_poll_url, data=form)
+        answer = r.json() if r.headers.get("content-type", "").startswith(("application/json", "text/")) else None
+        outcome = rules.subscription_outcome(r.status_code, answer if isinstance(answer, dict) else None)
+    except (httpx.HTTPError, ValueError) as exc:
+        outcome = rules.subscription_outcome(None, None)
+        log.warning("kuaidi100 subscription got no answer", tracking_no=d.tracking_no, error=type(exc).__name__)
+    if not isinstance(outcome, Subscribed):
+        log.warning("kuaidi100 subscription not made", tracking_no=d.tracking_no, outcome=repr(outcome))
+    return outcome
+
+
+def subscription_row(d: DueSubscription, o: SubscriptionOutcome, retry_s: float) -> tuple[str, str, float, str | None]:
+    match o:
+        case Subscribed():
+            return (d.tracking_no, "subscribed", 0.0, None)
+        case SubscribeLater(error):
+            return (d.tracking_no, "pending", rules.subscription_retry_in(d.attempts, retry_s), error)
+        case SubscriptionRefused(error):
+            return (d.tracking_no, "failed", 0.0, error)
+    raise AssertionError(f"unhandled subscription outcome {o!r}")
 
 
 # -- device receipts (group commit) ---------------------------------------------------------------------

@@ -7,11 +7,12 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from uuid import UUID
 
+import asyncpg
 import orjson
 
 from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.db import Conn
-from services.warehouse.rules import CarrierScan, ExpectedLine, KnownReceipts, Parcel, Receipt
+from services.warehouse.rules import CarrierScan, DueSubscription, ExpectedLine, KnownReceipts, Parcel, Receipt
 
 
 async def lock_tracking(conn: Conn, tracking_numbers: Collection[str]) -> None:
@@ -226,3 +227,72 @@ async def insert_receipts(conn: Conn, receipts: Sequence[Receipt]) -> None:
         [r.fingerprint for r in receipts],
         [orjson.dumps([dataclasses.asdict(x) for x in r.lines]).decode() for r in receipts],
     )
+
+
+# -- Kuaidi100 subscriptions ------------------------------------------------------------------------------
+
+
+async def request_subscriptions(conn: Conn, wanted: Sequence[tuple[str, str | None, str]]) -> None:
+    """A pending subscription per (tracking number, carrier, correlation id) not requested before (a
+    carrier named later fills in one not known yet)."""
+    rows: dict[str, tuple[str, str | None, str]] = {}
+    for t, carrier, cid in wanted:
+        rows[t] = (t, carrier or (rows[t][1] if t in rows else None), cid)
+    if rows:
+        await conn.execute(
+            """INSERT INTO kuaidi100_subscriptions AS s (tracking_no, carrier, correlation_id)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1
+               ON CONFLICT (tracking_no) DO UPDATE SET carrier = COALESCE(EXCLUDED.carrier, s.carrier)
+               WHERE s.status = 'pending'""",
+            [r[0] for r in rows.values()],
+            [r[1] for r in rows.values()],
+            [r[2] for r in rows.values()],
+        )
+
+
+async def claim_subscriptions(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[DueSubscription]:
+    """Lease up to `limit` due subscriptions; another worker skips them until the lease ends."""
+    rows = await pool.fetch(
+        """UPDATE kuaidi100_subscriptions s SET lease_until = now() + make_interval(secs => $2),
+               attempts = s.attempts + 1
+           FROM (SELECT tracking_no FROM kuaidi100_subscriptions
+                 WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
+           WHERE s.tracking_no = d.tracking_no
+           RETURNING s.tracking_no, s.carrier, s.attempts, s.correlation_id""",
+        limit,
+        lease_s,
+    )
+    return [DueSubscription(**dict(r)) for r in rows]
+
+
+async def record_subscriptions(conn: Conn, done: Sequence[tuple[str, str, float, str | None]]) -> None:
+    """(tracking number, status, seconds until the next attempt, error) of each subscription asked."""
+    await conn.execute(
+        """UPDATE kuaidi100_subscriptions s SET status = u.status, lease_until = NULL, last_error = u.error,
+               next_attempt_at = now() + make_interval(secs => u.wait), updated_at = now()
+           FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) AS u(tracking_no, status, wait, error)
+           WHERE s.tracking_no = u.tracking_no AND s.status = 'pending'""",
+        [d[0] for d in done],
+        [d[1] for d in done],
+        [d[2] for d in done],
+        [d[3] for d in done],
+    )
+
+
+async def subscriptions_waiting(pool: asyncpg.Pool) -> bool:
+    """Whether a subscription is due now or being asked (leased)."""
+    return bool(
+        await pool.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM kuaidi100_subscriptions WHERE status = 'pending'
+                   AND (next_attempt_at <= now() OR lease_until > now()))"""
+        )
+    )
+
+
+async def next_subscription_in(pool: asyncpg.Pool) -> float | None:
+    v = await pool.fetchval(
+        """SELECT EXTRACT(EPOCH FROM min(GREATEST(next_attempt_at, COALESCE(lease_until, next_attempt_at))) - now())
+           FROM kuaidi100_subscriptions WHERE status = 'pending'"""
+    )
+    return None if v is None else max(0.0, float(v))

@@ -306,6 +306,86 @@ def new_checkpoints(scans: Iterable[F], recorded: Collection[str]) -> list[F]:
     return out
 
 
+# -- Kuaidi100 subscriptions -------------------------------------------------------------------------------
+
+# returnflow's carrier slugs -> Kuaidi100's company codes; a carrier not listed (or none) is subscribed
+# with autoCom=1 (Kuaidi100 recognises the courier from the number), a code already Kuaidi100's is kept.
+KUAIDI100_COMPANIES: dict[str, str] = {
+    "sf": "shunfeng",
+    "yto": "yuantong",
+    "zto": "zhongtong",
+    "sto": "shentong",
+    "yd": "yunda",
+    "yunda": "yunda",
+    "jd": "jd",
+    "ems": "ems",
+    "jt": "jtexpress",
+    "db": "debangkuaidi",
+}
+KUAIDI100_COMPANY_CODES = frozenset(KUAIDI100_COMPANIES.values()) | {"shunfeng", "yuantong", "zhongtong", "shentong"}
+
+
+def kuaidi100_subscription(
+    tracking_no: str, carrier: str | None, key: str, callback_url: str, salt: str
+) -> dict[str, object]:
+    """The `param` of a subscription: every checkpoint with its detailed state (resultv2=4)."""
+    company = KUAIDI100_COMPANIES.get(carrier or "")
+    if company is None and carrier in KUAIDI100_COMPANY_CODES:
+        company = carrier
+    parameters: dict[str, str] = {"callbackurl": callback_url, "salt": salt, "resultv2": "4"}
+    if company is None:
+        parameters["autoCom"] = "1"
+    return {"company": company or "", "number": tracking_no, "key": key, "parameters": parameters}
+
+
+@dataclass(frozen=True)
+class DueSubscription:
+    tracking_no: str
+    carrier: str | None
+    attempts: int
+    correlation_id: str | None
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    pass
+
+
+@dataclass(frozen=True)
+class SubscribeLater:
+    error: str
+
+
+@dataclass(frozen=True)
+class SubscriptionRefused:
+    error: str
+
+
+SubscriptionOutcome = Subscribed | SubscribeLater | SubscriptionRefused
+# returnCode: 200 submitted, 501 already subscribed; 500/502/503 Kuaidi100's trouble, 600/601 the key is
+# refused or expired (fixed by the operator, then the pending numbers go through); the rest (400 data
+# incomplete, 700-702 a number or courier it cannot track) will not change by asking again.
+KUAIDI100_SUBSCRIBED = frozenset({"200", "501"})
+KUAIDI100_RETRY = frozenset({"500", "502", "503", "600", "601"})
+
+
+def subscription_outcome(http_status: int | None, answer: dict[str, object] | None) -> SubscriptionOutcome:
+    """Kuaidi100's answer to a subscription (http_status None: no answer at all)."""
+    if http_status is None or http_status >= 500 or http_status == 429 or answer is None:
+        return SubscribeLater(f"no usable answer (HTTP {http_status})")
+    code, message = str(answer.get("returnCode", "")), str(answer.get("message", ""))
+    if code in KUAIDI100_SUBSCRIBED:
+        return Subscribed()
+    if code in KUAIDI100_RETRY:
+        return SubscribeLater(f"{code} {message}".strip())
+    return SubscriptionRefused(f"{code or http_status} {message}".strip())
+
+
+def subscription_retry_in(attempts: int, base_s: float) -> float:
+    """Seconds before asking again after `attempts` tries: base_s doubling, at most an hour."""
+    return min(base_s * 2 ** min(max(attempts - 1, 0), 20), 3600.0)
+
+
 # -- tracking numbers ------------------------------------------------------------------------------------
 
 

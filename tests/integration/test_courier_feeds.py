@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import orjson
+from pydantic import SecretStr
 
 from services.returns import SPEC as RETURNS
 from services.warehouse import SPEC as WAREHOUSE
 from services.warehouse import dev as warehouse_dev
+from services.warehouse.dev.kuaidi100 import serve_kuaidi100
 from tests.couriers import (
     AFTERSHIP_URL,
     KUAIDI100_OK,
@@ -28,7 +31,7 @@ from tests.couriers import (
 )
 from tests.idle import wait_idle
 from tests.integration.money_path_support import platform
-from tests.kafkautil import read_topic, values
+from tests.kafkautil import read_topic, values, wait_for
 from tests.readers import READ
 from tests.webhooks import return_body, signed
 
@@ -60,10 +63,13 @@ async def test_a_kuaidi100_pickup_refunds_early_like_a_native_first_moving_scan(
 
         await p.idle()
         scanned = values(await read_topic(p.settings.kafka_bootstrap, "parcels.scanned", expect=3))
-        assert sorted((e["scanned_at"], e["scan_code"], e["first_moving"]) for e in scanned) == [
-            ("2026-11-22T08:02:41+08:00", "accepted", False),
-            ("2026-11-22T09:30:12+08:00", "picked_up", True),
-            ("2026-11-22T21:12:05+08:00", "in_transit", False),
+        beijing = timezone(timedelta(hours=8))  # Kuaidi100's times carry no offset: they are Beijing time
+        assert sorted(
+            (datetime.fromisoformat(e["scanned_at"]), e["scan_code"], e["first_moving"]) for e in scanned
+        ) == [
+            (datetime(2026, 11, 22, 8, 2, 41, tzinfo=beijing), "accepted", False),
+            (datetime(2026, 11, 22, 9, 30, 12, tzinfo=beijing), "picked_up", True),
+            (datetime(2026, 11, 22, 21, 12, 5, tzinfo=beijing), "in_transit", False),
         ]
         assert {(e["return_id"], e["carrier"], e["tracking_no"]) for e in scanned} == {(str(rid), "shunfeng", nu)}
         assert len(await p.ledger(rid)) == 1
@@ -159,5 +165,40 @@ async def _doc_examples(base_url: str) -> list[bytes]:
     return outputs
 
 
+async def _equals(value, expected) -> bool:
+    return await value == expected
+
+
 def _form() -> dict[str, str]:
     return {"content-type": "application/x-www-form-urlencoded;charset=UTF-8"}
+
+
+async def test_a_new_tracking_number_is_subscribed_and_kuaidi100s_pushes_arrive(settings, service_runner):
+    async with serve_kuaidi100({"k-live"}) as (kuaidi100_url, sim):
+        own = warehouse_dev.dev_settings(
+            kuaidi100_key=SecretStr("k-live"),
+            kuaidi100_callback_url="http://127.0.0.1:9/not-yet",  # the service's own address, set once it listens
+            kuaidi100_poll_url=f"{kuaidi100_url}/poll",
+            kuaidi100_poll_s=0.1,
+            kuaidi100_retry_s=0.1,
+        )
+        sim.busy = 1  # Kuaidi100 busy at first: the subscription is asked again
+        async with (
+            service_runner(RETURNS, settings) as ret,
+            service_runner(WAREHOUSE, settings, own) as wh,
+            httpx.AsyncClient(base_url=ret.base_url) as rc,
+        ):
+            own.kuaidi100_callback_url = f"{wh.base_url}{KUAIDI100_URL}"
+            nu = "SF1402918820461"
+            raw, h = signed(return_body(tracking_no=nu))
+            rid = (await rc.post("/v1/webhooks/generic/returns", content=raw, headers=h)).json()["return_id"]
+            status = "SELECT status FROM kuaidi100_subscriptions WHERE tracking_no = $1"
+            await wait_for(lambda: _equals(wh.runtime.pool.fetchval(status, nu), "subscribed"))  # asked twice
+            assert sim.subscriptions[nu]["parameters"]["callbackurl"] == own.kuaidi100_callback_url
+            assert sim.requests == 2
+
+            answer = await sim.push(nu, "1", PICKED_UP)  # Kuaidi100 pushes, signed with the salt given
+            assert answer.json() == KUAIDI100_OK
+            await wait_idle(ret, wh)
+            (scanned,) = values(await read_topic(settings.kafka_bootstrap, "parcels.scanned", expect=1))
+            assert (scanned["return_id"], scanned["scan_code"], scanned["first_moving"]) == (rid, "picked_up", True)

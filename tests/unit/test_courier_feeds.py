@@ -14,20 +14,30 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from contracts.events import ScanCode
+from returnflow.settings import Settings, development_secrets, refuse_development_secrets
 from returnflow.signing import SignatureError
+from services.warehouse import dev
 from services.warehouse.rules import (
     AFTERSHIP_SUBTAGS,
     AFTERSHIP_TAGS,
+    KUAIDI100_COMPANIES,
     KUAIDI100_NAMES,
     KUAIDI100_STATES,
     FeedScan,
+    Subscribed,
+    SubscribeLater,
+    SubscriptionRefused,
     aftership_scan_code,
     aftership_scans,
     kuaidi100_scan_code,
     kuaidi100_scans,
+    kuaidi100_subscription,
     new_checkpoints,
+    subscription_outcome,
+    subscription_retry_in,
 )
 from services.warehouse.schemas import AfterShipWebhook, Kuaidi100Push, ScanWebhook
 from services.warehouse.signatures import aftership_sign, aftership_verify, kuaidi100_sign, kuaidi100_verify
@@ -223,3 +233,64 @@ def test_an_aftership_signature_is_the_base64_hmac_of_the_raw_body(body, secret,
             aftership_verify(header, bytes(tampered), [secret])
     with pytest.raises(SignatureError, match="missing"):
         aftership_verify("", body, [secret])
+
+
+# -- Kuaidi100 subscriptions ------------------------------------------------------------------------------
+
+return_codes = st.one_of(
+    st.sampled_from(["200", "400", "500", "501", "502", "503", "600", "601", "700", "701"]), st.text(max_size=4)
+)
+
+
+@given(status=st.one_of(st.none(), st.integers(100, 599)), code=return_codes, message=st.text(max_size=20))
+def test_a_subscription_is_made_kept_for_later_or_refused_by_kuaidi100s_answer(status, code, message):
+    outcome = subscription_outcome(status, {"result": code == "200", "returnCode": code, "message": message})
+    if status is None or status >= 500 or status == 429:
+        assert isinstance(outcome, SubscribeLater)  # no usable answer: never given up on
+    elif code in ("200", "501"):  # made now, or made before (a repeat)
+        assert isinstance(outcome, Subscribed)
+    elif code in ("500", "502", "503", "600", "601"):  # Kuaidi100's trouble, or a key the operator must fix
+        assert isinstance(outcome, SubscribeLater) and outcome.error.startswith(code)
+    else:
+        assert isinstance(outcome, SubscriptionRefused)
+
+
+@given(attempts=st.integers(0, 10_000), base=st.floats(0.01, 600))
+def test_a_subscription_is_asked_again_later_and_later_within_an_hour(attempts, base):
+    wait = subscription_retry_in(attempts, base)
+    assert min(base, 3600) <= wait <= 3600
+    assert subscription_retry_in(attempts + 1, base) >= wait
+
+
+@given(carrier=st.one_of(st.none(), st.sampled_from(sorted(KUAIDI100_COMPANIES)), st.text(max_size=10)))
+def test_a_subscription_names_kuaidi100s_company_or_asks_it_to_recognise_the_number(carrier):
+    param = kuaidi100_subscription("SF1402918820461", carrier, "key", "https://x/cb", "salt")
+    assert param["number"] == "SF1402918820461" and param["key"] == "key"
+    parameters = param["parameters"]
+    assert isinstance(parameters, dict)
+    assert {k: parameters[k] for k in ("callbackurl", "salt", "resultv2")} == {
+        "callbackurl": "https://x/cb",
+        "salt": "salt",
+        "resultv2": "4",  # every checkpoint with its detailed state
+    }
+    if carrier in KUAIDI100_COMPANIES:
+        assert param["company"] == KUAIDI100_COMPANIES[carrier] and "autoCom" not in parameters
+    elif param["company"] == "":
+        assert parameters["autoCom"] == "1"
+    else:
+        assert param["company"] == carrier and "autoCom" not in parameters
+
+
+def test_the_feeds_development_secrets_stop_a_service_outside_the_local_stack():
+    local = dev.dev_settings(kuaidi100_key=SecretStr("dev-kuaidi100-key"))
+    assert {
+        "RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS (0)",
+        "RETURNFLOW_WAREHOUSE_AFTERSHIP_WEBHOOK_SECRETS (0)",
+        "RETURNFLOW_WAREHOUSE_KUAIDI100_KEY",
+    } <= set(development_secrets(local))
+    with pytest.raises(SystemExit, match="RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS"):
+        refuse_development_secrets(Settings(dev_stack=False), local)
+    own = dev.dev_settings(
+        kuaidi100_salts=[SecretStr("7c1f0b5e2a9d4c36")], aftership_webhook_secrets=[SecretStr("as-live-secret")]
+    )
+    assert not [s for s in development_secrets(own) if "KUAIDI100" in s or "AFTERSHIP" in s]
