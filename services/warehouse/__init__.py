@@ -11,7 +11,7 @@ from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistere
 from returnflow.batching import GroupCommitter
 from returnflow.http import token_digest
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
-from services.warehouse import api, handlers
+from services.warehouse import api, handlers, views
 from services.warehouse.handlers import Device, WarehouseContext
 from services.warehouse.settings import WarehouseSettings
 
@@ -49,6 +49,7 @@ SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
     router=api.router,
     readers=api.device_reader,
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
+    backlogs=views.backlogs,
 )
 
 __all__ = ["SPEC", "WarehouseContext", "WarehouseSettings"]
