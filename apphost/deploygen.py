@@ -9,6 +9,7 @@ differs from what this module renders. Generated here:
 - deploy/k8s/kafka-users.yaml   Strimzi `KafkaUser` per service (and ops) with its ACLs from the catalog
 - deploy/kafka/setup-users.sh   the same users and ACLs for the compose cluster (its `kafka-setup` job)
 - deploy/grafana/returnflow.json  the Grafana dashboard over returnflow's Prometheus metrics
+- deploy/prometheus/alerts.yaml and deploy/k8s/prometheus-rules.yaml  the alert rules of apphost/alerts.py
 
 `topic_plan()` is also what `returnflow topics create` (compose's one-shot topic job) creates, so the compose
 cluster and the Kubernetes cluster get the same topics, partitions and retention.
@@ -23,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apphost import alerts
 from apphost.registry import SERVICES, port_for
 from contracts.catalog import CATALOG, TOPICS_BY_NAME, all_topic_names, dlq_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = ROOT / "deploy" / "k8s"
 GRAFANA_DASHBOARD = ROOT / "deploy" / "grafana" / "returnflow.json"
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+PROMETHEUS_RULE = K8S_DIR / "prometheus-rules.yaml"
 KAFKA_SETUP_SCRIPT = ROOT / "deploy" / "kafka" / "setup-users.sh"
 
 # The Strimzi `Kafka` resource the topics belong to (label strimzi.io/cluster); its bootstrap Service is
@@ -902,6 +906,28 @@ def render_dashboard() -> str:
     return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
 
 
+# --- alert rules ------------------------------------------------------------------------------------------
+
+
+def render_alert_rules() -> str:
+    """The Prometheus rule file compose's Prometheus loads (deploy/prometheus/prometheus.yml)."""
+    header = f"# {GENERATED.format(source='apphost/alerts.py')}\n# Runbook: docs/runbook.md, one paragraph per alert.\n"
+    return _dump_docs([("", {"groups": alerts.groups()})], header).replace("---\n", "", 1)
+
+
+def render_prometheus_rule() -> str:
+    """The same rules as a prometheus-operator `PrometheusRule` (its Prometheus selects rules by label; set
+    `ruleSelector` to match `app.kubernetes.io/part-of: returnflow`, or add the label your Prometheus expects)."""
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "returnflow", "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        "spec": {"groups": alerts.groups(k8s=True)},
+    }
+    header = f"# {GENERATED.format(source='apphost/alerts.py')}\n# Runbook: docs/runbook.md, one paragraph per alert.\n"
+    return _dump_docs([("", doc)], header)
+
+
 # --- files ------------------------------------------------------------------------------------------------
 
 
@@ -913,6 +939,8 @@ def rendered() -> dict[Path, str]:
         KAFKA_SETUP_SCRIPT: render_kafka_setup_script(),
         K8S_DIR / "services.yaml": render_services(),
         GRAFANA_DASHBOARD: render_dashboard(),
+        ALERT_RULES: render_alert_rules(),
+        PROMETHEUS_RULE: render_prometheus_rule(),
     }
 
 
