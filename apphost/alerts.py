@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from apphost.registry import SERVICES
 
 RUNBOOK = "docs/runbook.md"
+# Where people open the runbook from the dashboard's panel links: the repository path by default. Point it at
+# where your docs are served (your Git host's page of docs/runbook.md) and run `make docs`.
+RUNBOOK_URL = RUNBOOK
 # How long an escalation may wait for a person before someone is told. The shops' service level is not
 # recorded per shop in returnflow: one threshold for all, change it here and run `make docs`.
 ESCALATION_SLA_S = 4 * 3600
@@ -49,7 +52,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": f"{RUNBOOK}#{self.runbook}",
+                "runbook_url": f"{RUNBOOK_URL}#{self.runbook}",
             },
         }
 

@@ -302,3 +302,37 @@ def test_every_alert_has_its_runbook_paragraph_with_commands_that_exist(capsys: 
         used = re.findall(r"returnflow ([a-z-]+)", section)
         assert len(set(used)) >= 2 or len(used) >= 3, f"{alert.name}: the first three commands to run"
         assert set(used) <= commands, set(used) - commands
+
+
+def runbook_anchors() -> set[str]:
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", RUNBOOK.read_text(), re.M)
+    }
+
+
+def test_the_dashboard_shows_the_backlogs_and_broker_side_lag_with_a_runbook_link_per_panel() -> None:
+    import json
+
+    board = json.loads(deploygen.GRAFANA_DASHBOARD.read_text())
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert "Backlogs and broker-side lag" in rows
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p.get("targets", []))
+    for series in (
+        "returnflow_consumer_group_lag",
+        "returnflow_backlog_items",
+        "returnflow_backlog_oldest_age_seconds",
+    ):
+        assert series in exprs, series
+    for backlog in ("payments_unknown_outcome", "escalations_open", "discrepancies_open", "sms_queued", "scans_parked"):
+        assert backlog in exprs, backlog
+    anchors = runbook_anchors()
+    linked = set()
+    for panel in (p for p in board["panels"] if p["type"] != "row"):
+        (link,) = panel["links"]
+        url, _, anchor = link["url"].partition("#")
+        assert url == alerts.RUNBOOK_URL, panel["title"]
+        assert not anchor or anchor in anchors, (panel["title"], anchor)
+        linked.add(anchor)
+    # the alerts that have a panel to look at link to their paragraph
+    assert {"consumer-lag-growing", "outbox-stuck", "payment-outcome-unknown", "escalations-over-sla"} <= linked
