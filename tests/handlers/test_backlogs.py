@@ -11,15 +11,18 @@ from prometheus_client import REGISTRY
 from returnflow import backlogs
 from returnflow.settings import Settings
 from services.audit import SPEC as AUDIT
+from services.notify import SPEC as NOTIFY
 from services.refunds import SPEC as REFUNDS
 from services.refunds import handlers as refunds_handlers
 from services.refunds.dev.gateway_sim import serve_gateway
 from services.warehouse import SPEC as WAREHOUSE
 from services.warehouse import dev as warehouse_dev
 from tests.handlers import test_audit_handlers as audit_case
+from tests.handlers import test_notify_handlers as notify_case
 from tests.handlers import test_refunds_handlers as refunds_case
 from tests.handlers import test_warehouse_handlers as warehouse_case
 from tests.handlers.harness import Harness, harness
+from tests.integration import notify_support
 
 
 def gauge(service: str, backlog: str) -> tuple[float | None, float | None]:
@@ -106,3 +109,28 @@ async def test_an_open_discrepancy_is_counted_with_its_age_until_resolved(handle
         await audit_case.handlers.resolve(h.ctx, did, "rt-ana", "recounted", "c")
         await refresh(h)
         assert gauge("audit", "discrepancies_open") == (0, 0)
+
+
+async def test_sms_due_and_not_sent_and_sms_deferred_to_the_morning_are_counted(handler_settings: Settings) -> None:
+    req = notify_support.requested(locale="en")
+    # the real clock (the gauges count with PostgreSQL's), and no quiet hours whatever the hour
+    daytime = notify_case.notify(clock_offset_s=0.0, quiet_start_hour=0, quiet_end_hour=0)
+    async with harness(NOTIFY, handler_settings, daytime) as h:
+        await h.apply("lifecycle", [req])
+        await h.pool.execute(  # the sender is behind; the reminders are due later
+            "UPDATE messages SET due_at = now() - interval '3 minutes' WHERE step = 'requested'"
+        )
+        await refresh(h)
+        items, age = gauge("notify", "sms_queued")
+        assert items == 1 and age is not None and 180 <= age < 240
+        await notify_case.send_due(h)
+        await refresh(h)
+        assert gauge("notify", "sms_queued") == (0, 0)
+        assert gauge("notify", "sms_deferred") == (0, 0)
+
+    night = notify_case.notify(clock_offset_s=notify_support.offset_to_local("Asia/Shanghai", 23))
+    async with harness(NOTIFY, handler_settings, night) as h:
+        await h.apply("lifecycle", [notify_support.requested(locale="zh-CN")])
+        await notify_case.send_due(h)  # quiet hours: deferred to 8:00
+        await refresh(h)
+        assert gauge("notify", "sms_deferred")[0] == 1
