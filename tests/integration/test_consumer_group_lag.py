@@ -13,6 +13,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from apphost.ops import backlogs_cmd
 from services.warehouse import SPEC as WAREHOUSE
 from tests.idle import wait_idle
 from tests.kafkautil import wait_for
@@ -41,7 +42,9 @@ def group_lag(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]], name
     return sum(values) if values else None
 
 
-async def test_a_stopped_consumers_lag_grows_and_a_hung_broker_reads_as_down(settings, kafka, service_runner):
+async def test_a_stopped_consumers_lag_grows_and_a_hung_broker_reads_as_down(
+    settings, kafka, service_runner, monkeypatch, capsys
+):
     fast = settings.model_copy(update={"consumer_group_lag_interval_s": 0.2})
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
     await producer.start()
@@ -65,6 +68,16 @@ async def test_a_stopped_consumers_lag_grows_and_a_hung_broker_reads_as_down(set
             await wait_for(lambda: lag_is(17), timeout_s=15)
             frozen = group_lag(await scrape(client), "returnflow_consumer_lag")
             assert frozen is None or frozen == 0  # the consumer's own gauge never saw these events
+
+            # `returnflow backlogs` shows the on-call engineer the same, from the service's /metrics
+            monkeypatch.setenv("RETURNFLOW_WAREHOUSE_PORT", str(svc.port))
+            capsys.readouterr()
+            assert await backlogs_cmd(fast, ["warehouse"]) == 0
+            table = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()[1:]}
+            assert table[("warehouse", "lag")][:2] == [GROUP, "17"]
+            assert table[("warehouse", "scans_parked")] == ["0"]
+            assert table[("warehouse", "kafka")] == ["reachable", "yes"]
+            assert table[("warehouse", "database")] == ["reachable", "yes"]
 
             up = {"dependency": "kafka", "service": "warehouse"}
 
