@@ -288,7 +288,7 @@ async def verify_log(
 
 
 async def backlogs(conn: Conn) -> list[Backlog]:
-    """What audit holds waiting (gauges): discrepancies open for a person (`returnflow audit discrepancies`),
+    """What audit holds waiting (gauges): discrepancies open for a person (`GET /v1/audit/discrepancies`),
     and dual checks with one side waiting for the other."""
     row = await conn.fetchrow(
         """SELECT

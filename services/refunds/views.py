@@ -87,8 +87,9 @@ async def clawback_list(
 
 async def backlogs(conn: Conn) -> list[Backlog]:
     """What the refunds service holds waiting (gauges, refreshed by the runtime): refunds not yet paid, those
-    whose outcome is unknown (asked at least once, no answer: `returnflow ledger`), escalations waiting for a
-    person, clawbacks flagged for one. Partial indexes keep the open rows cheap to count."""
+    whose outcome is unknown (asked at least once, no answer yet: `refunds.failed` with retryable true),
+    escalations waiting for a person, clawbacks flagged for one (status 'open': nothing closes a clawback yet,
+    so that is every clawback flagged). Partial indexes keep the open refunds and escalations cheap to count."""
     row = await conn.fetchrow(
         """SELECT
              count(*),

@@ -48,7 +48,7 @@ async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, A
 
 async def backlogs(conn: Conn) -> list[Backlog]:
     """What the warehouse holds waiting (gauges): carrier scans parked because no parcel has their tracking
-    number yet (`returnflow parcels parked` lists them)."""
+    number yet (`GET /v1/warehouse/scans/parked` lists them)."""
     return [
         Backlog.of(
             "scans_parked",
