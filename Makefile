@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: browser screenshots bench-page run test lint typecheck unit schemas docs bench bench-intake bench-hop chaos clean
+.PHONY: browser promtool screenshots bench-page run test lint typecheck unit schemas docs bench bench-intake bench-hop chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "returnflow needs Python 3.11+"'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/returnflow up --demo
 
-test: $(STAMP) lint typecheck browser
+test: $(STAMP) lint typecheck browser promtool
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 # Browser tests drive Debian's chromium (never `playwright install`, which downloads). As root with apt
@@ -30,6 +30,18 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; \
 	  else \
 	    echo "browser tests need Debian's chromium: sudo apt-get install -y chromium fonts-wqy-zenhei"; exit 1; \
+	  fi; \
+	fi
+
+# The alert rules' tests run `promtool test rules` (tests/unit/test_alerts.py): Debian's prometheus package ships
+# it. As root with apt (CI) it is installed here (measured: about a minute); otherwise one line says how.
+promtool:
+	@if ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing prometheus (for promtool) for the alert rules' tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "the alert rules' tests need promtool: sudo apt-get install -y --no-install-recommends prometheus"; exit 1; \
 	  fi; \
 	fi
 

@@ -9,6 +9,7 @@ differs from what this module renders. Generated here:
 - deploy/k8s/kafka-users.yaml   Strimzi `KafkaUser` per service (and ops) with its ACLs from the catalog
 - deploy/kafka/setup-users.sh   the same users and ACLs for the compose cluster (its `kafka-setup` job)
 - deploy/grafana/returnflow.json  the Grafana dashboard over returnflow's Prometheus metrics
+- deploy/prometheus/alerts.yaml and deploy/k8s/prometheus-rules.yaml  the alert rules of apphost/alerts.py
 
 `topic_plan()` is also what `returnflow topics create` (compose's one-shot topic job) creates, so the compose
 cluster and the Kubernetes cluster get the same topics, partitions and retention.
@@ -23,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apphost import alerts
 from apphost.registry import SERVICES, port_for
 from contracts.catalog import CATALOG, TOPICS_BY_NAME, all_topic_names, dlq_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = ROOT / "deploy" / "k8s"
 GRAFANA_DASHBOARD = ROOT / "deploy" / "grafana" / "returnflow.json"
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+PROMETHEUS_RULE = K8S_DIR / "prometheus-rules.yaml"
 KAFKA_SETUP_SCRIPT = ROOT / "deploy" / "kafka" / "setup-users.sh"
 
 # The Strimzi `Kafka` resource the topics belong to (label strimzi.io/cluster); its bootstrap Service is
@@ -654,6 +658,7 @@ def _panel(
     unit: str = "short",
     kind: str = "timeseries",
     description: str = "",
+    runbook: str = "",
 ) -> dict[str, Any]:
     x, y, w, h = grid
     panel: dict[str, Any] = {
@@ -661,6 +666,14 @@ def _panel(
         "type": kind,
         "title": title,
         "description": description,
+        # the runbook paragraph of the alert this panel explains, else the runbook with the gauges' table
+        "links": [
+            {
+                "title": "Runbook" + (f": {runbook.replace('-', ' ')}" if runbook else ""),
+                "url": f"{alerts.RUNBOOK_URL}#{runbook}" if runbook else alerts.RUNBOOK_URL,
+                "targetBlank": True,
+            }
+        ],
         "datasource": _DS,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
@@ -718,6 +731,7 @@ def dashboard() -> dict[str, Any]:
             (12, 1, 12, 8),
             "short",
             description="Messages behind the high-water mark after the last applied batch (returnflow_consumer_lag).",
+            runbook="consumer-lag-growing",
         ),
         _panel(
             4,
@@ -734,6 +748,7 @@ def dashboard() -> dict[str, Any]:
             (8, 9, 8, 8),
             "short",
             description="Messages moved to <topic>.dlq after bounded retries. Inspect with `returnflow dlq list`.",
+            runbook="dlq-messages-arriving",
         ),
         _panel(
             6,
@@ -742,6 +757,7 @@ def dashboard() -> dict[str, Any]:
             (16, 9, 4, 8),
             "short",
             kind="stat",
+            runbook="dlq-messages-arriving",
         ),
         _panel(
             7,
@@ -764,6 +780,7 @@ def dashboard() -> dict[str, Any]:
             [(f"max by (service) (returnflow_outbox_backlog{{{_SEL}}})", "{{service}}")],
             (0, 26, 8, 8),
             "short",
+            runbook="outbox-stuck",
         ),
         _panel(
             11,
@@ -772,6 +789,7 @@ def dashboard() -> dict[str, Any]:
             (8, 26, 8, 8),
             "s",
             description="Grows when the broker is unreachable: events wait in PostgreSQL and are published later.",
+            runbook="outbox-stuck",
         ),
         _panel(
             12,
@@ -819,6 +837,7 @@ def dashboard() -> dict[str, Any]:
             (20, 35, 4, 8),
             "percentunit",
             kind="stat",
+            runbook="http-5xx",
         ),
         _row(17, "After-sales", 43),
         _panel(
@@ -835,6 +854,7 @@ def dashboard() -> dict[str, Any]:
             (12, 44, 12, 8),
             "ops",
             description="sent, deferred (night), suppressed (opt-out, cap, duplicate), failed.",
+            runbook="sms-failing",
         ),
         _row(20, "Processes", 52),
         _panel(
@@ -852,6 +872,7 @@ def dashboard() -> dict[str, Any]:
             description="How late a 50 ms timer fires: every request and batch of that service waits as long. "
             "High when the service's own work holds its loop, or when the host has no CPU to spare.",
         ),
+        *_backlog_panels(22, 61),
     ]
     return {
         "uid": "returnflow-overview",
@@ -898,8 +919,126 @@ def dashboard() -> dict[str, Any]:
     }
 
 
+def _backlog_panels(pid: int, y: int) -> list[dict[str, Any]]:
+    """The row of what waits: the consumer groups' lag as the broker reports it (grows while a consumer is
+    stopped) and the services' business backlogs (returnflow/backlogs.py)."""
+    group_lag = f"max by (group, topic, partition) (returnflow_consumer_group_lag{{{_SEL}}})"
+
+    def backlog(metric: str, name: str) -> str:
+        return f'max by (service) ({metric}{{{_SEL}, backlog="{name}"}})'
+
+    items, age = "returnflow_backlog_items", "returnflow_backlog_oldest_age_seconds"
+    return [
+        _row(pid, "Backlogs and broker-side lag", y),
+        _panel(
+            pid + 1,
+            "Consumer group lag (broker side), by group",
+            [(f"sum by (group) ({group_lag})", "{{group}}")],
+            (0, y + 1, 12, 8),
+            "short",
+            description="Log end offset minus the group's committed offset, asked of the broker every 15 s "
+            "(returnflow_consumer_group_lag): keeps growing while a group's consumers are stopped.",
+            runbook="consumer-lag-growing",
+        ),
+        _panel(
+            pid + 2,
+            "Backlog items, by service and backlog",
+            [(f"max by (service, backlog) ({items}{{{_SEL}}})", "{{service}} {{backlog}}")],
+            (12, y + 1, 12, 8),
+            "short",
+            description="Refunds pending, payments with an unknown outcome, open escalations and clawbacks, open "
+            "discrepancies, checks waiting for a side, parked scans, SMS due and deferred.",
+        ),
+        _panel(
+            pid + 3,
+            "Oldest item waiting, by service and backlog",
+            [(f"max by (service, backlog) ({age}{{{_SEL}}})", "{{service}} {{backlog}}")],
+            (0, y + 9, 12, 8),
+            "s",
+        ),
+        _panel(
+            pid + 4,
+            "Payment outcome unknown: oldest",
+            [(backlog(age, "payments_unknown_outcome"), "oldest")],
+            (12, y + 9, 4, 8),
+            "s",
+            kind="stat",
+            runbook="payment-outcome-unknown",
+        ),
+        _panel(
+            pid + 5,
+            "Open escalations: oldest",
+            [(backlog(age, "escalations_open"), "oldest")],
+            (16, y + 9, 4, 8),
+            "s",
+            kind="stat",
+            runbook="escalations-over-sla",
+        ),
+        _panel(
+            pid + 6,
+            "Open discrepancies: oldest",
+            [(backlog(age, "discrepancies_open"), "oldest")],
+            (20, y + 9, 4, 8),
+            "s",
+            kind="stat",
+            runbook="discrepancies-open",
+        ),
+        _panel(
+            pid + 7,
+            "SMS due and deferred",
+            [(backlog(items, "sms_queued"), "due, not sent"), (backlog(items, "sms_deferred"), "deferred")],
+            (0, y + 17, 8, 8),
+            "short",
+            runbook="sms-failing",
+        ),
+        _panel(
+            pid + 8,
+            "Parked scans (no parcel with that tracking number yet)",
+            [(backlog(items, "scans_parked"), "parked")],
+            (8, y + 17, 8, 8),
+            "short",
+        ),
+        _panel(
+            pid + 9,
+            "Database and brokers reachable, by service",
+            [
+                (
+                    f"min by (service, dependency) (returnflow_dependency_up{{{_SEL}}})",
+                    "{{service}} {{dependency}}",
+                )
+            ],
+            (16, y + 17, 8, 8),
+            "short",
+            description="1: the service's last try reached it; 0: unreachable.",
+            runbook="database-unreachable",
+        ),
+    ]
+
+
 def render_dashboard() -> str:
     return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --- alert rules ------------------------------------------------------------------------------------------
+
+
+def render_alert_rules() -> str:
+    """The Prometheus rule file compose's Prometheus loads (deploy/prometheus/prometheus.yml)."""
+    header = f"# {GENERATED.format(source='apphost/alerts.py')}\n# Runbook: docs/runbook.md, one paragraph per alert.\n"
+    return _dump_docs([("", {"groups": alerts.groups()})], header).replace("---\n", "", 1)
+
+
+def render_prometheus_rule() -> str:
+    """The same rules as a prometheus-operator `PrometheusRule` (its Prometheus selects rules by label; set
+    `ruleSelector` to match `app.kubernetes.io/part-of: returnflow`, or add the label your Prometheus expects)."""
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "returnflow", "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        "spec": {"groups": alerts.groups(k8s=True)},
+    }
+    header = f"# {GENERATED.format(source='apphost/alerts.py')}\n# Runbook: docs/runbook.md, one paragraph per alert.\n"
+    return _dump_docs([("", doc)], header)
 
 
 # --- files ------------------------------------------------------------------------------------------------
@@ -913,6 +1052,8 @@ def rendered() -> dict[Path, str]:
         KAFKA_SETUP_SCRIPT: render_kafka_setup_script(),
         K8S_DIR / "services.yaml": render_services(),
         GRAFANA_DASHBOARD: render_dashboard(),
+        ALERT_RULES: render_alert_rules(),
+        PROMETHEUS_RULE: render_prometheus_rule(),
     }
 
 

@@ -1,6 +1,6 @@
 """Ops commands of the `returnflow` CLI: the same against the embedded broker and a real cluster.
 
-topics, tail, dlq list|show|replay, timeline. People's decisions (approve|reject|grant) are in
+topics, tail, dlq list|show|replay, timeline, backlogs. People's decisions (approve|reject|grant) are in
 apphost/decisions_cli.py: through the refunds HTTP API with the person's own token, never a Kafka
 command the CLI would publish in someone's name.
 """
@@ -312,6 +312,54 @@ async def timeline_cmd(settings: Settings, return_id: str, token_flag: str | Non
         print(f"  {e['occurred_at'][:19]}  {e['type']:<28} {e['summary']}")
 
 
+async def backlogs_cmd(settings: Settings, services: list[str]) -> int:
+    """What waits in each service, as its /metrics says now (the gauges the alerts read, refreshed every 15 s):
+    its backlogs with the oldest item's age, its consumer groups' lag from the broker's side, and whether it
+    reaches its database and brokers. Exit 1 when a service does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from apphost.registry import SERVICES
+
+    rows: list[tuple[str, str, str, str]] = []
+    unreachable = 0
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name in services or list(SERVICES):
+            try:
+                r = await client.get(f"{base_url_for(settings, name)}/metrics")
+                r.raise_for_status()
+            except httpx.HTTPError as exc:
+                rows.append((name, "(service)", "unreachable", type(exc).__name__))
+                unreachable += 1
+                continue
+            samples = [s for f in text_string_to_metric_families(r.text) for s in f.samples]
+            ages = {s.labels["backlog"]: s.value for s in samples if s.name == "returnflow_backlog_oldest_age_seconds"}
+            for s in samples:
+                if s.name == "returnflow_backlog_items":
+                    age = ages.get(s.labels["backlog"], 0.0)
+                    rows.append((name, s.labels["backlog"], f"{s.value:.0f}", _age(age) if s.value else ""))
+                elif s.name == "returnflow_dependency_up":
+                    rows.append((name, f"{s.labels['dependency']} reachable", "yes" if s.value else "NO", ""))
+            lag: dict[str, float] = {}
+            for s in samples:
+                if s.name == "returnflow_consumer_group_lag":
+                    lag[s.labels["group"]] = lag.get(s.labels["group"], 0.0) + s.value
+            rows += [(name, f"lag {group}", f"{value:.0f}", "") for group, value in sorted(lag.items())]
+    print(f"{'service':<10} {'backlog':<36} {'items':>11}  oldest")
+    for service, what, items, oldest in rows:
+        print(f"{service:<10} {what:<36} {items:>11}  {oldest}")
+    return 1 if unreachable else 0
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("topics", help="list topics; --describe adds consumer-group lag")
     p.add_argument("--describe", action="store_true")
@@ -325,6 +373,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("topic", nargs="?")
     p.add_argument("--max", type=int, dest="max_messages")
     p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser(
+        "backlogs", help="what waits in each service (backlogs, oldest item, broker-side lag), from its /metrics"
+    )
+    p.add_argument("services", nargs="*", help="default: every service")
     p = sub.add_parser("timeline", help="a return's timeline")
     p.add_argument("return_id")
     p.add_argument("--token", help=f"your reader token (default: ${TOKEN_ENV}, then `returnflow login`'s file)")
@@ -346,6 +398,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
             asyncio.run(dlq_show_cmd(settings, args.topic, args.max_messages))
         else:
             asyncio.run(dlq_replay_cmd(settings, args.topic, args.dry_run))
+    elif cmd == "backlogs":
+        return asyncio.run(backlogs_cmd(settings, args.services))
     elif cmd == "timeline":
         asyncio.run(timeline_cmd(settings, args.return_id, args.token))
     else:

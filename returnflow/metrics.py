@@ -60,6 +60,37 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode="max",
 )
 
+# Asked of the broker on a slow loop (returnflow/group_lag.py), not set by the consumer: it grows while a
+# group's consumers are stopped. The embedded broker under-reports end offsets by up to a record batch.
+CONSUMER_GROUP_LAG = Gauge(
+    "returnflow_consumer_group_lag",
+    "Messages a consumer group has still to read in a partition: the log end offset minus the group's "
+    "committed offset, as the broker reports them",
+    ["group", "topic", "partition"],
+    multiprocess_mode="max",
+)
+# The services' work waiting for something (a payment's answer, a person, a parcel, a provider), from their
+# own tables on a slow loop (returnflow/backlogs.py; each service's `views.backlogs`).
+BACKLOG_ITEMS = Gauge(
+    "returnflow_backlog_items",
+    "Items waiting in a service's backlog (refunds_pending, payments_unknown_outcome, escalations_open, "
+    "clawbacks_open, discrepancies_open, scans_parked, sms_queued, sms_deferred, ...)",
+    ["service", "backlog"],
+    multiprocess_mode="max",
+)
+BACKLOG_OLDEST_AGE = Gauge(
+    "returnflow_backlog_oldest_age_seconds",
+    "Age of the oldest item waiting in a service's backlog (0 when it is empty)",
+    ["service", "backlog"],
+    multiprocess_mode="max",
+)
+DEPENDENCY_UP = Gauge(
+    "returnflow_dependency_up",
+    "Whether the service reached its database / its Kafka brokers on its last try (1) or not (0)",
+    ["service", "dependency"],
+    multiprocess_mode="min",
+)
+
 
 def exposition() -> bytes:
     """The metrics text of this process, or of every worker of this service when it runs several

@@ -31,9 +31,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from returnflow import db, metrics
+from returnflow import backlogs, db, metrics
+from returnflow.backlogs import BacklogQuery
 from returnflow.consumer import INFRA_ERRORS, Batch, Handler, IdempotentConsumer
 from returnflow.db import Conn
+from returnflow.group_lag import GroupLag
 from returnflow.http import (
     HttpProblem,
     Reader,
@@ -85,6 +87,8 @@ class ServiceSpec(Generic[C]):
     # roster as agents): `readers(context, token)` -> the Reader, or None.
     readers: Callable[[C, str], Awaitable[Reader | None]] | None = None
     description: str = ""
+    # The service's business backlogs (returnflow/backlogs.py), counted on a slow loop as gauges.
+    backlogs: BacklogQuery | None = None
 
     @property
     def schema(self) -> str:
@@ -376,6 +380,9 @@ async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
     workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
     rt.tasks.extend(workers)
     rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
+    rt.tasks.append(asyncio.create_task(_watch_backlogs(rt), name=f"{spec.name}-backlogs"))
+    if rt.consumers:
+        rt.tasks.append(asyncio.create_task(_watch_group_lag(rt), name=f"{spec.name}-group-lag"))
     # What exists now (modules, models, the app) lives as long as the process: keep it out of every
     # garbage collection, and collect the young generation less often (it showed as up to 5 % of a
     # service's CPU under load).
@@ -537,6 +544,37 @@ async def _watch_loop_lag(interval_s: float = 0.05) -> None:
         due = loop.time() + interval_s
         await asyncio.sleep(interval_s)
         metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - due))
+
+
+async def _watch_backlogs(rt: Runtime) -> None:
+    """The service's backlogs and whether its database answers, every `backlog_interval_s`."""
+    while True:
+        await backlogs.refresh(rt.spec.name, rt.pool, rt.spec.backlogs)
+        await asyncio.sleep(rt.settings.backlog_interval_s)
+
+
+LAG_TIMEOUT_S = 5.0  # a broker that does not answer in this long counts as unreachable
+
+
+async def _watch_group_lag(rt: Runtime) -> None:
+    """Broker-side lag of the service's consumer groups (returnflow/group_lag.py), every
+    `consumer_group_lag_interval_s`; whether the brokers answered, as `returnflow_dependency_up`."""
+    groups = {f"{rt.spec.name}.{c.name}": list(c.topics) for c in rt.spec.consumers}
+    lag = GroupLag(rt.bootstrap, groups, client_options(rt.settings))
+    up = metrics.DEPENDENCY_UP.labels(rt.spec.name, "kafka")
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(lag.refresh(), LAG_TIMEOUT_S)
+                up.set(1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                up.set(0)
+                log.warning("consumer group lag not measured: broker unreachable", error=repr(exc))
+            await asyncio.sleep(rt.settings.consumer_group_lag_interval_s)
+    finally:
+        await lag.close()
 
 
 async def _rewind_consumers(broker: KafkaBroker) -> None:

@@ -112,6 +112,11 @@ class Settings(Loadable):
     outbox_retention_hours: float = 168.0
     outbox_broker_check_interval_s: float = 5.0
 
+    # Ops gauges asked on a slow loop (Prometheus scrapes every 15 s): the consumer groups' lag as the broker
+    # sees it (returnflow/group_lag.py) and the service's business backlogs (returnflow/backlogs.py).
+    consumer_group_lag_interval_s: float = 15.0
+    backlog_interval_s: float = 15.0
+
     db_pool_min: int = 2
     db_pool_max: int = 10
 

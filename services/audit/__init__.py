@@ -15,7 +15,7 @@ outbox) and in a JSON-lines file, checked by `returnflow audit verify --anchors-
 from pathlib import Path
 
 from returnflow.service import ConsumerSpec, ServiceSpec
-from services.audit import api, handlers
+from services.audit import api, handlers, views
 from services.audit.handlers import AuditContext
 from services.audit.settings import AuditSettings
 
@@ -37,6 +37,7 @@ SPEC: ServiceSpec[AuditContext] = ServiceSpec(
     consumers=[ConsumerSpec("inventory", CONSUMED_TOPICS, apply=handlers.apply_inventory)],
     workers=[handlers.deadline_sweeper, handlers.anchor_keeper],
     idle=handlers.nothing_due,
+    backlogs=views.backlogs,
 )
 
 __all__ = ["SPEC"]

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 
 from contracts.events import Movement
+from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 from services.audit import chain
 
@@ -284,3 +285,17 @@ async def verify_log(
                 return verifier.result()
         after = rows[-1].seq
     return verifier.result()
+
+
+async def backlogs(conn: Conn) -> list[Backlog]:
+    """What audit holds waiting (gauges): discrepancies open for a person (`GET /v1/audit/discrepancies`),
+    and dual checks with one side waiting for the other."""
+    row = await conn.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM discrepancies WHERE status = 'open'),
+             (SELECT extract(epoch FROM now() - min(opened_at)) FROM discrepancies WHERE status = 'open'),
+             (SELECT count(*) FROM sides WHERE outcome IS NULL),
+             (SELECT extract(epoch FROM now() - min(received_at)) FROM sides WHERE outcome IS NULL)"""
+    )
+    names = ("discrepancies_open", "checks_waiting_for_a_side")
+    return backlogs_of(names, row)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from returnflow.service import ConsumerSpec, ServiceSpec
-from services.notify import api, handlers
+from services.notify import api, handlers, views
 from services.notify.handlers import NotifyContext
 from services.notify.settings import NotifySettings
 
@@ -23,6 +23,7 @@ SPEC: ServiceSpec[NotifyContext] = ServiceSpec(
     consumers=[ConsumerSpec("lifecycle", handlers.CONSUMED, apply=handlers.apply_lifecycle)],
     workers=[handlers.send_sms],
     idle=handlers.sender_idle,
+    backlogs=views.backlogs,
 )
 
 __all__ = ["SPEC"]

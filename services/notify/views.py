@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from returnflow.backlogs import Backlog, backlogs_of
+from returnflow.db import Conn
 from returnflow.logging import mask_phone
 
 
@@ -25,3 +27,18 @@ async def sms_of_return(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any]:
         message["phone_masked"] = mask_phone(message.pop("phone") or "")
         messages.append(message)
     return {"return_id": str(return_id), "messages": messages}
+
+
+async def backlogs(conn: Conn) -> list[Backlog]:
+    """What notify holds waiting (gauges): SMS due and not sent yet (age: how long past due), and queued SMS
+    deferred at least once (quiet hours, pacing, the provider away)."""
+    row = await conn.fetchrow(
+        """SELECT
+             count(*) FILTER (WHERE due_at <= now()),
+             extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now())),
+             count(*) FILTER (WHERE deferrals > 0),
+             extract(epoch FROM now() - min(created_at) FILTER (WHERE deferrals > 0))
+           FROM messages WHERE status = 'queued'"""
+    )
+    names = ("sms_queued", "sms_deferred")
+    return backlogs_of(names, row)

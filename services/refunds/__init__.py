@@ -14,7 +14,7 @@ from pathlib import Path
 from contracts.catalog import topic_of
 from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
 from returnflow.service import ConsumerSpec, ServiceSpec
-from services.refunds import api, handlers
+from services.refunds import api, handlers, views
 from services.refunds.handlers import RefundsContext
 from services.refunds.settings import RefundsSettings
 
@@ -39,6 +39,7 @@ SPEC: ServiceSpec[RefundsContext] = ServiceSpec(
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
     workers=[handlers.payment_worker],
     idle=handlers.nothing_to_pay,
+    backlogs=views.backlogs,
 )
 
 __all__ = ["SPEC"]

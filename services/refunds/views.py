@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
+from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 
 
@@ -82,3 +83,24 @@ async def clawback_list(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def backlogs(conn: Conn) -> list[Backlog]:
+    """What the refunds service holds waiting (gauges, refreshed by the runtime): refunds not yet paid, those
+    whose outcome is unknown (asked at least once, no answer yet: `refunds.failed` with retryable true),
+    escalations waiting for a person, clawbacks flagged for one (status 'open': nothing closes a clawback yet,
+    so that is every clawback flagged). Partial indexes keep the open refunds and escalations cheap to count."""
+    row = await conn.fetchrow(
+        """SELECT
+             count(*),
+             extract(epoch FROM now() - min(created_at)),
+             count(*) FILTER (WHERE attempts > 0),
+             extract(epoch FROM now() - min(created_at) FILTER (WHERE attempts > 0)),
+             (SELECT count(*) FROM escalations WHERE status = 'open'),
+             (SELECT extract(epoch FROM now() - min(created_at)) FROM escalations WHERE status = 'open'),
+             (SELECT count(*) FROM clawbacks WHERE status = 'open'),
+             (SELECT extract(epoch FROM now() - min(flagged_at)) FROM clawbacks WHERE status = 'open')
+           FROM refunds WHERE status = 'pending'"""
+    )
+    names = ("refunds_pending", "payments_unknown_outcome", "escalations_open", "clawbacks_open")
+    return backlogs_of(names, row)

@@ -14,7 +14,7 @@ from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistere
 from returnflow.batching import GroupCommitter
 from returnflow.http import token_digest
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
-from services.warehouse import api, handlers
+from services.warehouse import api, handlers, views
 from services.warehouse.handlers import Device, WarehouseContext
 from services.warehouse.settings import WarehouseSettings
 
@@ -57,6 +57,7 @@ SPEC: ServiceSpec[WarehouseContext] = ServiceSpec(
     consumers=[ConsumerSpec("lifecycle", LIFECYCLE_TOPICS, apply=handlers.apply_lifecycle)],
     workers=[handlers.kuaidi100_subscriber],
     idle=handlers.nothing_to_subscribe,
+    backlogs=views.backlogs,
 )
 
 __all__ = ["SPEC", "WarehouseContext", "WarehouseSettings"]

@@ -7,6 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
+from returnflow.backlogs import Backlog
+from returnflow.db import Conn
+
 
 async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
     row = await pool.fetchrow("SELECT * FROM parcels WHERE return_id = $1", return_id)
@@ -41,3 +44,16 @@ async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, A
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def backlogs(conn: Conn) -> list[Backlog]:
+    """What the warehouse holds waiting (gauges): carrier scans parked because no parcel has their tracking
+    number yet (`GET /v1/warehouse/scans/parked` lists them)."""
+    return [
+        Backlog.of(
+            "scans_parked",
+            await conn.fetchrow(
+                "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM scans WHERE return_id IS NULL"
+            ),
+        )
+    ]
