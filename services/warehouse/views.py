@@ -48,12 +48,20 @@ async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, A
 
 async def backlogs(conn: Conn) -> list[Backlog]:
     """What the warehouse holds waiting (gauges): carrier scans parked because no parcel has their tracking
-    number yet (`GET /v1/warehouse/scans/parked` lists them)."""
+    number yet (`GET /v1/warehouse/scans/parked` lists them), and tracking numbers not subscribed with
+    Kuaidi100 yet (no pushes come for them until they are)."""
     return [
         Backlog.of(
             "scans_parked",
             await conn.fetchrow(
                 "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM scans WHERE return_id IS NULL"
             ),
-        )
+        ),
+        Backlog.of(
+            "kuaidi100_subscriptions_pending",
+            await conn.fetchrow(
+                """SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM kuaidi100_subscriptions
+                   WHERE status = 'pending'"""
+            ),
+        ),
     ]

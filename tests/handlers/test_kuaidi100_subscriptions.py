@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from contracts.events import TrackingRegistered
-from services.warehouse import SPEC, dev
+from services.warehouse import SPEC, dev, views
 from services.warehouse.dev.kuaidi100 import serve_kuaidi100
 from services.warehouse.handlers import subscribe_due
 from tests.handlers.harness import harness
@@ -45,6 +45,7 @@ async def test_each_tracking_number_is_subscribed_once_and_kuaidi100s_answers_ar
             assert await subscribe_due(h.ctx) == 0
             busy = (await _rows(h))[sf]
             assert busy["status"] == "pending" and busy["attempts"] == 1 and "502" in busy["last_error"]
+            assert await _pending_backlog(h) == 1  # ops see it waiting (returnflow_backlog_items)
             assert await subscribe_due(h.ctx) > 20  # it waits 30 s before it is asked again
             await h.pool.execute("UPDATE kuaidi100_subscriptions SET next_attempt_at = now()")
             assert await subscribe_due(h.ctx) == 0
@@ -54,11 +55,18 @@ async def test_each_tracking_number_is_subscribed_once_and_kuaidi100s_answers_ar
                 short: "failed",
             }
             assert await subscribe_due(h.ctx) is None  # nothing pending any more
+            assert await _pending_backlog(h) == 0
 
     assert sim.subscriptions[sf]["company"] == "shunfeng" and sim.subscriptions[sf]["key"] == "k-live"
     assert sim.subscriptions[sf]["parameters"] == {"callbackurl": CALLBACK, "salt": dev.KUAIDI100_SALT, "resultv2": "4"}
     assert sim.subscriptions[unknown]["parameters"]["autoCom"] == "1"  # no carrier: Kuaidi100 recognises it
     assert sim.requests == 4  # sf, unknown, short, then the busy one again
+
+
+async def _pending_backlog(h) -> int:
+    async with h.pool.acquire() as conn:
+        found = {b.name: b.items for b in await views.backlogs(conn)}
+    return found["kuaidi100_subscriptions_pending"]
 
 
 async def _rows(h):
