@@ -249,7 +249,7 @@ async def kuaidi100(request: Request, ctx: Ctx) -> Response:
         param, sign = kuaidi100_form(raw)
         feed_signature(lambda: kuaidi100_verify(sign, param, salts))
         push = kuaidi100_push(param)
-        await handlers.accept_feed(ctx, "kuaidi100", rules.kuaidi100_scans(push), correlation_id(request))
+        await handlers.accept_kuaidi100(ctx, push, correlation_id(request))
     except HttpProblem as p:
         return kuaidi100_failure(p)
     return json_response(KUAIDI100_OK)

@@ -40,6 +40,7 @@ from services.warehouse.rules import (
     SubscriptionOutcome,
     SubscriptionRefused,
 )
+from services.warehouse.schemas import Kuaidi100Push
 from services.warehouse.settings import WarehouseSettings
 
 log = get_logger("warehouse.handlers")
@@ -159,6 +160,16 @@ async def accept_feed(ctx: WarehouseContext, provider: str, feed: FeedScans, cor
     results = await asyncio.gather(*(ctx.scans.submit(i) for i in intakes))
     fresh = [r for r in results if not r.duplicate]  # another delivery of the same push may have won the race
     return FeedOutcome(fresh, len(feed.scans) - len(fresh))
+
+
+async def accept_kuaidi100(ctx: WarehouseContext, push: Kuaidi100Push, correlation_id: str) -> FeedOutcome:
+    """A Kuaidi100 push's checkpoints as scans; a push saying Kuaidi100 stopped watching the number
+    (`abort`: nothing found for days, or a wrong courier code) is logged for a person to look at."""
+    if push.status == "abort":
+        log.warning(
+            "kuaidi100 stopped tracking a number", tracking_no=push.lastResult.nu, kuaidi100_message=push.message
+        )
+    return await accept_feed(ctx, "kuaidi100", rules.kuaidi100_scans(push), correlation_id)
 
 
 # -- Kuaidi100 subscriptions (a worker) ---------------------------------------------------------------------

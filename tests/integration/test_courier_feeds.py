@@ -143,6 +143,9 @@ async def test_pushes_before_the_return_are_parked_then_matched_and_bad_ones_ref
         ]
         assert {e["return_id"] for e in scanned} == set(rids.values())
         assert (await client.get("/v1/warehouse/scans/parked")).json()["scans"] == []
+        aborted = dict(kuaidi100_param("YT7514628834901", "0", []), status="abort", message="3天查询无记录")
+        r = await client.post(KUAIDI100_URL, content=kuaidi100_form(aborted, SALT)[0], headers=_form())
+        assert r.json() == KUAIDI100_OK  # Kuaidi100 stopped watching: logged, nothing recorded
         assert await wh.runtime.pool.fetchval("SELECT count(*) FROM scans") == 3
 
         # the copy-paste examples of docs/couriers.md work as written (curl, md5sum, openssl)
