@@ -77,12 +77,22 @@ async def test_a_kuaidi100_pickup_refunds_early_like_a_native_first_moving_scan(
 
 
 async def test_pushes_before_the_return_are_parked_then_matched_and_bad_ones_refused(settings, service_runner):
+    own = warehouse_dev.dev_settings(kuaidi100_salts=[], aftership_webhook_secrets=[])  # the feeds off at first
     async with (
         service_runner(RETURNS, settings) as ret,
-        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
+        service_runner(WAREHOUSE, settings, own) as wh,
         httpx.AsyncClient(base_url=wh.base_url, headers=READ) as client,
         httpx.AsyncClient(base_url=ret.base_url) as rc,
     ):
+        off = kuaidi100_param("YT7514628834901", "1", [PICKED_UP])
+        r = await client.post(KUAIDI100_URL, content=kuaidi100_form(off, SALT)[0], headers=_form())
+        assert r.status_code == 503 and "RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS" in r.json()["detail"]
+        raw, headers = aftership_signed(aftership_body("1Z9", []), SECRET)
+        r = await client.post(AFTERSHIP_URL, content=raw, headers=headers)
+        assert r.status_code == 503 and "RETURNFLOW_WAREHOUSE_AFTERSHIP_WEBHOOK_SECRETS" in r.json()["detail"]
+        on = warehouse_dev.dev_settings()  # the same settings object the running service reads
+        own.kuaidi100_salts, own.aftership_webhook_secrets = on.kuaidi100_salts, on.aftership_webhook_secrets
+
         # Kuaidi100: refused with the field named, and in the answer Kuaidi100 reads as a failure
         good = kuaidi100_param("YT7514628834901", "1", [PICKED_UP], com="yuantong")
         no_nu = kuaidi100_param("x", "1", [PICKED_UP])
