@@ -372,6 +372,11 @@ class RefundCommand(Message):
     actor_id: str
     amount: MinorUnits | None = None
     note: str | None = None
+    escalation_id: str | None = Field(
+        default=None,
+        description="approve / reject this open escalation of the return; left out: the oldest one the actor's "
+        "authority covers (else the oldest)",
+    )
     signature: str | None = Field(
         default=None,
         description="Ed25519 signature (standard base64) by `actor_id` over the canonical form: this JSON object "

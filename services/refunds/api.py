@@ -71,6 +71,13 @@ class DecisionBody(BaseModel):
         default=None, ge=1, description="minor units; required for grant_free_refund, optional for approve"
     )
     note: str | None = Field(default=None, max_length=2000)
+    escalation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="approve / reject this open escalation (GET /v1/refunds/escalations lists them); left out: "
+        "the oldest one the actor's authority covers, else the oldest",
+    )
 
 
 DECISION_EXAMPLE = {"action": "grant_free_refund", "amount": 1500, "note": "lipstick arrived broken"}
@@ -81,6 +88,10 @@ async def decision_body(request: Request) -> DecisionBody:
     body = await json_request(request, DecisionBody, MAX_BODY_BYTES)
     if body.action == "grant_free_refund" and body.amount is None:
         raise HttpProblem(422, "validation failed", [{"field": "amount", "message": "required for a grant"}])
+    if body.action == "grant_free_refund" and body.escalation_id is not None:
+        raise HttpProblem(
+            422, "validation failed", [{"field": "escalation_id", "message": "only for approve or reject"}]
+        )
     return body
 
 
@@ -90,6 +101,8 @@ def outcome_extras(o: Outcome) -> dict[str, Any]:
         body["amount"] = o.amount
     if o.required_role is not None:
         body["required_role"] = o.required_role.value
+    if o.escalation_id is not None:
+        body["escalation_id"] = o.escalation_id
     return body
 
 
@@ -106,7 +119,10 @@ def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
     summary="approve / reject / grant_free_refund (Authorization: Bearer <actor token>)",
     description="200 took effect; 202 above the actor's authority (escalated, names the role needed), or "
     "parked: the return is not known yet and the decision is applied when it arrives; 401 unknown actor; "
-    "403 a reject above the actor's authority; 409 nothing to decide; 422 bad amount. An Idempotency-Key "
+    "403 a reject above the actor's authority, or a named escalation waiting for a higher role; 409 nothing "
+    "to decide, or the named `escalation_id` is not open on this return; 422 bad amount. approve / reject "
+    "without `escalation_id` decide the oldest open escalation the actor's authority covers (else the "
+    "oldest); the answer names the `escalation_id` decided. An Idempotency-Key "
     "header makes a retry (also a concurrent one) return the first answer; the key used again for another "
     "request is a 422 naming what differs.",
     response_model=DecisionOutcome,
@@ -123,9 +139,9 @@ def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
             413,
             415,
             422,
-            s403="a reject above the actor's authority",
+            s403="a reject above the actor's authority, or a named escalation waiting for a higher role",
             s404="no such return id (unparsable)",
-            s409="nothing to decide",
+            s409="nothing to decide, or the named escalation_id is not open on this return",
         ),
     },
     openapi_extra=json_body(DecisionBody, DECISION_EXAMPLE),
@@ -150,6 +166,7 @@ async def decide(
         note=body.note,
         correlation_id=correlation_id(request),
         idempotency_key=f"{actor.actor_id}:{key}" if key else None,
+        escalation_id=body.escalation_id,
     )
     outcome = await handlers.decide(ctx, command)
     answer = {"return_id": str(return_id), "actor_id": actor.actor_id, "role": actor.role.value}

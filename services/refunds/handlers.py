@@ -141,6 +141,7 @@ async def authenticated_commands(
             unauthenticated=signed_commands.check(
                 d.value, keys.get(e.actor_id), e.occurred_at, d.timestamp, window, skew
             ),
+            escalation_id=e.escalation_id,
         )
         for e, d in delivered
     ]

@@ -419,7 +419,8 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
         return {}
     rows = await conn.fetch(
         """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id, idempotency_key,
-               status, http_status, result, message, required_role, answer_amount, answer_field
+               status, http_status, result, message, required_role, answer_amount, answer_field, escalation_id,
+               answer_escalation_id
            FROM commands WHERE idempotency_key = ANY($1::text[])""",
         list(idempotency_keys),
     )
@@ -435,6 +436,7 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
                 r["note"],
                 r["correlation_id"],
                 r["idempotency_key"],
+                escalation_id=r["escalation_id"],
             ),
             PARKED
             if r["status"] == "parked"
@@ -445,6 +447,7 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
                 field=r["answer_field"],
                 required_role=Role(r["required_role"]) if r["required_role"] else None,
                 amount=r["answer_amount"],
+                escalation_id=r["answer_escalation_id"],
             ),
         )
         for r in rows
@@ -471,6 +474,8 @@ def _command_row(r: Ruling) -> tuple[Any, ...]:
         c.correlation_id,
         o.amount,
         o.field,
+        c.escalation_id,
+        o.escalation_id,
     )
 
 
@@ -481,17 +486,19 @@ async def record_commands(conn: Conn, rulings: Sequence[Ruling]) -> None:
     await conn.execute(
         """INSERT INTO commands (command_id, return_id, source, actor_id, actor_role, action, amount, note,
                status, http_status, result, message, required_role, idempotency_key, correlation_id,
-               answer_amount, answer_field, decided_at)
+               answer_amount, answer_field, escalation_id, answer_escalation_id, decided_at)
            SELECT *, CASE WHEN u.status = 'done' THEN now() END FROM unnest($1::text[], $2::uuid[], $3::text[],
                $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::text[],
-               $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[])
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[],
+               $19::text[])
                AS u(command_id, return_id, source, actor_id, actor_role, action, amount, note, status,
                     http_status, result, message, required_role, idempotency_key, correlation_id,
-                    answer_amount, answer_field)
+                    answer_amount, answer_field, escalation_id, answer_escalation_id)
            ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, actor_role = EXCLUDED.actor_role,
                http_status = EXCLUDED.http_status, result = EXCLUDED.result, message = EXCLUDED.message,
                required_role = EXCLUDED.required_role, answer_amount = EXCLUDED.answer_amount,
-               answer_field = EXCLUDED.answer_field, decided_at = EXCLUDED.decided_at
+               answer_field = EXCLUDED.answer_field, answer_escalation_id = EXCLUDED.answer_escalation_id,
+               decided_at = EXCLUDED.decided_at
            WHERE commands.status = 'parked'""",
         *_columns([_command_row(r) for r in rulings]),
     )
@@ -503,8 +510,8 @@ async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[Comman
     if not return_ids:
         return []
     rows = await conn.fetch(
-        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id FROM commands
-           WHERE status = 'parked' AND return_id = ANY($1::uuid[]) ORDER BY created_at, command_id""",
+        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id, escalation_id
+           FROM commands WHERE status = 'parked' AND return_id = ANY($1::uuid[]) ORDER BY created_at, command_id""",
         list(return_ids),
     )
     return [
@@ -517,6 +524,7 @@ async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[Comman
             r["amount"],
             r["note"],
             r["correlation_id"],
+            escalation_id=r["escalation_id"],
         )
         for r in rows
     ]

@@ -33,6 +33,7 @@ class DecisionOutcome(BaseModel):
     message: str
     amount: int | None = Field(default=None, description="minor units")
     required_role: str | None = Field(default=None, description="who may decide it (an escalation)")
+    escalation_id: str | None = Field(default=None, description="the escalation an approve / reject decided")
 
 
 class WhoAmI(BaseModel):
