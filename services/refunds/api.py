@@ -26,10 +26,20 @@ from returnflow.http import (
     unauthorized,
 )
 from returnflow.openapi import problems
+from returnflow.paging import decode_cursor
 from services.refunds import handlers, repository, views
 from services.refunds.handlers import RefundsContext
-from services.refunds.responses import Clawbacks, DecisionOutcome, Escalations, Ledger, WhoAmI
-from services.refunds.rules import Actor, CommandIn, Outcome
+from services.refunds.responses import (
+    ClawbackResolved,
+    Clawbacks,
+    DecisionOutcome,
+    Escalations,
+    FailureResolved,
+    Failures,
+    Ledger,
+    WhoAmI,
+)
+from services.refunds.rules import Actor, CommandIn, Outcome, Resolution
 
 router = APIRouter(tags=["refunds"])
 
@@ -187,26 +197,148 @@ async def whoami(actor: RosterActor) -> Response:
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+def queue_filter(
+    shop: Annotated[str | None, Query(min_length=1, max_length=128, description="shop id")] = None,
+    min_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
+    max_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
+    older_than: Annotated[int | None, Query(ge=0, le=10**9, description="seconds waiting, at least")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+) -> views.QueueFilter:
+    """The filters every work queue takes; a cursor that no list gave is a 422 naming `cursor`."""
+    return views.QueueFilter(shop, min_amount, max_amount, older_than, decode_cursor(cursor))
+
+
+QueueFilter = Annotated[views.QueueFilter, Depends(queue_filter)]
+QUEUE = "oldest first, a page of `limit` with `next_cursor`, and counts over the whole filter"
+
+
 @router.get(
     "/v1/refunds/escalations",
     summary="Refunds waiting for a person (reader token: ops, agent; or a roster member's)",
+    description=f"Open escalations, {QUEUE}. `role`: the role needed.",
     response_model=Escalations,
-    responses=READ_ERRORS,
+    responses=problems(401, 403, 422),
 )
-async def escalations(ctx: Ctx, _: RefundsReader, role: Role | None = None, limit: Limit = 100) -> Response:
-    items = await views.escalation_list(ctx.pool, role.value if role else None, limit)
-    return json_response({"escalations": items})
+async def escalations(
+    ctx: Ctx, _: RefundsReader, q: QueueFilter, role: Role | None = None, limit: Limit = 100
+) -> Response:
+    return json_response(await views.escalation_queue(ctx.pool, role.value if role else None, q, limit))
+
+
+@router.get(
+    "/v1/refunds/failures",
+    summary="Refunds the gateway declined for good, waiting for a person (reader token: ops, agent; or a roster "
+    "member's)",
+    description=f"Declined refunds no person has resolved yet, {QUEUE}.",
+    response_model=Failures,
+    responses=problems(401, 403, 422),
+)
+async def failures(ctx: Ctx, _: RefundsReader, q: QueueFilter, limit: Limit = 100) -> Response:
+    return json_response(await views.failure_queue(ctx.pool, q, limit))
 
 
 @router.get(
     "/v1/refunds/clawbacks",
     summary="Clawbacks flagged for a person (reader token: ops, agent; or a roster member's)",
+    description=f"Clawbacks (`state`: open by default, resolved, all), {QUEUE}.",
     response_model=Clawbacks,
-    responses=READ_ERRORS,
+    responses=problems(401, 403, 422),
 )
-async def clawbacks(ctx: Ctx, _: RefundsReader, customer: str | None = None, limit: Limit = 100) -> Response:
-    items = await views.clawback_list(ctx.pool, customer_key=customer, limit=limit)
-    return json_response({"clawbacks": items})
+async def clawbacks(
+    ctx: Ctx,
+    _: RefundsReader,
+    q: QueueFilter,
+    state: Literal["open", "resolved", "all"] = "open",
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Limit = 100,
+) -> Response:
+    return json_response(await views.clawback_queue(ctx.pool, state, customer, q, limit))
+
+
+MAX_RESOLUTION_BYTES = 16 * 1024  # an action and a note of at most 2,000 characters
+
+
+class ClawbackResolutionBody(BaseModel):
+    """Body of POST /v1/refunds/clawbacks/{clawback_id}/resolution. The actor comes from the bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+    resolution: Literal["waived", "recovered_off_platform", "written_off"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class FailureResolutionBody(BaseModel):
+    """Body of POST /v1/refunds/{return_id}/failures/resolution. The actor comes from the bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["retry", "settled_offline", "close"]
+    note: str | None = Field(default=None, max_length=2000)
+    refund_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the declined refund (GET /v1/refunds/failures); left out: the return's oldest unresolved one",
+    )
+
+
+def resolution_response(decided: Resolution, answer: dict[str, Any]) -> Response:
+    if decided.status < 400:
+        return json_response({"result": decided.result, "message": decided.message, **answer}, decided.status)
+    fields = [{"field": decided.field, "message": decided.message}] if decided.field else None
+    return problem_json(decided.status, decided.message, fields, result="refused")
+
+
+RESOLUTION_ERRORS = problems(
+    401,
+    403,
+    404,
+    409,
+    413,
+    415,
+    422,
+    s403="below a supervisor",
+    s409="nothing to resolve, already resolved another way, or (retry) not enough left refundable",
+)
+
+
+@router.post(
+    "/v1/refunds/clawbacks/{clawback_id}/resolution",
+    summary="Close a clawback: waived / recovered_off_platform / written_off (Authorization: Bearer <supervisor "
+    "or above>)",
+    description="200 resolved (`result: resolved`), or resolved already the same way (`already_resolved`: a repeat "
+    "is harmless); 403 below a supervisor; 404 unknown clawback; 409 already resolved another way. Publishes "
+    "refund.clawback_resolved.",
+    response_model=ClawbackResolved,
+    responses={**RESOLUTION_ERRORS, 404: problems(404, s404="unknown clawback")[404]},
+    openapi_extra=json_body(ClawbackResolutionBody, {"resolution": "waived", "note": "long-standing customer"}),
+)
+async def resolve_clawback(ctx: Ctx, actor: RosterActor, clawback_id: str, request: Request) -> Response:
+    body = await json_request(request, ClawbackResolutionBody, MAX_RESOLUTION_BYTES)
+    decided, answer = await handlers.resolve_clawback(
+        ctx, clawback_id, actor, body.resolution, body.note, correlation_id(request)
+    )
+    return resolution_response(decided, answer)
+
+
+@router.post(
+    "/v1/refunds/{return_id}/failures/resolution",
+    summary="Resolve a declined refund: retry / settled_offline / close (Authorization: Bearer <supervisor or above>)",
+    description="200 resolved (`retry`: a new ledger entry is paid, `retry_refund_id`), or resolved already the "
+    "same way (`already_resolved`: a repeat is harmless); 403 below a supervisor; 404 unknown return; 409 no "
+    "declined refund to resolve, already resolved another way, or a retry above what remains refundable. "
+    "Publishes refund.failure_resolved.",
+    response_model=FailureResolved,
+    responses={**RESOLUTION_ERRORS, 404: problems(404, s404="unknown return")[404]},
+    openapi_extra=json_body(FailureResolutionBody, {"action": "retry", "note": "customer updated their card"}),
+)
+async def resolve_failure(ctx: Ctx, actor: RosterActor, return_id: UUID, request: Request) -> Response:
+    body = await json_request(request, FailureResolutionBody, MAX_RESOLUTION_BYTES)
+    resolved = await handlers.resolve_failure(
+        ctx, return_id, body.refund_id, actor, body.action, body.note, correlation_id(request)
+    )
+    if resolved is None:
+        raise HttpProblem(404, f"unknown return {str(return_id)!r}")
+    decided, answer = resolved
+    return resolution_response(decided, {"return_id": str(return_id), **answer})
 
 
 @router.get(

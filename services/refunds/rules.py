@@ -846,6 +846,80 @@ def decide_commands(
     return out
 
 
+# -- work items a person closes: declined refunds, clawbacks -----------------------------------------------------
+
+FAILURE_ACTIONS = ("retry", "settled_offline", "close")
+CLAWBACK_RESOLUTIONS = ("waived", "recovered_off_platform", "written_off")
+RESOLVER = Role.supervisor  # the lowest role that may close a declined refund or a clawback
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What became of a work item's resolution request: 200 resolved now or already (the same way, an
+    idempotent repeat), else refused (403 role, 404/409 nothing to resolve, 409 resolved another way)."""
+
+    status: int
+    result: str  # resolved | already_resolved | refused
+    message: str
+    field: str | None = None
+
+    @property
+    def takes_effect(self) -> bool:
+        return self.result == "resolved"
+
+
+def _not_resolved(status: int, message: str, fld: str | None = None) -> Resolution:
+    return Resolution(status, "refused", message, fld)
+
+
+def may_resolve(actor: Actor) -> bool:
+    return ROLE_ORDER.index(actor.role) >= ROLE_ORDER.index(RESOLVER)
+
+
+def resolve_failure(
+    actor: Actor,
+    amount: int | None,
+    done_action: str | None,
+    action: str,
+    headroom: int,
+    named: str | None = None,
+) -> Resolution:
+    """A declined refund (its `amount`; None: no declined refund of the return to resolve) closed by a person.
+
+    - only a supervisor or above (403);
+    - nothing declined to resolve: 409 (naming `refund_id` when one was named);
+    - already resolved: the same action again is the same answer (200), another one 409 naming `action`;
+    - a retry pays the amount again: only while the return has that much left refundable (409), since the
+      money was released when the gateway declined it and may have been refunded another way since.
+    """
+    if not may_resolve(actor):
+        return _not_resolved(403, f"a {actor.role.value} cannot resolve a declined refund (a {RESOLVER.value} can)")
+    if amount is None:
+        what = f"refund {named!r} is not a declined refund of this return" if named else "no declined refund waits"
+        return _not_resolved(409, what, "refund_id" if named else None)
+    if done_action is not None:
+        if done_action == action:
+            return Resolution(200, "already_resolved", f"already resolved: {action}")
+        return _not_resolved(409, f"already resolved another way: {done_action}", "action")
+    if action == "retry" and amount > headroom:
+        return _not_resolved(409, f"cannot pay {amount} again: only {headroom} remains refundable", "action")
+    return Resolution(200, "resolved", f"declined refund resolved: {action}")
+
+
+def resolve_clawback(actor: Actor, exists: bool, done: str | None, resolution: str) -> Resolution:
+    """A clawback closed by a person (never a charge): supervisor or above (403), an unknown one 404; once
+    resolved, the same resolution again is the same answer (200), another one 409 naming `resolution`."""
+    if not may_resolve(actor):
+        return _not_resolved(403, f"a {actor.role.value} cannot resolve a clawback (a {RESOLVER.value} can)")
+    if not exists:
+        return _not_resolved(404, "unknown clawback")
+    if done is not None:
+        if done == resolution:
+            return Resolution(200, "already_resolved", f"already resolved: {resolution}")
+        return _not_resolved(409, f"already resolved another way: {done}", "resolution")
+    return Resolution(200, "resolved", f"clawback resolved: {resolution}")
+
+
 # -- paying ---------------------------------------------------------------------------------------------------
 
 
