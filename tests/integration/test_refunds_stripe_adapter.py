@@ -39,7 +39,9 @@ async def test_the_refunds_api_as_documented_bearer_form_idempotency_replay_and_
         assert bad.status_code == 401 and "Invalid API Key" in bad.json()["error"]["message"]
         neither = await c.post("/v1/refunds", data={"amount": "1"}, headers={**h, "idempotency-key": "k2"})
         assert neither.status_code == 400 and neither.json()["error"]["param"] == "payment_intent"
-        listed = await c.get("/v1/refunds", params={"payment_intent": "pi_A"}, headers={"authorization": f"Bearer {KEY}"})
+        listed = await c.get(
+            "/v1/refunds", params={"payment_intent": "pi_A"}, headers={"authorization": f"Bearer {KEY}"}
+        )
         assert len(listed.json()["data"]) == 1
 
 
@@ -112,7 +114,11 @@ async def test_a_pending_refund_is_read_back_by_its_id_and_settled_by_a_signed_w
             event = orjson.dumps({"object": "event", "type": "refund.updated", "data": {"object": refund}})
             (w,) = gw.read_webhook({"stripe-signature": sign_webhook("whsec_t", event)}, event)
             assert (w.reference, w.refund_id, w.ok) == (r.reference, "rf-1", True)
-            for header in (None, sign_webhook("whsec_other", event), sign_webhook("whsec_t", event, int(time.time()) - 900)):
+            for header in (
+                None,
+                sign_webhook("whsec_other", event),
+                sign_webhook("whsec_t", event, int(time.time()) - 900),
+            ):
                 with pytest.raises(WebhookRefused) as refused:
                     gw.read_webhook({"stripe-signature": header} if header else {}, event)
                 assert refused.value.status == 401 and refused.value.field == "Stripe-Signature"
