@@ -37,6 +37,7 @@ class RefundsSettings(ServiceSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_base_url: str = "https://api.stripe.com"
     stripe_webhook_tolerance_s: int = 300
+    stripe_local: bool = False  # development: `returnflow up` runs the local Stripe and points stripe_base_url at it
     gateway_url: str | None = None
     gateway_api_key: SecretStr | None = None  # sent as a bearer token; `returnflow up` sets the simulator's
     gateway_timeout_s: float = 5.0

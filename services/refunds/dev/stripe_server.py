@@ -307,6 +307,10 @@ def create_stripe_app(state: StripeState) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "alive", "service": "stripe-local"}
 
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        return {"ready": True, "service": "stripe-local"}
+
     @app.post("/v1/refunds")
     async def post_refund(request: Request) -> Response:
         return await create_refund(state, request)
@@ -415,15 +419,19 @@ async def serve_stripe(
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    from services.refunds.settings import RefundsSettings
+
     parser = argparse.ArgumentParser(description="returnflow local Stripe (Refunds API and refund webhooks)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--api-key", default="sk_test_local")
-    parser.add_argument("--webhook-secret", default="whsec_local")
-    parser.add_argument("--webhook-url", default=None)
+    parser.add_argument("--webhook-url", default=None, help="where the signed refund webhooks go")
     parser.add_argument("--auto-charge-amount", type=int, default=10**12, help="0: only registered payments")
     args = parser.parse_args(argv)
-    state = StripeState(args.api_key, args.webhook_secret, args.webhook_url, args.auto_charge_amount or None)
+    # the same key and webhook secret as the refunds service it serves (RETURNFLOW_REFUNDS_STRIPE_…)
+    s = RefundsSettings.load()
+    key = s.stripe_api_key.get_secret_value() if s.stripe_api_key else "sk_test_local"
+    secret = s.stripe_webhook_secret.get_secret_value() if s.stripe_webhook_secret else None
+    state = StripeState(key, secret, args.webhook_url, args.auto_charge_amount or None)
     uvicorn.run(create_stripe_app(state), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
