@@ -143,7 +143,9 @@ async def platform(
                 **over,
             }
         else:
+            # the simulator; another provider (alipay) names its own local server in `over`
             gw_url = await stack.enter_async_context(serve_gateway())
+            over = {"gateway": gateway, **over}
         s = settings
         # each service's own settings
         own = {REFUNDS.name: refunds_settings(gw_url, **over), WAREHOUSE.name: warehouse_dev.dev_settings()}

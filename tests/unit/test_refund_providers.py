@@ -89,3 +89,35 @@ def test_webhook_outcomes_settle_only_pending_refunds_once_each_the_last_word_wi
     for r in results:
         last = [ok for i, _, ok in settled if f"rf-{i}" == r.due.refund_id][-1]
         assert r.ok is last and not r.retryable and r.reference == r.due.gateway_reference
+
+
+# -- Alipay ---------------------------------------------------------------------------------------------------
+
+
+@given(amount=st.integers(1, 10**12))
+def test_alipay_yuan_and_fen_round_trip_exactly(amount: int) -> None:
+    from services.refunds.providers.alipay import fen, yuan
+
+    assert fen(yuan(amount, "CNY")) == amount
+
+
+@given(
+    code=st.sampled_from(["10000", "20000", "20001", "40001", "40002", "40004", "40006"]),
+    sub=st.sampled_from(
+        ["", "ACQ.SYSTEM_ERROR", "ACQ.TRADE_NOT_EXIST", "ACQ.DISCORDANT_REPEAT_REQUEST", "isv.invalid-signature"]
+    ),
+    fund_change=st.sampled_from(["Y", "N"]),
+)
+def test_alipay_answers_that_may_hide_a_refund_are_never_final(code: str, sub: str, fund_change: str) -> None:
+    from services.refunds.providers.alipay import classify as alipay_classify
+
+    node = {"code": code, "sub_code": sub, "fund_change": fund_change, "trade_no": "2026123"}
+    outcome = alipay_classify(node).outcome
+    if code == "10000":
+        assert outcome == ("paid" if fund_change == "Y" else "unknown")
+    elif code == "20000" or sub in ("ACQ.SYSTEM_ERROR", "ACQ.DISCORDANT_REPEAT_REQUEST"):
+        assert outcome == "unknown"
+    elif code in ("20001", "40006") or sub == "isv.invalid-signature":
+        assert outcome == "retryable"
+    else:
+        assert outcome == "declined"
