@@ -29,8 +29,12 @@ async def stripe_refunds(p: Platform, payment: str) -> list[dict]:
     return r.json()["data"]
 
 
-async def test_paid_to_the_orders_payment_intent_with_its_refund_id_in_the_metadata(settings, service_runner):
+async def test_paid_to_the_orders_payment_intent_after_a_429_and_a_500_retried_under_the_same_key(
+    settings, service_runner
+):
     async with platform(settings, service_runner, gateway="stripe") as p:
+        await p.gateway.post("/_dev/faults", json={"mode": "rate_limit", "retry_after": 1})
+        await p.gateway.post("/_dev/faults", json={"mode": "error", "status": 500})
         rid = await early_refund(p, "pi_paid_1")
         (refund,) = await p.wait_issued(rid)
         (at_stripe,) = await stripe_refunds(p, "pi_paid_1")
@@ -40,6 +44,7 @@ async def test_paid_to_the_orders_payment_intent_with_its_refund_id_in_the_metad
             "SELECT gateway_reference FROM refunds WHERE refund_id = $1", refund["refund_id"]
         )
         assert reference == at_stripe["id"]
+        assert (await p.gateway.get("/_dev/stats")).json()["requests"] == 3  # 429, 500, then paid
 
 
 async def test_an_amount_above_the_charge_is_declined_for_good_and_released(settings, service_runner):
@@ -52,16 +57,6 @@ async def test_an_amount_above_the_charge_is_declined_for_good_and_released(sett
         assert [r["status"] for r in await p.ledger(rid)] == ["failed"]
         assert await p.refunds_pool.fetchval("SELECT reserved FROM returns WHERE return_id = $1", rid) == 0
         assert await stripe_refunds(p, "pi_small") == []
-
-
-async def test_429_with_retry_after_and_a_500_are_retried_under_the_same_key(settings, service_runner):
-    async with platform(settings, service_runner, gateway="stripe") as p:
-        await p.gateway.post("/_dev/faults", json={"mode": "rate_limit", "retry_after": 1})
-        await p.gateway.post("/_dev/faults", json={"mode": "error", "status": 500})
-        rid = await early_refund(p, "pi_busy")
-        await p.wait_issued(rid)
-        assert len(await stripe_refunds(p, "pi_busy")) == 1
-        assert (await p.gateway.get("/_dev/stats")).json()["requests"] == 3
 
 
 async def test_a_timeout_stays_unknown_then_the_replayed_key_answers_and_nothing_is_paid_twice(

@@ -121,3 +121,15 @@ def test_alipay_answers_that_may_hide_a_refund_are_never_final(code: str, sub: s
         assert outcome == "retryable"
     else:
         assert outcome == "declined"
+
+
+def test_a_provider_without_its_credentials_fails_the_start_naming_the_variables() -> None:
+    from services.refunds.providers import build_gateway
+    from services.refunds.settings import RefundsSettings
+
+    with pytest.raises(RuntimeError, match="RETURNFLOW_REFUNDS_STRIPE_API_KEY"):
+        build_gateway(RefundsSettings(gateway="stripe"))
+    with pytest.raises(
+        RuntimeError, match="RETURNFLOW_REFUNDS_ALIPAY_APP_ID, RETURNFLOW_REFUNDS_ALIPAY_APP_PRIVATE_KEY"
+    ):
+        build_gateway(RefundsSettings(gateway="alipay", alipay_public_key="x"))
