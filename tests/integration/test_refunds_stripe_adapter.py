@@ -109,6 +109,8 @@ async def test_a_pending_refund_is_read_back_by_its_id_and_settled_by_a_signed_w
             assert settled.status_code == 200
             assert (await gw.refund("rf-e1", "ch_E", 400, "CNY", META, r.reference)).outcome == "paid"
             assert s.state.requests == 1  # the reads were GETs, never a second refund
+            lost = await gw.refund("rf-e2", "ch_E", 400, "CNY", META, "re_not_there")  # a 404 on the read
+            assert lost.outcome == "unknown" and lost.reference == "re_not_there"  # never released
 
             refund = s.state.refunds[r.reference]
             event = orjson.dumps({"object": "event", "type": "refund.updated", "data": {"object": refund}})

@@ -170,9 +170,7 @@ class StripeGateway:
         """Create the refund under `idempotency_key` (retried under it within the series), or — when an
         earlier series left it pending at Stripe (`reference`) — read it with `GET /v1/refunds/{id}`."""
         if reference:
-            return (
-                await self._call("GET", f"/v1/refunds/{quote(reference, safe='')}", self._headers(), b"", currency)
-            ).result
+            return await self.read_refund(reference, currency)
         if payment_parameter(payment_id) is None:
             return declined(
                 f"no Stripe payment to refund: {payment_id!r} is not a PaymentIntent (pi_…) or charge (ch_…) id; "
@@ -200,6 +198,15 @@ class StripeGateway:
             error=answer.result.error,
         )
         return answer.result
+
+    async def read_refund(self, reference: str, currency: str) -> GatewayResult:
+        """`GET /v1/refunds/{id}` of a refund Stripe holds: only the refund object decides; an error answer
+        (even a 404) leaves it unknown, as the refund was seen at Stripe."""
+        answer = await self._call("GET", f"/v1/refunds/{quote(reference, safe='')}", self._headers(), b"", currency)
+        r = answer.result
+        if r.outcome == "declined" and r.reference is None:
+            return unknown(f"reading Stripe refund {reference}: {r.error}", reference)
+        return r
 
     async def _call(self, method: str, path: str, headers: dict[str, str], body: bytes, currency: str) -> _Answer:
         try:
