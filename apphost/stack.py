@@ -53,6 +53,7 @@ class Stack:
     bootstrap: str = ""
     children: dict[str, Child] = field(default_factory=dict)
     gateway_url: str = ""
+    stripe_url: str = ""  # the local Stripe, when the refunds provider is stripe with stripe_local
     _lock: IO[str] | None = None
     _stopping: bool = False
 
@@ -127,6 +128,9 @@ class Stack:
         """The refunds service pays through a gateway; unless one is configured, run the simulated
         PSP (services/refunds/dev/gateway_sim.py) as its own process on loopback."""
         s, r = self.settings, self.refunds
+        if "refunds" in self.services and r.gateway == "stripe" and r.stripe_local:
+            self._add_local_stripe(logs)
+            return
         if "refunds" not in self.services or r.gateway != "simulated" or r.gateway_url:
             return
         port = r.gateway_sim_port or free_port(s.host)
@@ -135,6 +139,18 @@ class Stack:
         self.children["gateway-sim"] = Child("gateway-sim", port, logs / "gateway-sim.log", argv=argv)
         self._spawn(self.children["gateway-sim"])
         self.out(f"  gateway      simulated payment gateway at {self.gateway_url}")
+
+    def _add_local_stripe(self, logs: Path) -> None:
+        """`gateway: stripe` with `stripe_local`: the local Stripe (services/refunds/dev/stripe_server.py) as
+        its own process, its signed refund webhooks sent to the refunds service."""
+        port = free_port(self.settings.host)
+        self.gateway_url = self.stripe_url = f"http://{self.settings.host}:{port}"
+        hook = f"{registry.base_url_for(self.settings, 'refunds')}/v1/webhooks/stripe/refunds"
+        argv = [sys.executable, "-m", "services.refunds.dev.stripe_server", "--host", self.settings.host]
+        argv += ["--port", str(port), "--webhook-url", hook]
+        self.children["stripe-local"] = Child("stripe-local", port, logs / "stripe-local.log", argv=argv)
+        self._spawn(self.children["stripe-local"])
+        self.out(f"  gateway      local Stripe at {self.stripe_url} (webhooks to {hook})")
 
     @property
     def refunds(self) -> Any:
@@ -154,6 +170,8 @@ class Stack:
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:
             env["RETURNFLOW_REFUNDS_GATEWAY_URL"] = self.gateway_url
+        if self.stripe_url:
+            env["RETURNFLOW_REFUNDS_STRIPE_BASE_URL"] = self.stripe_url
         env["RETURNFLOW_LOG_FORMAT"] = env.get("RETURNFLOW_LOG_FORMAT", "json")
         return env
 

@@ -9,6 +9,7 @@ platforms do. Afterwards bench/invariants.py reads the databases, topics, gatewa
 
     python -m bench.chaos                      # full drill: 5,000 returns, 10 kills
     python -m bench.chaos --returns 300 --kills 3 --json out.json
+    python -m bench.chaos --gateway stripe     # refunds paid through the local Stripe (the Stripe adapter)
 """
 
 from __future__ import annotations
@@ -67,6 +68,27 @@ class DrillConfig:
     seed: int = 7
     settle_timeout_s: float = 180.0
     data_dir: Path | None = None
+    gateway: str = "simulated"  # or `stripe`: the Stripe adapter against the local Stripe
+
+
+STRIPE_KEY = "chaos-stripe-key"
+STRIPE_WEBHOOK_SECRET = "chaos-stripe-webhook-secret"
+
+
+def stripe_env(gateway: str) -> dict[str, str]:
+    """The refunds provider's settings for the drill: the simulator (defaults) or the local Stripe."""
+    if gateway != "stripe":
+        return {}
+    return {
+        "RETURNFLOW_REFUNDS_GATEWAY": "stripe",
+        "RETURNFLOW_REFUNDS_STRIPE_LOCAL": "true",
+        "RETURNFLOW_REFUNDS_STRIPE_API_KEY": STRIPE_KEY,
+        "RETURNFLOW_REFUNDS_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+    }
+
+
+def faults_path(stack: Stack) -> str:
+    return "/_dev/faults" if stack.stripe_url else "/_sim/faults"
 
 
 @dataclass
@@ -134,6 +156,7 @@ def return_body(i: int, rng: random.Random) -> dict[str, Any]:
     return {
         "platform_return_id": f"chaos-{i:06d}-{uuid.uuid4().hex[:6]}",
         "order_id": f"order-{i}",
+        "payment_reference": f"pi_chaos{i:08d}",  # the order's PaymentIntent (the Stripe adapter refunds it)
         "shop_id": "shop-chaos",
         "kind": kind,
         "customer": {
@@ -294,7 +317,7 @@ async def inject_poison(bootstrap: str) -> list[invariants.Poison]:
 
 async def gateway_fault(stack: Stack, **fault: Any) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=5) as client:
-        (await client.post("/_sim/faults", json=fault)).raise_for_status()
+        (await client.post(faults_path(stack), json=fault)).raise_for_status()
 
 
 async def chaos(
@@ -379,7 +402,7 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
     if data_dir is None:
         owned_tmp = tempfile.TemporaryDirectory(prefix="returnflow-chaos-")
         data_dir = Path(owned_tmp.name)
-    env = drill_env(data_dir)
+    env = {**drill_env(data_dir), **stripe_env(cfg.gateway)}
     saved = {k: v for k, v in os.environ.items() if k.startswith("RETURNFLOW_")}
     for k in saved:
         del os.environ[k]
@@ -405,13 +428,14 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
         tally.note(out, f"surge done in {surge_s:.1f}s; faults done; waiting for every service to be ready")
         await all_ready(stack, timeout_s=120)
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=5) as client:
-            await client.delete("/_sim/faults")
+            await client.delete(faults_path(stack))
         target = invariants.Target(
             dsn=stack.dsn,
             bootstrap=stack.bootstrap,
             gateway_url=stack.gateway_url,
             audit_url=urls["audit"],
             sms_file=data_dir / "sms" / "messages.jsonl",
+            gateway_api_key=STRIPE_KEY if cfg.gateway == "stripe" else None,
         )
         # Any death of a notify process opens the same window as a kill -9 (e.g. an exit while the broker
         # restarts): count the supervisor's restarts of notify too.
@@ -421,6 +445,7 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
         )
         report["drill"] = {
             "returns": cfg.returns,
+            "gateway": cfg.gateway,
             "webhook_posts": tally.posted,
             "client_retries": tally.retried,
             "rejected": len(tally.rejected),
@@ -462,7 +487,8 @@ def summary(report: dict[str, Any]) -> str:
         f"returns: {n['returns_accepted']} accepted, {n['returns_present']} present, {n['returns_lost']} lost "
         f"({d['webhook_posts']} posts, {d['client_retries']} client retries)",
         f"faults: {len(d['kills'])} kill -9 ({', '.join(d['kills'])}), {d['broker_restarts']} broker restart, "
-        f"{d['postgres_restarts']} PostgreSQL restart, {d['gateway_fault_batches']} gateway fault batches",
+        f"{d['postgres_restarts']} PostgreSQL restart, {d['gateway_fault_batches']} gateway fault batches "
+        f"({d.get('gateway', 'simulated')} gateway)",
         f"refunds: {n['ledger_refunds']} in the ledger {n['ledger_refunds_by_status']}, {n['gateway_refunds']} at the "
         f"gateway; max per return at gateway {n['max_gateway_refunds_per_return']}; over paid: "
         f"{n['returns_over_paid_ledger']} ledger / {n['returns_over_paid_gateway']} gateway; "
@@ -491,8 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle-timeout", type=float, default=180.0)
     p.add_argument("--data-dir", type=Path, default=None, help="keep the data (logs, SMS file) here")
     p.add_argument("--json", type=Path, default=Path("bench/results/chaos.json"))
+    p.add_argument("--gateway", choices=["simulated", "stripe"], default="simulated", help="the refunds provider")
     a = p.parse_args(argv)
-    cfg = DrillConfig(a.returns, a.kills, a.kill_interval, a.concurrency, a.seed, a.settle_timeout, a.data_dir)
+    cfg = DrillConfig(
+        a.returns, a.kills, a.kill_interval, a.concurrency, a.seed, a.settle_timeout, a.data_dir, a.gateway
+    )
     report = asyncio.run(run_drill(cfg))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))

@@ -462,6 +462,12 @@ async def main() -> None:
         action="store_true",
         help="load pg_stat_statements and report the statements PostgreSQL spent most time on",
     )
+    ap.add_argument(
+        "--gateway",
+        choices=["simulated", "stripe"],
+        default="simulated",
+        help="the refunds provider: the simulator, or the Stripe adapter against the local Stripe",
+    )
     ap.add_argument("--out", default=str(RESULTS / "surge.json"))
     a = ap.parse_args()
 
@@ -485,6 +491,12 @@ async def main() -> None:
         # capped it far below the surge (measured: first-SMS p50 25 s → 10 s with these)
         "RETURNFLOW_NOTIFY_CLAIM_BATCH": "500",
         "RETURNFLOW_NOTIFY_SEND_CONCURRENCY": "64",
+        # --gateway stripe: the local Stripe runs beside the stack (its dev key and webhook secret)
+        **(
+            {"RETURNFLOW_REFUNDS_GATEWAY": "stripe", "RETURNFLOW_REFUNDS_STRIPE_LOCAL": "true"}
+            if a.gateway == "stripe"
+            else {}
+        ),
         **{k: os.environ[k] for k in os.environ if k.startswith("RETURNFLOW_")},
     }
     for name in SERVICES:

@@ -133,6 +133,7 @@ class Gen:
         body: dict[str, Any] = {
             "platform_return_id": f"surge-{self.run}-{i}",
             "order_id": f"o-{self.run}-{i}",
+            "payment_reference": f"pi_{self.run}_{i}",  # the order's PaymentIntent (the Stripe adapter)
             "shop_id": f"shop-{i % 20}",
             "kind": kind,
             "currency": "CNY",

@@ -161,6 +161,12 @@ class ReturnRequested(Message):
     requested_by: RequestedBy
     requested_at: datetime
     shop_name: str | None = Field(default=None, description="the shop's display name (SMS signature)")
+    payment_reference: str | None = Field(
+        default=None,
+        max_length=255,
+        description="the order's payment at its provider (e.g. a Stripe PaymentIntent pi_… or charge ch_…): "
+        "refunds go back to it; without one the order id is used",
+    )
 
 
 class ReturnCancelled(Message):

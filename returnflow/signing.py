@@ -30,22 +30,28 @@ def sign(secret: bytes, body: bytes, t: int | None = None) -> str:
 
 
 def verify(
-    header: str | None, body: bytes, secrets: Sequence[bytes], tolerance_s: int = 300, now: float | None = None
+    header: str | None,
+    body: bytes,
+    secrets: Sequence[bytes],
+    tolerance_s: int = 300,
+    now: float | None = None,
+    header_name: str = SIGNATURE_HEADER,
 ) -> None:
+    """The scheme is Stripe's too (Stripe-Signature: t=…,v1=…): `header_name` names it in the errors."""
     if not header:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+        raise SignatureError(f"missing {header_name} header")
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         k, sep, v = item.strip().partition("=")
         if not sep or not v:
-            raise SignatureError(f"malformed {SIGNATURE_HEADER} header")
+            raise SignatureError(f"malformed {header_name} header")
         parts.setdefault(k, []).append(v)
     if "t" not in parts or "v1" not in parts or len(parts["t"]) != 1:
-        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: needs t=<unix seconds>,v1=<hex>")
+        raise SignatureError(f"malformed {header_name} header: needs t=<unix seconds>,v1=<hex>")
     try:
         t = int(parts["t"][0])
     except ValueError:
-        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: t is not an integer") from None
+        raise SignatureError(f"malformed {header_name} header: t is not an integer") from None
     now = time.time() if now is None else now
     if abs(now - t) > tolerance_s:
         raise SignatureError(f"signature timestamp is more than {tolerance_s}s from now")

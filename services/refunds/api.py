@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from contracts.events import Role
 from returnflow.http import (
     BearerToken,
+    BodyTooLarge,
     HttpProblem,
     Reader,
     context_dependency,
@@ -22,12 +23,14 @@ from returnflow.http import (
     json_request,
     json_response,
     problem_json,
+    read_body,
     reader,
     unauthorized,
 )
 from returnflow.openapi import problems
 from returnflow.paging import decode_cursor
 from services.refunds import handlers, repository, views
+from services.refunds.gateway import RefundWebhooks, WebhookRefused
 from services.refunds.handlers import RefundsContext
 from services.refunds.responses import (
     ClawbackResolved,
@@ -352,3 +355,34 @@ async def ledger(ctx: Ctx, _: RefundsReader, return_id: UUID) -> Response:
     if found is None:
         raise HttpProblem(404, f"unknown return {str(return_id)!r}")
     return json_response(found)
+
+
+WEBHOOK_MAX_BYTES = 256 * 1024  # a Stripe event with one refund object is a few kilobytes
+
+
+@router.post(
+    "/v1/webhooks/stripe/refunds",
+    summary="Stripe's refund.updated / charge.refund.updated events (Stripe-Signature, the endpoint's whsec_ secret)",
+    description="A refund Stripe settled after answering `pending` is recorded: succeeded -> issued, failed or "
+    "canceled -> failed (its amount released). Other events and still-pending refunds are acknowledged and "
+    "ignored; a repeated event changes nothing. 401 a missing, stale or wrong Stripe-Signature (nothing "
+    "changes); 404 when the refunds provider is not stripe; 422 not a Stripe event.",
+    responses=problems(401, 404, 413, 422, 503),
+)
+async def stripe_webhook(ctx: Ctx, request: Request) -> Response:
+    hooks = ctx.gateway
+    if ctx.settings.gateway != "stripe" or not isinstance(hooks, RefundWebhooks):
+        raise HttpProblem(
+            404, f"the refunds provider is {ctx.settings.gateway!r}, not stripe (RETURNFLOW_REFUNDS_GATEWAY)"
+        )
+    try:
+        raw = await read_body(request, WEBHOOK_MAX_BYTES)
+    except BodyTooLarge:
+        raise HttpProblem(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes") from None
+    try:
+        settled = hooks.read_webhook(request.headers, raw)
+    except WebhookRefused as exc:
+        fields = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        raise HttpProblem(exc.status, exc.message, fields) from None
+    recorded = await handlers.settle_from_webhook(ctx, settled)
+    return json_response({"received": True, "settled": recorded})

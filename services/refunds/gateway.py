@@ -1,4 +1,12 @@
-"""Payment gateway adapter: one refund, one idempotency key for every attempt of it.
+"""Refund providers behind one interface (`Gateway`): one refund, one idempotency key for every attempt.
+
+Every provider's answer is mapped onto the ledger's four outcomes (`GatewayResult.outcome`):
+`paid` (issued), `declined` (refused for good: the amount is released and a person decides what next),
+`retryable` (nothing was made; asked again later) and `unknown` (the provider may have made it — a
+timeout, a 5xx, a refund still pending: asked again with the same key, or queried by the provider's
+reference, never released). A provider with asynchronous outcomes also verifies its webhooks
+(`RefundWebhooks`) and reports settled refunds as `WebhookOutcome`s. Adapters: the simulator below
+(`HttpGateway`, the embedded default) and Stripe (services/refunds/providers/stripe.py).
 
 The `simulated` gateway (services/refunds/dev/gateway_sim.py) speaks the same small HTTP API a card PSP
 does: `POST /v1/refunds` with an `Idempotency-Key` header; the same key answers with the first
@@ -12,8 +20,9 @@ again with the same key (never a new one), so the customer is paid at most once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import h11
@@ -21,26 +30,88 @@ import orjson
 
 from returnflow.logging import get_logger
 from returnflow.loops import Backoff
+from services.refunds.rules import WebhookOutcome
 
 log = get_logger("refunds.gateway")
 
 RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
 
 
+RefundOutcome = Literal["paid", "declined", "retryable", "unknown"]
+
+
 @dataclass(frozen=True)
 class GatewayResult:
+    """One attempt series' answer. `reference`: the provider's id of the refund when it is known (also
+    for a refund still pending there, so the next series queries it instead of creating one)."""
+
     ok: bool
     reference: str | None = None
     error: str | None = None
     retryable: bool = False
+    unknown: bool = False  # the provider may have made it: never released, asked again
+
+    @property
+    def outcome(self) -> RefundOutcome:
+        if self.ok:
+            return "paid"
+        if not self.retryable:
+            return "declined"
+        return "unknown" if self.unknown else "retryable"
+
+
+def paid(reference: str) -> GatewayResult:
+    return GatewayResult(True, reference=reference)
+
+
+def declined(error: str, reference: str | None = None) -> GatewayResult:
+    return GatewayResult(False, reference=reference, error=error)
+
+
+def retryable(error: str) -> GatewayResult:
+    return GatewayResult(False, error=error, retryable=True)
+
+
+def unknown(error: str, reference: str | None = None) -> GatewayResult:
+    return GatewayResult(False, reference=reference, error=error, retryable=True, unknown=True)
 
 
 class Gateway(Protocol):
+    """A refund provider. `refund` asks for one refund under `idempotency_key` (the same key for every
+    attempt of it, in every series); `reference` is the provider's id of this refund from an earlier
+    series whose outcome stayed unknown (then the adapter queries it rather than asking again)."""
+
     async def refund(
-        self, idempotency_key: str, payment_id: str, amount: int, currency: str, metadata: dict[str, str]
+        self,
+        idempotency_key: str,
+        payment_id: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        reference: str | None = None,
     ) -> GatewayResult: ...
 
     async def close(self) -> None: ...
+
+
+class WebhookRefused(Exception):
+    """A webhook that is not the provider's (status and a message naming what is wrong)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+__all__ = ["WebhookOutcome"]  # defined with the pure rules that match it to the ledger
+
+
+@runtime_checkable
+class RefundWebhooks(Protocol):
+    """The optional part of a provider with asynchronous outcomes: verify and read its webhook."""
+
+    def read_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookOutcome]: ...
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter, h11.Connection]
@@ -73,6 +144,13 @@ class Http11Pool:
     async def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes, timeout_s: float
     ) -> tuple[int, bytes]:
+        status, _, data = await self.send(method, path, headers, body, timeout_s)
+        return status, data
+
+    async def send(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, timeout_s: float
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request: status, response headers (lower-case names) and body."""
         async with self._slots:
             idle = self._take_idle()
             if idle is not None:
@@ -92,14 +170,14 @@ class Http11Pool:
 
     async def _request(
         self, conn: _Conn | None, method: str, path: str, headers: dict[str, str], body: bytes, timeout_s: float
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, dict[str, str], bytes]:
         reused = conn is not None
         try:
             async with asyncio.timeout(timeout_s):
                 if conn is None:
                     reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
                     conn = (reader, writer, h11.Connection(h11.CLIENT))
-                status, data = await self._exchange(conn, method, path, headers, body)
+                status, got, data = await self._exchange(conn, method, path, headers, body)
         except (ConnectionResetError, BrokenPipeError, h11.RemoteProtocolError) as exc:
             if conn is not None:
                 conn[1].close()
@@ -114,7 +192,7 @@ class Http11Pool:
             self._idle.append(conn)
         else:
             conn[1].close()
-        return status, data
+        return status, got, data
 
     async def _exchange(
         self,
@@ -123,7 +201,7 @@ class Http11Pool:
         path: str,
         headers: dict[str, str],
         body: bytes,
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, dict[str, str], bytes]:
         reader, writer, h = conn
         hdrs = [("host", self.authority), ("content-length", str(len(body))), *headers.items()]
         writer.write(h.send(h11.Request(method=method, target=self.prefix + path, headers=hdrs)) or b"")
@@ -131,6 +209,7 @@ class Http11Pool:
         writer.write(h.send(h11.EndOfMessage()) or b"")
         await writer.drain()
         status = 0
+        got: dict[str, str] = {}
         chunks: list[bytes] = []
         while True:
             event = h.next_event()
@@ -142,13 +221,14 @@ class Http11Pool:
                 continue
             if isinstance(event, h11.Response):
                 status = event.status_code
+                got = {k.decode().lower(): v.decode(errors="replace") for k, v in event.headers}
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 break
         if h.our_state is h11.DONE and h.their_state is h11.DONE:
             h.start_next_cycle()
-        return status, b"".join(chunks)
+        return status, got, b"".join(chunks)
 
     async def close(self) -> None:
         for _, writer, _ in self._idle:
@@ -176,8 +256,15 @@ class HttpGateway:
         self.pool = Http11Pool(self.base_url, max_connections)
 
     async def refund(
-        self, idempotency_key: str, payment_id: str, amount: int, currency: str, metadata: dict[str, str]
+        self,
+        idempotency_key: str,
+        payment_id: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        reference: str | None = None,
     ) -> GatewayResult:
+        # The simulator replays a key's first answer for as long as it runs: asking again is the query.
         body = orjson.dumps({"payment_id": payment_id, "amount": amount, "currency": currency, "metadata": metadata})
         headers = {"idempotency-key": idempotency_key, "content-type": "application/json"}
         if self.api_key:
@@ -193,7 +280,7 @@ class HttpGateway:
             if attempt < self.attempts:
                 await backoff.sleep()
         log.warning("refund attempt series without an answer", idempotency_key=idempotency_key, error=last)
-        return GatewayResult(False, error=last, retryable=True)
+        return unknown(last)
 
     async def _attempt(self, headers: dict[str, str], body: bytes) -> GatewayResult | str:
         """One request: the gateway's definitive answer, or why there is none yet (worth retrying)."""
@@ -206,13 +293,13 @@ class HttpGateway:
         if status in (200, 201):
             data = _json(raw)
             if data.get("status") == "succeeded":
-                return GatewayResult(True, reference=str(data["id"]))
+                return paid(str(data["id"]))
             if data.get("status") == "failed":
-                return GatewayResult(False, error=f"refund failed at the gateway: {data.get('failure_reason')}")
+                return declined(f"refund failed at the gateway: {data.get('failure_reason')}")
             return f"refund {data.get('id')} is {data.get('status')} at the gateway"
         if status in RETRYABLE_STATUS:
             return f"gateway answered {status}"
-        return GatewayResult(False, error=f"gateway refused ({status}): {_message(raw)}")
+        return declined(f"gateway refused ({status}): {_message(raw)}")
 
     async def close(self) -> None:
         await self.pool.close()

@@ -24,7 +24,8 @@ from returnflow.loops import Worker, retry_delay_s
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from services.refunds import events, repository, rules
-from services.refunds.gateway import Gateway, HttpGateway
+from services.refunds.gateway import Gateway
+from services.refunds.providers import build_gateway
 from services.refunds.rules import (
     Actor,
     CloseEscalation,
@@ -39,6 +40,7 @@ from services.refunds.rules import (
     Reescalate,
     RefundNow,
     Resolution,
+    WebhookOutcome,
 )
 from services.refunds.settings import RefundsSettings
 
@@ -62,19 +64,7 @@ class RefundsContext:
 
 async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
     policy = rules.policy_from(s)  # fails the start, in one line, on a bad authority configuration
-    if not s.gateway_url:
-        raise RuntimeError(
-            "refunds: RETURNFLOW_REFUNDS_GATEWAY_URL is not set "
-            "(`returnflow up` starts the simulated gateway and sets it)"
-        )
-    gateway = HttpGateway(
-        s.gateway_url,
-        s.gateway_api_key.get_secret_value() if s.gateway_api_key else None,
-        timeout_s=s.gateway_timeout_s,
-        attempts=s.gateway_attempts,
-        backoff_s=s.gateway_backoff_s,
-        max_connections=s.payment_concurrency,
-    )
+    gateway = build_gateway(s)
     paying = asyncio.Semaphore(s.payment_concurrency)
     return RefundsContext(
         rt.pool,
@@ -259,10 +249,11 @@ async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
     async with ctx.paying:
         r = await ctx.gateway.refund(
             d.idempotency_key,
-            d.order_id,
+            d.payment_id,
             d.amount,
             d.currency,
             {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
+            d.gateway_reference,
         )
     wait = retry_delay_s(d.attempts, s.payment_retry_base_s, s.payment_retry_max_s)
     return PaymentResult(d, r.ok, r.reference, r.error, r.retryable, wait)
@@ -362,3 +353,26 @@ async def resolve_clawback(
         correlation_id=correlation_id,
     )
     return decided, _clawback_answer(row)
+
+
+async def settle_from_webhook(ctx: RefundsContext, settled: Sequence[WebhookOutcome]) -> int:
+    """Refunds a provider settled asynchronously (paid, or declined for good) are recorded as the payment
+    worker records them: only a refund still pending changes, so a repeated or late webhook (or one
+    racing the worker) takes no effect twice. Returns the number of refunds recorded."""
+    if not settled:
+        return 0
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        pending = await repository.pending_refunds(
+            conn, [w.refund_id for w in settled if w.refund_id], [w.reference for w in settled]
+        )
+        results = rules.webhook_results(pending, settled)
+        await record_payments(conn, results)
+    for r in results:
+        log.info(
+            "refund settled by the provider's webhook",
+            refund_id=r.due.refund_id,
+            outcome="paid" if r.ok else "declined",
+            reference=r.reference,
+            correlation_id=r.due.correlation_id,
+        )
+    return len(results)

@@ -70,10 +70,10 @@ async def record_returns(conn: Conn, events: Sequence[ReturnRequested]) -> None:
     es = list(by_id.values())
     await conn.execute(
         """INSERT INTO returns (return_id, shop_id, order_id, kind, currency, paid_total, customer_key,
-               requested_by_agent, requested_at, lines, correlation_id)
-           SELECT r, s, o, k, c, p, ck, a, at, l::jsonb, cid FROM unnest($1::uuid[], $2::text[], $3::text[],
+               requested_by_agent, requested_at, lines, correlation_id, payment_reference)
+           SELECT r, s, o, k, c, p, ck, a, at, l::jsonb, cid, pr FROM unnest($1::uuid[], $2::text[], $3::text[],
                $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-               $11::text[]) AS u(r, s, o, k, c, p, ck, a, at, l, cid)
+               $11::text[], $12::text[]) AS u(r, s, o, k, c, p, ck, a, at, l, cid, pr)
            ON CONFLICT (return_id) DO NOTHING""",
         [e.return_id for e in es],
         [e.shop_id for e in es],
@@ -89,6 +89,7 @@ async def record_returns(conn: Conn, events: Sequence[ReturnRequested]) -> None:
             for e in es
         ],
         [e.correlation_id for e in es],
+        [e.payment_reference for e in es],
     )
 
 
@@ -623,10 +624,25 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Due]
                  WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) d, returns t
            WHERE r.refund_id = d.refund_id AND t.return_id = r.return_id
-           RETURNING r.refund_id, r.return_id, t.order_id, r.amount, r.currency, r.basis, r.idempotency_key,
-               r.attempts, r.correlation_id""",
+           RETURNING r.refund_id, r.return_id, COALESCE(t.payment_reference, t.order_id) AS payment_id, r.amount,
+               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference""",
         limit,
         lease_s,
+    )
+    return [Due(**dict(r)) for r in rows]
+
+
+async def pending_refunds(conn: Conn, refund_ids: Sequence[str], references: Sequence[str]) -> list[Due]:
+    """The pending refunds with these ids or provider references, locked until the transaction ends (a
+    provider's webhook settling them)."""
+    rows = await conn.fetch(
+        """SELECT r.refund_id, r.return_id, COALESCE(t.payment_reference, t.order_id) AS payment_id, r.amount,
+               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference
+           FROM refunds r JOIN returns t ON t.return_id = r.return_id
+           WHERE r.status = 'pending' AND (r.refund_id = ANY($1::text[]) OR r.gateway_reference = ANY($2::text[]))
+           ORDER BY r.refund_id FOR UPDATE OF r""",
+        list(refund_ids),
+        list(references),
     )
     return [Due(**dict(r)) for r in rows]
 
@@ -690,12 +706,13 @@ async def schedule_retries(conn: Conn, unknown: Sequence[PaymentResult]) -> set[
         return set()
     rows = await conn.fetch(
         """UPDATE refunds r SET next_attempt_at = now() + make_interval(secs => u.wait), lease_until = NULL,
-               last_error = u.err
-           FROM unnest($1::text[], $2::float8[], $3::text[]) AS u(id, wait, err)
+               last_error = u.err, gateway_reference = COALESCE(u.ref, r.gateway_reference)
+           FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[]) AS u(id, wait, err, ref)
            WHERE r.refund_id = u.id AND r.status = 'pending' RETURNING r.refund_id""",
         [r.due.refund_id for r in unknown],
         [r.retry_in_s for r in unknown],
         [r.error for r in unknown],
+        [r.reference for r in unknown],
     )
     return {r["refund_id"] for r in rows}
 

@@ -929,13 +929,14 @@ class Due:
 
     refund_id: str
     return_id: UUID
-    order_id: str
+    payment_id: str  # the order's payment at the provider (payment_reference), else its order id
     amount: int
     currency: str
     basis: str
     idempotency_key: str
     attempts: int
     correlation_id: str
+    gateway_reference: str | None = None  # the provider's id of it, when an earlier series left it pending
 
 
 @dataclass(frozen=True)
@@ -957,6 +958,31 @@ class PaymentResult:
     @property
     def to_retry(self) -> bool:
         return not self.ok and self.retryable
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """A refund the provider settled asynchronously (its webhook): the provider's id of it, our refund id
+    (from the metadata we sent), paid or declined for good (a still-pending update is not reported)."""
+
+    reference: str
+    refund_id: str | None
+    ok: bool
+    error: str | None = None
+
+
+def webhook_results(pending: Sequence[Due], settled: Sequence[WebhookOutcome]) -> list[PaymentResult]:
+    """A provider's settled refunds matched to the ledger's pending ones (by our refund id from the
+    metadata, else by the provider's reference); one result per pending refund, the last word winning.
+    A refund the provider still holds as pending never settles here (it is not in `settled`)."""
+    by_id = {d.refund_id: d for d in pending}
+    by_ref = {d.gateway_reference: d for d in pending if d.gateway_reference}
+    out: dict[str, PaymentResult] = {}
+    for w in settled:
+        d = by_id.get(w.refund_id or "") or by_ref.get(w.reference)
+        if d is not None:
+            out[d.refund_id] = PaymentResult(d, w.ok, w.reference, w.error, retryable=False)
+    return list(out.values())
 
 
 def taking_effect(planned: Sequence[Planned], recorded: set[tuple[UUID, str]]) -> list[tuple[Planned, Action]]:

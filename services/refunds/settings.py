@@ -28,8 +28,23 @@ class RefundsSettings(ServiceSettings):
     early_refund_max_clawbacks: int = 0
     clawback_lookback_days: int = 90
     return_window_days: int | None = None
-    # Payment gateway. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
-    gateway: Literal["simulated"] = "simulated"
+    # Refund provider. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
+    # `stripe`: the Refunds API with stripe_api_key (a secret or restricted key with refund rights);
+    # stripe_webhook_secret (whsec_…) verifies POST /v1/webhooks/stripe/refunds; stripe_base_url may
+    # point at the local server (services/refunds/dev/stripe_server.py).
+    gateway: Literal["simulated", "stripe", "alipay"] = "simulated"
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_base_url: str = "https://api.stripe.com"
+    stripe_webhook_tolerance_s: int = 300
+    stripe_local: bool = False  # development: `returnflow up` runs the local Stripe and points stripe_base_url at it
+    # `alipay`: alipay.trade.refund with the app's RSA2 private key (PEM or the console's base64 body);
+    # Alipay's public key verifies its answers; alipay_gateway_url may point at the local server
+    # (services/refunds/dev/alipay_server.py).
+    alipay_app_id: str | None = None
+    alipay_app_private_key: SecretStr | None = None
+    alipay_public_key: str | None = None
+    alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
     gateway_url: str | None = None
     gateway_api_key: SecretStr | None = None  # sent as a bearer token; `returnflow up` sets the simulator's
     gateway_timeout_s: float = 5.0

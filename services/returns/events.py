@@ -32,6 +32,7 @@ def return_requested(return_id: UUID, it: Intake, now: datetime) -> ReturnReques
         tracking_no=b.tracking_no,
         requested_by=RequestedBy.model_construct(**b.requested_by.model_dump()),
         requested_at=b.requested_at,
+        payment_reference=b.payment_reference,
     )
 
 

@@ -72,6 +72,12 @@ class ReturnWebhook(BaseModel):
     paid_total: StrictInt = Field(ge=0, description="minor units")
     lines: list[WebhookLine] = Field(min_length=1, max_length=200)
     tracking_no: str | None = Field(default=None, min_length=1, max_length=64)
+    payment_reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="the order's payment at the refund provider (Stripe pi_… / ch_…); refunds go back to it",
+    )
     requested_by: Annotated[RequestedByCustomer | RequestedByAgent, Field(discriminator="type")] = RequestedByCustomer(
         type="customer"
     )

@@ -14,9 +14,13 @@ from bench.chaos import DrillConfig, run_drill, summary
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-async def test_chaos_drill_keeps_every_invariant(tmp_path):
+# `stripe`: every refund paid through the Stripe adapter against the local Stripe (faults injected there)
+@pytest.mark.parametrize("gateway", ["simulated", "stripe"])
+async def test_chaos_drill_keeps_every_invariant(tmp_path, gateway):
     report = await run_drill(
-        DrillConfig(returns=250, kills=4, kill_interval_s=2.0, concurrency=32, seed=11, settle_timeout_s=60),
+        DrillConfig(
+            returns=250, kills=4, kill_interval_s=2.0, concurrency=32, seed=11, settle_timeout_s=60, gateway=gateway
+        ),
         out=lambda line: None,
     )
     text = summary(report)

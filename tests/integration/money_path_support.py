@@ -1,5 +1,6 @@
 """Shared pieces of the money-path tests: returns + warehouse + refunds services on the real broker and
-PostgreSQL, the simulated gateway on a free loopback port, signed scans and device receipts."""
+PostgreSQL, the simulated gateway (or the local Stripe) on a free loopback port, signed scans and device
+receipts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from services.refunds import SPEC as REFUNDS
 from services.refunds import repository as refunds_repository
 from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.dev.stripe_server import LocalStripe, serve_stripe
 from services.refunds.settings import RefundsSettings
 from services.returns import SPEC as RETURNS
 from services.warehouse import SPEC as WAREHOUSE
@@ -31,6 +33,8 @@ from tests.readers import READ
 from tests.webhooks import return_body, signed
 
 CARRIER_SECRET = b"carrier-secret"
+STRIPE_KEY = "sk_test_money_path"
+STRIPE_WEBHOOK_SECRET = "whsec_money_path"
 DEVICE = {"authorization": f"Bearer {warehouse_dev.DEVICE_TOKEN}"}
 TOKENS = {e.actor_id: e.token for e in DEV_ROSTER}
 
@@ -41,14 +45,8 @@ def auth(actor_id: str) -> dict[str, str]:
 
 def refunds_settings(gateway_url: str, **over: Any) -> RefundsSettings:
     """The refunds service paying through the simulated gateway at `gateway_url`, with short waits."""
-    return RefundsSettings(
-        gateway_url=gateway_url,
-        gateway_timeout_s=0.3,
-        gateway_backoff_s=0.05,
-        payment_poll_s=0.2,
-        payment_retry_max_s=0.5,
-        **over,
-    )
+    short = {"gateway_timeout_s": 0.3, "gateway_backoff_s": 0.05, "payment_poll_s": 0.2, "payment_retry_max_s": 0.5}
+    return RefundsSettings(gateway_url=gateway_url, **{**short, **over})
 
 
 @dataclass
@@ -61,6 +59,7 @@ class Platform:
     refunds_pool: Any
     warehouse_pool: Any
     running: list[Any] = field(default_factory=list)
+    stripe: LocalStripe | None = None  # the local Stripe, when the refunds provider is `stripe`
 
     async def idle(self) -> None:
         """Every service consumed to the end, drained its outbox and has no payment due: nothing more comes."""
@@ -121,13 +120,32 @@ class Platform:
 
 @contextlib.asynccontextmanager
 async def platform(
-    settings: Settings, service_runner: Any, refunds_instances: int = 1, **over: Any
+    settings: Settings, service_runner: Any, refunds_instances: int = 1, gateway: str = "simulated", **over: Any
 ) -> AsyncIterator[Platform]:
-    """returns + warehouse + refunds (one or more instances) + the simulated gateway, roster seeded.
+    """returns + warehouse + refunds (one or more instances) + the simulated gateway (or, `gateway="stripe"`,
+    the local Stripe sending its webhooks to the first refunds instance), roster seeded.
     A second refunds instance consumes in its own consumer group, so both apply every event to the
     same database at the same time: a real race, not a partition hand-over. `over`: refunds settings."""
     async with contextlib.AsyncExitStack() as stack:
-        gw_url = await stack.enter_async_context(serve_gateway())
+        stripe: LocalStripe | None = None
+        gw_headers: dict[str, str] = {}
+        if gateway == "stripe":
+            # every payment the tests name exists at Stripe, with more than enough to refund
+            stripe = await stack.enter_async_context(
+                serve_stripe(STRIPE_KEY, STRIPE_WEBHOOK_SECRET, auto_charge_amount=10**9)
+            )
+            gw_url, gw_headers = stripe.url, {"authorization": f"Bearer {STRIPE_KEY}"}
+            over = {
+                "gateway": "stripe",
+                "stripe_base_url": stripe.url,
+                "stripe_api_key": STRIPE_KEY,
+                "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
+                **over,
+            }
+        else:
+            # the simulator; another provider (alipay) names its own local server in `over`
+            gw_url = await stack.enter_async_context(serve_gateway())
+            over = {"gateway": gateway, **over}
         s = settings
         # each service's own settings
         own = {REFUNDS.name: refunds_settings(gw_url, **over), WAREHOUSE.name: warehouse_dev.dev_settings()}
@@ -148,6 +166,15 @@ async def platform(
             await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10, headers=h))
-            for u, h in [(gw_url, {}), (ret.base_url, READ), (wh.base_url, READ), *((r.base_url, {}) for r in refunds)]
+            for u, h in [
+                (gw_url, gw_headers),
+                (ret.base_url, READ),
+                (wh.base_url, READ),
+                *((r.base_url, {}) for r in refunds),
+            ]
         ]
-        yield Platform(s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool, [ret, wh, *refunds])
+        if stripe is not None:
+            stripe.state.webhook_url = f"{refunds[0].base_url}/v1/webhooks/stripe/refunds"
+        yield Platform(
+            s, clients[0], clients[1], clients[2], clients[3:], pool, wh.runtime.pool, [ret, wh, *refunds], stripe
+        )

@@ -47,8 +47,15 @@ DEV_ROSTER: tuple[RosterEntry, ...] = (
 
 DEV_GATEWAY_API_KEY = "dev-gateway-api-key"  # development secrets start with `dev-`
 
-# Read by the refunds service and by the simulated gateway `returnflow up` starts beside it.
-ENV: dict[str, str] = {"RETURNFLOW_REFUNDS_GATEWAY_API_KEY": DEV_GATEWAY_API_KEY}
+DEV_STRIPE_API_KEY = "dev-stripe-api-key"  # the local Stripe's (services/refunds/dev/stripe_server.py)
+DEV_STRIPE_WEBHOOK_SECRET = "dev-stripe-webhook-secret"
+
+# Read by the refunds service and by the simulated gateway (or the local Stripe) `returnflow up` starts beside it.
+ENV: dict[str, str] = {
+    "RETURNFLOW_REFUNDS_GATEWAY_API_KEY": DEV_GATEWAY_API_KEY,
+    "RETURNFLOW_REFUNDS_STRIPE_API_KEY": DEV_STRIPE_API_KEY,
+    "RETURNFLOW_REFUNDS_STRIPE_WEBHOOK_SECRET": DEV_STRIPE_WEBHOOK_SECRET,
+}
 
 # Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): every roster member reads as an agent.
 READERS: dict[str, dict[str, str]] = {e.actor_id: {"token": e.token or "", "role": "agent"} for e in DEV_ROSTER}
