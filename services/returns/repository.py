@@ -254,13 +254,23 @@ async def customer_return(conn: Conn, link_digest: bytes, lock: bool = False) ->
     )
 
 
-async def revoke_link(conn: Conn, return_id: UUID) -> bool:
-    """Revoke a return's customer link (idempotent). False when there is no such return."""
-    done = await conn.fetchval(
-        """UPDATE returns SET link_revoked_at = COALESCE(link_revoked_at, now()) WHERE id = $1 RETURNING id""",
-        return_id,
+async def lock_link_revocation(conn: Conn, return_id: UUID) -> tuple[datetime | None, str | None] | None:
+    """(revoked at, by whom) of a return's customer link, the return locked; None when no such return."""
+    row = await conn.fetchrow(
+        "SELECT link_revoked_at, link_revoked_by FROM returns WHERE id = $1 FOR UPDATE", return_id
     )
-    return done is not None
+    return None if row is None else (row["link_revoked_at"], row["link_revoked_by"])
+
+
+async def revoke_link(conn: Conn, return_id: UUID, by: str) -> datetime:
+    """Revoke a return's customer link now, by this person; when it was revoked."""
+    at: datetime = await conn.fetchval(
+        """UPDATE returns SET link_revoked_at = now(), link_revoked_by = $2, updated_at = now() WHERE id = $1
+           RETURNING link_revoked_at""",
+        return_id,
+        by,
+    )
+    return at
 
 
 async def page_attempts_since(conn: Conn, return_id: UUID, since: datetime) -> list[datetime]:

@@ -138,3 +138,20 @@ class Report(BaseModel):
     )
     report: str
     rows: list[dict[str, Any]]
+
+
+class LinkRevocation(BaseModel):
+    """A return's customer link revoked (now, or before: `already_revoked`, by whom it was then)."""
+
+    model_config = example(
+        {
+            "return_id": RETURN_ID,
+            "revoked_at": "2026-11-20T10:00:00+00:00",
+            "revoked_by": "ops-lin",
+            "already_revoked": False,
+        }
+    )
+    return_id: UUID
+    revoked_at: datetime
+    revoked_by: str
+    already_revoked: bool
