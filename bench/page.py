@@ -32,6 +32,7 @@ import httpx
 import orjson
 import psutil
 
+from bench.surge import lag_quantiles
 from bench.surgegen import CARRIER_SECRET as DEV_CARRIER_SECRET
 from bench.surgegen import RETURN_SECRET as DEV_RETURN_SECRET
 from returnflow.links import link_token
@@ -187,6 +188,18 @@ def returns_pids(stack_pid: int) -> list[int]:
     return out
 
 
+async def loop_lag(port: int) -> dict[float, float]:
+    """The returns process's event-loop lag histogram (cumulative bucket counts) from its /metrics."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("returnflow_event_loop_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
 def postgres_pids(data_dir: Path) -> list[int]:
     """The embedded PostgreSQL's postmaster (its data directory is under ours) and its backends."""
     for p in psutil.process_iter(["cmdline"]):
@@ -200,6 +213,7 @@ async def window(
     name: str, port: int, paths: list[str], rate: float, seconds: float, surge: Surge, pids: list[int], pg: Path
 ) -> dict[str, Any]:
     pg_pids = postgres_pids(pg)
+    lag0 = await loop_lag(port)
     s0, c0, m0, t0 = surge.snapshot(), cpu_s(pids), psutil.cpu_times(), time.perf_counter()
     p0 = cpu_s(pg_pids)
     out = await steady(port, paths, rate, seconds)
@@ -208,6 +222,7 @@ async def window(
     busy = (m1.user + m1.system - m0.user - m0.system) / (wall * (psutil.cpu_count() or 1))
     out["surge_per_s"] = achieved(s0, surge.snapshot())
     returns_cpu, pg_cpu = cpu_s(pids) - c0, cpu_s(pg_pids) - p0
+    out["returns_loop_lag"] = lag_quantiles({"returns": lag0}, {"returns": await loop_lag(port)}).get("returns")
     out["returns_process_cpu"] = round(returns_cpu / wall, 2)  # cores
     out["postgres_cpu"] = round(pg_cpu / wall, 2)
     # per request served (the surge's share included when it runs: compare with --surge-peak 0)

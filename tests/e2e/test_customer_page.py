@@ -65,7 +65,12 @@ async def test_a_customer_follows_their_return_from_the_sms_link():
             style = "getComputedStyle(document.querySelector('.next')).borderLeftWidth"
             assert await page.evaluate(style) == "4px"
             assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            assert "<script" not in await page.content()
 
+            # the form and the steps work with JavaScript off (a plain form, post/redirect/get, a reload)
+            page = await b.new_page(viewport=PHONE, locale="en-US", java_script_enabled=False)
+            r = await page.goto(links["en"])
+            assert r is not None and r.status == 200
             # a wrong tracking number is named next to its field, the form keeps what was typed
             await page.select_option("#carrier", "sf")
             await page.fill("#tracking_no", "12")

@@ -5,6 +5,7 @@ return (429 with Retry-After) whatever the submissions say."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -77,7 +78,12 @@ async def test_the_tracking_form_is_rate_limited_per_return(settings, service_ru
     async with service_runner(SPEC, s) as svc, httpx.AsyncClient(base_url=svc.base_url) as client:
         rid = await new_return(client)  # a parcel expected, no tracking number known: the form is shown
         page = f"/r/{link_token(SECRET.encode(), rid)}"
-        assert 'name="tracking_no"' in (await client.get(page)).text
+        first, again = (await client.get(page)).text, (await client.get(page)).text
+        assert 'name="tracking_no"' in first
+        # a page shown again (from the render cache) gets a submission id of its own: a one-time form
+        ids = [re.search(r'name="submission_id" value="([0-9a-f]{32})"', t) for t in (first, again)]
+        assert ids[0] and ids[1] and ids[0].group(1) != ids[1].group(1)
+        assert first.replace(ids[0].group(1), "") == again.replace(ids[1].group(1), "")
         limit = SPEC.settings().tracking_attempts
         for n in range(limit):
             r = await client.post(page, data={"carrier": "sf", "tracking_no": "12", "submission_id": f"s{n}"})
