@@ -6,10 +6,12 @@ database) at the same rate and under the same surge. Reports p50/p95/p99 of both
 the surge achieved meanwhile, and the CPU the returns process and the whole machine used.
 
   .venv/bin/python -m bench.page [--rate 200] [--seconds 20] [--surge-peak 50] [--profile]
+  .venv/bin/python -m bench.page --surge-peak 0 --out bench/results/page-alone.json   (no surge: CPU per page)
 
 Open loop: requests start on schedule whatever the answers do, so a slow answer cannot hide behind
 fewer requests; latency is from the scheduled start to the answer read. Writes bench/results/page.json
-(--profile: a py-spy profile of the returns process during the page window, as raw folded stacks).
+(--profile: a py-spy profile of the returns process during the page window, as raw folded stacks, in
+$TMPDIR/returnflow-page-profile.txt).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tests.e2e.test_up import base, stack_env, start, stop, wait_ready
 from tests.webhooks import return_body, signed
 
 RESULTS = Path(__file__).parent / "results"
+PROFILE = Path(tempfile.gettempdir()) / "returnflow-page-profile.txt"  # --profile: py-spy's raw folded stacks
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -263,7 +266,7 @@ async def run(rate: float, seconds: float, peak: float, profile: bool) -> dict[s
                 spy = await asyncio.create_subprocess_exec(
                     str(Path(sys.executable).parent / "py-spy"),
                     *("record", "--gil", "-r", "100", "-d", str(int(seconds)), "-f", "raw"),
-                    *("-o", str(RESULTS / "page-profile.txt"), "-p", str(pids[0])),
+                    *("-o", str(PROFILE), "-p", str(pids[0])),
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
                 )
