@@ -194,6 +194,7 @@ async def revoke_customer_link(ctx: ReturnsContext, return_id: UUID, actor: str)
         if revoked_at is not None:
             return LinkRevoked(return_id, revoked_at, revoked_by or "unknown", already=True)
         revoked_at = await repository.revoke_link(conn, return_id, actor)
+        await repository.add_timeline(conn, [timeline.link_revoked(return_id, revoked_at, actor)])
     log.info("customer link revoked", return_id=str(return_id), actor=actor)
     return LinkRevoked(return_id, revoked_at, actor, already=False)
 

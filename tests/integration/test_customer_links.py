@@ -69,6 +69,10 @@ async def test_a_revoked_link_answers_no_longer_valid_and_the_revocation_is_attr
         first = r.json()
         assert first["already_revoked"] is True and first["revoked_by"] == "ops-test"
 
+        # on the return's timeline, once, attributed
+        entries = (await client.get(f"/v1/returns/{rid}/timeline", headers=READ)).json()["entries"]
+        assert [e["summary"] for e in entries if e["type"] == "link.revoked"] == ["customer link revoked by ops-test"]
+
         # another customer's link is untouched
         assert (await client.get(f"/r/{link_token(SECRET.encode(), other)}")).status_code == 200
 
