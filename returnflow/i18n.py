@@ -3,6 +3,7 @@ reads in it. One definition for every service that speaks to customers (notify's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ def pick_locale(requested: str | None, available: Iterable[str], default: str = 
     return default if default in avail else (avail[0] if avail else default)
 
 
+@functools.lru_cache(maxsize=64)  # Locale.parse loads and builds its data each time: 12% of a page's CPU
 def babel_locale(locale: str) -> Locale:
     try:
         return Locale.parse(locale.replace("-", "_"))

@@ -29,12 +29,20 @@ from returnflow.openapi import delivery_header, problems, signed
 from returnflow.paging import decode_cursor
 from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
 from services.returns import analytics, handlers, views
-from services.returns.handlers import AlreadyDone, Recorded, ReturnEvent, ReturnsContext, UnknownReturn
+from services.returns.handlers import (
+    AlreadyDone,
+    LinkRevoked,
+    Recorded,
+    ReturnEvent,
+    ReturnsContext,
+    UnknownReturn,
+)
 from services.returns.responses import (
     Accepted,
     EventAlreadyRecorded,
     EventRecorded,
     FoundReturns,
+    LinkRevocation,
     Report,
     ReturnView,
     Timeline,
@@ -46,6 +54,8 @@ Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
 # Who reads what: a return and its timeline (ops, agents, auditors); the after-sales reports (ops, agents).
 ReturnReader = Annotated[Reader, Depends(reader("ops", "agent", "auditor"))]
 ReportReader = Annotated[Reader, Depends(reader("ops", "agent"))]
+# Who may revoke a customer's link (a forwarded text reported to support): ops and agents, by name.
+LinkRevoker = Annotated[Reader, Depends(reader("ops", "agent"))]
 READ_ERRORS = problems(401, 403, 404)
 
 router = APIRouter()
@@ -292,6 +302,25 @@ async def get_timeline(return_id: UUID, ctx: Ctx, _: ReturnReader) -> Response:
     if found is None:
         return error(404, f"unknown return {str(return_id)!r}")
     return json_response(found)
+
+
+@router.post(
+    "/v1/returns/{return_id}/links/revocation",
+    tags=["returns"],
+    summary="Revoke the return's customer link: it then answers 'no longer valid' (410); idempotent "
+    "(bearer token: ops, agent; recorded as the revoker)",
+    response_model=LinkRevocation,
+    responses=READ_ERRORS,
+)
+async def revoke_link(return_id: UUID, ctx: Ctx, who: LinkRevoker) -> Response:
+    match await handlers.revoke_customer_link(ctx, return_id, who.holder):
+        case UnknownReturn():
+            return error(404, f"unknown return {str(return_id)!r}")
+        case LinkRevoked(rid, at, by, already):
+            return json_response(
+                {"return_id": str(rid), "revoked_at": at.isoformat(), "revoked_by": by, "already_revoked": already}
+            )
+    raise AssertionError("unreachable")
 
 
 @router.get(

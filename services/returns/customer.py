@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,14 +57,17 @@ MAX_FORM_BYTES = 4096
 NOTICES = ("registered",)  # what ?notice= may say (the redirect after a registration)
 
 
-def render(template: str, locale: str, status: int, **values: Any) -> HTMLResponse:
+def html_of(template: str, locale: str, **values: Any) -> str:
     text = TEXT[locale]
 
     def t(key: str, **kw: Any) -> str:
         return text[key].format(**kw) if kw else text[key]
 
-    html = _env.get_template(template).render(lang=locale, css=CSS, t=t, **values)
-    return HTMLResponse(html, status, headers=HEADERS)
+    return _env.get_template(template).render(lang=locale, css=CSS, t=t, **values)
+
+
+def render(template: str, locale: str, status: int, **values: Any) -> HTMLResponse:
+    return HTMLResponse(html_of(template, locale, **values), status, headers=HEADERS)
 
 
 def negotiate(accept_language: str | None) -> str:
@@ -146,15 +150,37 @@ def notice_text(page: CustomerPage, locale: str) -> str | None:
     return TEXT[locale][f"notice.{page.notice}"].format(minutes=minutes)
 
 
+# Rendered pages by what they show: a page is the same HTML until its return changes (a new timeline
+# entry, a tracking number, a status), so most reloads skip the step formatting and the template (about
+# half the page's CPU, bench/page.py). Keyed by the return's whole content, a new fact is a new key.
+RENDER_CACHE_SIZE = 2048
+_rendered: OrderedDict[str, str] = OrderedDict()
+_SUBMISSION = "\x00submission\x00"  # each form gets its own one-time submission id
+
+
 def show(ctx: ReturnsContext, token: str, page: CustomerPage, status: int = 200) -> HTMLResponse:
+    plain = page.notice is None and not page.errors and not page.form
+    key = f"{page.ret!r}|{ctx.settings.shop_names.get(page.ret.shop_id)}|{ctx.settings.page_refresh_s}|{token}"
+    html = _rendered.get(key) if plain else None
+    if html is None:
+        html = render_page(ctx, token, page)
+        if plain:
+            _rendered[key] = html
+            if len(_rendered) > RENDER_CACHE_SIZE:
+                _rendered.popitem(last=False)
+    else:
+        _rendered.move_to_end(key)
+    return HTMLResponse(html.replace(_SUBMISSION, uuid.uuid4().hex), status, headers=HEADERS)
+
+
+def render_page(ctx: ReturnsContext, token: str, page: CustomerPage) -> str:
     ret = page.ret
     locale = pick_locale(ret.locale, LOCALES)
     tz = zone_of(ret.timezone)
     refresh = ctx.settings.page_refresh_s if not page.can_register and page.progress.closed_at is None else 0
-    return render(
+    return html_of(
         "page.html",
         locale,
-        status,
         refresh_s=refresh,
         shop=ctx.settings.shop_names.get(ret.shop_id, ret.shop_id),
         ret=ret,
@@ -170,7 +196,7 @@ def show(ctx: ReturnsContext, token: str, page: CustomerPage, status: int = 200)
         errors=page.errors,
         notice=page.notice,
         notice_text=notice_text(page, locale),
-        submission_id=uuid.uuid4().hex,
+        submission_id=_SUBMISSION,
         form_action=token,  # relative to /r/: the page's own URL, behind any path prefix
     )
 

@@ -174,6 +174,31 @@ async def backfill_link_digests(ctx: ReturnsContext, chunk: int = 1000) -> int:
     return done
 
 
+@dataclass(frozen=True)
+class LinkRevoked:
+    return_id: UUID
+    revoked_at: datetime
+    revoked_by: str
+    already: bool  # revoked before (by revoked_by): nothing changed
+
+
+async def revoke_customer_link(ctx: ReturnsContext, return_id: UUID, actor: str) -> LinkRevoked | UnknownReturn:
+    """A person revokes a return's customer link (a customer reports a forwarded text): from now on it
+    answers "this link is no longer valid" (410). Idempotent: a second revocation changes nothing and
+    names the first."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        found = await repository.lock_link_revocation(conn, return_id)
+        if found is None:
+            return UnknownReturn()
+        revoked_at, revoked_by = found
+        if revoked_at is not None:
+            return LinkRevoked(return_id, revoked_at, revoked_by or "unknown", already=True)
+        revoked_at = await repository.revoke_link(conn, return_id, actor)
+        await repository.add_timeline(conn, [timeline.link_revoked(return_id, revoked_at, actor)])
+    log.info("customer link revoked", return_id=str(return_id), actor=actor)
+    return LinkRevoked(return_id, revoked_at, actor, already=False)
+
+
 # -- the customer's page: one return, found by its link ----------------------------------------------
 
 

@@ -169,3 +169,20 @@ class FoundReturns(BaseModel):
     returns: list[FoundReturn]
     next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
     counts: SearchCounts
+
+
+class LinkRevocation(BaseModel):
+    """A return's customer link revoked (now, or before: `already_revoked`, by whom it was then)."""
+
+    model_config = example(
+        {
+            "return_id": RETURN_ID,
+            "revoked_at": "2026-11-20T10:00:00+00:00",
+            "revoked_by": "ops-lin",
+            "already_revoked": False,
+        }
+    )
+    return_id: UUID
+    revoked_at: datetime
+    revoked_by: str
+    already_revoked: bool

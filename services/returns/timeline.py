@@ -35,6 +35,19 @@ def entry(event: Message) -> TimelineEntry:
     )
 
 
+def link_revoked(return_id: UUID, at: datetime, actor: str) -> TimelineEntry:
+    """A person's revocation of the customer's link, on the return's timeline (no event: nothing else
+    acts on it); once per return, as a revocation is."""
+    return TimelineEntry(
+        return_id,
+        f"link-revoked:{return_id}",
+        at,
+        "link.revoked",
+        f"customer link revoked by {actor}",
+        {"actor": actor},
+    )
+
+
 _DROP = {"customer", "phone_masked", "lines", "correlation_id", "event_id", "return_id", "type", "version"}
 
 

@@ -16,6 +16,7 @@ import httpx
 import orjson
 from playwright.async_api import Browser, async_playwright
 
+from apphost.registry import DEV_OPS_TOKEN
 from returnflow.signing import SIGNATURE_HEADER, sign
 from tests.e2e.test_up import base, stack_env
 from tests.webhooks import return_body, signed
@@ -124,3 +125,14 @@ async def cancel(env: dict[str, str], body: dict[str, Any]) -> None:
     async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10) as client:
         r = await client.post(path, content=raw, headers=headers)
     assert r.status_code == 202, r.text
+
+
+async def revoke(env: dict[str, str], return_id: str) -> dict[str, Any]:
+    """Revoke a return's customer link as the development ops reader (what `returnflow link revoke` sends)."""
+    async with httpx.AsyncClient(base_url=base(env, "returns"), timeout=10) as client:
+        r = await client.post(
+            f"/v1/returns/{return_id}/links/revocation", headers={"authorization": f"Bearer {DEV_OPS_TOKEN}"}
+        )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body

@@ -1,6 +1,6 @@
 """A customer with only the SMS in hand, in a real browser (Debian's chromium through Playwright) against
 `returnflow up`: the link from the SMS file outbox opens their return in their language, they enter a
-tracking number, a courier scan shows as a new step, and a tampered or expired link shows nothing."""
+tracking number, a courier scan shows as a new step, and a tampered, expired or revoked link shows nothing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.e2e.customer_support import (
     courier_scan,
     customer_env,
     file_return,
+    revoke,
     sms_link,
 )
 from tests.e2e.test_up import start, stop, wait_ready
@@ -64,7 +65,12 @@ async def test_a_customer_follows_their_return_from_the_sms_link():
             style = "getComputedStyle(document.querySelector('.next')).borderLeftWidth"
             assert await page.evaluate(style) == "4px"
             assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            assert "<script" not in await page.content()
 
+            # the form and the steps work with JavaScript off (a plain form, post/redirect/get, a reload)
+            page = await b.new_page(viewport=PHONE, locale="en-US", java_script_enabled=False)
+            r = await page.goto(links["en"])
+            assert r is not None and r.status == 200
             # a wrong tracking number is named next to its field, the form keeps what was typed
             await page.select_option("#carrier", "sf")
             await page.fill("#tracking_no", "12")
@@ -113,6 +119,15 @@ async def test_a_customer_follows_their_return_from_the_sms_link():
                 await page.wait_for_timeout(100)
             assert await page.get_attribute("html", "lang") == "es"
             assert await page.text_content("h1") == "Este enlace ya no es válido"
+
+            # a revoked link (a customer reported a forwarded text; an ops person revoked it): 410, their language
+            revoked = await revoke(env, returns["zh-CN"][0])
+            assert revoked["revoked_by"] == "ops-dev" and revoked["already_revoked"] is False
+            r = await page.goto(links["zh-CN"])
+            assert r is not None and r.status == 410
+            assert await page.get_attribute("html", "lang") == "zh-CN"
+            assert await page.text_content("h1") == "此链接已失效"
+            assert returns["zh-CN"][1]["order_id"] not in await page.content()
 
         # the page's registration is the platform's event: return.tracking_registered on its topic
         bootstrap = f"127.0.0.1:{env['RETURNFLOW_EMBEDDED_KAFKA_PORT']}"
