@@ -132,6 +132,27 @@ CATALOG: tuple[Topic, ...] = (
         key="none (nil UUID)",
         description="the audit log's chain head, kept outside PostgreSQL (`returnflow audit verify`)",
     ),
+    Topic(
+        "exchanges.replacement-shipped",
+        ev.ReplacementShipped,
+        "warehouse",
+        ("notify",),
+        description="an exchange's replacement left the warehouse (outgoing tracking number)",
+    ),
+    Topic(
+        "exchanges.replacement-delivered",
+        ev.ReplacementDelivered,
+        "warehouse",
+        ("notify",),
+        description="the outgoing parcel was scanned delivered: the exchange is done",
+    ),
+    Topic(
+        "exchanges.out-of-stock",
+        ev.ExchangeOutOfStock,
+        "warehouse",
+        ("notify",),
+        description="no replacement in stock: a person converts to a refund or waits for stock",
+    ),
     Topic("refunds.decided", ev.RefundDecided, "refunds", ("returns",), description="a refund decision took effect"),
     Topic(
         "refunds.escalated",

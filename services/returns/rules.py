@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any, Literal, NamedTuple
 from uuid import UUID, uuid4
 
@@ -23,7 +24,11 @@ class Status(NamedTuple):
     rank: int
 
 
-# -- status ----------------------------------------------------------------------------------------
+# -- status: the one state machine ---------------------------------------------------------------------
+# A return's status is a fold of its events: each event, read with the return's kind, leads to a status
+# or to none, and the highest rank wins. Max is commutative, associative and idempotent, so the events
+# may arrive in any order, twice, or interleaved with other returns' and the status is the same
+# (property-tested). Every status name has one rank.
 
 STATUS_BY_EVENT: dict[str, Status] = {
     "return.requested": Status("requested", 10),
@@ -38,20 +43,71 @@ STATUS_BY_EVENT: dict[str, Status] = {
 }
 REJECTED = Status("rejected", 45)
 REQUESTED = STATUS_BY_EVENT["return.requested"]
+REFUNDED = STATUS_BY_EVENT["refund.issued"]
+
+# An exchange ends when the replacement reaches the customer, or when a person converts it to a refund.
+AWAITING_STOCK = Status("awaiting_stock", 33)  # the warehouse has no replacement: a person decides
+CONVERSION_UNDER_REVIEW = Status("conversion_under_review", 38)  # converting needs a higher role
+CONVERTED_TO_REFUND = Status("converted_to_refund", 48)  # decided; `refunded` once paid
+EXCHANGE_SHIPPED = Status("exchange_shipped", 60)
+EXCHANGE_DELIVERED = Status("exchange_delivered", 70)
+EXCHANGE_STATUS_BY_EVENT: dict[str, Status] = {
+    "exchange.out_of_stock": AWAITING_STOCK,
+    "exchange.replacement_shipped": EXCHANGE_SHIPPED,
+    "exchange.replacement_delivered": EXCHANGE_DELIVERED,
+}
+CONVERSION_BASIS = "exchange_conversion"
+CANCELLED = STATUS_BY_EVENT["return.cancelled"]
 
 
-def status_after(event_type: str, data: dict[str, Any]) -> Status | None:
+def status_after(event_type: str, data: dict[str, Any], kind: str = "return_and_refund") -> Status | None:
+    """The status one event leads to on a return of this kind (None: the event does not move it)."""
+    if kind == "exchange":
+        return _exchange_status_after(event_type, data)
     if event_type == "refund.decided" and data.get("decision") == "reject":
         return REJECTED
     return STATUS_BY_EVENT.get(event_type)
 
 
-def latest_statuses(events: Iterable[tuple[UUID, str, dict[str, Any]]]) -> dict[UUID, Status]:
-    """Per return, the highest-ranked status (return id, event type, data) events lead to."""
+def _exchange_status_after(event_type: str, data: dict[str, Any]) -> Status | None:
+    """On an exchange, refunds move the status only when they convert it: a goodwill grant (or its
+    escalation, failure or rejection) is money on the side, the exchange goes on."""
+    if event_type in EXCHANGE_STATUS_BY_EVENT:
+        return EXCHANGE_STATUS_BY_EVENT[event_type]
+    if event_type.startswith("refund."):
+        if data.get("basis") != CONVERSION_BASIS:
+            return None
+        match event_type, data.get("decision"):
+            case "refund.escalated", _:
+                return CONVERSION_UNDER_REVIEW
+            case "refund.decided", "refund":
+                return CONVERTED_TO_REFUND
+            case "refund.issued", _:
+                return REFUNDED
+        return None
+    return STATUS_BY_EVENT.get(event_type)
+
+
+def later(a: Status | None, b: Status | None) -> Status | None:
+    """The step of the fold: the higher-ranked of two statuses."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if b.rank > a.rank else a
+
+
+def status_of(kind: str, events: Iterable[tuple[str, dict[str, Any]]]) -> Status | None:
+    """A return's status from its (event type, data) events, in any order."""
+    return reduce(later, (status_after(t, d, kind) for t, d in events), None)
+
+
+def latest_statuses(events: Iterable[tuple[UUID, str, str, dict[str, Any]]]) -> dict[UUID, Status]:
+    """Per return, the status its (return id, kind, event type, data) events lead to."""
     out: dict[UUID, Status] = {}
-    for return_id, event_type, data in events:
-        status = status_after(event_type, data)
-        if status is not None and (return_id not in out or out[return_id].rank < status.rank):
+    for return_id, kind, event_type, data in events:
+        status = later(out.get(return_id), status_after(event_type, data, kind))
+        if status is not None:
             out[return_id] = status
     return out
 
@@ -179,7 +235,7 @@ STEP_PLANS: dict[str, tuple[str, ...]] = {
     "return_and_refund": ("requested", "on_its_way", "received", "checked", "refund_paid"),
     "exchange": ("requested", "on_its_way", "received", "checked"),
 }
-CLOSED = frozenset({"refunded", "rejected", "cancelled"})
+CLOSED = frozenset({"refunded", "rejected", "cancelled", "exchange_delivered"})
 
 
 def is_step_event(step: str, f: Fact) -> bool:
