@@ -1,4 +1,4 @@
-"""`returnflow login | logout | approve | reject | grant`: a person's refund decisions, with their own
+"""`returnflow login | logout | approve | reject | grant | convert`: a person's refund decisions, with their own
 credential, through the refunds HTTP API.
 
 The credential is the person's roster bearer token, from (first found) `--token`, the environment
@@ -160,6 +160,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("approve", "approve the return's oldest open escalation"),
         ("reject", "reject the return's oldest open escalation"),
         ("grant", "grant a free refund (--amount, minor units)"),
+        ("convert", "convert an exchange to a refund of its goods (--amount: less than their value)"),
     ):
         p = sub.add_parser(
             cmd,
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
         return login_cmd(settings, args.token, args.url)
     if args.cmd == "logout":
         return logout_cmd()
-    if args.cmd in ("approve", "reject", "grant"):
-        action = "grant_free_refund" if args.cmd == "grant" else args.cmd
+    if args.cmd in ("approve", "reject", "grant", "convert"):
+        action = {"grant": "grant_free_refund", "convert": "convert_to_refund"}.get(args.cmd, args.cmd)
         return decide_cmd(settings, action, args.return_id, args.amount, args.note, args.token, args.url)
     return None
