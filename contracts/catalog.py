@@ -143,7 +143,7 @@ CATALOG: tuple[Topic, ...] = (
         "exchanges.replacement-delivered",
         ev.ReplacementDelivered,
         "warehouse",
-        ("notify",),
+        (),  # the timeline's (returns): the customer holds the parcel, no text needed
         description="the outgoing parcel was scanned delivered: the exchange is done",
     ),
     Topic(
@@ -153,7 +153,13 @@ CATALOG: tuple[Topic, ...] = (
         ("notify",),
         description="no replacement in stock: a person converts to a refund or waits for stock",
     ),
-    Topic("refunds.decided", ev.RefundDecided, "refunds", ("returns",), description="a refund decision took effect"),
+    Topic(
+        "refunds.decided",
+        ev.RefundDecided,
+        "refunds",
+        ("returns", "notify"),  # notify: an exchange converted to a refund is news for the customer
+        description="a refund decision took effect",
+    ),
     Topic(
         "refunds.escalated",
         ev.RefundEscalated,

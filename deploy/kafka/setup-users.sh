@@ -113,12 +113,12 @@ acl returnflow-refunds Describe Read -- --group refunds. --resource-pattern-type
 user returnflow-notify notify
 acl returnflow-notify Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
-acl returnflow-notify Describe Read -- --topic exchanges.replacement-delivered --resource-pattern-type literal
-acl returnflow-notify Describe Write -- --topic exchanges.replacement-delivered.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic parcels.scanned.dlq --resource-pattern-type literal
+acl returnflow-notify Describe Read -- --topic refunds.decided --resource-pattern-type literal
+acl returnflow-notify Describe Write -- --topic refunds.decided.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic refunds.escalated --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic refunds.escalated.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic refunds.issued --resource-pattern-type literal
