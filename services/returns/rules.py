@@ -233,8 +233,10 @@ class Fact(NamedTuple):
 STEP_PLANS: dict[str, tuple[str, ...]] = {
     "refund_only": ("requested", "approved", "refund_paid"),
     "return_and_refund": ("requested", "on_its_way", "received", "checked", "refund_paid"),
-    "exchange": ("requested", "on_its_way", "received", "checked"),
+    "exchange": ("requested", "on_its_way", "received", "replacement_shipped", "replacement_delivered"),
 }
+# An exchange a person turned into a refund (out of stock): its money, not a parcel, ends it.
+CONVERTED_PLAN: tuple[str, ...] = ("requested", "on_its_way", "received", "refund_instead", "refund_paid")
 CLOSED = frozenset({"refunded", "rejected", "cancelled", "exchange_delivered"})
 
 
@@ -255,7 +257,18 @@ def is_step_event(step: str, f: Fact) -> bool:
             return f.type == "refund.decided" and f.data.get("decision") == "refund"
         case "refund_paid":
             return f.type == "refund.issued"
+        case "replacement_shipped":
+            return f.type == "exchange.replacement_shipped"
+        case "replacement_delivered":
+            return f.type == "exchange.replacement_delivered"
+        case "refund_instead":
+            return is_conversion(f)
     return False
+
+
+def is_conversion(f: Fact) -> bool:
+    """A person decided to refund an exchange instead of sending its replacement."""
+    return f.type == "refund.decided" and f.data.get("decision") == "refund" and f.data.get("basis") == CONVERSION_BASIS
 
 
 @dataclass(frozen=True)
@@ -282,6 +295,10 @@ class Progress:
     rejected_at: datetime | None
     under_review: bool
     refund: Refund | None
+    # an exchange's news beside its steps: goods checked, replacement out of stock, made a refund instead
+    checked_at: datetime | None = None
+    out_of_stock_at: datetime | None = None
+    converted_at: datetime | None = None
 
     def done(self, key: str) -> bool:
         return any(s.key == key and s.done for s in self.steps)
@@ -304,9 +321,14 @@ def step_time(step: str, facts: Sequence[Fact]) -> datetime | None:
 
 
 def progress(kind: str, facts: Sequence[Fact]) -> Progress:
-    """The customer's progress line from a return's timeline, in any order the events arrived."""
-    steps = tuple(Step(key, step_time(key, facts)) for key in STEP_PLANS[kind])
+    """The customer's progress line from a return's timeline, in any order the events arrived. On an
+    exchange, refunds are goodwill beside it (a declined one stops nothing) unless one converts it."""
+    converted_at = _first(facts, is_conversion) if kind == "exchange" else None
+    plan = CONVERTED_PLAN if converted_at is not None else STEP_PLANS[kind]
+    steps = tuple(Step(key, step_time(key, facts)) for key in plan)
     rejected_at = _first(facts, lambda f: f.type == "refund.decided" and f.data.get("decision") == "reject")
+    if kind == "exchange":
+        rejected_at = None
     escalated = _first(facts, lambda f: f.type == "refund.escalated")
     decided = _first(facts, lambda f: f.type in ("refund.decided", "refund.issued"))
     return Progress(
@@ -315,6 +337,9 @@ def progress(kind: str, facts: Sequence[Fact]) -> Progress:
         rejected_at=rejected_at,
         under_review=escalated is not None and (decided is None or decided < escalated),
         refund=refund_of(facts),
+        checked_at=step_time("checked", facts),
+        out_of_stock_at=_first(facts, lambda f: f.type == "exchange.out_of_stock"),
+        converted_at=converted_at,
     )
 
 
@@ -339,6 +364,10 @@ NextAction = Literal[
     "rejected",
     "refund_paid",
     "exchange_checked",
+    "exchange_delivered",
+    "replacement_on_its_way",
+    "replacement_delayed",
+    "refund_instead",
     "under_review",
     "nothing_to_send",
     "ship",
@@ -355,8 +384,8 @@ def next_action(kind: str, p: Progress) -> NextAction:
         return "rejected"
     if p.done("refund_paid"):
         return "refund_paid"
-    if kind == "exchange" and p.done("checked"):
-        return "exchange_checked"
+    if kind == "exchange" and (exchange_news := _exchange_action(p)) is not None:
+        return exchange_news
     if p.under_review:
         return "under_review"
     if kind == "refund_only":
@@ -364,6 +393,21 @@ def next_action(kind: str, p: Progress) -> NextAction:
     if p.done("received"):
         return "checking"
     return "wait_parcel" if p.done("on_its_way") else "ship"
+
+
+def _exchange_action(p: Progress) -> NextAction | None:
+    """Where an exchange's replacement is, latest news first (None: nothing beyond a return's)."""
+    if p.converted_at is not None:
+        return "refund_instead"
+    if p.done("replacement_delivered"):
+        return "exchange_delivered"
+    if p.done("replacement_shipped"):
+        return "replacement_on_its_way"
+    if p.out_of_stock_at is not None:
+        return "replacement_delayed"
+    if p.checked_at is not None:
+        return "exchange_checked"
+    return None
 
 
 def can_register_tracking(kind: str, p: Progress, tracking_no: str | None) -> bool:

@@ -113,6 +113,11 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "refund.issued": lambda d: f"Refund of {_money(d)} paid ({d.get('basis')})",
     "refund.failed": lambda d: f"Refund of {_money(d)} failed: {d.get('error')}",
     "refund.clawback_flagged": lambda d: f"Clawback of {_money(d)} flagged for review: {d.get('reason')}",
+    "exchange.replacement_shipped": lambda d: (
+        f"Replacement shipped by {d.get('shipped_by')}: {d.get('carrier')} {d.get('tracking_no')}"
+    ),
+    "exchange.replacement_delivered": lambda d: f"Replacement delivered ({d.get('carrier')} {d.get('tracking_no')})",
+    "exchange.out_of_stock": lambda d: f"Replacement out of stock (reported by {d.get('reported_by')}): for a person",
     "sms.sent": lambda d: f"SMS sent to customer: {d.get('step')}",
     "sms.deferred": lambda d: f"SMS for {d.get('step')} deferred: {d.get('reason')}",
     "sms.suppressed": lambda d: f"SMS for {d.get('step')} not sent: {d.get('reason')}",
