@@ -136,7 +136,7 @@ CATALOG: tuple[Topic, ...] = (
         "exchanges.replacement-shipped",
         ev.ReplacementShipped,
         "warehouse",
-        ("notify",),
+        ("notify", "refunds"),
         description="an exchange's replacement left the warehouse (outgoing tracking number)",
     ),
     Topic(

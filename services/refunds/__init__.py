@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.catalog import topic_of
-from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from contracts.events import (
+    ParcelScanned,
+    RefundCommand,
+    ReplacementShipped,
+    ReturnCancelled,
+    ReturnReceived,
+    ReturnRequested,
+)
 from returnflow.service import ConsumerSpec, ServiceSpec
 from services.refunds import api, handlers
 from services.refunds.handlers import RefundsContext
@@ -24,6 +31,7 @@ LIFECYCLE_TOPICS = [
     topic_of(ParcelScanned),
     topic_of(ReturnReceived),
     topic_of(RefundCommand),
+    topic_of(ReplacementShipped),  # an exchange shipped is no longer converted to a refund
 ]
 
 SPEC: ServiceSpec[RefundsContext] = ServiceSpec(

@@ -13,7 +13,14 @@ from uuid import UUID
 
 import asyncpg
 
-from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from contracts.events import (
+    ParcelScanned,
+    RefundCommand,
+    ReplacementShipped,
+    ReturnCancelled,
+    ReturnReceived,
+    ReturnRequested,
+)
 from returnflow import commands as signed_commands
 from returnflow import metrics
 from returnflow.consumer import Batch, Delivery
@@ -113,6 +120,7 @@ async def record_facts(conn: Conn, batch: Batch) -> None:
     await repository.record_moving_scans(conn, rules.first_moving_scans(batch.of(ParcelScanned)))
     await repository.record_receipts(conn, batch.of(ReturnReceived))
     await repository.record_cancellations(conn, batch.of(ReturnCancelled))
+    await repository.record_replacements(conn, batch.of(ReplacementShipped))
 
 
 def _correlations(batch: Batch) -> dict[UUID, str]:

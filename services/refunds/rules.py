@@ -172,6 +172,7 @@ class ReturnFacts:
     requested_at: datetime
     requester: Actor | None = None  # the agent who filed it, with the roster's role
     cancelled: bool = False
+    replacement_shipped: bool = False  # an exchange's replacement left the warehouse
     first_moving_at: datetime | None = None
     receipts: tuple[Receipt, ...] = ()
     refunds: tuple[Paid, ...] = ()
@@ -641,6 +642,8 @@ def _convert(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
         return _refused(409, "this exchange was already converted to a refund")
     if not f.receipts:
         return _refused(409, "the exchange's goods have not been received yet")
+    if f.replacement_shipped:
+        return _refused(409, "the exchange's replacement already shipped: it is not converted to a refund")
     due = min(f.goods_value, f.headroom)
     if due <= 0:
         return _refused(409, "nothing is left to refund on this return")
