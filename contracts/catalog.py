@@ -157,7 +157,7 @@ CATALOG: tuple[Topic, ...] = (
         "refunds.decided",
         ev.RefundDecided,
         "refunds",
-        ("returns", "notify"),  # notify: an exchange converted to a refund is news for the customer
+        ("returns", "notify", "warehouse"),  # an exchange converted to a refund: news; no replacement ships
         description="a refund decision took effect",
     ),
     Topic(

@@ -81,6 +81,8 @@ acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-deliver
 acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic parcels.scanned --resource-pattern-type literal
+acl returnflow-warehouse Describe Read -- --topic refunds.decided --resource-pattern-type literal
+acl returnflow-warehouse Describe Write -- --topic refunds.decided.dlq --resource-pattern-type literal
 acl returnflow-warehouse Describe Read -- --topic returns.cancelled --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic returns.cancelled.dlq --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic returns.received --resource-pattern-type literal

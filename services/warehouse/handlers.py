@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from contracts.events import Message, ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import Message, RefundBasis, RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
@@ -78,6 +78,10 @@ async def apply_lifecycle(ctx: WarehouseContext, conn: Conn, batch: Batch) -> No
     tracked = [(e, t) for e, t in zip(latest, granted[len(requested) :], strict=True) if t is not None]
     await repository.record_tracking(conn, sorted(tracked, key=lambda x: x[0].return_id))
     await repository.record_cancelled(conn, sorted(batch.of(ReturnCancelled), key=lambda e: e.return_id))
+    converted = [
+        e for e in batch.of(RefundDecided) if e.decision == "refund" and e.basis == RefundBasis.exchange_conversion
+    ]
+    await repository.record_converted(conn, sorted(converted, key=lambda e: e.return_id))
     await unpark(conn, await repository.tracking_holders(conn, wanted, lock=True))
 
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import orjson
 
-from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.db import Conn
 from services.warehouse.rules import (
     CarrierScan,
@@ -108,6 +108,21 @@ async def record_cancelled(conn: Conn, cancelled: Sequence[ReturnCancelled]) -> 
         [e.return_id for e in cancelled],
         [e.occurred_at for e in cancelled],
         [e.correlation_id for e in cancelled],
+    )
+
+
+async def record_converted(conn: Conn, converted: Sequence[RefundDecided]) -> None:
+    """Exchanges a person converted to a refund (a row may come before its return's request)."""
+    if not converted:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, converted_at, correlation_id)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])
+           ON CONFLICT (return_id) DO UPDATE SET converted_at = COALESCE(parcels.converted_at, EXCLUDED.converted_at),
+               updated_at = now()""",
+        [e.return_id for e in converted],
+        [e.occurred_at for e in converted],
+        [e.correlation_id for e in converted],
     )
 
 
@@ -241,7 +256,7 @@ async def shipment_facts(
 ) -> ShipmentFacts | None:
     """What deciding a replacement shipment needs; the exchange's parcel row locked (None: no parcel)."""
     row = await conn.fetchrow(
-        """SELECT p.requested, p.kind, p.cancelled_at IS NOT NULL AS cancelled,
+        """SELECT p.requested, p.kind, p.cancelled_at IS NOT NULL AS cancelled, p.converted_at IS NOT NULL AS converted,
                EXISTS (SELECT 1 FROM receipts r WHERE r.return_id = p.return_id) AS received,
                x.shipment_id, x.fingerprint,
                (SELECT return_id FROM replacements WHERE shipment_id = $2) AS shipment_id_of,
@@ -264,6 +279,7 @@ async def shipment_facts(
         shipped,
         row["shipment_id_of"],
         row["tracking_of"],
+        row["converted"],
     )
 
 

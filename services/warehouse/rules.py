@@ -441,6 +441,7 @@ class ShipmentFacts:
     shipped: tuple[str, str] | None  # (shipment id, fingerprint) of the exchange's shipment
     shipment_id_of: UUID | None  # the return whose shipment has the request's shipment id
     tracking_of: UUID | None  # the return whose parcel (either way) has the request's tracking number
+    converted: bool = False  # a person converted the exchange to a refund
 
 
 @dataclass(frozen=True)
@@ -499,6 +500,8 @@ def decide_shipment(
         return SecondShipment(shipment_id, rid)
     if f.cancelled:
         return ExchangeClosed(rid, "the exchange was cancelled")
+    if f.converted:
+        return ExchangeClosed(rid, "the exchange was converted to a refund")
     if not f.received:
         return ExchangeClosed(rid, "its goods have not been received yet")
     if body.shipment_id and f.shipment_id_of not in (None, rid):

@@ -18,6 +18,8 @@ from contracts.events import (
     InventoryAttested,
     Movement,
     ParcelScanned,
+    RefundBasis,
+    RefundDecided,
     ReplacementDelivered,
     ReplacementShipped,
     ReturnKind,
@@ -171,3 +173,21 @@ async def test_out_of_stock_is_reported_once_and_never_after_the_shipment(h: Har
     assert event.skus == ["SHOE-42"] and event.reported_by == "packer-li"
     assert isinstance(await ship(h, ask.return_id), ShipmentAccepted)  # stock came back
     assert isinstance(await report(["SHOE-42"]), AlreadyShipped)
+
+
+async def test_an_exchange_converted_to_a_refund_ships_no_replacement(h: Harness) -> None:
+    ask = exchange()
+    await received(h, ask)
+    conversion = RefundDecided(
+        occurred_at=T0,
+        return_id=ask.return_id,
+        correlation_id="c",
+        decision="refund",
+        amount=8000,
+        currency="CNY",
+        basis=RefundBasis.exchange_conversion,
+    )
+    goodwill = conversion.model_copy(update={"basis": RefundBasis.agent_authority, "return_id": uuid.uuid4()})
+    await h.apply("lifecycle", [conversion, goodwill])
+    assert await ship(h, ask.return_id) == ExchangeClosed(ask.return_id, "the exchange was converted to a refund")
+    assert await h.published(ReplacementShipped) == []

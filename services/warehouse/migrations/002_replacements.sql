@@ -31,3 +31,6 @@ CREATE TABLE out_of_stock (
 
 -- A scan of an outgoing replacement parcel (matched by its tracking number), apart from the return's own.
 ALTER TABLE scans ADD COLUMN outgoing boolean NOT NULL DEFAULT false;
+
+-- A person converted the exchange to a refund: no replacement is shipped any more.
+ALTER TABLE parcels ADD COLUMN converted_at timestamptz;
