@@ -297,7 +297,7 @@ async def insert_replacement(conn: Conn, r: Replacement) -> None:
         r.tracking_no,
         r.shipped_at,
         r.fingerprint,
-        orjson.dumps([{"sku": sku, "qty": qty} for sku, qty in r.lines]).decode(),
+        [{"sku": sku, "qty": qty} for sku, qty in r.lines],  # the pool's jsonb codec encodes it
         r.correlation_id,
     )
 

@@ -119,6 +119,8 @@ async def test_a_replacement_ships_once_with_its_stock_movement_attested(h: Harn
         "packer-li",
         [("SHOE-42", 1), ("SOCKS", 2)],
     )
+    stored = await h.pool.fetchval("SELECT lines FROM replacements WHERE return_id = $1", rid)
+    assert stored == [{"sku": "SHOE-42", "qty": 1}, {"sku": "SOCKS", "qty": 2}]  # a JSON array, not a string
     out = [a for a in await h.published(InventoryAttested) if a.movement == Movement.replacement_out]
     assert [(a.attestation_id, a.sku, a.quantity, a.attested_by) for a in out] == [
         ("pack-1:1", "SHOE-42", 1, "packer-li"),

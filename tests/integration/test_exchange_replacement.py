@@ -99,4 +99,5 @@ async def test_the_replacement_shipped_delivered_and_told(settings, service_runn
     types = [e["type"] for e in entries]
     assert types.count("exchange.replacement_shipped") == 1 and types.count("exchange.replacement_delivered") == 1
     assert parcel["replacement"]["tracking_no"] == outgoing and parcel["replacement"]["delivered_at"]
+    assert parcel["replacement"]["lines"] == [{"sku": "SHOE-42", "qty": 1}]
     assert [s["scan_code"] for s in parcel["scans"]] == []  # the outgoing parcel's scan is not the return's
