@@ -150,7 +150,7 @@ CATALOG: tuple[Topic, ...] = (
         "exchanges.out-of-stock",
         ev.ExchangeOutOfStock,
         "warehouse",
-        ("notify",),
+        ("notify", "refunds"),  # refunds: the exchange waits in the people's queue (convert, or wait)
         description="no replacement in stock: a person converts to a refund or waits for stock",
     ),
     Topic(

@@ -94,6 +94,8 @@ acl returnflow-warehouse Describe Read -- --group warehouse. --resource-pattern-
 
 # returnflow-refunds
 user returnflow-refunds refunds
+acl returnflow-refunds Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic parcels.scanned --resource-pattern-type literal

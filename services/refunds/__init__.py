@@ -13,6 +13,7 @@ from pathlib import Path
 
 from contracts.catalog import topic_of
 from contracts.events import (
+    ExchangeOutOfStock,
     ParcelScanned,
     RefundCommand,
     ReplacementShipped,
@@ -32,6 +33,7 @@ LIFECYCLE_TOPICS = [
     topic_of(ReturnReceived),
     topic_of(RefundCommand),
     topic_of(ReplacementShipped),  # an exchange shipped is no longer converted to a refund
+    topic_of(ExchangeOutOfStock),  # ... and one out of stock waits for a person to convert it
 ]
 
 SPEC: ServiceSpec[RefundsContext] = ServiceSpec(

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from contracts.events import (
+    ExchangeOutOfStock,
     ParcelScanned,
     RefundCommand,
     ReplacementShipped,
@@ -121,6 +122,7 @@ async def record_facts(conn: Conn, batch: Batch) -> None:
     await repository.record_receipts(conn, batch.of(ReturnReceived))
     await repository.record_cancellations(conn, batch.of(ReturnCancelled))
     await repository.record_replacements(conn, batch.of(ReplacementShipped))
+    await repository.record_out_of_stock(conn, batch.of(ExchangeOutOfStock))
 
 
 def _correlations(batch: Batch) -> dict[UUID, str]:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.events import (
     Condition,
+    ExchangeOutOfStock,
     ParcelScanned,
     RefundBasis,
     ReplacementShipped,
@@ -152,6 +153,17 @@ async def record_replacements(conn: Conn, shipped: Sequence[ReplacementShipped])
     )
 
 
+async def record_out_of_stock(conn: Conn, reports: Sequence[ExchangeOutOfStock]) -> None:
+    if not reports:
+        return
+    await conn.execute(
+        """INSERT INTO out_of_stock (return_id, reported_at)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) ON CONFLICT DO NOTHING""",
+        [e.return_id for e in reports],
+        [e.occurred_at for e in reports],
+    )
+
+
 # -- loading what is known about returns -------------------------------------------------------------------
 
 
@@ -171,6 +183,7 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
     receipts = await _receipts(conn, ids)
     cancelled = await _cancelled(conn, ids)
     shipped = await _replacement_shipped(conn, ids)
+    stockless = await _out_of_stock(conn, ids)
     paid = await _ledger_entries(conn, ids)
     decided = await _decided_causes(conn, ids)
     open_esc = await _open_escalations(conn, ids)
@@ -189,6 +202,7 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
             requester=agents.get(r["requested_by_agent"]) if r["requested_by_agent"] else None,
             cancelled=rid in cancelled,
             replacement_shipped=rid in shipped,
+            out_of_stock=rid in stockless,
             first_moving_at=scans.get(rid),
             receipts=tuple(receipts.get(rid, ())),
             refunds=tuple(paid.get(rid, ())),
@@ -224,6 +238,11 @@ async def _cancelled(conn: Conn, ids: list[UUID]) -> set[UUID]:
 
 async def _replacement_shipped(conn: Conn, ids: list[UUID]) -> set[UUID]:
     rows = await conn.fetch("SELECT return_id FROM replacements_shipped WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"] for r in rows}
+
+
+async def _out_of_stock(conn: Conn, ids: list[UUID]) -> set[UUID]:
+    rows = await conn.fetch("SELECT return_id FROM out_of_stock WHERE return_id = ANY($1::uuid[])", ids)
     return {r["return_id"] for r in rows}
 
 

@@ -173,6 +173,7 @@ class ReturnFacts:
     requester: Actor | None = None  # the agent who filed it, with the roster's role
     cancelled: bool = False
     replacement_shipped: bool = False  # an exchange's replacement left the warehouse
+    out_of_stock: bool = False  # the warehouse has no replacement for the exchange
     first_moving_at: datetime | None = None
     receipts: tuple[Receipt, ...] = ()
     refunds: tuple[Paid, ...] = ()
@@ -400,6 +401,8 @@ def evaluate(f: ReturnFacts, p: Policy) -> list[Action]:
         _early_refund(plan, p)
         for r in f.receipts:
             _receipt(plan, p, r)
+    elif f.kind == ReturnKind.exchange:
+        _replacement_out_of_stock(plan, p)
     return plan.actions
 
 
@@ -443,6 +446,33 @@ def _refund_only_request(plan: _Plan, p: Policy) -> None:
             "request", amount, RefundBasis.refund_only, required, reason, requested_by=who.actor_id if who else None
         )
     )
+
+
+def _replacement_out_of_stock(plan: _Plan, p: Policy) -> None:
+    """An exchange the warehouse cannot send waits in the people's queue: approving converts it to a refund
+    of its goods (within the approver's authority), rejecting waits for stock. Once the replacement ships
+    after all, the question is gone."""
+    f = plan.facts
+    if f.replacement_shipped:
+        for e in f.escalations:
+            if e.basis == RefundBasis.exchange_conversion:
+                plan.add(CloseEscalation(e.escalation_id, "superseded"))
+        return
+    if not f.out_of_stock or "out_of_stock" in f.decided or _converting(f):
+        return
+    amount = min(f.goods_value, f.headroom)
+    if amount <= 0:
+        plan.add(Wait("out_of_stock", "nothing left to refund"))
+        return
+    required = p.authority.required_role(f.currency, f.authority_used + amount)
+    reason = "replacement out of stock: approve to refund instead, reject to wait for stock"
+    plan.add(Escalate("out_of_stock", amount, RefundBasis.exchange_conversion, required, reason))
+
+
+def _converting(f: ReturnFacts) -> bool:
+    """A conversion to a refund was paid, is being paid, or waits for a person."""
+    bases = [x.basis for x in f.refunds if not x.failed] + [e.basis for e in f.escalations]
+    return RefundBasis.exchange_conversion in bases
 
 
 def _early_refund(plan: _Plan, p: Policy) -> None:
@@ -637,8 +667,9 @@ def _convert(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
     a refund of the goods received, once, through the actor's authority like any other refund."""
     if f.kind != ReturnKind.exchange:
         return _refused(409, f"a {f.kind.value} return has no exchange to convert")
-    bases = [x.basis for x in f.refunds if not x.failed] + [e.basis for e in f.escalations]
-    if RefundBasis.exchange_conversion in bases:
+    if any(e.basis == RefundBasis.exchange_conversion for e in f.escalations):
+        return _refused(409, "the conversion of this exchange waits in the queue: approve it")
+    if _converting(f):
         return _refused(409, "this exchange was already converted to a refund")
     if not f.receipts:
         return _refused(409, "the exchange's goods have not been received yet")

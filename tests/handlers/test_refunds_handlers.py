@@ -18,6 +18,7 @@ import httpx
 from contracts.events import (
     ClawbackFlagged,
     Customer,
+    ExchangeOutOfStock,
     ParcelScanned,
     ReceivedLine,
     RefundBasis,
@@ -512,3 +513,28 @@ async def test_an_exchange_converts_to_a_refund_until_its_replacement_ships(hand
             "the exchange's replacement already shipped: it is not converted to a refund",
         )
         assert await ledger(h, shipped_first.return_id) == []
+
+
+async def test_an_exchange_out_of_stock_waits_in_the_peoples_queue_and_approval_converts_it(
+    handler_settings: Settings,
+) -> None:
+    ret = requested(kind=ReturnKind.exchange)
+    stock_out = ExchangeOutOfStock(
+        occurred_at=T0,
+        return_id=ret.return_id,
+        correlation_id="c",
+        skus=["SKU-1"],
+        warehouse_id="WH-1",
+        reported_by="p",
+    )
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [stock_out])  # before its return: kept
+        await h.apply("lifecycle", [ret, received(ret.return_id, "as_described", "as_described"), stock_out])
+        (esc,) = await h.published(RefundEscalated)
+        assert (esc.basis, esc.amount, esc.required_role) == (RefundBasis.exchange_conversion, 4000, Role.supervisor)
+        queue = await h.pool.fetch("SELECT return_id FROM escalations WHERE status = 'open'")
+        assert [r["return_id"] for r in queue] == [ret.return_id]
+        approved = await handlers.decide(h.ctx, http_command(ret.return_id, "approve", "sup-sam"))
+        assert (approved.status, approved.amount) == (200, 4000)
+        (decided,) = await h.published(RefundDecided)
+        assert decided.basis == RefundBasis.exchange_conversion

@@ -15,6 +15,7 @@ from services.refunds.rules import (
     PRESETS,
     Actor,
     Authority,
+    CloseEscalation,
     Command,
     Escalate,
     FlagClawback,
@@ -292,6 +293,21 @@ def test_an_exchange_converts_to_a_refund_once_through_the_actors_authority():
     assert decide_command(plain, TIERED, sam, Command("5", "convert_to_refund")).status == 409
     g = replace(facts(kind=ReturnKind.exchange, lines=lines, paid_total=3_000), receipts=f.receipts)
     assert decide_command(g, TIERED, sam, Command("6", "convert_to_refund", 3_001)).field == "amount"
+
+
+def test_an_exchange_out_of_stock_waits_in_the_queue_until_converted_or_shipped():
+    f = facts(kind=ReturnKind.exchange, lines=(Line("A", 1, 3_000),), paid_total=3_000, out_of_stock=True)
+    (esc,) = evaluate(f, TIERED)
+    assert isinstance(esc, Escalate) and esc.basis == RefundBasis.exchange_conversion
+    assert (esc.amount, esc.required_role) == (3_000, Role.supervisor)
+    f = fold(f, esc)
+    assert evaluate(f, TIERED) == []  # asked once
+    sam = Actor("sam", Role.supervisor)
+    assert decide_command(f, TIERED, sam, Command("1", "convert_to_refund")).message.endswith("approve it")
+    done = decide_command(f, TIERED, sam, Command("2", "approve"))
+    assert done.status == 200 and done.actions[0].basis == RefundBasis.exchange_conversion
+    (closed,) = evaluate(replace(f, replacement_shipped=True), TIERED)  # the stock came after all
+    assert isinstance(closed, CloseEscalation) and closed.status == "superseded"
 
 
 def test_customer_refund_only_request_waits_for_a_person_and_an_agent_filed_one_within_authority_pays():

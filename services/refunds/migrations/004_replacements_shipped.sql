@@ -5,3 +5,10 @@ CREATE TABLE replacements_shipped (
     shipment_id text        NOT NULL,
     shipped_at  timestamptz NOT NULL
 );
+
+-- The warehouse has no replacement for an exchange: it waits in the people's queue (an escalation whose
+-- approval converts it to a refund; a rejection waits for stock).
+CREATE TABLE out_of_stock (
+    return_id   uuid PRIMARY KEY,
+    reported_at timestamptz NOT NULL
+);
