@@ -156,6 +156,10 @@ def _shipped_params(e: ReplacementShipped) -> dict[str, Any]:
     return {"carrier": e.carrier, "tracking_no": e.tracking_no, "items": sum(x.qty for x in e.lines)}
 
 
+def _conversion_review(e: RefundEscalated) -> bool:
+    return e.basis == RefundBasis.exchange_conversion
+
+
 def is_conversion(e: RefundDecided) -> bool:
     """A person turned an exchange into a refund (the customer hears "refund instead")."""
     return e.decision == "refund" and e.basis == RefundBasis.exchange_conversion
@@ -191,7 +195,8 @@ class Lifecycle:
             *(planned(e, REQUESTED, now, {"tracking_no": e.tracking_no}) for e in self.requested),
             *(planned(e, PARCEL_SEEN, now, _scan_params(e)) for e in self.scanned if is_moving(e.scan_code)),
             *(planned(e, RECEIVED, now, _received_params(e)) for e in self.received),
-            *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated),
+            # an out-of-stock exchange waiting for a person was told "replacement delayed" already
+            *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated if not _conversion_review(e)),
             *(planned(e, REFUND_PAID, now, _money_params(e)) for e in self.issued),
             *(planned(e, REPLACEMENT_DELAYED, now, {}) for e in self.out_of_stock),
             *(planned(e, REPLACEMENT_SHIPPED, now, _shipped_params(e)) for e in self.shipped),

@@ -12,7 +12,7 @@ from returnflow.settings import Settings
 from services.notify import SPEC
 from tests.handlers.harness import harness
 from tests.handlers.test_notify_handlers import lines, notify, send_due, statuses
-from tests.integration.notify_support import received, requested
+from tests.integration.notify_support import escalated, received, requested
 
 
 def shipped(rid: uuid.UUID) -> ReplacementShipped:
@@ -67,7 +67,8 @@ async def test_out_of_stock_then_refund_instead_are_told_in_chinese(handler_sett
     req = requested(locale="zh-CN", kind="exchange")
     rid = req.return_id
     async with harness(SPEC, handler_settings, notify()) as h:
-        await h.apply("lifecycle", [req, received(rid), out_of_stock(rid)])
+        review = escalated(rid).model_copy(update={"basis": RefundBasis.exchange_conversion})
+        await h.apply("lifecycle", [req, received(rid), out_of_stock(rid), review])  # no "refund under review"
         await send_due(h)
         await h.apply("lifecycle", [decided(rid, RefundBasis.exchange_conversion), out_of_stock(rid)])
         await send_due(h)
