@@ -510,6 +510,9 @@ def summary(report: dict[str, Any]) -> str:
         f"database, {n['max_sms_per_return_step_provider']} at the provider; resent after a kill -9 of notify "
         f"mid-send: {n['sms_resent_after_notify_kill']}; unexplained duplicates: {n['sms_duplicates_unexplained']}",
         f"audit: {n['audit_log_entries']} log entries, verify {n['audit_verify']}",
+        f"exchanges: {n['replacement_shipments']} replacements shipped ({n['replacement_lines_shipped']} lines), "
+        f"{n['replacements_delivered']} delivered; max shipments per exchange line "
+        f"{n['max_replacement_shipments_per_exchange_line']}",
         f"poison: {n['poison_injected']} injected, {n['poison_in_dead_letters_tables']} in dead_letters tables, "
         f"{n['poison_in_dlq_topics_with_headers']} in .dlq topics with headers; other dead letters "
         f"{n['dead_letters_not_poison']}",
