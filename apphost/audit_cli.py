@@ -15,8 +15,9 @@ import sys
 from typing import Any
 
 from apphost.registry import base_url_for
+from contracts.events import Movement
 
-MOVEMENTS = ("restock", "destroy", "refurbish", "relist", "delist")
+MOVEMENTS = tuple(m.value for m in Movement)  # replacement_out: an exchange's replacement leaving stock
 
 
 def register(sub: Any) -> None:

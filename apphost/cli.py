@@ -152,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     sub.add_parser("config", help="the effective settings of the runtime and every service, secrets redacted")
-    from apphost import decisions_cli, links_cli, ops, queue_cli, reports
+    from apphost import decisions_cli, links_cli, ops, queue_cli, replacement_cli, reports
 
     ops.register(sub)
     decisions_cli.register(sub)
     queue_cli.register(sub)
     links_cli.register(sub)
+    replacement_cli.register(sub)
     reports.register(sub)
     _register_deploy_commands(sub)
     args = parser.parse_args(argv)
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             handled = queue_cli.run(args, get_settings())
         if handled is None:
             handled = links_cli.run(args, get_settings())
+        if handled is None:
+            handled = replacement_cli.run(args, get_settings())
         if handled is not None:
             return handled
         if args.cmd == "up":

@@ -1,4 +1,4 @@
-"""`returnflow login | logout | approve | reject | grant`: a person's refund decisions, with their own
+"""`returnflow login | logout | approve | reject | grant | convert`: a person's refund decisions, with their own
 credential, through the refunds HTTP API.
 
 The credential is the person's roster bearer token, from (first found) `--token`, the environment
@@ -165,6 +165,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("approve", "approve an open escalation of the return (--escalation ID, else the oldest you may decide)"),
         ("reject", "reject an open escalation of the return (--escalation ID, else the oldest you may decide)"),
         ("grant", "grant a free refund (--amount, minor units)"),
+        ("convert", "convert an exchange to a refund of its goods (--amount: less than their value)"),
     ):
         p = sub.add_parser(
             cmd,
@@ -185,8 +186,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
         return login_cmd(settings, args.token, args.url)
     if args.cmd == "logout":
         return logout_cmd()
-    if args.cmd in ("approve", "reject", "grant"):
-        action = "grant_free_refund" if args.cmd == "grant" else args.cmd
+    if args.cmd in ("approve", "reject", "grant", "convert"):
+        action = {"grant": "grant_free_refund", "convert": "convert_to_refund"}.get(args.cmd, args.cmd)
         escalation = getattr(args, "escalation", None)
         return decide_cmd(settings, action, args.return_id, args.amount, args.note, args.token, args.url, escalation)
     return None

@@ -281,6 +281,45 @@ async def one_return(
         )
         if r is None or r.status_code >= 300:
             tally.rejected.append(("receipt", r.status_code if r else 0, r.text[:200] if r else "gave up"))
+    if body["kind"] == "exchange":
+        await ship_replacement(i, rid, body, rng, urls, client, tally, hdrs)
+
+
+async def ship_replacement(
+    i: int,
+    rid: str,
+    body: dict[str, Any],
+    rng: random.Random,
+    urls: dict[str, str],
+    client: httpx.AsyncClient,
+    tally: Tally,
+    hdrs: dict[str, str],
+) -> None:
+    """The exchange's replacement: the same shipment sent 1-3 times at once (a device retrying), then a
+    different second one (must be refused 409: at most one shipment per exchange line), then the
+    outgoing parcel's delivered scan."""
+    url = f"{urls['warehouse']}/v1/warehouse/replacements"
+    lines = [{"sku": line["sku"], "qty": line["qty"]} for line in body["lines"]]
+    ship = {"shipment_id": f"chaos-ship-{i}", "return_id": rid, "carrier": "sf", "packed_by": "packer-chaos"}
+    ship |= {"tracking_no": f"SFOUT{i:08d}", "lines": lines}
+    raw = orjson.dumps(ship)
+    sent = await asyncio.gather(
+        *(deliver(client, tally, url, raw, hdrs, retry_on=RETRYABLE | {404}) for _ in range(rng.randint(1, 3)))
+    )
+    for r in sent:
+        if r is None or r.status_code not in (200, 201):
+            tally.rejected.append(("replacement", r.status_code if r else 0, r.text[:200] if r else "gave up"))
+    other = orjson.dumps(ship | {"shipment_id": f"chaos-ship-{i}-b", "tracking_no": f"SFOUX{i:08d}"})
+    r = await deliver(client, tally, url, other, hdrs)
+    if r is None or r.status_code != 409:
+        tally.rejected.append(("second replacement", r.status_code if r else 0, r.text[:200] if r else "gave up"))
+    at = datetime.now(UTC).isoformat()
+    scan = orjson.dumps({"tracking_no": ship["tracking_no"], "scan_code": "delivered", "scanned_at": at})
+    r = await deliver(
+        client, tally, f"{urls['warehouse']}/v1/webhooks/carriers/sf/scans", scan, signer(CARRIER_SECRET, scan)
+    )
+    if r is None or r.status_code >= 300:
+        tally.rejected.append(("replacement scan", r.status_code if r else 0, r.text[:200] if r else "gave up"))
 
 
 async def surge(cfg: DrillConfig, urls: dict[str, str], tally: Tally, out: Any) -> None:
@@ -497,6 +536,9 @@ def summary(report: dict[str, Any]) -> str:
         f"database, {n['max_sms_per_return_step_provider']} at the provider; resent after a kill -9 of notify "
         f"mid-send: {n['sms_resent_after_notify_kill']}; unexplained duplicates: {n['sms_duplicates_unexplained']}",
         f"audit: {n['audit_log_entries']} log entries, verify {n['audit_verify']}",
+        f"exchanges: {n['replacement_shipments']} replacements shipped ({n['replacement_lines_shipped']} lines), "
+        f"{n['replacements_delivered']} delivered; max shipments per exchange line "
+        f"{n['max_replacement_shipments_per_exchange_line']}",
         f"poison: {n['poison_injected']} injected, {n['poison_in_dead_letters_tables']} in dead_letters tables, "
         f"{n['poison_in_dlq_topics_with_headers']} in .dlq topics with headers; other dead letters "
         f"{n['dead_letters_not_poison']}",

@@ -352,6 +352,41 @@ async def check(
     if verified.get("http_status") != 200 or verified.get("ok") is False:
         v.append(f"audit chain does not verify: {verified}")
 
+    # 5b. exchanges: at most one replacement shipment per exchange line, never more than it asked for
+    shipped = await _fetch(
+        target.dsn,
+        """SELECT x.return_id::text AS return_id, l->>'sku' AS sku, count(*) AS n, sum((l->>'qty')::int) AS qty
+             FROM warehouse.replacements x, jsonb_array_elements(x.lines) l GROUP BY 1, 2""",
+    )
+    wanted = {
+        (r["return_id"], r["sku"]): int(r["qty"])
+        for r in await _fetch(
+            target.dsn,
+            """SELECT return_id::text AS return_id, COALESCE(replacement_sku, sku) AS sku, sum(qty) AS qty
+                 FROM warehouse.parcel_lines GROUP BY 1, 2""",
+        )
+    }
+    published = await _fetch(
+        target.dsn,
+        """SELECT return_id::text AS return_id, count(*) AS n FROM returns.timeline
+            WHERE type = 'exchange.replacement_shipped' GROUP BY 1""",
+    )
+    twice = [(r["return_id"], r["sku"]) for r in shipped if int(r["n"]) > 1]
+    over = [(r["return_id"], r["sku"]) for r in shipped if int(r["qty"]) > wanted.get((r["return_id"], r["sku"]), 0)]
+    events_twice = [r["return_id"] for r in published if int(r["n"]) > 1]
+    n["replacement_shipments"] = len({r["return_id"] for r in shipped})
+    n["replacement_lines_shipped"] = len(shipped)
+    n["max_replacement_shipments_per_exchange_line"] = max((int(r["n"]) for r in shipped), default=0)
+    n["max_replacement_shipped_events_per_exchange"] = max((int(r["n"]) for r in published), default=0)
+    delivered = await _fetch(
+        target.dsn, "SELECT count(*) AS n FROM warehouse.replacements WHERE delivered_at IS NOT NULL"
+    )
+    n["replacements_delivered"] = int(delivered[0]["n"])
+    if twice or events_twice:
+        v.append(f"replacement shipped more than once: {len(twice)} lines, {len(events_twice)} exchanges")
+    if over:
+        v.append(f"{len(over)} exchange lines shipped more than they asked for, e.g. {over[:3]}")
+
     # 5. every poison message in its DLQ (table and topic), with headers
     groups = consumer_groups()
     tables = await dead_lettered(target.dsn, poisons)

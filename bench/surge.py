@@ -8,10 +8,11 @@ process (bench/surgegen.py), side by side with the bare baseline measured in the
 Definitions
 - accepted webhooks/s: 202 answers to signed return webhooks per second of offered load.
 - a lifecycle is COMPLETE when every step that applies to its kind has happened:
-  refund issued (refunds.issued) for return_and_refund and refund_only; the customer's first SMS
-  sent (sms.sent) for all kinds; and every received line dual-check verified (inventory.verified,
-  one per line) for return_and_refund and exchange (goods come back). Its completion time is the
-  latest of those event times.
+  refund issued (refunds.issued) for return_and_refund and refund_only; the replacement delivered
+  (exchanges.replacement-delivered, from its outgoing parcel's delivered scan) for exchange; the
+  customer's first SMS sent (sms.sent) for all kinds; and every received line dual-check verified
+  (inventory.verified, one per line; an exchange's replacement lines leaving stock too) for
+  return_and_refund and exchange (goods come back). Its completion time is the latest of those event times.
 - latencies: webhook ack (client-side, request written on a free keep-alive connection → response
   read; the time spent waiting for a free connection is reported apart as webhook_client_queue); request → first SMS
   (webhook sent → first sms.sent); moving scan → refund issued (the later of the picked_up scan's
@@ -53,7 +54,14 @@ from bench.floor import ceiling, http_floor
 from bench.procs import cpu_seconds, cpu_seconds_of, tree
 
 RESULTS = Path(__file__).parent / "results"
-EVENT_TOPICS = ["sms.sent", "refunds.issued", "inventory.verified", "parcels.scanned", "refunds.decided"]
+EVENT_TOPICS = [
+    "sms.sent",
+    "refunds.issued",
+    "inventory.verified",
+    "parcels.scanned",
+    "refunds.decided",
+    "exchanges.replacement-delivered",
+]
 TZ_CANDIDATES = ["Europe/London", "Asia/Shanghai", "America/New_York", "America/Los_Angeles", "Asia/Tokyo"]
 
 
@@ -103,6 +111,7 @@ class Collector:
         self.sms: dict[str, float] = {}
         self.refund: dict[str, float] = {}
         self.verified: dict[str, list[float]] = defaultdict(list)
+        self.delivered: dict[str, float] = {}  # an exchange's replacement delivered
         self.counts: dict[str, int] = defaultdict(int)
         # where the time between a moving scan and its refund goes: (published, occurred) per step
         self.moving_scan: dict[str, float] = {}
@@ -135,6 +144,8 @@ class Collector:
                             self.issued.setdefault(rid, (t, _epoch(v.get("occurred_at"), t)))
                         elif tp.topic == "inventory.verified":
                             self.verified[rid].append(t)
+                        elif tp.topic == "exchanges.replacement-delivered":
+                            self.delivered.setdefault(rid, t)
                         elif tp.topic == "parcels.scanned":
                             if v.get("first_moving"):
                                 self.moving_scan.setdefault(rid, t)
@@ -430,12 +441,19 @@ def lifecycles(records: list[dict[str, Any]], col: Collector) -> tuple[list[dict
                 lat["stage:refund_decided_to_gateway_paid"].append(iss[1] - dec[1])
                 lat["stage:gateway_paid_to_issued_published"].append(iss[0] - iss[1])
         goods = kind in ("return_and_refund", "exchange")
-        all_verified = goods and "lines" in r and len(ver) >= r["lines"]
+        # an exchange's replacement leaving stock is a dual-checked movement too (one per line)
+        movements = r.get("lines", 0) + (r.get("replacement_lines", 0) if kind == "exchange" else 0)
+        all_verified = goods and "lines" in r and len(ver) >= movements
         if all_verified:
             lat["receipt_to_dual_check_verified"].append(max(ver) - r["t_receipt_ack"])
+        delivered = col.delivered.get(rid)
+        if kind == "exchange" and delivered is not None and "t_delivered_scan_ack" in r:
+            lat["delivered_scan_to_replacement_delivered"].append(delivered - r["t_delivered_scan_ack"])
         needs = [sms]
         if kind != "exchange":
             needs.append(refund)
+        else:  # an exchange is done for the customer when the new item arrives
+            needs.append(delivered)
         if goods:
             needs.append(max(ver) if all_verified else None)
         if all(t is not None for t in needs):
@@ -782,8 +800,9 @@ def build_report(
         "config": vars(a),
         "customer_timezone": tz,
         "definitions": {
-            "complete": "refund issued (not exchange) + first SMS sent + every line dual-check verified "
-            "(return_and_refund, exchange); completion time = latest of those event times",
+            "complete": "refund issued (not exchange) or replacement delivered (exchange) + first SMS sent + "
+            "every line dual-check verified (return_and_refund, exchange; an exchange's replacement lines too); "
+            "completion time = latest of those event times",
             "message_hops": "messages consumed by all consumer groups (sum of committed offsets)",
             "efficiency": "hops/s over the surge window (first webhook → last completion) ÷ baseline msg/s",
             "lifecycles_per_s_best_Ns": "completions in the best rolling window of N = min(hold, 60) seconds",

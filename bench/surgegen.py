@@ -4,7 +4,8 @@ Replays a promotion-day surge at a rate that ramps linearly up to a peak and hol
 plays its whole life over keep-alive HTTP/1.1 connections (raw asyncio streams, so the client leaves
 the CPU to the system under test):
 
-  signed return webhook (60% return_and_refund, 30% refund_only filed by an agent, 10% exchange;
+  signed return webhook (60% return_and_refund, 30% refund_only filed by an agent, 10% exchange —
+  after its receipt, the replacement shipped, checked and its outgoing parcel scanned delivered;
   1-3 lines; tracking_no set when goods come back) -> for parcels: signed carrier scans (picked_up,
   in_transit; 10% of parcels are scanned before their return webhook is sent, 10% get an `accepted`
   scan that happened earlier but arrives later, 15% get a scan delivered twice) -> a device receipt
@@ -218,6 +219,8 @@ class Gen:
             await self.scan(tracking_no, "in_transit", base + timedelta(minutes=5))
             await asyncio.sleep(self.a.receipt_delay_s * (0.5 + self.rng.random()))
             await self.receipt(i, rec, raw, tracking_no)
+            if kind == "exchange" and "t_receipt_ack" in rec:
+                await self.replacement(i, rec, raw)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             self.error("client", type(exc).__name__)
 
@@ -264,6 +267,50 @@ class Gen:
             if st not in (200, 201, 202):
                 self.error("check", st)
         rec["t_checks_ack"] = time.time()
+
+    async def replacement(self, i: int, rec: dict[str, Any], webhook_raw: bytes) -> None:
+        """An exchange's replacement: shipped (the warehouse attests each SKU leaving stock, the returns
+        team checks it), then its outgoing parcel scanned picked up and delivered."""
+        lines = [{"sku": x["sku"], "qty": x["qty"]} for x in orjson.loads(webhook_raw)["lines"]]
+        outgoing = f"SFO{self.run}{i:07d}"
+        body = orjson.dumps(
+            {
+                "shipment_id": f"pack-{self.run}-{i}",
+                "return_id": rec["return_id"],
+                "carrier": "sf",
+                "tracking_no": outgoing,
+                "packed_by": "packer-li",
+                "lines": lines,
+            }
+        )
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {DEVICE_TOKEN}"}
+        status, _payload = await self.warehouse.request("POST", "/v1/warehouse/replacements", body, headers)
+        if status not in (200, 201):
+            self.error("replacement", status)
+            return
+        self.count("replacements")
+        rec.update(t_shipped_ack=time.time(), replacement_lines=len(lines))
+        for k, x in enumerate(lines):
+            check = orjson.dumps(
+                {
+                    "check_id": f"chk-out-{self.run}-{i}-{k}",
+                    "return_id": rec["return_id"],
+                    "sku": x["sku"],
+                    "movement": "replacement_out",
+                    "quantity": x["qty"],
+                }
+            )
+            h = {"Content-Type": "application/json", "Authorization": f"Bearer {AUDIT_TOKEN}"}
+            st, _p = await self.audit.request("POST", "/v1/inventory/checks", check, h)
+            self.count("checks")
+            if st not in (200, 201, 202):
+                self.error("check", st)
+        await asyncio.sleep(self.a.scan_delay_s * (0.5 + self.rng.random()))
+        now = datetime.now(UTC)
+        await self.scan(outgoing, "picked_up", now)
+        await asyncio.sleep(self.a.scan_delay_s * (0.5 + self.rng.random()))
+        await self.scan(outgoing, "delivered", now + timedelta(hours=20))
+        rec["t_delivered_scan_ack"] = time.time()
 
     # -- the surge -------------------------------------------------------------------------------------
     def target(self, elapsed: float) -> float:

@@ -139,7 +139,34 @@ CATALOG: tuple[Topic, ...] = (
         key="none (nil UUID)",
         description="the audit log's chain head, kept outside PostgreSQL (`returnflow audit verify`)",
     ),
-    Topic("refunds.decided", ev.RefundDecided, "refunds", ("returns",), description="a refund decision took effect"),
+    Topic(
+        "exchanges.replacement-shipped",
+        ev.ReplacementShipped,
+        "warehouse",
+        ("notify", "refunds"),
+        description="an exchange's replacement left the warehouse (outgoing tracking number)",
+    ),
+    Topic(
+        "exchanges.replacement-delivered",
+        ev.ReplacementDelivered,
+        "warehouse",
+        (),  # the timeline's (returns): the customer holds the parcel, no text needed
+        description="the outgoing parcel was scanned delivered: the exchange is done",
+    ),
+    Topic(
+        "exchanges.out-of-stock",
+        ev.ExchangeOutOfStock,
+        "warehouse",
+        ("notify", "refunds"),  # refunds: the exchange waits in the people's queue (convert, or wait)
+        description="no replacement in stock: a person converts to a refund or waits for stock",
+    ),
+    Topic(
+        "refunds.decided",
+        ev.RefundDecided,
+        "refunds",
+        ("returns", "notify", "warehouse"),  # an exchange converted to a refund: news; no replacement ships
+        description="a refund decision took effect",
+    ),
     Topic(
         "refunds.escalated",
         ev.RefundEscalated,

@@ -86,6 +86,7 @@ class Movement(StrEnum):
     refurbish = "refurbish"
     relist = "relist"
     delist = "delist"
+    replacement_out = "replacement_out"  # an exchange's replacement leaving stock for the customer
 
 
 class RefundBasis(StrEnum):
@@ -93,6 +94,7 @@ class RefundBasis(StrEnum):
     refund_only = "refund_only"
     early_scan = "early_scan"
     warehouse_receipt = "warehouse_receipt"
+    exchange_conversion = "exchange_conversion"  # an exchange a person turned into a refund
 
 
 class Role(StrEnum):
@@ -137,6 +139,9 @@ class ReturnLine(BaseModel):
     unit_price: MinorUnits
     reason: str
     note: str | None = None
+    replacement_sku: Sku | None = Field(
+        default=None, description="exchange: the SKU sent in exchange (a size or colour); none: the same SKU"
+    )
 
 
 class RequestedBy(BaseModel):
@@ -326,6 +331,50 @@ class AuditAnchored(Message):
     )
 
 
+class ReplacementLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    sku: Sku
+    qty: int = Field(ge=1)
+
+
+class ReplacementShipped(Message):
+    """An exchange's replacement left the warehouse for the customer (once per exchange)."""
+
+    TYPE: ClassVar[str] = "exchange.replacement_shipped"
+    type: Literal["exchange.replacement_shipped"] = "exchange.replacement_shipped"
+    shipment_id: str
+    warehouse_id: str
+    carrier: str
+    tracking_no: str = Field(description="the outgoing parcel's tracking number")
+    lines: list[ReplacementLine]
+    shipped_by: str
+    shipped_at: datetime
+
+
+class ReplacementDelivered(Message):
+    """The outgoing parcel's courier scanned it delivered to the customer."""
+
+    TYPE: ClassVar[str] = "exchange.replacement_delivered"
+    type: Literal["exchange.replacement_delivered"] = "exchange.replacement_delivered"
+    shipment_id: str
+    carrier: str
+    tracking_no: str
+    scan_id: str
+    delivered_at: datetime
+
+
+class ExchangeOutOfStock(Message):
+    """The warehouse has no replacement to send: the exchange waits for a person (convert to a refund,
+    or wait for stock)."""
+
+    TYPE: ClassVar[str] = "exchange.out_of_stock"
+    type: Literal["exchange.out_of_stock"] = "exchange.out_of_stock"
+    skus: list[Sku]
+    warehouse_id: str
+    reported_by: str
+    note: str | None = None
+
+
 class RefundDecided(Message):
     TYPE: ClassVar[str] = "refund.decided"
     type: Literal["refund.decided"] = "refund.decided"
@@ -417,7 +466,7 @@ class RefundCommand(Message):
 
     TYPE: ClassVar[str] = "refund.command"
     type: Literal["refund.command"] = "refund.command"
-    action: Literal["approve", "reject", "grant_free_refund"]
+    action: Literal["approve", "reject", "grant_free_refund", "convert_to_refund"]
     actor_id: str
     amount: MinorUnits | None = None
     note: str | None = None
@@ -491,5 +540,8 @@ EVENT_MODELS: tuple[type[Message], ...] = (
     SmsSuppressed,
     SmsFailed,
     AuditAnchored,
+    ReplacementShipped,
+    ReplacementDelivered,
+    ExchangeOutOfStock,
 )
 EVENT_TYPES: dict[str, type[Message]] = {m.TYPE: m for m in EVENT_MODELS}

@@ -74,7 +74,15 @@ def demo_returns(run: str) -> list[dict[str, Any]]:
         body(
             3,
             "exchange",
-            [{"sku": "SHOES-42", "qty": 1, "unit_price": 45900, "reason": "size_too_big"}],
+            [
+                {
+                    "sku": "SHOES-42",
+                    "qty": 1,
+                    "unit_price": 45900,
+                    "reason": "size_too_big",
+                    "replacement_sku": "SHOES-41",
+                }
+            ],
             45900,
             "es",
             "Europe/Madrid",

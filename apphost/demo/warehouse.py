@@ -77,3 +77,37 @@ async def play(client: httpx.AsyncClient, settings: Settings, returns: list[dict
     print(f"  receipt of 3 jackets when 1 was requested -> {r.status_code}")
     for f in r.json().get("fields", []):
         print(f"    {f['field']}: {f['message']}")
+    await exchange_to_the_end(client, settings, returns)
+
+
+async def exchange_to_the_end(client: httpx.AsyncClient, settings: Settings, returns: list[dict[str, Any]]) -> None:
+    """The exchange: its shoes received, the smaller size shipped back (a mismatch refused first), the
+    outgoing parcel scanned delivered, and the exchange's status."""
+    ret = next(r for r in returns if r["kind"] == "exchange")
+    rid, wh = ret["return_id"], base_url_for(settings, "warehouse")
+    device = {"authorization": f"Bearer {DEVICE_TOKEN}"}
+    got = [{"sku": "SHOES-42", "qty_received": 1, "condition": "as_described", "disposition": "restock"}]
+    receipt = {"return_id": rid, "inspector_id": "insp-wang", "lines": got}
+    r = await client.post(f"{wh}/v1/warehouse/receipts", json=receipt, headers=device)
+    print(f"  exchange: the shoes (size 42) received -> {r.status_code}")
+    outgoing = f"SFX{rid.replace('-', '')[:10].upper()}"
+    ship = {"return_id": rid, "carrier": "sf", "tracking_no": outgoing, "packed_by": "packer-li"}
+    r = await client.post(
+        f"{wh}/v1/warehouse/replacements", json=ship | {"lines": [{"sku": "SHOES-43", "qty": 1}]}, headers=device
+    )
+    print(f"  replacement SHOES-43 when the customer asked for SHOES-41 -> {r.status_code}")
+    for f in r.json().get("fields", []):
+        print(f"    {f['field']}: {f['message']}")
+    r = await client.post(
+        f"{wh}/v1/warehouse/replacements", json=ship | {"lines": [{"sku": "SHOES-41", "qty": 1}]}, headers=device
+    )
+    print(f"  replacement SHOES-41 shipped, tracking {outgoing} -> {r.status_code} (exchange.replacement_shipped)")
+    r = await post_scan(client, settings, outgoing, "delivered", datetime.now(UTC))
+    print(f"  courier scan {outgoing} delivered -> {r.status_code} (exchange.replacement_delivered)")
+    url = f"{base_url_for(settings, 'returns')}/v1/returns/{rid}"
+    for _ in range(50):
+        status = (await client.get(url)).json().get("status")
+        if status == "exchange_delivered":
+            break
+        await asyncio.sleep(0.2)
+    print(f"  the exchange's status: {status}")

@@ -35,6 +35,12 @@ acl() {  # acl USER OPERATIONS... -- RESOURCE-OPTIONS...
 
 # returnflow-returns
 user returnflow-returns returns
+acl returnflow-returns Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic exchanges.replacement-delivered --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic exchanges.replacement-delivered.dlq --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic inventory.attestations.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic inventory.discrepancies --resource-pattern-type literal
@@ -76,8 +82,13 @@ acl returnflow-returns Describe Read -- --group returns. --resource-pattern-type
 
 # returnflow-warehouse
 user returnflow-warehouse warehouse
+acl returnflow-warehouse Describe Write -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-delivered --resource-pattern-type literal
+acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic parcels.scanned --resource-pattern-type literal
+acl returnflow-warehouse Describe Read -- --topic refunds.decided --resource-pattern-type literal
+acl returnflow-warehouse Describe Write -- --topic refunds.decided.dlq --resource-pattern-type literal
 acl returnflow-warehouse Describe Read -- --topic returns.cancelled --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic returns.cancelled.dlq --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic returns.received --resource-pattern-type literal
@@ -89,6 +100,10 @@ acl returnflow-warehouse Describe Read -- --group warehouse. --resource-pattern-
 
 # returnflow-refunds
 user returnflow-refunds refunds
+acl returnflow-refunds Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
+acl returnflow-refunds Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic parcels.scanned.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.clawbacks --resource-pattern-type literal
@@ -110,8 +125,14 @@ acl returnflow-refunds Describe Read -- --group refunds. --resource-pattern-type
 
 # returnflow-notify
 user returnflow-notify notify
+acl returnflow-notify Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-notify Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
+acl returnflow-notify Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
+acl returnflow-notify Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic parcels.scanned.dlq --resource-pattern-type literal
+acl returnflow-notify Describe Read -- --topic refunds.decided --resource-pattern-type literal
+acl returnflow-notify Describe Write -- --topic refunds.decided.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic refunds.escalated --resource-pattern-type literal
 acl returnflow-notify Describe Write -- --topic refunds.escalated.dlq --resource-pattern-type literal
 acl returnflow-notify Describe Read -- --topic refunds.issued --resource-pattern-type literal
@@ -147,6 +168,12 @@ acl returnflow-audit Describe Read -- --group audit. --resource-pattern-type pre
 # returnflow-ops
 user returnflow-ops ops
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic audit.anchors --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.out-of-stock --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.replacement-delivered --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.replacement-delivered.dlq --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.replacement-shipped --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.attestations.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.checks --resource-pattern-type literal

@@ -15,10 +15,13 @@ import asyncpg
 
 from contracts.catalog import CATALOG
 from contracts.events import (
+    ExchangeOutOfStock,
     Message,
     ParcelScanned,
+    RefundDecided,
     RefundEscalated,
     RefundIssued,
+    ReplacementShipped,
     ReturnCancelled,
     ReturnReceived,
     ReturnRequested,
@@ -99,6 +102,9 @@ def lifecycle_of(batch: Batch) -> Lifecycle:
         escalated=batch.of(RefundEscalated),
         issued=batch.of(RefundIssued),
         cancelled=batch.of(ReturnCancelled),
+        out_of_stock=batch.of(ExchangeOutOfStock),
+        shipped=batch.of(ReplacementShipped),
+        decided=batch.of(RefundDecided),
     )
 
 

@@ -16,10 +16,14 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts.events import (
+    ExchangeOutOfStock,
     Message,
     ParcelScanned,
+    RefundBasis,
+    RefundDecided,
     RefundEscalated,
     RefundIssued,
+    ReplacementShipped,
     ReturnCancelled,
     ReturnKind,
     ReturnReceived,
@@ -36,14 +40,35 @@ PARCEL_SEEN = "parcel_seen"
 RECEIVED = "received"
 UNDER_REVIEW = "under_review"
 REFUND_PAID = "refund_paid"
+# an exchange: its replacement waits for stock, is on its way, or a person made it a refund instead
+REPLACEMENT_DELAYED = "replacement_delayed"
+REPLACEMENT_SHIPPED = "replacement_shipped"
+REFUND_INSTEAD = "refund_instead"
 REMINDER_PREFIX = "reminder_"
 
-CARE_STEPS: tuple[str, ...] = (REQUESTED, PARCEL_SEEN, RECEIVED, UNDER_REVIEW, REFUND_PAID)
+CARE_STEPS: tuple[str, ...] = (
+    REQUESTED,
+    PARCEL_SEEN,
+    RECEIVED,
+    UNDER_REVIEW,
+    REFUND_PAID,
+    REPLACEMENT_DELAYED,
+    REPLACEMENT_SHIPPED,
+    REFUND_INSTEAD,
+)
 
 # The order a customer reads the steps in. A step already sent makes an earlier step of this chain
 # pointless (a late scan after "goods received" is not news); UNDER_REVIEW can happen at any point
 # and is never superseded, its rank only orders messages that are due together.
-CHAIN: dict[str, int] = {REQUESTED: 10, PARCEL_SEEN: 20, RECEIVED: 30, REFUND_PAID: 50}
+CHAIN: dict[str, int] = {
+    REQUESTED: 10,
+    PARCEL_SEEN: 20,
+    RECEIVED: 30,
+    REPLACEMENT_DELAYED: 42,
+    REPLACEMENT_SHIPPED: 45,
+    REFUND_INSTEAD: 46,
+    REFUND_PAID: 50,
+}
 RANK: dict[str, int] = {**CHAIN, UNDER_REVIEW: 40}
 REMINDER_RANK = 15
 
@@ -119,12 +144,26 @@ def _scan_params(e: ParcelScanned) -> dict[str, Any]:
     return {"carrier": e.carrier, "tracking_no": e.tracking_no, "location": e.location}
 
 
-def _money_params(e: RefundEscalated | RefundIssued) -> dict[str, Any]:
+def _money_params(e: RefundEscalated | RefundIssued | RefundDecided) -> dict[str, Any]:
     return {"amount_minor": e.amount, "currency": e.currency}
 
 
 def _received_params(e: ReturnReceived) -> dict[str, Any]:
     return {"items_received": sum(line.qty_received for line in e.lines)}
+
+
+def _shipped_params(e: ReplacementShipped) -> dict[str, Any]:
+    """The outgoing parcel's courier and tracking number (not the return's own parcel)."""
+    return {"carrier": e.carrier, "tracking_no": e.tracking_no, "items": sum(x.qty for x in e.lines)}
+
+
+def _conversion_review(e: RefundEscalated) -> bool:
+    return e.basis == RefundBasis.exchange_conversion
+
+
+def is_conversion(e: RefundDecided) -> bool:
+    """A person turned an exchange into a refund (the customer hears "refund instead")."""
+    return e.decision == "refund" and e.basis == RefundBasis.exchange_conversion
 
 
 @dataclass(frozen=True)
@@ -138,6 +177,9 @@ class Lifecycle:
     escalated: Sequence[RefundEscalated] = ()
     issued: Sequence[RefundIssued] = ()
     cancelled: Sequence[ReturnCancelled] = ()
+    out_of_stock: Sequence[ExchangeOutOfStock] = ()
+    shipped: Sequence[ReplacementShipped] = ()
+    decided: Sequence[RefundDecided] = ()
 
     def goods_moving(self) -> list[UUID]:
         """Returns whose goods are on their way (a moving scan), back (received) or paid for (no more
@@ -154,8 +196,12 @@ class Lifecycle:
             *(planned(e, REQUESTED, now, {"tracking_no": e.tracking_no}) for e in self.requested),
             *(planned(e, PARCEL_SEEN, now, _scan_params(e)) for e in self.scanned if is_moving(e.scan_code)),
             *(planned(e, RECEIVED, now, _received_params(e)) for e in self.received),
-            *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated),
+            # an out-of-stock exchange waiting for a person was told "replacement delayed" already
+            *(planned(e, UNDER_REVIEW, now, _money_params(e)) for e in self.escalated if not _conversion_review(e)),
             *(planned(e, REFUND_PAID, now, _money_params(e)) for e in self.issued),
+            *(planned(e, REPLACEMENT_DELAYED, now, {}) for e in self.out_of_stock),
+            *(planned(e, REPLACEMENT_SHIPPED, now, _shipped_params(e)) for e in self.shipped),
+            *(planned(e, REFUND_INSTEAD, now, _money_params(e)) for e in self.decided if is_conversion(e)),
         ]
 
 

@@ -46,8 +46,9 @@ class NotifySettings(ServiceSettings):
     aliyun_access_key_id: str | None = None
     aliyun_access_key_secret: SecretStr | None = None
     aliyun_sign_name: str | None = None
-    # template name (requested, parcel_seen, received, under_review, refund_paid, reminder), optionally
-    # "name:locale" -> Aliyun TemplateCode (SMS_123456789)
+    # template name (requested, parcel_seen, received, under_review, refund_paid, replacement_delayed,
+    # replacement_shipped, refund_instead, reminder), optionally "name:locale" -> Aliyun TemplateCode
+    # (SMS_123456789)
     aliyun_template_codes: dict[str, str] = Field(default_factory=dict)
     aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_region: str = "cn-hangzhou"

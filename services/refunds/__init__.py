@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.catalog import topic_of
-from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from contracts.events import (
+    ExchangeOutOfStock,
+    ParcelScanned,
+    RefundCommand,
+    ReplacementShipped,
+    ReturnCancelled,
+    ReturnReceived,
+    ReturnRequested,
+)
 from returnflow.service import ConsumerSpec, ServiceSpec
 from services.refunds import api, handlers, views
 from services.refunds.handlers import RefundsContext
@@ -24,6 +32,8 @@ LIFECYCLE_TOPICS = [
     topic_of(ParcelScanned),
     topic_of(ReturnReceived),
     topic_of(RefundCommand),
+    topic_of(ReplacementShipped),  # an exchange shipped is no longer converted to a refund
+    topic_of(ExchangeOutOfStock),  # ... and one out of stock waits for a person to convert it
 ]
 
 SPEC: ServiceSpec[RefundsContext] = ServiceSpec(

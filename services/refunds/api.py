@@ -79,9 +79,12 @@ class DecisionBody(BaseModel):
     """Body of POST /v1/refunds/{return_id}/decisions. The actor comes from the bearer token."""
 
     model_config = ConfigDict(extra="forbid")
-    action: Literal["approve", "reject", "grant_free_refund"]
+    action: Literal["approve", "reject", "grant_free_refund", "convert_to_refund"]
     amount: StrictInt | None = Field(
-        default=None, ge=1, description="minor units; required for grant_free_refund, optional for approve"
+        default=None,
+        ge=1,
+        description="minor units; required for grant_free_refund, optional for approve and convert_to_refund "
+        "(default: the value of the exchange's goods)",
     )
     note: str | None = Field(default=None, max_length=2000)
     escalation_id: str | None = Field(
@@ -129,7 +132,7 @@ def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
 
 @router.post(
     "/v1/refunds/{return_id}/decisions",
-    summary="approve / reject / grant_free_refund (Authorization: Bearer <actor token>)",
+    summary="approve / reject / grant_free_refund / convert_to_refund (Authorization: Bearer <actor token>)",
     description="200 took effect; 202 above the actor's authority (escalated, names the role needed), or "
     "parked: the return is not known yet and the decision is applied when it arrives; 401 unknown actor; "
     "403 a reject above the actor's authority, or a named escalation waiting for a higher role; 409 nothing "

@@ -14,7 +14,15 @@ from uuid import UUID
 
 import asyncpg
 
-from contracts.events import ParcelScanned, RefundCommand, ReturnCancelled, ReturnReceived, ReturnRequested
+from contracts.events import (
+    ExchangeOutOfStock,
+    ParcelScanned,
+    RefundCommand,
+    ReplacementShipped,
+    ReturnCancelled,
+    ReturnReceived,
+    ReturnRequested,
+)
 from returnflow import commands as signed_commands
 from returnflow import metrics
 from returnflow.consumer import Batch, Delivery
@@ -106,6 +114,8 @@ async def record_facts(conn: Conn, batch: Batch) -> None:
     await repository.record_moving_scans(conn, rules.first_moving_scans(batch.of(ParcelScanned)))
     await repository.record_receipts(conn, batch.of(ReturnReceived))
     await repository.record_cancellations(conn, batch.of(ReturnCancelled))
+    await repository.record_replacements(conn, batch.of(ReplacementShipped))
+    await repository.record_out_of_stock(conn, batch.of(ExchangeOutOfStock))
 
 
 def _correlations(batch: Batch) -> dict[UUID, str]:

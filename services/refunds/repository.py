@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.events import (
     Condition,
+    ExchangeOutOfStock,
     ParcelScanned,
     RefundBasis,
+    ReplacementShipped,
     ReturnCancelled,
     ReturnKind,
     ReturnReceived,
@@ -140,6 +142,29 @@ async def record_cancellations(conn: Conn, cancels: Sequence[ReturnCancelled]) -
     )
 
 
+async def record_replacements(conn: Conn, shipped: Sequence[ReplacementShipped]) -> None:
+    if not shipped:
+        return
+    await conn.execute(
+        """INSERT INTO replacements_shipped (return_id, shipment_id, shipped_at)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING""",
+        [e.return_id for e in shipped],
+        [e.shipment_id for e in shipped],
+        [e.shipped_at for e in shipped],
+    )
+
+
+async def record_out_of_stock(conn: Conn, reports: Sequence[ExchangeOutOfStock]) -> None:
+    if not reports:
+        return
+    await conn.execute(
+        """INSERT INTO out_of_stock (return_id, reported_at)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) ON CONFLICT DO NOTHING""",
+        [e.return_id for e in reports],
+        [e.occurred_at for e in reports],
+    )
+
+
 # -- loading what is known about returns -------------------------------------------------------------------
 
 
@@ -158,6 +183,8 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
     scans = await _first_moving_at(conn, ids)
     receipts = await _receipts(conn, ids)
     cancelled = await _cancelled(conn, ids)
+    shipped = await _replacement_shipped(conn, ids)
+    stockless = await _out_of_stock(conn, ids)
     paid = await _ledger_entries(conn, ids)
     decided = await _decided_causes(conn, ids)
     open_esc = await _open_escalations(conn, ids)
@@ -175,6 +202,8 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
             requested_at=r["requested_at"],
             requester=agents.get(r["requested_by_agent"]) if r["requested_by_agent"] else None,
             cancelled=rid in cancelled,
+            replacement_shipped=rid in shipped,
+            out_of_stock=rid in stockless,
             first_moving_at=scans.get(rid),
             receipts=tuple(receipts.get(rid, ())),
             refunds=tuple(paid.get(rid, ())),
@@ -205,6 +234,16 @@ async def _receipts(conn: Conn, ids: list[UUID]) -> dict[UUID, list[Receipt]]:
 
 async def _cancelled(conn: Conn, ids: list[UUID]) -> set[UUID]:
     rows = await conn.fetch("SELECT return_id FROM cancellations WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"] for r in rows}
+
+
+async def _replacement_shipped(conn: Conn, ids: list[UUID]) -> set[UUID]:
+    rows = await conn.fetch("SELECT return_id FROM replacements_shipped WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"] for r in rows}
+
+
+async def _out_of_stock(conn: Conn, ids: list[UUID]) -> set[UUID]:
+    rows = await conn.fetch("SELECT return_id FROM out_of_stock WHERE return_id = ANY($1::uuid[])", ids)
     return {r["return_id"] for r in rows}
 
 

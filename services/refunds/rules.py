@@ -172,6 +172,8 @@ class ReturnFacts:
     requested_at: datetime
     requester: Actor | None = None  # the agent who filed it, with the roster's role
     cancelled: bool = False
+    replacement_shipped: bool = False  # an exchange's replacement left the warehouse
+    out_of_stock: bool = False  # the warehouse has no replacement for the exchange
     first_moving_at: datetime | None = None
     receipts: tuple[Receipt, ...] = ()
     refunds: tuple[Paid, ...] = ()
@@ -399,6 +401,8 @@ def evaluate(f: ReturnFacts, p: Policy) -> list[Action]:
         _early_refund(plan, p)
         for r in f.receipts:
             _receipt(plan, p, r)
+    elif f.kind == ReturnKind.exchange:
+        _replacement_out_of_stock(plan, p)
     return plan.actions
 
 
@@ -442,6 +446,33 @@ def _refund_only_request(plan: _Plan, p: Policy) -> None:
             "request", amount, RefundBasis.refund_only, required, reason, requested_by=who.actor_id if who else None
         )
     )
+
+
+def _replacement_out_of_stock(plan: _Plan, p: Policy) -> None:
+    """An exchange the warehouse cannot send waits in the people's queue: approving converts it to a refund
+    of its goods (within the approver's authority), rejecting waits for stock. Once the replacement ships
+    after all, the question is gone."""
+    f = plan.facts
+    if f.replacement_shipped:
+        for e in f.escalations:
+            if e.basis == RefundBasis.exchange_conversion:
+                plan.add(CloseEscalation(e.escalation_id, "superseded"))
+        return
+    if not f.out_of_stock or "out_of_stock" in f.decided or _converting(f):
+        return
+    amount = min(f.goods_value, f.headroom)
+    if amount <= 0:
+        plan.add(Wait("out_of_stock", "nothing left to refund"))
+        return
+    required = p.authority.required_role(f.currency, f.authority_used + amount)
+    reason = "replacement out of stock: approve to refund instead, reject to wait for stock"
+    plan.add(Escalate("out_of_stock", amount, RefundBasis.exchange_conversion, required, reason))
+
+
+def _converting(f: ReturnFacts) -> bool:
+    """A conversion to a refund was paid, is being paid, or waits for a person."""
+    bases = [x.basis for x in f.refunds if not x.failed] + [e.basis for e in f.escalations]
+    return RefundBasis.exchange_conversion in bases
 
 
 def _early_refund(plan: _Plan, p: Policy) -> None:
@@ -558,7 +589,7 @@ def _review_flagged(plan: _Plan, p: Policy, r: Receipt, flagged_value: int) -> N
 @dataclass(frozen=True)
 class Command:
     command_id: str
-    action: str  # approve | reject | grant_free_refund
+    action: str  # approve | reject | grant_free_refund | convert_to_refund
     amount: int | None = None
     note: str | None = None
     escalation_id: str | None = None  # approve / reject this one (else: see `choose_escalation`)
@@ -590,6 +621,8 @@ def decide_command(f: ReturnFacts | None, p: Policy, actor: Actor | None, cmd: C
         return _refused(409, "the return was cancelled")
     if cmd.action == "grant_free_refund":
         return _grant(f, p, actor, cmd)
+    if cmd.action == "convert_to_refund":
+        return _convert(f, p, actor, cmd)
     if cmd.action in ("approve", "reject"):
         esc = choose_escalation(f, p, actor, cmd)
         if isinstance(esc, Outcome):
@@ -644,14 +677,21 @@ def _grant(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
         return _refused(422, "a positive amount in minor units is required", "amount")
     if cmd.amount > f.headroom:
         return _refused(422, f"amount exceeds what remains refundable ({f.headroom} {f.currency})", "amount")
-    plan = _Plan(f)
     basis = RefundBasis.refund_only if f.kind == ReturnKind.refund_only else RefundBasis.agent_authority
+    return _authorised(f, p, actor, cmd, basis, "refund granted")
+
+
+def _authorised(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command, basis: RefundBasis, done: str) -> Outcome:
+    """A refund of cmd.amount at once when the actor's role covers the return's cumulative amount, else
+    escalated to the role that does."""
+    assert cmd.amount is not None
+    plan = _Plan(f)
     cause = f"command:{cmd.command_id}"
     cumulative = f.authority_used + cmd.amount
     if p.authority.covers(actor.role, f.currency, cumulative):
         plan.add(RefundNow(cause, cmd.amount, basis, actor, cmd.note))
         _supersede(plan)
-        return Outcome(200, "refunded", "refund granted", tuple(plan.actions), amount=cmd.amount)
+        return Outcome(200, "refunded", done, tuple(plan.actions), amount=cmd.amount)
     required = p.authority.required_role(f.currency, cumulative)
     reason = f"{actor.actor_id} ({actor.role.value}) granted {cmd.amount}; {cumulative} in all is above their authority"
     plan.add(Escalate(cause, cmd.amount, basis, required, reason, requested_by=actor.actor_id))
@@ -663,6 +703,29 @@ def _grant(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
         required_role=required,
         amount=cmd.amount,
     )
+
+
+def _convert(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
+    """An exchange that cannot be sent (out of stock, or the customer would rather have the money) becomes
+    a refund of the goods received, once, through the actor's authority like any other refund."""
+    if f.kind != ReturnKind.exchange:
+        return _refused(409, f"a {f.kind.value} return has no exchange to convert")
+    if any(e.basis == RefundBasis.exchange_conversion for e in f.escalations):
+        return _refused(409, "the conversion of this exchange waits in the queue: approve it")
+    if _converting(f):
+        return _refused(409, "this exchange was already converted to a refund")
+    if not f.receipts:
+        return _refused(409, "the exchange's goods have not been received yet")
+    if f.replacement_shipped:
+        return _refused(409, "the exchange's replacement already shipped: it is not converted to a refund")
+    due = min(f.goods_value, f.headroom)
+    if due <= 0:
+        return _refused(409, "nothing is left to refund on this return")
+    if cmd.amount is not None and not 0 < cmd.amount <= due:
+        return _refused(422, f"amount must be between 1 and the goods' value {due} {f.currency}", "amount")
+    amount = cmd.amount if cmd.amount is not None else due
+    converted = Command(cmd.command_id, cmd.action, amount, cmd.note)
+    return _authorised(f, p, actor, converted, RefundBasis.exchange_conversion, "exchange converted to a refund")
 
 
 def _approve(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command, esc: OpenEscalation) -> Outcome:

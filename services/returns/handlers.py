@@ -54,7 +54,9 @@ async def apply_timeline(ctx: ReturnsContext, conn: Conn, batch: Batch) -> None:
 async def put_on_timeline(conn: Conn, lifecycle: Sequence[Message]) -> None:
     entries = [timeline.entry(e) for e in lifecycle]
     await repository.add_timeline(conn, entries)
-    await repository.advance_status(conn, rules.latest_statuses((e.return_id, e.type, e.data) for e in entries))
+    kinds = await repository.kinds_of(conn, {e.return_id for e in entries})
+    statuses = rules.latest_statuses((e.return_id, kinds.get(e.return_id, ""), e.type, e.data) for e in entries)
+    await repository.advance_status(conn, statuses)
 
 
 # -- intake: platform webhooks, many in one transaction ------------------------------------------------

@@ -38,6 +38,16 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "Nothing to do: our team is reviewing your refund. We will text you when it is decided.",
         "next.refund_paid": "All done: your refund has been paid.",
         "next.exchange_checked": "Your exchange has been checked. We will text you when the new item ships.",
+        "step.replacement_shipped": "New item on its way",
+        "step.replacement_delivered": "New item delivered",
+        "step.refund_instead": "Refund instead",
+        "next.replacement_on_its_way": "Nothing to do: your new item is on its way. The text we sent has its tracking "
+        "number.",
+        "next.replacement_delayed": "The new item is out of stock right now. Our team will contact you: wait for "
+        "stock, or a refund instead.",
+        "next.exchange_delivered": "All done: your new item has been delivered.",
+        "next.refund_instead": "No new item could be sent, so you get a refund instead. We will text you when it is "
+        "paid.",
         "next.cancelled": "This return was cancelled. Nothing more to do.",
         "next.rejected": "We could not approve this refund. Reply to our text if you have questions.",
         "form.legend": "Already sent it? Tell us the tracking number",
@@ -92,6 +102,13 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "无需操作：退款正在由专人审核，结果会短信通知您。",
         "next.refund_paid": "已完成：退款已到账。",
         "next.exchange_checked": "换货商品已检查，新商品发出后我们会短信通知您。",
+        "step.replacement_shipped": "新商品已寄出",
+        "step.replacement_delivered": "新商品已送达",
+        "step.refund_instead": "改为退款",
+        "next.replacement_on_its_way": "无需操作：新商品正在寄给您，运单号见我们发送的短信。",
+        "next.replacement_delayed": "换货商品暂时缺货，客服会联系您：等待补货或改为退款。",
+        "next.exchange_delivered": "已完成：新商品已送达。",
+        "next.refund_instead": "新商品无法寄出，已为您改为退款，到账后会短信通知您。",
         "next.cancelled": "此退货已取消，无需其他操作。",
         "next.rejected": "此退款未能通过。如有疑问，请回复短信。",
         "form.legend": "已经寄出？请填写快递单号",
@@ -145,6 +162,16 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "No tienes que hacer nada: estamos revisando tu reembolso. Te avisaremos.",
         "next.refund_paid": "Listo: tu reembolso está pagado.",
         "next.exchange_checked": "Hemos revisado tu cambio. Te avisaremos cuando enviemos el artículo nuevo.",
+        "step.replacement_shipped": "Artículo nuevo en camino",
+        "step.replacement_delivered": "Artículo nuevo entregado",
+        "step.refund_instead": "Reembolso en su lugar",
+        "next.replacement_on_its_way": "Nada que hacer: tu artículo nuevo va en camino. El SMS que te enviamos tiene "
+        "su número de seguimiento.",
+        "next.replacement_delayed": "El artículo nuevo no tiene stock ahora. Te contactaremos: esperar a que llegue o "
+        "recibir un reembolso.",
+        "next.exchange_delivered": "Todo listo: tu artículo nuevo ha sido entregado.",
+        "next.refund_instead": "No podemos enviar el artículo nuevo, así que recibirás un reembolso. Te avisaremos "
+        "cuando se pague.",
         "next.cancelled": "Esta devolución se canceló. No hay nada más que hacer.",
         "next.rejected": "No pudimos aprobar este reembolso. Responde a nuestro SMS si tienes dudas.",
         "form.legend": "¿Ya lo enviaste? Indícanos el número de seguimiento",

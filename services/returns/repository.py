@@ -139,6 +139,12 @@ async def add_timeline(conn: Conn, entries: Sequence[TimelineEntry]) -> None:
     )
 
 
+async def kinds_of(conn: Conn, return_ids: set[UUID]) -> dict[UUID, str]:
+    """Each known return's kind (the status machine reads events with it)."""
+    rows = await conn.fetch("SELECT id, kind FROM returns WHERE id = ANY($1::uuid[])", list(return_ids))
+    return {r["id"]: r["kind"] for r in rows}
+
+
 async def advance_status(conn: Conn, updates: dict[UUID, Status]) -> None:
     """Move each return to this status if it ranks above the one it has."""
     if not updates:

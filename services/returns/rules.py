@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any, Literal, NamedTuple
 from uuid import UUID, uuid4
 
@@ -24,7 +25,11 @@ class Status(NamedTuple):
     rank: int
 
 
-# -- status ----------------------------------------------------------------------------------------
+# -- status: the one state machine ---------------------------------------------------------------------
+# A return's status is a fold of its events: each event, read with the return's kind, leads to a status
+# or to none, and the highest rank wins. Max is commutative, associative and idempotent, so the events
+# may arrive in any order, twice, or interleaved with other returns' and the status is the same
+# (property-tested). Every status name has one rank.
 
 STATUS_BY_EVENT: dict[str, Status] = {
     "return.requested": Status("requested", 10),
@@ -39,20 +44,71 @@ STATUS_BY_EVENT: dict[str, Status] = {
 }
 REJECTED = Status("rejected", 45)
 REQUESTED = STATUS_BY_EVENT["return.requested"]
+REFUNDED = STATUS_BY_EVENT["refund.issued"]
+
+# An exchange ends when the replacement reaches the customer, or when a person converts it to a refund.
+AWAITING_STOCK = Status("awaiting_stock", 33)  # the warehouse has no replacement: a person decides
+CONVERSION_UNDER_REVIEW = Status("conversion_under_review", 38)  # converting needs a higher role
+CONVERTED_TO_REFUND = Status("converted_to_refund", 48)  # decided; `refunded` once paid
+EXCHANGE_SHIPPED = Status("exchange_shipped", 60)
+EXCHANGE_DELIVERED = Status("exchange_delivered", 70)
+EXCHANGE_STATUS_BY_EVENT: dict[str, Status] = {
+    "exchange.out_of_stock": AWAITING_STOCK,
+    "exchange.replacement_shipped": EXCHANGE_SHIPPED,
+    "exchange.replacement_delivered": EXCHANGE_DELIVERED,
+}
+CONVERSION_BASIS = "exchange_conversion"
+CANCELLED = STATUS_BY_EVENT["return.cancelled"]
 
 
-def status_after(event_type: str, data: dict[str, Any]) -> Status | None:
+def status_after(event_type: str, data: dict[str, Any], kind: str = "return_and_refund") -> Status | None:
+    """The status one event leads to on a return of this kind (None: the event does not move it)."""
+    if kind == "exchange":
+        return _exchange_status_after(event_type, data)
     if event_type == "refund.decided" and data.get("decision") == "reject":
         return REJECTED
     return STATUS_BY_EVENT.get(event_type)
 
 
-def latest_statuses(events: Iterable[tuple[UUID, str, dict[str, Any]]]) -> dict[UUID, Status]:
-    """Per return, the highest-ranked status (return id, event type, data) events lead to."""
+def _exchange_status_after(event_type: str, data: dict[str, Any]) -> Status | None:
+    """On an exchange, refunds move the status only when they convert it: a goodwill grant (or its
+    escalation, failure or rejection) is money on the side, the exchange goes on."""
+    if event_type in EXCHANGE_STATUS_BY_EVENT:
+        return EXCHANGE_STATUS_BY_EVENT[event_type]
+    if event_type.startswith("refund."):
+        if data.get("basis") != CONVERSION_BASIS:
+            return None
+        match event_type, data.get("decision"):
+            case "refund.escalated", _:
+                return CONVERSION_UNDER_REVIEW
+            case "refund.decided", "refund":
+                return CONVERTED_TO_REFUND
+            case "refund.issued", _:
+                return REFUNDED
+        return None
+    return STATUS_BY_EVENT.get(event_type)
+
+
+def later(a: Status | None, b: Status | None) -> Status | None:
+    """The step of the fold: the higher-ranked of two statuses."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if b.rank > a.rank else a
+
+
+def status_of(kind: str, events: Iterable[tuple[str, dict[str, Any]]]) -> Status | None:
+    """A return's status from its (event type, data) events, in any order."""
+    return reduce(later, (status_after(t, d, kind) for t, d in events), None)
+
+
+def latest_statuses(events: Iterable[tuple[UUID, str, str, dict[str, Any]]]) -> dict[UUID, Status]:
+    """Per return, the status its (return id, kind, event type, data) events lead to."""
     out: dict[UUID, Status] = {}
-    for return_id, event_type, data in events:
-        status = status_after(event_type, data)
-        if status is not None and (return_id not in out or out[return_id].rank < status.rank):
+    for return_id, kind, event_type, data in events:
+        status = later(out.get(return_id), status_after(event_type, data, kind))
+        if status is not None:
             out[return_id] = status
     return out
 
@@ -178,9 +234,11 @@ class Fact(NamedTuple):
 STEP_PLANS: dict[str, tuple[str, ...]] = {
     "refund_only": ("requested", "approved", "refund_paid"),
     "return_and_refund": ("requested", "on_its_way", "received", "checked", "refund_paid"),
-    "exchange": ("requested", "on_its_way", "received", "checked"),
+    "exchange": ("requested", "on_its_way", "received", "replacement_shipped", "replacement_delivered"),
 }
-CLOSED = frozenset({"refunded", "rejected", "cancelled"})
+# An exchange a person turned into a refund (out of stock): its money, not a parcel, ends it.
+CONVERTED_PLAN: tuple[str, ...] = ("requested", "on_its_way", "received", "refund_instead", "refund_paid")
+CLOSED = frozenset({"refunded", "rejected", "cancelled", "exchange_delivered"})
 
 
 def is_step_event(step: str, f: Fact) -> bool:
@@ -200,7 +258,18 @@ def is_step_event(step: str, f: Fact) -> bool:
             return f.type == "refund.decided" and f.data.get("decision") == "refund"
         case "refund_paid":
             return f.type == "refund.issued"
+        case "replacement_shipped":
+            return f.type == "exchange.replacement_shipped"
+        case "replacement_delivered":
+            return f.type == "exchange.replacement_delivered"
+        case "refund_instead":
+            return is_conversion(f)
     return False
+
+
+def is_conversion(f: Fact) -> bool:
+    """A person decided to refund an exchange instead of sending its replacement."""
+    return f.type == "refund.decided" and f.data.get("decision") == "refund" and f.data.get("basis") == CONVERSION_BASIS
 
 
 @dataclass(frozen=True)
@@ -227,6 +296,10 @@ class Progress:
     rejected_at: datetime | None
     under_review: bool
     refund: Refund | None
+    # an exchange's news beside its steps: goods checked, replacement out of stock, made a refund instead
+    checked_at: datetime | None = None
+    out_of_stock_at: datetime | None = None
+    converted_at: datetime | None = None
 
     def done(self, key: str) -> bool:
         return any(s.key == key and s.done for s in self.steps)
@@ -249,9 +322,14 @@ def step_time(step: str, facts: Sequence[Fact]) -> datetime | None:
 
 
 def progress(kind: str, facts: Sequence[Fact]) -> Progress:
-    """The customer's progress line from a return's timeline, in any order the events arrived."""
-    steps = tuple(Step(key, step_time(key, facts)) for key in STEP_PLANS[kind])
+    """The customer's progress line from a return's timeline, in any order the events arrived. On an
+    exchange, refunds are goodwill beside it (a declined one stops nothing) unless one converts it."""
+    converted_at = _first(facts, is_conversion) if kind == "exchange" else None
+    plan = CONVERTED_PLAN if converted_at is not None else STEP_PLANS[kind]
+    steps = tuple(Step(key, step_time(key, facts)) for key in plan)
     rejected_at = _first(facts, lambda f: f.type == "refund.decided" and f.data.get("decision") == "reject")
+    if kind == "exchange":
+        rejected_at = None
     escalated = _first(facts, lambda f: f.type == "refund.escalated")
     decided = _first(facts, lambda f: f.type in ("refund.decided", "refund.issued"))
     return Progress(
@@ -260,6 +338,9 @@ def progress(kind: str, facts: Sequence[Fact]) -> Progress:
         rejected_at=rejected_at,
         under_review=escalated is not None and (decided is None or decided < escalated),
         refund=refund_of(facts),
+        checked_at=step_time("checked", facts),
+        out_of_stock_at=_first(facts, lambda f: f.type == "exchange.out_of_stock"),
+        converted_at=converted_at,
     )
 
 
@@ -284,6 +365,10 @@ NextAction = Literal[
     "rejected",
     "refund_paid",
     "exchange_checked",
+    "exchange_delivered",
+    "replacement_on_its_way",
+    "replacement_delayed",
+    "refund_instead",
     "under_review",
     "nothing_to_send",
     "ship",
@@ -300,8 +385,8 @@ def next_action(kind: str, p: Progress) -> NextAction:
         return "rejected"
     if p.done("refund_paid"):
         return "refund_paid"
-    if kind == "exchange" and p.done("checked"):
-        return "exchange_checked"
+    if kind == "exchange" and (exchange_news := _exchange_action(p)) is not None:
+        return exchange_news
     if p.under_review:
         return "under_review"
     if kind == "refund_only":
@@ -309,6 +394,21 @@ def next_action(kind: str, p: Progress) -> NextAction:
     if p.done("received"):
         return "checking"
     return "wait_parcel" if p.done("on_its_way") else "ship"
+
+
+def _exchange_action(p: Progress) -> NextAction | None:
+    """Where an exchange's replacement is, latest news first (None: nothing beyond a return's)."""
+    if p.converted_at is not None:
+        return "refund_instead"
+    if p.done("replacement_delivered"):
+        return "exchange_delivered"
+    if p.done("replacement_shipped"):
+        return "replacement_on_its_way"
+    if p.out_of_stock_at is not None:
+        return "replacement_delayed"
+    if p.checked_at is not None:
+        return "exchange_checked"
+    return None
 
 
 def can_register_tracking(kind: str, p: Progress, tracking_no: str | None) -> bool:

@@ -48,6 +48,9 @@ class WebhookLine(BaseModel):
     unit_price: StrictInt = Field(ge=0, description="minor units")
     reason: str = Field(min_length=1, max_length=64)
     note: str | None = Field(default=None, max_length=2000)
+    replacement_sku: str | None = Field(
+        default=None, min_length=1, max_length=64, description="exchange: the SKU to send instead (none: the same SKU)"
+    )
 
 
 class RequestedByCustomer(BaseModel):

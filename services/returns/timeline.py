@@ -133,6 +133,11 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "inventory.discrepancy_resolved": lambda d: (
         f"Inventory discrepancy resolved by {d.get('resolved_by')}: {d.get('note')}"
     ),
+    "exchange.replacement_shipped": lambda d: (
+        f"Replacement shipped by {d.get('shipped_by')}: {d.get('carrier')} {d.get('tracking_no')}"
+    ),
+    "exchange.replacement_delivered": lambda d: f"Replacement delivered ({d.get('carrier')} {d.get('tracking_no')})",
+    "exchange.out_of_stock": lambda d: f"Replacement out of stock (reported by {d.get('reported_by')}): for a person",
     "sms.sent": lambda d: f"SMS sent to customer: {d.get('step')}",
     "sms.deferred": lambda d: f"SMS for {d.get('step')} deferred: {d.get('reason')}",
     "sms.suppressed": lambda d: f"SMS for {d.get('step')} not sent: {d.get('reason')}",

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from contracts.catalog import topic_of
-from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.http import token_digest
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
@@ -18,7 +18,12 @@ from services.warehouse import api, handlers, views
 from services.warehouse.handlers import Device, WarehouseContext
 from services.warehouse.settings import WarehouseSettings
 
-LIFECYCLE_TOPICS = [topic_of(ReturnRequested), topic_of(TrackingRegistered), topic_of(ReturnCancelled)]
+LIFECYCLE_TOPICS = [
+    topic_of(ReturnRequested),
+    topic_of(TrackingRegistered),
+    topic_of(ReturnCancelled),
+    topic_of(RefundDecided),  # an exchange converted to a refund ships no replacement
+]
 
 
 async def build_context(rt: Runtime, settings: WarehouseSettings) -> WarehouseContext:

@@ -35,32 +35,61 @@ from returnflow.http import (
 from returnflow.openapi import problems, signed
 from returnflow.signing import SignatureError
 from services.warehouse import handlers, rules, views
-from services.warehouse.handlers import Device, FeedOutcome, WarehouseContext
+from services.warehouse.handlers import (
+    Device,
+    FeedOutcome,
+    OutOfStockIntake,
+    ShipmentIntake,
+    WarehouseContext,
+    report_out_of_stock,
+    ship_replacement,
+)
 from services.warehouse.responses import (
     KUAIDI100_OK,
     FeedAccepted,
     Kuaidi100Answer,
+    OutOfStockRecorded,
     Parcel,
     ParcelToReceive,
     ParkedScans,
     ReceiptRecorded,
+    ReplacementRecorded,
     ScanAccepted,
 )
 from services.warehouse.rules import (
+    AlreadyShipped,
     DoesNotFit,
+    ExchangeClosed,
     NoGoodsExpected,
     NoParcelExpected,
+    NotAnExchange,
+    OutOfStockAccepted,
+    OutOfStockAgain,
+    OutOfStockOutcome,
     ReceiptAccepted,
     ReceiptIdTaken,
     ReceiptIntake,
     ReceiptOutcome,
     SameReceiptAgain,
+    SameShipmentAgain,
     ScanIntake,
     SecondReceipt,
+    SecondShipment,
+    ShipmentAccepted,
+    ShipmentIdTaken,
+    ShipmentOutcome,
     receipt_fingerprint,
     scan_identity,
 )
-from services.warehouse.schemas import CARRIER, AfterShipWebhook, Kuaidi100Push, ReceiptBody, ScanWebhook
+from services.warehouse.schemas import (
+    CARRIER,
+    AfterShipWebhook,
+    Kuaidi100Push,
+    OutOfStockBody,
+    ReceiptBody,
+    ReplacementBody,
+    ScanWebhook,
+)
 from services.warehouse.signatures import AFTERSHIP_HMAC_HEADER, aftership_verify, kuaidi100_verify
 
 Ctx = Annotated[WarehouseContext, Depends(context_dependency(WarehouseContext))]
@@ -392,6 +421,107 @@ def receipt_response(outcome: ReceiptOutcome) -> Response:
         case DoesNotFit(fields):
             return error(422, "receipt does not fit the return", fields=fields)
     raise AssertionError(f"unhandled receipt outcome {outcome!r}")
+
+
+REPLACEMENT_EXAMPLE = {
+    "shipment_id": "pack-2-000045",
+    "return_id": "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11",
+    "carrier": "sf",
+    "tracking_no": "SF9876543210",
+    "packed_by": "packer-li",
+    "lines": [{"sku": "SHOE-42", "qty": 1}],
+}
+
+
+@router.post(
+    "/v1/warehouse/replacements",
+    status_code=201,
+    tags=["warehouse"],
+    summary="An exchange's replacement handed to a courier (Authorization: Bearer <device token>)",
+    response_model=ReplacementRecorded,
+    responses={
+        201: {"model": ReplacementRecorded, "description": "recorded: exchange.replacement_shipped published"},
+        200: {"model": ReplacementRecorded, "description": "the same shipment again"},
+        **problems(
+            401,
+            404,
+            409,
+            413,
+            415,
+            422,
+            s404="no exchange is known by this return id",
+            s409="not an exchange, cancelled, goods not received yet, a second shipment, or a shipment id in use",
+            s422="a SKU or quantity not matching the exchange request, or a tracking number in use (field named)",
+        ),
+    },
+    openapi_extra=json_body(ReplacementBody, REPLACEMENT_EXAMPLE),
+)
+async def replacement(request: Request, ctx: Ctx, device: RegisteredDevice) -> Response:
+    body = await json_request(request, ReplacementBody, ctx.runtime_settings.webhook_max_body_bytes)
+    intake = ShipmentIntake(device.device_id, device.warehouse_id, body, correlation_id(request))
+    return replacement_response(await ship_replacement(ctx, intake))
+
+
+def replacement_response(outcome: ShipmentOutcome) -> Response:
+    match outcome:
+        case ShipmentAccepted(shipment_id, rid, tracking_no):
+            body = {"shipment_id": shipment_id, "return_id": str(rid), "tracking_no": tracking_no}
+            return json_response(body | {"duplicate": False}, 201)
+        case SameShipmentAgain(shipment_id, rid, tracking_no):
+            body = {"shipment_id": shipment_id, "return_id": str(rid), "tracking_no": tracking_no}
+            return json_response(body | {"duplicate": True}, 200)
+        case NoParcelExpected(reference):
+            return error(404, f"no exchange is known as {reference}")
+        case NotAnExchange(rid, kind):
+            return error(409, f"return {rid} is {kind}, not an exchange: no replacement is sent")
+        case ExchangeClosed(rid, reason):
+            return error(409, f"no replacement for return {rid} now: {reason}")
+        case SecondShipment(shipment_id, rid):
+            message = f"return {rid} already has replacement shipment {shipment_id}; a second one is not accepted"
+            return error(409, message, shipment_id=shipment_id)
+        case ShipmentIdTaken(shipment_id):
+            return error(409, f"shipment id {shipment_id!r} was already used for another return")
+        case DoesNotFit(fields):
+            return error(422, "the shipment does not match the exchange request", fields=fields)
+    raise AssertionError(f"unhandled shipment outcome {outcome!r}")
+
+
+@router.post(
+    "/v1/warehouse/replacements/out-of-stock",
+    status_code=201,
+    tags=["warehouse"],
+    summary="No replacement in stock: the exchange goes to a person (Authorization: Bearer <device token>)",
+    response_model=OutOfStockRecorded,
+    responses={
+        201: {"model": OutOfStockRecorded, "description": "recorded: exchange.out_of_stock published"},
+        200: {"model": OutOfStockRecorded, "description": "reported before"},
+        **problems(401, 404, 409, 413, 415, 422, s409="not an exchange, or its replacement already shipped"),
+    },
+    openapi_extra=json_body(
+        OutOfStockBody, {"return_id": REPLACEMENT_EXAMPLE["return_id"], "skus": ["SHOE-42"], "reported_by": "packer-li"}
+    ),
+)
+async def out_of_stock(request: Request, ctx: Ctx, device: RegisteredDevice) -> Response:
+    body = await json_request(request, OutOfStockBody, ctx.runtime_settings.webhook_max_body_bytes)
+    intake = OutOfStockIntake(device.device_id, device.warehouse_id, body, correlation_id(request))
+    return out_of_stock_response(await report_out_of_stock(ctx, intake))
+
+
+def out_of_stock_response(outcome: OutOfStockOutcome) -> Response:
+    match outcome:
+        case OutOfStockAccepted(rid):
+            return json_response({"return_id": str(rid), "duplicate": False}, 201)
+        case OutOfStockAgain(rid):
+            return json_response({"return_id": str(rid), "duplicate": True}, 200)
+        case NoParcelExpected(reference):
+            return error(404, f"no exchange is known as {reference}")
+        case NotAnExchange(rid, kind):
+            return error(409, f"return {rid} is {kind}, not an exchange")
+        case AlreadyShipped(rid, shipment_id):
+            return error(409, f"return {rid}'s replacement already shipped ({shipment_id})", shipment_id=shipment_id)
+        case DoesNotFit(fields):
+            return error(422, "the report does not match the exchange request", fields=fields)
+    raise AssertionError(f"unhandled out-of-stock outcome {outcome!r}")
 
 
 @router.get(

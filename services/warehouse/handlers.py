@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import httpx
 
-from contracts.events import Message, ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import Message, RefundBasis, RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
@@ -29,18 +29,24 @@ from services.warehouse.rules import (
     CarrierScan,
     DueSubscription,
     FeedScans,
+    OutOfStockAccepted,
+    OutOfStockOutcome,
     Receipt,
     ReceiptAccepted,
     ReceiptIntake,
     ReceiptOutcome,
+    Replacement,
     ScanIntake,
     ScanResult,
+    ShipmentAccepted,
+    ShipmentOutcome,
+    ShipReplacement,
     Subscribed,
     SubscribeLater,
     SubscriptionOutcome,
     SubscriptionRefused,
 )
-from services.warehouse.schemas import Kuaidi100Push
+from services.warehouse.schemas import Kuaidi100Push, OutOfStockBody, ReplacementBody
 from services.warehouse.settings import WarehouseSettings
 
 log = get_logger("warehouse.handlers")
@@ -88,6 +94,10 @@ async def apply_lifecycle(ctx: WarehouseContext, conn: Conn, batch: Batch) -> No
         firsts = zip(requested, granted[: len(requested)], strict=True)
         subscribe = [(t, None, e.correlation_id) for e, t in firsts if t is not None]
         await repository.request_subscriptions(conn, subscribe + [(t, e.carrier, e.correlation_id) for e, t in tracked])
+    converted = [
+        e for e in batch.of(RefundDecided) if e.decision == "refund" and e.basis == RefundBasis.exchange_conversion
+    ]
+    await repository.record_converted(conn, sorted(converted, key=lambda e: e.return_id))
     await unpark(conn, await repository.tracking_holders(conn, wanted, lock=True))
 
 
@@ -133,6 +143,7 @@ async def accept_scans(conn: Conn, items: Sequence[ScanIntake]) -> list[ScanResu
     new = [s for s in distinct if s.scan_id in recorded]
     parcels = await repository.tracking_holders(conn, {s.tracking_no for s in new}, lock=True)
     await publish_scans(conn, rules.match_scans(new, parcels))
+    await match_outgoing(conn, [s for s in new if s.tracking_no not in parcels])
     matched = await repository.scan_returns(conn, [i.scan_id for i in items])
     return rules.scan_results(items, recorded, matched)
 
@@ -285,3 +296,97 @@ def receipt_of(it: ReceiptIntake, accept: AcceptReceipt, now: datetime) -> Recei
         correlation_id=it.correlation_id,
         lines=accept.lines,
     )
+
+
+# -- an exchange's replacement: shipped, its outgoing parcel's scans, out of stock ------------------------
+
+
+async def match_outgoing(conn: Conn, scans: Sequence[CarrierScan]) -> None:
+    """Scans of outgoing replacement parcels (matched by their tracking number) attach to their exchange
+    and are not published as the return's parcel scans; the first `delivered` one publishes
+    exchange.replacement_delivered (once). Scans of no known parcel stay parked."""
+    if not scans:
+        return
+    outgoing = await repository.outgoing_holders(conn, {s.tracking_no for s in scans})
+    by_parcel: dict[str, list[CarrierScan]] = {}
+    for s in scans:
+        if s.tracking_no in outgoing:
+            by_parcel.setdefault(s.tracking_no, []).append(s)
+    now = datetime.now(UTC)
+    delivered: dict[UUID, CarrierScan] = {}
+    published: list[Message] = []
+    for tracking_no, parcel_scans in by_parcel.items():
+        out = outgoing[tracking_no]
+        scan = rules.delivery_scan(out.delivered, parcel_scans)
+        if scan is not None:
+            delivered[out.return_id] = scan
+            published.append(events.replacement_delivered(out.return_id, out.shipment_id, scan, now))
+    matched = [(s.scan_id, outgoing[t].return_id) for t, ss in by_parcel.items() for s in ss]
+    await repository.mark_outgoing(conn, matched, delivered)
+    await enqueue(conn, published)
+
+
+@dataclass(frozen=True)
+class ShipmentIntake:
+    device_id: str
+    warehouse_id: str
+    body: ReplacementBody
+    correlation_id: str
+
+
+async def ship_replacement(ctx: WarehouseContext, it: ShipmentIntake) -> ShipmentOutcome:
+    """An exchange's replacement handed to a courier: recorded once, published with the warehouse's
+    attestation of the stock leaving; scans of its parcel that came before it are matched now."""
+    body = it.body
+    fingerprint = rules.shipment_fingerprint(body)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await repository.lock_tracking(conn, [body.tracking_no])
+        facts = await repository.shipment_facts(conn, body.return_id, body.shipment_id, body.tracking_no)
+        expected = (await repository.expected_lines(conn, [body.return_id])).get(body.return_id, [])
+        decision = rules.decide_shipment(facts, expected, body, fingerprint)
+        if not isinstance(decision, ShipReplacement):
+            return decision
+        now = datetime.now(UTC)
+        replacement = Replacement(
+            shipment_id=body.shipment_id or f"shp-{uuid4().hex}",
+            return_id=body.return_id,
+            warehouse_id=it.warehouse_id,
+            device_id=it.device_id,
+            packed_by=body.packed_by,
+            carrier=body.carrier,
+            tracking_no=body.tracking_no,
+            shipped_at=body.shipped_at or now,
+            fingerprint=fingerprint,
+            correlation_id=it.correlation_id,
+            lines=[(x.sku, x.qty) for x in body.lines],
+        )
+        await repository.insert_replacement(conn, replacement)
+        await enqueue(conn, events.replacement_events(replacement, now))
+        await match_outgoing(conn, await repository.parked_scans_for(conn, [body.tracking_no]))
+    log.info("replacement shipped", return_id=str(body.return_id), shipment_id=replacement.shipment_id)
+    return ShipmentAccepted(replacement.shipment_id, body.return_id, body.tracking_no)
+
+
+@dataclass(frozen=True)
+class OutOfStockIntake:
+    device_id: str
+    warehouse_id: str
+    body: OutOfStockBody
+    correlation_id: str
+
+
+async def report_out_of_stock(ctx: WarehouseContext, it: OutOfStockIntake) -> OutOfStockOutcome:
+    """No replacement to send: reported once, published for a person (convert to a refund or wait)."""
+    b = it.body
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        facts = await repository.shipment_facts(conn, b.return_id, None, "")
+        expected = (await repository.expected_lines(conn, [b.return_id])).get(b.return_id, [])
+        reported = await repository.out_of_stock_reported(conn, b.return_id)
+        decision = rules.decide_out_of_stock(facts, expected, reported, b)
+        if isinstance(decision, OutOfStockAccepted):
+            await repository.insert_out_of_stock(conn, b.return_id, b.skus, it.warehouse_id, b.reported_by, b.note)
+            event = events.out_of_stock(
+                b.return_id, b.skus, it.warehouse_id, b.reported_by, b.note, it.correlation_id, datetime.now(UTC)
+            )
+            await enqueue(conn, [event])
+        return decision

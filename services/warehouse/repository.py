@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 import orjson
 
-from contracts.events import ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.db import Conn
-from services.warehouse.rules import CarrierScan, DueSubscription, ExpectedLine, KnownReceipts, Parcel, Receipt
+from services.warehouse.rules import (
+    CarrierScan,
+    DueSubscription,
+    ExpectedLine,
+    KnownReceipts,
+    Parcel,
+    Receipt,
+    Replacement,
+    ShipmentFacts,
+)
 
 
 async def lock_tracking(conn: Conn, tracking_numbers: Collection[str]) -> None:
@@ -63,14 +73,15 @@ async def record_requested(conn: Conn, requested: Sequence[tuple[ReturnRequested
     )
     lines = [(e.return_id, n, line) for e, _ in requested for n, line in enumerate(e.lines, 1)]
     await conn.execute(
-        """INSERT INTO parcel_lines (return_id, line_no, sku, qty, unit_price)
-           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::bigint[])
+        """INSERT INTO parcel_lines (return_id, line_no, sku, qty, unit_price, replacement_sku)
+           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::text[])
            ON CONFLICT DO NOTHING""",
         [x[0] for x in lines],
         [x[1] for x in lines],
         [x[2].sku for x in lines],
         [x[2].qty for x in lines],
         [x[2].unit_price for x in lines],
+        [x[2].replacement_sku for x in lines],
     )
 
 
@@ -99,6 +110,21 @@ async def record_cancelled(conn: Conn, cancelled: Sequence[ReturnCancelled]) -> 
         [e.return_id for e in cancelled],
         [e.occurred_at for e in cancelled],
         [e.correlation_id for e in cancelled],
+    )
+
+
+async def record_converted(conn: Conn, converted: Sequence[RefundDecided]) -> None:
+    """Exchanges a person converted to a refund (a row may come before its return's request)."""
+    if not converted:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, converted_at, correlation_id)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])
+           ON CONFLICT (return_id) DO UPDATE SET converted_at = COALESCE(parcels.converted_at, EXCLUDED.converted_at),
+               updated_at = now()""",
+        [e.return_id for e in converted],
+        [e.occurred_at for e in converted],
+        [e.correlation_id for e in converted],
     )
 
 
@@ -189,11 +215,12 @@ async def lock_parcels(conn: Conn, return_ids: Sequence[UUID]) -> dict[UUID, Par
 async def expected_lines(conn: Conn, return_ids: Sequence[UUID]) -> dict[UUID, list[ExpectedLine]]:
     expected: dict[UUID, list[ExpectedLine]] = {}
     for r in await conn.fetch(
-        """SELECT return_id, sku, qty, unit_price FROM parcel_lines WHERE return_id = ANY($1::uuid[])
-           ORDER BY return_id, line_no""",
+        """SELECT return_id, sku, qty, unit_price, replacement_sku FROM parcel_lines
+           WHERE return_id = ANY($1::uuid[]) ORDER BY return_id, line_no""",
         list(return_ids),
     ):
-        expected.setdefault(r["return_id"], []).append(ExpectedLine(r["sku"], r["qty"], r["unit_price"]))
+        line = ExpectedLine(r["sku"], r["qty"], r["unit_price"], r["replacement_sku"])
+        expected.setdefault(r["return_id"], []).append(line)
     return expected
 
 
@@ -296,3 +323,116 @@ async def next_subscription_in(pool: asyncpg.Pool) -> float | None:
            FROM kuaidi100_subscriptions WHERE status = 'pending'"""
     )
     return None if v is None else max(0.0, float(v))
+
+
+# -- an exchange's replacement ----------------------------------------------------------------------------
+
+
+async def shipment_facts(
+    conn: Conn, return_id: UUID, shipment_id: str | None, tracking_no: str
+) -> ShipmentFacts | None:
+    """What deciding a replacement shipment needs; the exchange's parcel row locked (None: no parcel)."""
+    row = await conn.fetchrow(
+        """SELECT p.requested, p.kind, p.cancelled_at IS NOT NULL AS cancelled, p.converted_at IS NOT NULL AS converted,
+               EXISTS (SELECT 1 FROM receipts r WHERE r.return_id = p.return_id) AS received,
+               x.shipment_id, x.fingerprint,
+               (SELECT return_id FROM replacements WHERE shipment_id = $2) AS shipment_id_of,
+               COALESCE((SELECT return_id FROM parcels WHERE tracking_no = $3),
+                        (SELECT return_id FROM replacements WHERE tracking_no = $3)) AS tracking_of
+           FROM parcels p LEFT JOIN replacements x ON x.return_id = p.return_id
+           WHERE p.return_id = $1 FOR UPDATE OF p""",
+        return_id,
+        shipment_id,
+        tracking_no,
+    )
+    if row is None:
+        return None
+    shipped = (row["shipment_id"], row["fingerprint"]) if row["shipment_id"] is not None else None
+    return ShipmentFacts(
+        row["requested"],
+        row["kind"],
+        row["cancelled"],
+        row["received"],
+        shipped,
+        row["shipment_id_of"],
+        row["tracking_of"],
+        row["converted"],
+    )
+
+
+async def insert_replacement(conn: Conn, r: Replacement) -> None:
+    await conn.execute(
+        """INSERT INTO replacements (return_id, shipment_id, warehouse_id, device_id, packed_by, carrier, tracking_no,
+               shipped_at, fingerprint, lines, correlation_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)""",
+        r.return_id,
+        r.shipment_id,
+        r.warehouse_id,
+        r.device_id,
+        r.packed_by,
+        r.carrier,
+        r.tracking_no,
+        r.shipped_at,
+        r.fingerprint,
+        [{"sku": sku, "qty": qty} for sku, qty in r.lines],  # the pool's jsonb codec encodes it
+        r.correlation_id,
+    )
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An outgoing replacement parcel, as its scans need it."""
+
+    return_id: UUID
+    shipment_id: str
+    carrier: str
+    delivered: bool
+
+
+async def outgoing_holders(conn: Conn, tracking_numbers: Collection[str]) -> dict[str, Outgoing]:
+    """tracking number -> the replacement parcel that has it (rows locked, in return id order)."""
+    if not tracking_numbers:
+        return {}
+    rows = await conn.fetch(
+        """SELECT tracking_no, return_id, shipment_id, carrier, delivered_at IS NOT NULL AS delivered
+           FROM replacements WHERE tracking_no = ANY($1::text[]) ORDER BY return_id FOR UPDATE""",
+        list(set(tracking_numbers)),
+    )
+    return {r["tracking_no"]: Outgoing(r["return_id"], r["shipment_id"], r["carrier"], r["delivered"]) for r in rows}
+
+
+async def mark_outgoing(conn: Conn, matched: Sequence[tuple[str, UUID]], delivered: dict[UUID, CarrierScan]) -> None:
+    """Attach outgoing-parcel scans to their exchanges; `delivered` (return -> scan) marks the delivery."""
+    await conn.execute(
+        """UPDATE scans s SET return_id = m.return_id, matched_at = now(), outgoing = true
+           FROM unnest($1::text[], $2::uuid[]) AS m(scan_id, return_id) WHERE s.scan_id = m.scan_id""",
+        [scan_id for scan_id, _ in matched],
+        [rid for _, rid in matched],
+    )
+    if delivered:
+        await conn.execute(
+            """UPDATE replacements x SET delivered_at = d.at, delivered_scan_id = d.scan_id
+               FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS d(return_id, scan_id, at)
+               WHERE x.return_id = d.return_id AND x.delivered_at IS NULL""",
+            list(delivered),
+            [s.scan_id for s in delivered.values()],
+            [s.scanned_at for s in delivered.values()],
+        )
+
+
+async def out_of_stock_reported(conn: Conn, return_id: UUID) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM out_of_stock WHERE return_id = $1)", return_id))
+
+
+async def insert_out_of_stock(
+    conn: Conn, return_id: UUID, skus: Sequence[str], warehouse_id: str, reported_by: str, note: str | None
+) -> None:
+    await conn.execute(
+        """INSERT INTO out_of_stock (return_id, skus, warehouse_id, reported_by, note) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (return_id) DO NOTHING""",
+        return_id,
+        list(skus),
+        warehouse_id,
+        reported_by,
+        note,
+    )

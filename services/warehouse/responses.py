@@ -59,6 +59,18 @@ class ParcelReceipt(BaseModel):
     lines: Any
 
 
+class ParcelReplacement(BaseModel):
+    """An exchange's replacement, shipped (and delivered once its parcel is scanned delivered)."""
+
+    shipment_id: str
+    carrier: str
+    tracking_no: str
+    packed_by: str
+    shipped_at: datetime
+    lines: Any
+    delivered_at: datetime | None
+
+
 class Parcel(BaseModel):
     """A return's parcel: what is expected back, its carrier scans and its receipt."""
 
@@ -83,6 +95,7 @@ class Parcel(BaseModel):
     lines: list[ParcelLine]
     scans: list[ParcelScan]
     receipt: ParcelReceipt | None
+    replacement: ParcelReplacement | None = None
 
 
 class ParkedScan(BaseModel):
@@ -177,3 +190,22 @@ class ParcelToReceive(BaseModel):
     cancelled_at: datetime | None
     lines: list[ExpectedLine]
     receipt: ReceivedAlready | None = Field(description="the parcel was received already (a second is refused)")
+
+
+class ReplacementRecorded(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"shipment_id": "pack-2-000045", "return_id": RETURN_ID, "tracking_no": "SF9876543210"}
+            | {"duplicate": False}
+        }
+    )
+    shipment_id: str
+    return_id: UUID
+    tracking_no: str
+    duplicate: bool
+
+
+class OutOfStockRecorded(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"return_id": RETURN_ID, "duplicate": False}})
+    return_id: UUID
+    duplicate: bool

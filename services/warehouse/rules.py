@@ -17,7 +17,9 @@ from services.warehouse.schemas import (
     AfterShipWebhook,
     Kuaidi100Checkpoint,
     Kuaidi100Push,
+    OutOfStockBody,
     ReceiptBody,
+    ReplacementBody,
     ScanWebhook,
 )
 
@@ -420,6 +422,7 @@ class ExpectedLine:
     sku: str
     qty: int
     unit_price: int
+    replacement_sku: str | None = None  # exchange: the SKU sent instead (None: the same SKU)
 
 
 def requested_by_sku(expected: Sequence[ExpectedLine]) -> dict[str, tuple[int, int]]:
@@ -652,3 +655,219 @@ class ReceiptAccepted:  # 201
 
 
 ReceiptOutcome = ReceiptRefusal | ReceiptAccepted
+
+
+# -- an exchange's replacement: shipped once, delivered by the outgoing parcel's scans -------------------
+
+
+def replacement_wanted(expected: Sequence[ExpectedLine]) -> dict[str, int]:
+    """What the exchange asked for: replacement SKU -> quantity (a line naming no replacement SKU wants
+    the same SKU again)."""
+    out: dict[str, int] = {}
+    for line in expected:
+        sku = line.replacement_sku or line.sku
+        out[sku] = out.get(sku, 0) + line.qty
+    return out
+
+
+def replacement_errors(expected: Sequence[ExpectedLine], lines: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+    """Field errors of a shipment's (sku, qty) lines against the exchange request ([] when it matches):
+    an unknown SKU at its line, a SKU's total quantity off at its first line, a SKU left out at `lines`."""
+    wanted = replacement_wanted(expected)
+    names = ", ".join(wanted)
+    sent: dict[str, int] = {}
+    errors: list[dict[str, str]] = []
+    for i, (sku, qty) in enumerate(lines):
+        if sku not in wanted:
+            errors.append(
+                {"field": f"lines.{i}.sku", "message": f"SKU {sku!r} is not what the exchange asked for ({names})"}
+            )
+        else:
+            sent[sku] = sent.get(sku, 0) + qty
+    reported: set[str] = set()
+    for i, (sku, _) in enumerate(lines):
+        if sku in sent and sku not in reported and sent[sku] != wanted[sku]:
+            errors.append(
+                {"field": f"lines.{i}.qty", "message": f"{sent[sku]} x {sku} but the exchange asked for {wanted[sku]}"}
+            )
+            reported.add(sku)
+    left_out = [sku for sku in wanted if sku not in sent]
+    if left_out:
+        errors.append({"field": "lines", "message": f"the exchange also asked for {', '.join(left_out)}"})
+    return errors
+
+
+def shipment_fingerprint(body: ReplacementBody) -> str:
+    """What must match for a repeated shipment to count as the same one."""
+    lines = sorted((x.sku, x.qty) for x in body.lines)
+    return hashlib.sha256(repr((body.carrier, body.tracking_no, body.packed_by, lines)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShipmentFacts:
+    """What deciding a replacement shipment needs to know of its exchange (its parcel row locked)."""
+
+    requested: bool
+    kind: str | None
+    cancelled: bool
+    received: bool
+    shipped: tuple[str, str] | None  # (shipment id, fingerprint) of the exchange's shipment
+    shipment_id_of: UUID | None  # the return whose shipment has the request's shipment id
+    tracking_of: UUID | None  # the return whose parcel (either way) has the request's tracking number
+    converted: bool = False  # a person converted the exchange to a refund
+
+
+@dataclass(frozen=True)
+class NotAnExchange:  # 409
+    return_id: UUID
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class ExchangeClosed:  # 409: cancelled, or its goods not received yet
+    return_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class SameShipmentAgain:  # 200: the same answer as the first time
+    shipment_id: str
+    return_id: UUID
+    tracking_no: str
+
+
+@dataclass(frozen=True)
+class SecondShipment:  # 409: at most one replacement per exchange
+    shipment_id: str
+    return_id: UUID
+
+
+@dataclass(frozen=True)
+class ShipmentIdTaken:  # 409
+    shipment_id: str
+
+
+@dataclass(frozen=True)
+class ShipReplacement:
+    return_id: UUID
+
+
+ShipmentRefusal = NoParcelExpected | NotAnExchange | ExchangeClosed | SameShipmentAgain | SecondShipment
+ShipmentDecision = ShipmentRefusal | ShipmentIdTaken | DoesNotFit | ShipReplacement
+
+
+def decide_shipment(
+    f: ShipmentFacts | None, expected: Sequence[ExpectedLine], body: ReplacementBody, fingerprint: str
+) -> ShipmentDecision:
+    """One replacement per received exchange, matching what it asked for; the same shipment sent again
+    is harmless, a different second one is refused."""
+    rid = body.return_id
+    if f is None or not f.requested:
+        return NoParcelExpected(f"return {rid}")
+    if f.kind != "exchange":
+        return NotAnExchange(rid, f.kind)
+    if f.shipped is not None:
+        shipment_id, known = f.shipped
+        if known == fingerprint and body.shipment_id in (None, shipment_id):
+            return SameShipmentAgain(shipment_id, rid, body.tracking_no)
+        return SecondShipment(shipment_id, rid)
+    if f.cancelled:
+        return ExchangeClosed(rid, "the exchange was cancelled")
+    if f.converted:
+        return ExchangeClosed(rid, "the exchange was converted to a refund")
+    if not f.received:
+        return ExchangeClosed(rid, "its goods have not been received yet")
+    if body.shipment_id and f.shipment_id_of not in (None, rid):
+        return ShipmentIdTaken(body.shipment_id)
+    errors = replacement_errors(expected, [(x.sku, x.qty) for x in body.lines])
+    if f.tracking_of is not None:  # the return's own inbound parcel included: one parcel per number
+        errors.append({"field": "tracking_no", "message": f"{body.tracking_no} already names another parcel"})
+    return DoesNotFit(errors) if errors else ShipReplacement(rid)
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A replacement shipment as recorded and published."""
+
+    shipment_id: str
+    return_id: UUID
+    warehouse_id: str
+    device_id: str
+    packed_by: str
+    carrier: str
+    tracking_no: str
+    shipped_at: datetime
+    fingerprint: str
+    correlation_id: str
+    lines: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class ShipmentAccepted:  # 201
+    shipment_id: str
+    return_id: UUID
+    tracking_no: str
+
+
+ShipmentOutcome = ShipmentRefusal | ShipmentIdTaken | DoesNotFit | ShipmentAccepted
+
+
+def replacement_movements(r: Replacement) -> list[tuple[str, Movement, int]]:
+    """(sku, movement, quantity) the warehouse attests when a replacement leaves stock: one per SKU."""
+    out: dict[str, int] = {}
+    for sku, qty in r.lines:
+        out[sku] = out.get(sku, 0) + qty
+    return [(sku, Movement.replacement_out, qty) for sku, qty in out.items()]
+
+
+def delivery_scan(already_delivered: bool, scans: Sequence[S]) -> S | None:
+    """Of the outgoing parcel's scans being matched now, the one that marks it delivered: the earliest
+    `delivered` scan (scan id breaks a tie), none if it was marked before."""
+    if already_delivered:
+        return None
+    delivered = [s for s in scans if s.scan_code == ScanCode.delivered]
+    return min(delivered, key=lambda s: (s.scanned_at, s.scan_id), default=None)
+
+
+@dataclass(frozen=True)
+class OutOfStockAccepted:  # 201
+    return_id: UUID
+
+
+@dataclass(frozen=True)
+class OutOfStockAgain:  # 200: reported before
+    return_id: UUID
+
+
+@dataclass(frozen=True)
+class AlreadyShipped:  # 409
+    return_id: UUID
+    shipment_id: str
+
+
+OutOfStockOutcome = (
+    NoParcelExpected | NotAnExchange | AlreadyShipped | DoesNotFit | OutOfStockAgain | OutOfStockAccepted
+)
+
+
+def decide_out_of_stock(
+    f: ShipmentFacts | None, expected: Sequence[ExpectedLine], reported: bool, body: OutOfStockBody
+) -> OutOfStockOutcome:
+    """An exchange whose replacement is not in stock is reported once (again: harmless), never after
+    its replacement shipped; the SKUs must be ones it asked for."""
+    rid = body.return_id
+    if f is None or not f.requested:
+        return NoParcelExpected(f"return {rid}")
+    if f.kind != "exchange":
+        return NotAnExchange(rid, f.kind)
+    if f.shipped is not None:
+        return AlreadyShipped(rid, f.shipped[0])
+    if reported:
+        return OutOfStockAgain(rid)
+    wanted = replacement_wanted(expected)
+    errors = [
+        {"field": f"skus.{i}", "message": f"SKU {sku!r} is not what the exchange asked for ({', '.join(wanted)})"}
+        for i, sku in enumerate(body.skus)
+        if sku not in wanted
+    ]
+    return DoesNotFit(errors) if errors else OutOfStockAccepted(rid)

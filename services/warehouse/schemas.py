@@ -160,3 +160,41 @@ class AfterShipWebhook(BaseModel):
     event_id: str | None = Field(default=None, max_length=64)
     ts: int | None = None
     msg: AfterShipTracking
+
+
+class ReplacementLineIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sku: str = Field(min_length=1, max_length=64)
+    qty: StrictInt = Field(ge=1, le=10_000)
+
+
+class ReplacementBody(BaseModel):
+    """Body of POST /v1/warehouse/replacements: an exchange's replacement handed to a courier."""
+
+    model_config = ConfigDict(extra="ignore")
+    shipment_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="the device's id for this shipment; sending it again with the same content is harmless",
+    )
+    return_id: UUID
+    carrier: str = Field(pattern=CARRIER.pattern, description="the outgoing courier's slug")
+    tracking_no: str = Field(pattern=r"^[A-Za-z0-9]{6,40}$", description="the outgoing parcel's tracking number")
+    packed_by: str = Field(min_length=1, max_length=128, description="the person who packed and handed it over")
+    shipped_at: datetime | None = None
+    lines: list[ReplacementLineIn] = Field(min_length=1, max_length=200)
+
+    @field_validator("shipped_at")
+    @classmethod
+    def _shipped_at(cls, v: datetime | None) -> datetime | None:
+        return _aware(v, "shipped_at")
+
+
+class OutOfStockBody(BaseModel):
+    """Body of POST /v1/warehouse/replacements/out-of-stock: no replacement to send."""
+
+    model_config = ConfigDict(extra="ignore")
+    return_id: UUID
+    skus: list[str] = Field(min_length=1, max_length=200, description="the replacement SKUs not in stock")
+    reported_by: str = Field(min_length=1, max_length=128)
+    note: str | None = Field(default=None, max_length=2000)

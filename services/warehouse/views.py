@@ -20,11 +20,16 @@ async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | N
     )
     scans = await pool.fetch(
         """SELECT scan_id, carrier, scan_code, scanned_at, location, first_moving FROM scans
-           WHERE return_id = $1 ORDER BY scanned_at, scan_id""",
+           WHERE return_id = $1 AND NOT outgoing ORDER BY scanned_at, scan_id""",
         return_id,
     )
     receipt = await pool.fetchrow(
         """SELECT receipt_id, warehouse_id, device_id, inspector_id, received_at, lines FROM receipts
+           WHERE return_id = $1""",
+        return_id,
+    )
+    replacement = await pool.fetchrow(
+        """SELECT shipment_id, carrier, tracking_no, packed_by, shipped_at, lines, delivered_at FROM replacements
            WHERE return_id = $1""",
         return_id,
     )
@@ -33,6 +38,7 @@ async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | N
         "lines": [dict(r) for r in lines],
         "scans": [dict(r) for r in scans],
         "receipt": dict(receipt) if receipt else None,
+        "replacement": dict(replacement) if replacement else None,
     }
 
 

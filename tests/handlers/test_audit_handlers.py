@@ -430,3 +430,20 @@ async def test_a_batch_that_appends_entries_writes_exactly_one_anchor(
         assert await handlers.anchor_on_schedule(h.ctx) > 0
         third = (await h.published(AuditAnchored))[-1]
         assert (third.seq, third.hash, third.hashes, third.reason) == (6, hashes[-1], [], "schedule")
+
+
+async def test_an_exchanges_replacement_leaving_stock_is_checked_like_any_movement(h: Harness) -> None:
+    """The warehouse attests the replacement it ships (replacement_out); the returns team checks it."""
+    rid = uuid.uuid4()
+    out = attested(rid, "SHOE-42", "replacement_out", 1, by="packer-li", aid="pack-1:1")
+    await h.apply("inventory", [requested(rid, {"SHOE-41": 1}), out])
+    await h.apply("inventory", [checked(rid, "SHOE-42", "replacement_out", 1, cid="chk-out")])
+    (verified,) = await h.published(MovementVerified)
+    assert (verified.sku, verified.movement, verified.warehouse_attested_by) == (
+        "SHOE-42",
+        "replacement_out",
+        "packer-li",
+    )
+    assert await h.published(DiscrepancyFound) == []
+    (recon,) = await views.reconciliation(h.pool, return_id=rid, sku="SHOE-42")
+    assert recon["verified"]["replacement_out"] == 1 and recon["unaccounted"] == 0

@@ -18,6 +18,7 @@ import httpx
 from contracts.events import (
     ClawbackFlagged,
     Customer,
+    ExchangeOutOfStock,
     ParcelScanned,
     ReceivedLine,
     RefundBasis,
@@ -26,6 +27,7 @@ from contracts.events import (
     RefundEscalated,
     RefundFailed,
     RefundIssued,
+    ReplacementShipped,
     RequestedBy,
     ReturnCancelled,
     ReturnKind,
@@ -479,3 +481,60 @@ async def test_an_unknown_outcome_is_asked_again_later_with_the_same_key(handler
         assert await handlers.pay_due_refunds(h.ctx) == 0
         (issued,) = await h.published(RefundIssued)
         assert issued.refund_id == failed.refund_id
+
+
+async def test_an_exchange_converts_to_a_refund_until_its_replacement_ships(handler_settings: Settings) -> None:
+    stock_out, shipped_first = requested(kind=ReturnKind.exchange), requested(kind=ReturnKind.exchange)
+    shipped = ReplacementShipped(
+        occurred_at=T0,
+        return_id=shipped_first.return_id,
+        correlation_id="corr-ship",
+        shipment_id="pack-1",
+        warehouse_id="WH-1",
+        carrier="sf",
+        tracking_no="SFOUT1",
+        lines=[{"sku": "SKU-1", "qty": 2}],
+        shipped_by="packer-li",
+        shipped_at=T0,
+    )
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [shipped])  # before its return: kept
+        await h.apply("lifecycle", [stock_out, shipped_first])
+        await h.apply(
+            "lifecycle", [received(r.return_id, "as_described", "as_described") for r in (stock_out, shipped_first)]
+        )
+        converted = await handlers.decide(h.ctx, http_command(stock_out.return_id, "convert_to_refund", "sup-sam"))
+        assert (converted.status, converted.result, converted.amount) == (200, "refunded", 4000)
+        (decided,) = [e for e in await h.published(RefundDecided) if e.return_id == stock_out.return_id]
+        assert decided.basis == RefundBasis.exchange_conversion and decided.actor_id == "sup-sam"
+        late = await handlers.decide(h.ctx, http_command(shipped_first.return_id, "convert_to_refund", "sup-sam"))
+        assert (late.status, late.message) == (
+            409,
+            "the exchange's replacement already shipped: it is not converted to a refund",
+        )
+        assert await ledger(h, shipped_first.return_id) == []
+
+
+async def test_an_exchange_out_of_stock_waits_in_the_peoples_queue_and_approval_converts_it(
+    handler_settings: Settings,
+) -> None:
+    ret = requested(kind=ReturnKind.exchange)
+    stock_out = ExchangeOutOfStock(
+        occurred_at=T0,
+        return_id=ret.return_id,
+        correlation_id="c",
+        skus=["SKU-1"],
+        warehouse_id="WH-1",
+        reported_by="p",
+    )
+    async with refunds(handler_settings) as h:
+        await h.apply("lifecycle", [stock_out])  # before its return: kept
+        await h.apply("lifecycle", [ret, received(ret.return_id, "as_described", "as_described"), stock_out])
+        (esc,) = await h.published(RefundEscalated)
+        assert (esc.basis, esc.amount, esc.required_role) == (RefundBasis.exchange_conversion, 4000, Role.supervisor)
+        queue = await h.pool.fetch("SELECT return_id FROM escalations WHERE status = 'open'")
+        assert [r["return_id"] for r in queue] == [ret.return_id]
+        approved = await handlers.decide(h.ctx, http_command(ret.return_id, "approve", "sup-sam"))
+        assert (approved.status, approved.amount) == (200, 4000)
+        (decided,) = await h.published(RefundDecided)
+        assert decided.basis == RefundBasis.exchange_conversion

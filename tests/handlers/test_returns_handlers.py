@@ -14,8 +14,11 @@ from pydantic import SecretStr
 
 from contracts.events import (
     ParcelScanned,
+    RefundBasis,
     RefundDecided,
     RefundIssued,
+    ReplacementDelivered,
+    ReplacementShipped,
     ReturnCancelled,
     ReturnReceived,
     ReturnRequested,
@@ -158,6 +161,39 @@ async def test_a_rejected_refund_and_a_later_receipt_keep_the_highest_status(h: 
     )
     await h.apply("timeline", [received(rid), rejected])
     assert await status(h, rid) == "rejected"
+
+
+async def test_an_exchange_with_a_goodwill_grant_is_not_refunded_and_ends_with_its_replacement(h: Harness) -> None:
+    rid = await new_return(h, kind="exchange")
+    goodwill = issued(rid, T0 + timedelta(minutes=5)).model_copy(update={"basis": RefundBasis.agent_authority})
+    await h.apply("timeline", [received(rid), goodwill])
+    assert await status(h, rid) == "received"  # issue 16: it read `refunded`
+    shipped = ReplacementShipped(
+        occurred_at=T0 + timedelta(hours=1),
+        return_id=rid,
+        correlation_id="c",
+        shipment_id="shp-1",
+        warehouse_id="WH",
+        carrier="sf",
+        tracking_no="SFOUT1",
+        lines=[{"sku": "SKU-1", "qty": 2}],
+        shipped_by="packer-1",
+        shipped_at=T0 + timedelta(hours=1),
+    )
+    delivered = ReplacementDelivered(
+        occurred_at=T0 + timedelta(hours=30),
+        return_id=rid,
+        correlation_id="c",
+        shipment_id="shp-1",
+        carrier="sf",
+        tracking_no="SFOUT1",
+        scan_id="sf:x",
+        delivered_at=T0 + timedelta(hours=30),
+    )
+    await h.apply("timeline", [delivered])
+    await h.apply("timeline", [shipped])  # the delivery scan came first
+    assert await status(h, rid) == "exchange_delivered"
+    assert (await timeline(h, rid))[-2:] == ["exchange.replacement_shipped", "exchange.replacement_delivered"]
 
 
 async def test_an_event_for_a_return_not_known_yet_is_kept_on_its_timeline(h: Harness) -> None:

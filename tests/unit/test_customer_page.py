@@ -88,6 +88,45 @@ def test_the_next_thing_to_do_follows_the_return():
     assert action("return_and_refund", REQUESTED, RECEIVED, fact("refund.decided", 33, decision="reject")) == "rejected"
 
 
+SHIPPED = fact("exchange.replacement_shipped", 60, carrier="sf", tracking_no="SFOUT1")
+DELIVERED = fact("exchange.replacement_delivered", 90, carrier="sf", tracking_no="SFOUT1")
+OUT_OF_STOCK = fact("exchange.out_of_stock", 55)
+CONVERTED = fact("refund.decided", 70, decision="refund", basis="exchange_conversion", amount=4000, currency="CNY")
+GOODWILL = fact("refund.issued", 35, amount=1000, currency="CNY", basis="agent_authority")
+
+
+@given(st.permutations([REQUESTED, MOVING, RECEIVED, SHIPPED, DELIVERED, GOODWILL]), st.integers(0, 6))
+def test_an_exchange_ends_when_its_replacement_is_delivered_in_any_order(events, n):
+    seen = events[:n]
+    p = rules.progress("exchange", seen)
+    assert [s.key for s in p.steps] == [
+        "requested",
+        "on_its_way",
+        "received",
+        "replacement_shipped",
+        "replacement_delivered",
+    ]
+    assert (p.closed_at is not None) == (DELIVERED in seen and all(e in seen for e in events if e is not GOODWILL))
+
+
+def test_an_exchange_tells_where_its_replacement_is():
+    def action(*facts):
+        return rules.next_action("exchange", rules.progress("exchange", facts))
+
+    declined = fact("refund.decided", 36, decision="reject", actor_id="sam")
+    assert action(REQUESTED, MOVING, RECEIVED, GOODWILL, declined) == "checking"  # goodwill is beside it
+    assert action(REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK) == "replacement_delayed"
+    assert action(REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK, SHIPPED) == "replacement_on_its_way"
+    assert action(REQUESTED, MOVING, RECEIVED, SHIPPED, DELIVERED) == "exchange_delivered"
+    converted = rules.progress("exchange", [REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK, CONVERTED])
+    assert [s.key for s in converted.steps][-2:] == ["refund_instead", "refund_paid"]
+    assert rules.next_action("exchange", converted) == "refund_instead"
+    assert converted.refund == rules.Refund(4000, "CNY", False)
+    paid = fact("refund.issued", 80, amount=4000, currency="CNY", basis="exchange_conversion")
+    done = rules.progress("exchange", [REQUESTED, MOVING, RECEIVED, CONVERTED, paid])
+    assert rules.next_action("exchange", done) == "refund_paid" and done.closed_at == paid.at
+
+
 def test_tracking_may_be_entered_only_while_a_parcel_is_expected_and_none_is_known():
     p = rules.progress("return_and_refund", [REQUESTED])
     assert rules.can_register_tracking("return_and_refund", p, None)

@@ -15,6 +15,7 @@ from services.refunds.rules import (
     PRESETS,
     Actor,
     Authority,
+    CloseEscalation,
     Command,
     Escalate,
     FlagClawback,
@@ -77,7 +78,7 @@ step_st = st.one_of(
     st.tuples(st.just("cancel")),
     st.tuples(
         st.just("command"),
-        st.sampled_from(["approve", "reject", "grant_free_refund"]),
+        st.sampled_from(["approve", "reject", "grant_free_refund", "convert_to_refund"]),
         st.none() | st.builds(Actor, st.sampled_from(["a1", "a2", "s1", "m1", "o1"]), st.sampled_from(list(Role))),
         st.none() | st.integers(-5, 12_000),
     ),
@@ -272,6 +273,41 @@ def test_authority_is_cumulative_per_return_and_the_role_is_the_callers():
     assert decide_command(f, TIERED, None, Command("5", "approve")).status == 401
     assert decide_command(f, TIERED, amy, Command("6", "grant_free_refund", 0)).field == "amount"
     assert decide_command(f, TIERED, amy, Command("7", "grant_free_refund", 99_999)).status == 422
+
+
+def test_an_exchange_converts_to_a_refund_once_through_the_actors_authority():
+    lines = (Line("A", 1, 3_000),)
+    f = facts(kind=ReturnKind.exchange, lines=lines, paid_total=3_000)
+    amy, sam = Actor("amy", Role.agent), Actor("sam", Role.supervisor)
+    assert decide_command(f, TIERED, amy, Command("1", "convert_to_refund")).status == 409  # goods not back yet
+    f = replace(f, receipts=(Receipt("r1", T0, (ReceiptLine("A", 1, Condition.as_described),)),))
+    o = decide_command(f, TIERED, amy, Command("2", "convert_to_refund"))  # 30.00 is above an agent's 20.00
+    assert o.status == 202 and o.required_role == Role.supervisor
+    (esc,) = o.actions
+    assert isinstance(esc, Escalate) and esc.basis == RefundBasis.exchange_conversion and esc.amount == 3_000
+    f = fold(f, esc)
+    assert decide_command(f, TIERED, sam, Command("3", "convert_to_refund")).status == 409  # once
+    done = decide_command(f, TIERED, sam, Command("4", "approve"))
+    assert done.status == 200 and done.actions[0].basis == RefundBasis.exchange_conversion
+    plain = facts(lines=lines, paid_total=3_000)
+    assert decide_command(plain, TIERED, sam, Command("5", "convert_to_refund")).status == 409
+    g = replace(facts(kind=ReturnKind.exchange, lines=lines, paid_total=3_000), receipts=f.receipts)
+    assert decide_command(g, TIERED, sam, Command("6", "convert_to_refund", 3_001)).field == "amount"
+
+
+def test_an_exchange_out_of_stock_waits_in_the_queue_until_converted_or_shipped():
+    f = facts(kind=ReturnKind.exchange, lines=(Line("A", 1, 3_000),), paid_total=3_000, out_of_stock=True)
+    (esc,) = evaluate(f, TIERED)
+    assert isinstance(esc, Escalate) and esc.basis == RefundBasis.exchange_conversion
+    assert (esc.amount, esc.required_role) == (3_000, Role.supervisor)
+    f = fold(f, esc)
+    assert evaluate(f, TIERED) == []  # asked once
+    sam = Actor("sam", Role.supervisor)
+    assert decide_command(f, TIERED, sam, Command("1", "convert_to_refund")).message.endswith("approve it")
+    done = decide_command(f, TIERED, sam, Command("2", "approve"))
+    assert done.status == 200 and done.actions[0].basis == RefundBasis.exchange_conversion
+    (closed,) = evaluate(replace(f, replacement_shipped=True), TIERED)  # the stock came after all
+    assert isinstance(closed, CloseEscalation) and closed.status == "superseded"
 
 
 def test_customer_refund_only_request_waits_for_a_person_and_an_agent_filed_one_within_authority_pays():

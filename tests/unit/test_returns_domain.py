@@ -14,6 +14,13 @@ from returnflow.http import field_errors
 from returnflow.logging import mask_phone, redact_processor
 from services.returns.analytics import top_movers
 from services.returns.rules import (
+    CONVERSION_UNDER_REVIEW,
+    CONVERTED_TO_REFUND,
+    EXCHANGE_DELIVERED,
+    EXCHANGE_SHIPPED,
+    EXCHANGE_STATUS_BY_EVENT,
+    REFUNDED,
+    REJECTED,
     STATUS_BY_EVENT,
     AlreadyCancelled,
     Cancel,
@@ -27,6 +34,7 @@ from services.returns.rules import (
     latest_statuses,
     new_return_candidates,
     status_after,
+    status_of,
 )
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, to_minor_units
 from services.returns.timeline import analytics_payload, format_money, summarize
@@ -75,18 +83,50 @@ def test_lines_worth_more_than_paid_are_rejected_naming_lines(ls, short):
     assert [f["field"] for f in field_errors(exc.value)] == ["lines"]
 
 
-@given(st.lists(st.sampled_from(sorted(STATUS_BY_EVENT)), min_size=1, max_size=12))
-def test_status_is_order_independent(events):
-    """Whatever order events arrive in, the highest-ranked status wins."""
-    final = max((status_after(e, {}) for e in events), key=lambda s: s[1])  # type: ignore[return-value,arg-type]
-    rank = 0
-    status = None
-    for e in events:
-        s = status_after(e, {})
-        assert s is not None
-        if s[1] > rank:
-            status, rank = s
-    assert (status, rank) == final
+KINDS = ["refund_only", "return_and_refund", "exchange"]
+BASES = [None, "agent_authority", "refund_only", "early_scan", "warehouse_receipt", "exchange_conversion"]
+EVENT_TYPES = sorted(STATUS_BY_EVENT) + sorted(EXCHANGE_STATUS_BY_EVENT) + ["sms.sent", "inventory.verified"]
+lifecycle_events = st.tuples(
+    st.sampled_from(EVENT_TYPES),
+    st.fixed_dictionaries({"basis": st.sampled_from(BASES), "decision": st.sampled_from(["refund", "reject"])}),
+)
+
+
+@given(st.sampled_from(KINDS), st.lists(lifecycle_events, min_size=1, max_size=12), st.randoms())
+def test_every_event_order_reaches_the_same_status(kind, events, rnd):
+    """The status machine is a fold: any order, with duplicates, ends in the same status."""
+    shuffled = events + rnd.sample(events, len(events))  # every event again, in another order
+    rnd.shuffle(shuffled)
+    assert status_of(kind, shuffled) == status_of(kind, events)
+
+
+def test_every_status_name_has_one_rank():
+    statuses = [*STATUS_BY_EVENT.values(), *EXCHANGE_STATUS_BY_EVENT.values(), REJECTED]
+    statuses += [CONVERTED_TO_REFUND, CONVERSION_UNDER_REVIEW]
+    assert len({s.name for s in statuses}) == len({s.rank for s in statuses}) == len(set(statuses))
+
+
+def test_a_goodwill_grant_on_an_exchange_does_not_make_it_refunded():
+    """The demo's exchange read `refunded` after a 10.00 goodwill grant (issue 16)."""
+    goodwill = {"basis": "agent_authority", "decision": "refund", "amount": 1000}
+    events = [("return.requested", {}), ("parcel.scanned", {}), ("return.received", {})]
+    events += [("refund.decided", goodwill), ("refund.issued", goodwill)]
+    assert status_of("exchange", events) == STATUS_BY_EVENT["return.received"]
+    assert status_of("exchange", [*events, ("refund.decided", {**goodwill, "decision": "reject"})]).name == "received"
+    assert status_of("return_and_refund", events) == REFUNDED  # a refund on a return is its refund
+
+
+def test_an_exchange_ends_with_the_replacement_delivered_or_a_conversion_paid():
+    shipped = [("return.requested", {}), ("return.received", {}), ("exchange.replacement_shipped", {})]
+    assert status_of("exchange", shipped) == EXCHANGE_SHIPPED
+    assert status_of("exchange", [("exchange.replacement_delivered", {}), *shipped]) == EXCHANGE_DELIVERED
+    conversion = {"basis": "exchange_conversion", "decision": "refund"}
+    stockless = [("return.received", {}), ("exchange.out_of_stock", {})]
+    assert status_of("exchange", stockless).name == "awaiting_stock"
+    assert status_of("exchange", [*stockless, ("refund.escalated", conversion)]).name == "conversion_under_review"
+    assert status_of("exchange", [*stockless, ("refund.decided", conversion)]) == CONVERTED_TO_REFUND
+    assert status_of("exchange", [("refund.issued", conversion), *stockless]) == REFUNDED
+    assert status_of("exchange", [*stockless, ("return.cancelled", {})]).name == "cancelled"
 
 
 def test_cancel_only_before_goods_arrive():
@@ -135,14 +175,14 @@ def test_analytics_payload_drops_contact_details():
     assert analytics_payload(data) == {"amount": 5, "basis": "early_scan"}
 
 
-@given(st.lists(st.tuples(st.sampled_from(["r1", "r2"]), st.sampled_from(sorted(STATUS_BY_EVENT))), max_size=12))
-def test_latest_statuses_take_each_returns_highest_rank_in_any_order(events):
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2"]), lifecycle_events), max_size=12))
+def test_latest_statuses_fold_each_return_on_its_own_in_any_order(events):
     ids = {"r1": uuid.UUID(int=1), "r2": uuid.UUID(int=2)}
-    got = latest_statuses((ids[r], t, {}) for r, t in events)
-    assert got == latest_statuses((ids[r], t, {}) for r, t in reversed(events))
+    kinds = {"r1": "exchange", "r2": "return_and_refund"}
+    got = latest_statuses((ids[r], kinds[r], t, d) for r, (t, d) in events)
+    assert got == latest_statuses((ids[r], kinds[r], t, d) for r, (t, d) in reversed(events))
     for r, rid in ids.items():
-        ranks = [STATUS_BY_EVENT[t] for x, t in events if x == r]
-        assert got.get(rid) == (max(ranks, key=lambda s: s.rank) if ranks else None)
+        assert got.get(rid) == status_of(kinds[r], [e for x, e in events if x == r])
 
 
 def test_a_rejected_refund_is_its_own_status():

@@ -27,10 +27,13 @@ from services.warehouse.rules import (
     SecondReceipt,
     claim_tracking_numbers,
     decide_receipt,
+    delivery_scan,
     first_moving,
     receipt_errors,
     receipt_fingerprint,
     received_lines,
+    replacement_errors,
+    replacement_wanted,
     scan_identity,
     scan_results,
     stock_movements,
@@ -224,3 +227,61 @@ def test_receipt_decisions():
     assert decide(known=other, receipt_id="dock-1-A") == ReceiptIdTaken("dock-1-A")
     refused = decide(lines=[FITS[0]])
     assert isinstance(refused, DoesNotFit) and refused.fields[0]["field"] == "lines"
+
+
+# -- an exchange's replacement ----------------------------------------------------------------------------
+
+
+_exchange_lines = st.lists(
+    st.builds(
+        ExpectedLine,
+        sku=st.sampled_from(["A", "B", "C"]),
+        qty=st.integers(1, 5),
+        unit_price=st.just(100),
+        replacement_sku=st.sampled_from([None, "A2", "B2"]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(_exchange_lines, st.randoms())
+def test_a_shipment_of_what_the_exchange_asked_for_fits_in_any_line_order(expected, rnd):
+    wanted = replacement_wanted(expected)
+    lines = [(sku, 1) for sku, qty in wanted.items() for _ in range(qty)]  # split into single units
+    rnd.shuffle(lines)
+    assert replacement_errors(expected, lines) == []
+
+
+@given(_exchange_lines, st.sampled_from(["A", "A2", "B", "Z"]), st.integers(-1, 1))
+def test_a_shipment_off_by_a_sku_or_a_unit_is_refused_naming_a_field(expected, sku, delta):
+    wanted = replacement_wanted(expected)
+    lines = list(wanted.items())
+    if delta == 0:
+        lines.append((sku, 1))  # one unit more of some SKU, asked for or not
+    else:
+        lines[0] = (lines[0][0], lines[0][1] + delta)  # one unit more or less
+    fits = sorted(wanted.items()) == sorted(_totals(lines).items()) and all(q > 0 for _, q in lines)
+    errors = replacement_errors(expected, lines)
+    assert (errors == []) == fits
+    assert all(e["field"] == "lines" or e["field"].startswith("lines.") for e in errors)
+
+
+def _totals(lines):
+    out = {}
+    for sku, qty in lines:
+        out[sku] = out.get(sku, 0) + qty
+    return out
+
+
+@given(st.lists(st.tuples(st.sampled_from(["in_transit", "delivered", "exception"]), st.integers(0, 50)), max_size=6))
+def test_the_replacement_is_delivered_by_its_earliest_delivered_scan_once(codes):
+    scans = [
+        CarrierScan(f"s{i}", "sf", "OUT1", code, datetime(2026, 11, 22, tzinfo=UTC) + timedelta(hours=h), None, "c")
+        for i, (code, h) in enumerate(codes)
+    ]
+    first = delivery_scan(False, scans)
+    assert first == delivery_scan(False, list(reversed(scans)))
+    delivered = [s for s in scans if s.scan_code == "delivered"]
+    assert (first is None) == (not delivered)
+    assert delivery_scan(True, scans) is None
