@@ -29,6 +29,7 @@ class DecisionOutcome(BaseModel):
     return_id: UUID
     actor_id: str
     role: str
+    limits: dict[str, int | None] = {}
     result: Literal["refunded", "rejected", "escalated"] | str
     message: str
     amount: int | None = Field(default=None, description="minor units")
@@ -36,9 +37,14 @@ class DecisionOutcome(BaseModel):
 
 
 class WhoAmI(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"actor_id": "agent-amy", "role": "agent"}})
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"actor_id": "agent-amy", "role": "agent", "limits": {"*": 2000}}}
+    )
     actor_id: str
     role: str
+    limits: dict[str, int | None] = Field(
+        default_factory=dict, description="cumulative authority per return by currency (* any; null unlimited)"
+    )
 
 
 class Escalations(BaseModel):

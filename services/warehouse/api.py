@@ -27,7 +27,7 @@ from returnflow.http import (
 from returnflow.openapi import problems, signed
 from services.warehouse import views
 from services.warehouse.handlers import Device, WarehouseContext
-from services.warehouse.responses import Parcel, ParkedScans, ReceiptRecorded, ScanAccepted
+from services.warehouse.responses import Parcel, ParkedScans, ReceiptRecorded, ScanAccepted, WarehouseWhoAmI
 from services.warehouse.rules import (
     DoesNotFit,
     NoGoodsExpected,
@@ -179,6 +179,17 @@ async def parcel(return_id: UUID, ctx: Ctx, _: ParcelReader) -> Response:
     if found is None:
         return error(404, f"no parcel for return {return_id}")
     return json_response(found)
+
+
+@router.get(
+    "/v1/warehouse/whoami",
+    tags=["warehouse"],
+    summary="The device or staff member a bearer token belongs to (what the workbench's sign-in checks)",
+    response_model=WarehouseWhoAmI,
+    responses=problems(401),
+)
+async def whoami(device: RegisteredDevice) -> Response:
+    return json_response({"id": device.device_id, "warehouse_id": device.warehouse_id, "kind": device.kind})
 
 
 @router.get(

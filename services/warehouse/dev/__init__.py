@@ -15,7 +15,14 @@ DEV_DEVICES: dict[str, dict[str, str]] = {
 }
 DEVICE_TOKEN = DEV_DEVICES["dock-1"]["token"]
 
-ENV: dict[str, str] = {"RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES)}
+# A warehouse clerk with a personal token (RETURNFLOW_WAREHOUSE_STAFF): signs in to the workbench's
+# receiving screen; their receipts record them.
+DEV_STAFF: dict[str, dict[str, str]] = {"wh-zhao": {"warehouse_id": "WH-DEMO", "token": "dev-staff-token-zhao"}}
+
+ENV: dict[str, str] = {
+    "RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES),
+    "RETURNFLOW_WAREHOUSE_STAFF": json.dumps(DEV_STAFF),
+}
 
 
 def dev_settings(**over: Any) -> WarehouseSettings:
