@@ -105,6 +105,7 @@ def decide_cmd(
     note: str | None,
     token_flag: str | None,
     url: str | None,
+    escalation_id: str | None = None,
 ) -> int:
     try:
         rid = uuid.UUID(return_id)
@@ -121,6 +122,8 @@ def decide_cmd(
         body["amount"] = amount
     if note:
         body["note"] = note
+    if escalation_id:
+        body["escalation_id"] = escalation_id
     key = str(uuid.uuid4())
     r = _request("POST", f"{base}/v1/refunds/{rid}/decisions", token, json=body, headers={"idempotency-key": key})
     return report(r, rid)
@@ -134,6 +137,8 @@ def report(r: httpx.Response, rid: uuid.UUID) -> int:
         body = {}
     who = f"{body.get('actor_id')} ({body.get('role')})" if body.get("actor_id") else "you"
     amount = f" {body['amount']} (minor units)" if body.get("amount") is not None else ""
+    if body.get("escalation_id"):
+        amount += f" (escalation {body['escalation_id']})"
     if r.status_code == 200:
         print(f"done: {body.get('result', 'took effect')}{amount} on return {rid} by {who}: {body.get('message', '')}")
         return EXIT_DONE
@@ -157,8 +162,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--url", help=f"refunds service base URL (default: ${URL_ENV} or the local stack's)")
     sub.add_parser("logout", help="remove the saved credential")
     for cmd, what in (
-        ("approve", "approve the return's oldest open escalation"),
-        ("reject", "reject the return's oldest open escalation"),
+        ("approve", "approve an open escalation of the return (--escalation ID, else the oldest you may decide)"),
+        ("reject", "reject an open escalation of the return (--escalation ID, else the oldest you may decide)"),
         ("grant", "grant a free refund (--amount, minor units)"),
     ):
         p = sub.add_parser(
@@ -168,6 +173,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("return_id")
         p.add_argument("--amount", type=int, help="minor units")
         p.add_argument("--note")
+        if cmd != "grant":
+            p.add_argument("--escalation", help="the escalation id to decide (`returnflow queue` lists them)")
         p.add_argument("--token", help=f"your roster token (default: ${TOKEN_ENV}, then `returnflow login`'s file)")
         p.add_argument("--url", help=f"refunds service base URL (default: ${URL_ENV}, the login's, the local stack's)")
 
@@ -180,5 +187,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int | None:
         return logout_cmd()
     if args.cmd in ("approve", "reject", "grant"):
         action = "grant_free_refund" if args.cmd == "grant" else args.cmd
-        return decide_cmd(settings, action, args.return_id, args.amount, args.note, args.token, args.url)
+        escalation = getattr(args, "escalation", None)
+        return decide_cmd(settings, action, args.return_id, args.amount, args.note, args.token, args.url, escalation)
     return None

@@ -122,6 +122,13 @@ CATALOG: tuple[Topic, ...] = (
         description="a dual-check discrepancy for a person to resolve",
     ),
     Topic(
+        "inventory.discrepancies-resolved",
+        ev.DiscrepancyResolved,
+        "audit",
+        ("returns",),
+        description="a person resolved a dual-check discrepancy",
+    ),
+    Topic(
         "audit.anchors",
         ev.AuditAnchored,
         "audit",
@@ -154,6 +161,20 @@ CATALOG: tuple[Topic, ...] = (
         "refunds",
         ("returns",),
         description="goods missing or not as described after an early refund: for a person",
+    ),
+    Topic(
+        "refunds.failures-resolved",
+        ev.RefundFailureResolved,
+        "refunds",
+        ("returns",),
+        description="a person decided what becomes of a declined refund (retry, settled offline, close)",
+    ),
+    Topic(
+        "refunds.clawbacks-resolved",
+        ev.ClawbackResolved,
+        "refunds",
+        ("returns",),
+        description="a person closed a clawback (waived, recovered off-platform, written off)",
     ),
     Topic(
         "refunds.commands",

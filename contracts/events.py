@@ -281,6 +281,20 @@ class DiscrepancyFound(Message):
     audit_hash: str | None = Field(default=None, description="hash of that entry: an external anchor of the chain")
 
 
+class DiscrepancyResolved(Message):
+    """A person resolved a dual-check discrepancy (recorded in the audit log first)."""
+
+    TYPE: ClassVar[str] = "inventory.discrepancy_resolved"
+    type: Literal["inventory.discrepancy_resolved"] = "inventory.discrepancy_resolved"
+    discrepancy_id: str
+    reason: DiscrepancyReason
+    sku: str | None = None
+    resolved_by: str = Field(description="the person whose token resolved it (never one who attested a side)")
+    note: str = Field(description="how it was resolved, in their words")
+    audit_seq: int | None = Field(default=None, description="sequence number of the resolution's audit-log entry")
+    audit_hash: str | None = Field(default=None, description="hash of that entry")
+
+
 NO_RETURN = UUID(int=0)
 """The return id of messages that belong to no return (the audit log's anchors): the nil UUID."""
 
@@ -363,6 +377,35 @@ class ClawbackFlagged(Message):
     refund_id: str | None = Field(default=None, description="the early refund the clawback is about")
 
 
+class RefundFailureResolved(Message):
+    """A person (supervisor or above) decided what becomes of a refund the gateway declined for good."""
+
+    TYPE: ClassVar[str] = "refund.failure_resolved"
+    type: Literal["refund.failure_resolved"] = "refund.failure_resolved"
+    refund_id: str = Field(description="the declined ledger entry")
+    action: Literal["retry", "settled_offline", "close"]
+    amount: MinorUnits
+    currency: Currency
+    resolved_by: str
+    resolved_role: Role
+    note: str | None = None
+    retry_refund_id: str | None = Field(default=None, description="the new ledger entry paid again (action retry)")
+
+
+class ClawbackResolved(Message):
+    """A person (supervisor or above) closed a clawback; nothing is ever charged automatically."""
+
+    TYPE: ClassVar[str] = "refund.clawback_resolved"
+    type: Literal["refund.clawback_resolved"] = "refund.clawback_resolved"
+    clawback_id: str
+    resolution: Literal["waived", "recovered_off_platform", "written_off"]
+    amount: MinorUnits
+    currency: Currency
+    resolved_by: str
+    resolved_role: Role
+    note: str | None = None
+
+
 class RefundCommand(Message):
     """Command on `refunds.commands`: what an actor decides about a return's refund."""
 
@@ -372,6 +415,11 @@ class RefundCommand(Message):
     actor_id: str
     amount: MinorUnits | None = None
     note: str | None = None
+    escalation_id: str | None = Field(
+        default=None,
+        description="approve / reject this open escalation of the return; left out: the oldest one the actor's "
+        "authority covers (else the oldest)",
+    )
     signature: str | None = Field(
         default=None,
         description="Ed25519 signature (standard base64) by `actor_id` over the canonical form: this JSON object "
@@ -429,6 +477,9 @@ EVENT_MODELS: tuple[type[Message], ...] = (
     RefundFailed,
     ClawbackFlagged,
     RefundCommand,
+    RefundFailureResolved,
+    ClawbackResolved,
+    DiscrepancyResolved,
     SmsSent,
     SmsDeferred,
     SmsSuppressed,

@@ -38,12 +38,16 @@ user returnflow-returns returns
 acl returnflow-returns Describe Read -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic inventory.attestations.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic inventory.discrepancies --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic inventory.discrepancies-resolved --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic inventory.discrepancies-resolved.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic inventory.discrepancies.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic inventory.verified --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic inventory.verified.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic parcels.scanned.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic refunds.clawbacks --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic refunds.clawbacks-resolved --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic refunds.clawbacks-resolved.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic refunds.clawbacks.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic refunds.decided --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic refunds.decided.dlq --resource-pattern-type literal
@@ -51,6 +55,8 @@ acl returnflow-returns Describe Read -- --topic refunds.escalated --resource-pat
 acl returnflow-returns Describe Write -- --topic refunds.escalated.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic refunds.failed --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic refunds.failed.dlq --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic refunds.failures-resolved --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic refunds.failures-resolved.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic refunds.issued --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic refunds.issued.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic returns.cancelled --resource-pattern-type literal
@@ -86,11 +92,13 @@ user returnflow-refunds refunds
 acl returnflow-refunds Describe Read -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic parcels.scanned.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.clawbacks --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic refunds.clawbacks-resolved --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic refunds.commands --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.commands.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.decided --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.escalated --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.failed --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic refunds.failures-resolved --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic refunds.issued --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic returns.cancelled --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic returns.cancelled.dlq --resource-pattern-type literal
@@ -128,6 +136,7 @@ acl returnflow-audit Describe Write -- --topic inventory.attestations.dlq --reso
 acl returnflow-audit Describe Read -- --topic inventory.checks --resource-pattern-type literal
 acl returnflow-audit Describe Write -- --topic inventory.checks.dlq --resource-pattern-type literal
 acl returnflow-audit Describe Write -- --topic inventory.discrepancies --resource-pattern-type literal
+acl returnflow-audit Describe Write -- --topic inventory.discrepancies-resolved --resource-pattern-type literal
 acl returnflow-audit Describe Write -- --topic inventory.verified --resource-pattern-type literal
 acl returnflow-audit Describe Read -- --topic returns.received --resource-pattern-type literal
 acl returnflow-audit Describe Write -- --topic returns.received.dlq --resource-pattern-type literal
@@ -143,12 +152,16 @@ acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.att
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.checks --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.checks.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.discrepancies --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.discrepancies-resolved --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.discrepancies-resolved.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.discrepancies.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.verified --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic inventory.verified.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic parcels.scanned --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic parcels.scanned.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.clawbacks --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.clawbacks-resolved --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.clawbacks-resolved.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.clawbacks.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.commands --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.commands.dlq --resource-pattern-type literal
@@ -158,6 +171,8 @@ acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.escalated.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.failed --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.failed.dlq --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.failures-resolved --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.failures-resolved.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic refunds.issued --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic refunds.issued.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic returns.cancelled --resource-pattern-type literal

@@ -13,6 +13,7 @@ from contracts.events import (
     NO_RETURN,
     AuditAnchored,
     DiscrepancyFound,
+    DiscrepancyResolved,
     InventoryAttested,
     InventoryCheck,
     Message,
@@ -129,6 +130,24 @@ def resolution_entry(found: Mapping[str, Any], person: str, note: str, correlati
         "correlation_id": correlation_id,
     }
     return LogEntry("discrepancy.resolved", str(found["return_id"]), found["sku"], data)
+
+
+def discrepancy_resolved(
+    resolved: Mapping[str, Any], a: Appended, now: datetime, correlation_id: str
+) -> DiscrepancyResolved:
+    """A resolved discrepancy (its row) as news: who resolved it and how, anchored to its log entry."""
+    return DiscrepancyResolved(
+        occurred_at=now,
+        return_id=resolved["return_id"],
+        correlation_id=correlation_id,
+        discrepancy_id=resolved["id"],
+        reason=resolved["reason"],
+        sku=resolved["sku"],
+        resolved_by=resolved["resolved_by"],
+        note=resolved["resolution_note"],
+        audit_seq=a.seq,
+        audit_hash=a.hash,
+    )
 
 
 # -- out -------------------------------------------------------------------------------------------

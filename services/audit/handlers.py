@@ -376,5 +376,6 @@ async def resolve(
         assert found is not None
         (a,) = await repository.append(conn, now, [events.resolution_entry(found, person, note, correlation_id)])
         resolved = await repository.mark_resolved(conn, discrepancy_id, now, person, note, a)
+        await enqueue(conn, [events.discrepancy_resolved(resolved, a, now, correlation_id)])
         await anchor(conn, now, ctx.policy, "batch")
     return {**resolved, "resolution_hash": a.hash}

@@ -26,10 +26,20 @@ from returnflow.http import (
     unauthorized,
 )
 from returnflow.openapi import problems
+from returnflow.paging import decode_cursor
 from services.refunds import handlers, repository, views
 from services.refunds.handlers import RefundsContext
-from services.refunds.responses import Clawbacks, DecisionOutcome, Escalations, Ledger, WhoAmI
-from services.refunds.rules import Actor, CommandIn, Outcome
+from services.refunds.responses import (
+    ClawbackResolved,
+    Clawbacks,
+    DecisionOutcome,
+    Escalations,
+    FailureResolved,
+    Failures,
+    Ledger,
+    WhoAmI,
+)
+from services.refunds.rules import Actor, CommandIn, Outcome, Resolution
 
 router = APIRouter(tags=["refunds"])
 
@@ -71,6 +81,13 @@ class DecisionBody(BaseModel):
         default=None, ge=1, description="minor units; required for grant_free_refund, optional for approve"
     )
     note: str | None = Field(default=None, max_length=2000)
+    escalation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="approve / reject this open escalation (GET /v1/refunds/escalations lists them); left out: "
+        "the oldest one the actor's authority covers, else the oldest",
+    )
 
 
 DECISION_EXAMPLE = {"action": "grant_free_refund", "amount": 1500, "note": "lipstick arrived broken"}
@@ -81,6 +98,10 @@ async def decision_body(request: Request) -> DecisionBody:
     body = await json_request(request, DecisionBody, MAX_BODY_BYTES)
     if body.action == "grant_free_refund" and body.amount is None:
         raise HttpProblem(422, "validation failed", [{"field": "amount", "message": "required for a grant"}])
+    if body.action == "grant_free_refund" and body.escalation_id is not None:
+        raise HttpProblem(
+            422, "validation failed", [{"field": "escalation_id", "message": "only for approve or reject"}]
+        )
     return body
 
 
@@ -90,6 +111,8 @@ def outcome_extras(o: Outcome) -> dict[str, Any]:
         body["amount"] = o.amount
     if o.required_role is not None:
         body["required_role"] = o.required_role.value
+    if o.escalation_id is not None:
+        body["escalation_id"] = o.escalation_id
     return body
 
 
@@ -106,7 +129,10 @@ def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
     summary="approve / reject / grant_free_refund (Authorization: Bearer <actor token>)",
     description="200 took effect; 202 above the actor's authority (escalated, names the role needed), or "
     "parked: the return is not known yet and the decision is applied when it arrives; 401 unknown actor; "
-    "403 a reject above the actor's authority; 409 nothing to decide; 422 bad amount. An Idempotency-Key "
+    "403 a reject above the actor's authority, or a named escalation waiting for a higher role; 409 nothing "
+    "to decide, or the named `escalation_id` is not open on this return; 422 bad amount. approve / reject "
+    "without `escalation_id` decide the oldest open escalation the actor's authority covers (else the "
+    "oldest); the answer names the `escalation_id` decided. An Idempotency-Key "
     "header makes a retry (also a concurrent one) return the first answer; the key used again for another "
     "request is a 422 naming what differs.",
     response_model=DecisionOutcome,
@@ -123,9 +149,9 @@ def outcome_response(o: Outcome, answer: dict[str, Any]) -> Response:
             413,
             415,
             422,
-            s403="a reject above the actor's authority",
+            s403="a reject above the actor's authority, or a named escalation waiting for a higher role",
             s404="no such return id (unparsable)",
-            s409="nothing to decide",
+            s409="nothing to decide, or the named escalation_id is not open on this return",
         ),
     },
     openapi_extra=json_body(DecisionBody, DECISION_EXAMPLE),
@@ -150,6 +176,7 @@ async def decide(
         note=body.note,
         correlation_id=correlation_id(request),
         idempotency_key=f"{actor.actor_id}:{key}" if key else None,
+        escalation_id=body.escalation_id,
     )
     outcome = await handlers.decide(ctx, command)
     answer = {"return_id": str(return_id), "actor_id": actor.actor_id, "role": actor.role.value}
@@ -173,26 +200,148 @@ async def whoami(ctx: Ctx, actor: RosterActor) -> Response:
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+def queue_filter(
+    shop: Annotated[str | None, Query(min_length=1, max_length=128, description="shop id")] = None,
+    min_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
+    max_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
+    older_than: Annotated[int | None, Query(ge=0, le=10**9, description="seconds waiting, at least")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+) -> views.QueueFilter:
+    """The filters every work queue takes; a cursor that no list gave is a 422 naming `cursor`."""
+    return views.QueueFilter(shop, min_amount, max_amount, older_than, decode_cursor(cursor))
+
+
+QueueFilter = Annotated[views.QueueFilter, Depends(queue_filter)]
+QUEUE = "oldest first, a page of `limit` with `next_cursor`, and counts over the whole filter"
+
+
 @router.get(
     "/v1/refunds/escalations",
     summary="Refunds waiting for a person (reader token: ops, agent; or a roster member's)",
+    description=f"Open escalations, {QUEUE}. `role`: the role needed.",
     response_model=Escalations,
-    responses=READ_ERRORS,
+    responses=problems(401, 403, 422),
 )
-async def escalations(ctx: Ctx, _: RefundsReader, role: Role | None = None, limit: Limit = 100) -> Response:
-    items = await views.escalation_list(ctx.pool, role.value if role else None, limit)
-    return json_response({"escalations": items})
+async def escalations(
+    ctx: Ctx, _: RefundsReader, q: QueueFilter, role: Role | None = None, limit: Limit = 100
+) -> Response:
+    return json_response(await views.escalation_queue(ctx.pool, role.value if role else None, q, limit))
+
+
+@router.get(
+    "/v1/refunds/failures",
+    summary="Refunds the gateway declined for good, waiting for a person (reader token: ops, agent; or a roster "
+    "member's)",
+    description=f"Declined refunds no person has resolved yet, {QUEUE}.",
+    response_model=Failures,
+    responses=problems(401, 403, 422),
+)
+async def failures(ctx: Ctx, _: RefundsReader, q: QueueFilter, limit: Limit = 100) -> Response:
+    return json_response(await views.failure_queue(ctx.pool, q, limit))
 
 
 @router.get(
     "/v1/refunds/clawbacks",
     summary="Clawbacks flagged for a person (reader token: ops, agent; or a roster member's)",
+    description=f"Clawbacks (`state`: open by default, resolved, all), {QUEUE}.",
     response_model=Clawbacks,
-    responses=READ_ERRORS,
+    responses=problems(401, 403, 422),
 )
-async def clawbacks(ctx: Ctx, _: RefundsReader, customer: str | None = None, limit: Limit = 100) -> Response:
-    items = await views.clawback_list(ctx.pool, customer_key=customer, limit=limit)
-    return json_response({"clawbacks": items})
+async def clawbacks(
+    ctx: Ctx,
+    _: RefundsReader,
+    q: QueueFilter,
+    state: Literal["open", "resolved", "all"] = "open",
+    customer: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Limit = 100,
+) -> Response:
+    return json_response(await views.clawback_queue(ctx.pool, state, customer, q, limit))
+
+
+MAX_RESOLUTION_BYTES = 16 * 1024  # an action and a note of at most 2,000 characters
+
+
+class ClawbackResolutionBody(BaseModel):
+    """Body of POST /v1/refunds/clawbacks/{clawback_id}/resolution. The actor comes from the bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+    resolution: Literal["waived", "recovered_off_platform", "written_off"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class FailureResolutionBody(BaseModel):
+    """Body of POST /v1/refunds/{return_id}/failures/resolution. The actor comes from the bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["retry", "settled_offline", "close"]
+    note: str | None = Field(default=None, max_length=2000)
+    refund_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the declined refund (GET /v1/refunds/failures); left out: the return's oldest unresolved one",
+    )
+
+
+def resolution_response(decided: Resolution, answer: dict[str, Any]) -> Response:
+    if decided.status < 400:
+        return json_response({"result": decided.result, "message": decided.message, **answer}, decided.status)
+    fields = [{"field": decided.field, "message": decided.message}] if decided.field else None
+    return problem_json(decided.status, decided.message, fields, result="refused")
+
+
+RESOLUTION_ERRORS = problems(
+    401,
+    403,
+    404,
+    409,
+    413,
+    415,
+    422,
+    s403="below a supervisor",
+    s409="nothing to resolve, already resolved another way, or (retry) not enough left refundable",
+)
+
+
+@router.post(
+    "/v1/refunds/clawbacks/{clawback_id}/resolution",
+    summary="Close a clawback: waived / recovered_off_platform / written_off (Authorization: Bearer <supervisor "
+    "or above>)",
+    description="200 resolved (`result: resolved`), or resolved already the same way (`already_resolved`: a repeat "
+    "is harmless); 403 below a supervisor; 404 unknown clawback; 409 already resolved another way. Publishes "
+    "refund.clawback_resolved.",
+    response_model=ClawbackResolved,
+    responses={**RESOLUTION_ERRORS, 404: problems(404, s404="unknown clawback")[404]},
+    openapi_extra=json_body(ClawbackResolutionBody, {"resolution": "waived", "note": "long-standing customer"}),
+)
+async def resolve_clawback(ctx: Ctx, actor: RosterActor, clawback_id: str, request: Request) -> Response:
+    body = await json_request(request, ClawbackResolutionBody, MAX_RESOLUTION_BYTES)
+    decided, answer = await handlers.resolve_clawback(
+        ctx, clawback_id, actor, body.resolution, body.note, correlation_id(request)
+    )
+    return resolution_response(decided, answer)
+
+
+@router.post(
+    "/v1/refunds/{return_id}/failures/resolution",
+    summary="Resolve a declined refund: retry / settled_offline / close (Authorization: Bearer <supervisor or above>)",
+    description="200 resolved (`retry`: a new ledger entry is paid, `retry_refund_id`), or resolved already the "
+    "same way (`already_resolved`: a repeat is harmless); 403 below a supervisor; 404 unknown return; 409 no "
+    "declined refund to resolve, already resolved another way, or a retry above what remains refundable. "
+    "Publishes refund.failure_resolved.",
+    response_model=FailureResolved,
+    responses={**RESOLUTION_ERRORS, 404: problems(404, s404="unknown return")[404]},
+    openapi_extra=json_body(FailureResolutionBody, {"action": "retry", "note": "customer updated their card"}),
+)
+async def resolve_failure(ctx: Ctx, actor: RosterActor, return_id: UUID, request: Request) -> Response:
+    body = await json_request(request, FailureResolutionBody, MAX_RESOLUTION_BYTES)
+    resolved = await handlers.resolve_failure(
+        ctx, return_id, body.refund_id, actor, body.action, body.note, correlation_id(request)
+    )
+    if resolved is None:
+        raise HttpProblem(404, f"unknown return {str(return_id)!r}")
+    decided, answer = resolved
+    return resolution_response(decided, {"return_id": str(return_id), **answer})
 
 
 @router.get(

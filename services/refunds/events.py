@@ -4,17 +4,21 @@ RefundIssued / RefundFailed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from contracts.events import (
     ClawbackFlagged,
+    ClawbackResolved,
     Message,
     RefundBasis,
     RefundDecided,
     RefundEscalated,
     RefundFailed,
+    RefundFailureResolved,
     RefundIssued,
+    Role,
 )
 from services.refunds.rules import (
     Action,
@@ -163,4 +167,37 @@ def refund_failed(r: PaymentResult, now: datetime) -> RefundFailed:
         error=(r.error or "unknown error")[:500],
         retryable=r.retryable,
         attempts=r.due.attempts,
+    )
+
+
+def failure_resolved(resolved: Mapping[str, Any], amount: int, currency: str, now: datetime) -> RefundFailureResolved:
+    """A declined refund's resolution (a row of failure_resolutions) as news."""
+    return RefundFailureResolved(
+        occurred_at=now,
+        return_id=resolved["return_id"],
+        correlation_id=resolved["correlation_id"],
+        refund_id=resolved["refund_id"],
+        action=resolved["action"],
+        amount=amount,
+        currency=currency,
+        resolved_by=resolved["resolved_by"],
+        resolved_role=Role(resolved["resolved_role"]),
+        note=resolved["note"],
+        retry_refund_id=resolved["retry_refund_id"],
+    )
+
+
+def clawback_resolved(c: Mapping[str, Any], correlation_id: str, now: datetime) -> ClawbackResolved:
+    """A clawback's resolution (its row, resolved) as news."""
+    return ClawbackResolved(
+        occurred_at=now,
+        return_id=c["return_id"],
+        correlation_id=correlation_id,
+        clawback_id=c["clawback_id"],
+        resolution=c["resolution"],
+        amount=c["amount"],
+        currency=c["currency"],
+        resolved_by=c["resolved_by"],
+        resolved_role=Role(c["resolved_role"]),
+        note=c["resolution_note"],
     )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -25,6 +26,7 @@ from returnflow.service import Runtime
 from services.refunds import events, repository, rules
 from services.refunds.gateway import Gateway, HttpGateway
 from services.refunds.rules import (
+    Actor,
     CloseEscalation,
     CommandIn,
     Due,
@@ -36,6 +38,7 @@ from services.refunds.rules import (
     Policy,
     Reescalate,
     RefundNow,
+    Resolution,
 )
 from services.refunds.settings import RefundsSettings
 
@@ -141,6 +144,7 @@ async def authenticated_commands(
             unauthenticated=signed_commands.check(
                 d.value, keys.get(e.actor_id), e.occurred_at, d.timestamp, window, skew
             ),
+            escalation_id=e.escalation_id,
         )
         for e, d in delivered
     ]
@@ -280,3 +284,81 @@ async def record_payments(conn: Conn, results: Sequence[PaymentResult]) -> int:
     out = events.payment_events([*paid, *refused, *unknown], recorded, now)
     await enqueue(conn, out)
     return len(out)
+
+
+# -- work items a person closes ------------------------------------------------------------------------------
+
+
+def _failure_answer(row: Any) -> dict[str, Any]:
+    keys = ("refund_id", "action", "note", "resolved_by", "resolved_role", "retry_refund_id", "resolved_at")
+    return {k: row[k] for k in keys}
+
+
+async def resolve_failure(
+    ctx: RefundsContext,
+    return_id: UUID,
+    refund_id: str | None,
+    actor: Actor,
+    action: str,
+    note: str | None,
+    correlation_id: str,
+) -> tuple[Resolution, dict[str, Any]] | None:
+    """A person's resolution of a declined refund of the return (None: unknown return): retried as a new
+    ledger entry, settled offline, or closed; once, with its event, in one transaction."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        money = await repository.lock_return(conn, return_id)  # serialises resolutions and retries of the return
+        if money is None:
+            return None
+        failed = await repository.declined_refund(conn, return_id, refund_id)
+        headroom = money["paid_total"] - money["reserved"]
+        decided = rules.resolve_failure(
+            actor,
+            failed["amount"] if failed else None,
+            failed["action"] if failed else None,
+            action,
+            headroom,
+            refund_id,
+        )
+        if not decided.takes_effect:
+            return decided, _failure_answer(failed) if failed is not None and failed["action"] else {}
+        assert failed is not None
+        retry_id = rules.refund_id(return_id, f"retry:{failed['refund_id']}") if action == "retry" else None
+        if retry_id is not None:
+            await repository.retry_refund(conn, failed, retry_id, correlation_id)
+        row = await repository.record_failure_resolution(conn, failed, action, note, actor, retry_id, correlation_id)
+        news = events.failure_resolved(dict(row), failed["amount"], failed["currency"], datetime.now(UTC))
+        await enqueue(conn, [news])
+    log.info(
+        "declined refund resolved",
+        refund_id=failed["refund_id"],
+        action=action,
+        actor_id=actor.actor_id,
+        correlation_id=correlation_id,
+    )
+    return decided, _failure_answer(row)
+
+
+def _clawback_answer(row: Any) -> dict[str, Any]:
+    keys = ("clawback_id", "return_id", "amount", "currency", "resolution", "resolved_by", "resolved_role")
+    return {**{k: row[k] for k in keys}, "note": row["resolution_note"], "resolved_at": row["resolved_at"]}
+
+
+async def resolve_clawback(
+    ctx: RefundsContext, clawback_id: str, actor: Actor, resolution: str, note: str | None, correlation_id: str
+) -> tuple[Resolution, dict[str, Any]]:
+    """A person closes a clawback (waived, recovered off-platform, written off), once, with its event."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        found = await repository.clawback_for_update(conn, clawback_id)
+        decided = rules.resolve_clawback(actor, found is not None, found["resolution"] if found else None, resolution)
+        if not decided.takes_effect:
+            return decided, _clawback_answer(found) if found is not None and found["resolution"] else {}
+        row = await repository.resolve_clawback(conn, clawback_id, resolution, note, actor)
+        await enqueue(conn, [events.clawback_resolved(dict(row), correlation_id, datetime.now(UTC))])
+    log.info(
+        "clawback resolved",
+        clawback_id=clawback_id,
+        resolution=resolution,
+        actor_id=actor.actor_id,
+        correlation_id=correlation_id,
+    )
+    return decided, _clawback_answer(row)

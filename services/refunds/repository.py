@@ -419,7 +419,8 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
         return {}
     rows = await conn.fetch(
         """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id, idempotency_key,
-               status, http_status, result, message, required_role, answer_amount, answer_field
+               status, http_status, result, message, required_role, answer_amount, answer_field, escalation_id,
+               answer_escalation_id
            FROM commands WHERE idempotency_key = ANY($1::text[])""",
         list(idempotency_keys),
     )
@@ -435,6 +436,7 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
                 r["note"],
                 r["correlation_id"],
                 r["idempotency_key"],
+                escalation_id=r["escalation_id"],
             ),
             PARKED
             if r["status"] == "parked"
@@ -445,6 +447,7 @@ async def answered_commands(conn: Conn, idempotency_keys: Sequence[str]) -> dict
                 field=r["answer_field"],
                 required_role=Role(r["required_role"]) if r["required_role"] else None,
                 amount=r["answer_amount"],
+                escalation_id=r["answer_escalation_id"],
             ),
         )
         for r in rows
@@ -471,6 +474,8 @@ def _command_row(r: Ruling) -> tuple[Any, ...]:
         c.correlation_id,
         o.amount,
         o.field,
+        c.escalation_id,
+        o.escalation_id,
     )
 
 
@@ -481,17 +486,19 @@ async def record_commands(conn: Conn, rulings: Sequence[Ruling]) -> None:
     await conn.execute(
         """INSERT INTO commands (command_id, return_id, source, actor_id, actor_role, action, amount, note,
                status, http_status, result, message, required_role, idempotency_key, correlation_id,
-               answer_amount, answer_field, decided_at)
+               answer_amount, answer_field, escalation_id, answer_escalation_id, decided_at)
            SELECT *, CASE WHEN u.status = 'done' THEN now() END FROM unnest($1::text[], $2::uuid[], $3::text[],
                $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::text[],
-               $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[])
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[],
+               $19::text[])
                AS u(command_id, return_id, source, actor_id, actor_role, action, amount, note, status,
                     http_status, result, message, required_role, idempotency_key, correlation_id,
-                    answer_amount, answer_field)
+                    answer_amount, answer_field, escalation_id, answer_escalation_id)
            ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, actor_role = EXCLUDED.actor_role,
                http_status = EXCLUDED.http_status, result = EXCLUDED.result, message = EXCLUDED.message,
                required_role = EXCLUDED.required_role, answer_amount = EXCLUDED.answer_amount,
-               answer_field = EXCLUDED.answer_field, decided_at = EXCLUDED.decided_at
+               answer_field = EXCLUDED.answer_field, answer_escalation_id = EXCLUDED.answer_escalation_id,
+               decided_at = EXCLUDED.decided_at
            WHERE commands.status = 'parked'""",
         *_columns([_command_row(r) for r in rulings]),
     )
@@ -503,8 +510,8 @@ async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[Comman
     if not return_ids:
         return []
     rows = await conn.fetch(
-        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id FROM commands
-           WHERE status = 'parked' AND return_id = ANY($1::uuid[]) ORDER BY created_at, command_id""",
+        """SELECT command_id, return_id, source, actor_id, action, amount, note, correlation_id, escalation_id
+           FROM commands WHERE status = 'parked' AND return_id = ANY($1::uuid[]) ORDER BY created_at, command_id""",
         list(return_ids),
     )
     return [
@@ -517,6 +524,7 @@ async def parked_commands(conn: Conn, return_ids: Sequence[UUID]) -> list[Comman
             r["amount"],
             r["note"],
             r["correlation_id"],
+            escalation_id=r["escalation_id"],
         )
         for r in rows
     ]
@@ -667,7 +675,7 @@ async def mark_failed(conn: Conn, refused: Sequence[PaymentResult]) -> set[str]:
     if not refused:
         return set()
     rows = await conn.fetch(
-        """UPDATE refunds r SET status = 'failed', last_error = u.err, lease_until = NULL
+        """UPDATE refunds r SET status = 'failed', last_error = u.err, lease_until = NULL, failed_at = now()
            FROM unnest($1::text[], $2::text[]) AS u(id, err)
            WHERE r.refund_id = u.id AND r.status = 'pending' RETURNING r.refund_id""",
         [r.due.refund_id for r in refused],
@@ -690,3 +698,98 @@ async def schedule_retries(conn: Conn, unknown: Sequence[PaymentResult]) -> set[
         [r.error for r in unknown],
     )
     return {r["refund_id"] for r in rows}
+
+
+# -- work items a person closes -------------------------------------------------------------------------------
+
+
+async def lock_return(conn: Conn, return_id: UUID) -> asyncpg.Record | None:
+    """The return's money row, locked until the transaction ends (a retry adds to its ledger)."""
+    return await conn.fetchrow(
+        "SELECT return_id, currency, paid_total, reserved FROM returns WHERE return_id = $1 FOR UPDATE", return_id
+    )
+
+
+async def declined_refund(conn: Conn, return_id: UUID, refund_id: str | None) -> asyncpg.Record | None:
+    """A declined refund of the return with its resolution, if any: the one named; else the oldest one no
+    person resolved yet; else the last one resolved (a repeated request gets that answer again)."""
+    return await conn.fetchrow(
+        """SELECT f.refund_id, f.return_id, f.cause, f.amount, f.currency, f.basis, f.actor_id, f.actor_role,
+               f.note AS refund_note, f.failed_at, x.action, x.note, x.resolved_by, x.resolved_role, x.retry_refund_id,
+               x.resolved_at
+           FROM refunds f LEFT JOIN failure_resolutions x USING (refund_id)
+           WHERE f.return_id = $1 AND f.status = 'failed' AND ($2::text IS NULL OR f.refund_id = $2)
+           ORDER BY (x.refund_id IS NOT NULL), CASE WHEN x.refund_id IS NULL THEN f.failed_at END,
+               x.resolved_at DESC, f.refund_id
+           LIMIT 1""",
+        return_id,
+        refund_id,
+    )
+
+
+async def retry_refund(conn: Conn, failed: asyncpg.Record, new_refund_id: str, correlation_id: str) -> None:
+    """The declined refund paid again as a new ledger entry: same amount, basis and deciding actor (the
+    authority used stays theirs); the trigger reserves it and wakes the payment worker."""
+    await conn.execute(
+        """INSERT INTO refunds (refund_id, return_id, cause, amount, currency, basis, actor_id, actor_role, note,
+               idempotency_key, correlation_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        new_refund_id,
+        failed["return_id"],
+        f"retry:{failed['refund_id']}",
+        failed["amount"],
+        failed["currency"],
+        failed["basis"],
+        failed["actor_id"],
+        failed["actor_role"],
+        failed["refund_note"],
+        f"rf-{new_refund_id}",
+        correlation_id,
+    )
+
+
+async def record_failure_resolution(
+    conn: Conn,
+    failed: asyncpg.Record,
+    action: str,
+    note: str | None,
+    actor: Actor,
+    retry_refund_id: str | None,
+    correlation_id: str,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO failure_resolutions (refund_id, return_id, action, note, resolved_by, resolved_role,
+               retry_refund_id, correlation_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+        failed["refund_id"],
+        failed["return_id"],
+        action,
+        note,
+        actor.actor_id,
+        actor.role.value,
+        retry_refund_id,
+        correlation_id,
+    )
+    assert row is not None
+    return row
+
+
+async def clawback_for_update(conn: Conn, clawback_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM clawbacks WHERE clawback_id = $1 FOR UPDATE", clawback_id)
+
+
+async def resolve_clawback(
+    conn: Conn, clawback_id: str, resolution: str, note: str | None, actor: Actor
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """UPDATE clawbacks SET status = 'resolved', resolution = $2, resolution_note = $3, resolved_by = $4,
+               resolved_role = $5, resolved_at = now()
+           WHERE clawback_id = $1 AND status = 'open' RETURNING *""",
+        clawback_id,
+        resolution,
+        note,
+        actor.actor_id,
+        actor.role.value,
+    )
+    assert row is not None
+    return row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -34,6 +35,7 @@ class DecisionOutcome(BaseModel):
     message: str
     amount: int | None = Field(default=None, description="minor units")
     required_role: str | None = Field(default=None, description="who may decide it (an escalation)")
+    escalation_id: str | None = Field(default=None, description="the escalation an approve / reject decided")
 
 
 class WhoAmI(BaseModel):
@@ -47,19 +49,160 @@ class WhoAmI(BaseModel):
     )
 
 
+NEXT_CURSOR = "`cursor` of the next page (oldest first); null on the last page"
+
+
+class EscalationItem(BaseModel):
+    escalation_id: str
+    return_id: UUID
+    order_id: str
+    shop_id: str
+    amount: int = Field(description="minor units")
+    currency: str
+    basis: str
+    required_role: str = Field(description="the lowest role that may decide it")
+    reason: str
+    raised_at: datetime
+    raised_by: str | None = Field(description="the actor whose grant was above their authority; null: automatic")
+    created_at: datetime = Field(description="= raised_at (the name the list always had)")
+    requested_by: str | None = Field(description="= raised_by (the name the list always had)")
+
+
+class EscalationCounts(BaseModel):
+    total: int = Field(description="open escalations matching the filter (every page)")
+    by_required_role: dict[str, int]
+
+
 class Escalations(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"escalations": []}})
-    escalations: list[dict[str, Any]] = Field(
-        description="escalation_id, return_id, amount, currency, basis, required_role, requested_by, reason, created_at"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"escalations": [], "next_cursor": None, "counts": {"total": 0, "by_required_role": {}}}
+        }
     )
+    escalations: list[EscalationItem]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+    counts: EscalationCounts
+
+
+class FailureItem(BaseModel):
+    refund_id: str
+    return_id: UUID
+    order_id: str
+    shop_id: str
+    amount: int = Field(description="minor units")
+    currency: str
+    basis: str
+    actor_id: str | None = Field(description="who decided the refund (null: automatic)")
+    error: str | None = Field(description="the gateway's last answer")
+    attempts: int
+    failed_at: datetime | None
+
+
+class FailureCounts(BaseModel):
+    total: int
+
+
+class Failures(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"failures": [], "next_cursor": None, "counts": {"total": 0}}}
+    )
+    failures: list[FailureItem] = Field(description="refunds the gateway declined for good, no person resolved yet")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+    counts: FailureCounts
+
+
+class FailureResolved(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "return_id": RETURN_ID,
+                "result": "resolved",
+                "message": "declined refund resolved: retry",
+                "refund_id": "5d0c1c5e-0d43-5b8f-9a55-0d6c1b7e9f31",
+                "action": "retry",
+                "note": "customer updated their card",
+                "resolved_by": "sup-sam",
+                "resolved_role": "supervisor",
+                "retry_refund_id": "9a1f0c3e-7b1d-5e6f-8a55-0d6c1b7e9f31",
+                "resolved_at": "2026-12-02T10:00:00Z",
+            }
+        }
+    )
+    return_id: UUID
+    result: Literal["resolved", "already_resolved"]
+    message: str
+    refund_id: str
+    action: Literal["retry", "settled_offline", "close"]
+    note: str | None
+    resolved_by: str
+    resolved_role: str
+    retry_refund_id: str | None = Field(description="the new ledger entry paid again (retry)")
+    resolved_at: datetime
+
+
+class ClawbackItem(BaseModel):
+    clawback_id: str
+    return_id: UUID
+    order_id: str
+    shop_id: str
+    customer_key: str
+    amount: int = Field(description="minor units")
+    currency: str
+    receipt_id: str
+    refund_id: str | None
+    reason: str
+    status: Literal["open", "resolved"]
+    flagged_at: datetime
+    resolution: Literal["waived", "recovered_off_platform", "written_off"] | None
+    resolution_note: str | None
+    resolved_by: str | None
+    resolved_role: str | None
+    resolved_at: datetime | None
+
+
+class ClawbackCounts(BaseModel):
+    open: int
+    resolved: int
 
 
 class Clawbacks(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"clawbacks": []}})
-    clawbacks: list[dict[str, Any]] = Field(
-        description="clawback_id, return_id, customer_key, amount, currency, receipt_id, refund_id, reason, status, "
-        "flagged_at"
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"clawbacks": [], "next_cursor": None, "counts": {"open": 0, "resolved": 0}}}
     )
+    clawbacks: list[ClawbackItem]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+    counts: ClawbackCounts
+
+
+class ClawbackResolved(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "result": "resolved",
+                "message": "clawback resolved: waived",
+                "clawback_id": "3c1f0c3e-7b1d-5e6f-8a55-0d6c1b7e9f31",
+                "return_id": RETURN_ID,
+                "amount": 2000,
+                "currency": "CNY",
+                "resolution": "waived",
+                "note": "long-standing customer",
+                "resolved_by": "sup-sam",
+                "resolved_role": "supervisor",
+                "resolved_at": "2026-12-02T10:00:00Z",
+            }
+        }
+    )
+    result: Literal["resolved", "already_resolved"]
+    message: str
+    clawback_id: str
+    return_id: UUID
+    amount: int = Field(description="minor units")
+    currency: str
+    resolution: Literal["waived", "recovered_off_platform", "written_off"]
+    note: str | None
+    resolved_by: str
+    resolved_role: str
+    resolved_at: datetime
 
 
 class Ledger(BaseModel):

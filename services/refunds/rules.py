@@ -561,6 +561,7 @@ class Command:
     action: str  # approve | reject | grant_free_refund
     amount: int | None = None
     note: str | None = None
+    escalation_id: str | None = None  # approve / reject this one (else: see `choose_escalation`)
 
 
 @dataclass(frozen=True)
@@ -572,6 +573,7 @@ class Outcome:
     field: str | None = None
     required_role: Role | None = None
     amount: int | None = None
+    escalation_id: str | None = None  # the escalation an approve / reject acted on
 
 
 def _refused(status: int, message: str, fld: str | None = None) -> Outcome:
@@ -589,11 +591,52 @@ def decide_command(f: ReturnFacts | None, p: Policy, actor: Actor | None, cmd: C
     if cmd.action == "grant_free_refund":
         return _grant(f, p, actor, cmd)
     if cmd.action in ("approve", "reject"):
-        if not f.escalations:
-            return _refused(409, "no refund of this return waits for a decision")
-        esc = f.escalations[0]
-        return _approve(f, p, actor, cmd, esc) if cmd.action == "approve" else _reject(f, p, actor, cmd, esc)
+        esc = choose_escalation(f, p, actor, cmd)
+        if isinstance(esc, Outcome):
+            return esc
+        decided = _approve(f, p, actor, cmd, esc) if cmd.action == "approve" else _reject(f, p, actor, cmd, esc)
+        return replace(decided, escalation_id=esc.escalation_id)
     return _refused(422, f"unknown action {cmd.action!r}", "action")
+
+
+def _rank(role: Role) -> int:
+    return ROLE_ORDER.index(role)
+
+
+def may_decide(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command, esc: OpenEscalation) -> bool:
+    """Whether the actor's authority covers deciding this escalation now: a reject the escalated amount,
+    an approve what it would pay (the amount asked, at most what remains refundable), cumulatively."""
+    if cmd.action == "reject":
+        amount = esc.amount
+    else:
+        amount = min(cmd.amount if cmd.amount is not None else esc.amount, f.headroom)
+    return p.authority.covers(actor.role, f.currency, f.authority_used + amount)
+
+
+def choose_escalation(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> OpenEscalation | Outcome:
+    """Which open escalation an approve / reject decides.
+
+    - named (`escalation_id`): that one if it is open on this return (else 409 naming `escalation_id`),
+      and only by a role at least the one it waits for (else 403);
+    - not named: the oldest one the actor's authority covers (a supervisor approves an agent's 30.00 even
+      when an older automatic 100.00 waits for a manager); when none is covered, the oldest one, as before
+      (an approve of it answers who it waits for, a reject is refused);
+    - none open: 409.
+    """
+    if cmd.escalation_id is not None:
+        esc = next((e for e in f.escalations if e.escalation_id == cmd.escalation_id), None)
+        if esc is None:
+            return _refused(409, f"escalation {cmd.escalation_id!r} is not open on this return", "escalation_id")
+        if _rank(actor.role) < _rank(esc.required_role):
+            return _refused(
+                403,
+                f"a {actor.role.value} cannot decide an escalation that waits for a {esc.required_role.value}",
+                "escalation_id",
+            )
+        return esc
+    if not f.escalations:
+        return _refused(409, "no refund of this return waits for a decision")
+    return next((e for e in f.escalations if may_decide(f, p, actor, cmd, e)), f.escalations[0])
 
 
 def _grant(f: ReturnFacts, p: Policy, actor: Actor, cmd: Command) -> Outcome:
@@ -684,6 +727,7 @@ class CommandIn:
     correlation_id: str
     idempotency_key: str | None = None
     unauthenticated: str | None = None  # why a Kafka command does not prove its actor (returnflow.commands)
+    escalation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -726,7 +770,7 @@ class Answered:
     outcome: Outcome
 
 
-IDEMPOTENCY_FIELDS = ("return_id", "action", "amount", "note")
+IDEMPOTENCY_FIELDS = ("return_id", "action", "amount", "note", "escalation_id")
 
 
 def reused_key(first: CommandIn, again: CommandIn) -> Outcome | None:
@@ -788,7 +832,8 @@ def decide_commands(
         if actor is not None and f is None:
             ruling = Ruling(c, actor, PARKED, parked=True)
         else:
-            ruling = Ruling(c, actor, decide_command(f, p, actor, Command(c.command_id, c.action, c.amount, c.note)))
+            cmd = Command(c.command_id, c.action, c.amount, c.note, c.escalation_id)
+            ruling = Ruling(c, actor, decide_command(f, p, actor, cmd))
             if f is not None and ruling.outcome.actions:
                 out.planned.append(
                     Planned(replace(known[c.return_id], facts=f), ruling.outcome.actions, c.correlation_id)
@@ -799,6 +844,80 @@ def decide_commands(
         out.outcomes.append(ruling.outcome)
         out.rulings.append(ruling)
     return out
+
+
+# -- work items a person closes: declined refunds, clawbacks -----------------------------------------------------
+
+FAILURE_ACTIONS = ("retry", "settled_offline", "close")
+CLAWBACK_RESOLUTIONS = ("waived", "recovered_off_platform", "written_off")
+RESOLVER = Role.supervisor  # the lowest role that may close a declined refund or a clawback
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What became of a work item's resolution request: 200 resolved now or already (the same way, an
+    idempotent repeat), else refused (403 role, 404/409 nothing to resolve, 409 resolved another way)."""
+
+    status: int
+    result: str  # resolved | already_resolved | refused
+    message: str
+    field: str | None = None
+
+    @property
+    def takes_effect(self) -> bool:
+        return self.result == "resolved"
+
+
+def _not_resolved(status: int, message: str, fld: str | None = None) -> Resolution:
+    return Resolution(status, "refused", message, fld)
+
+
+def may_resolve(actor: Actor) -> bool:
+    return ROLE_ORDER.index(actor.role) >= ROLE_ORDER.index(RESOLVER)
+
+
+def resolve_failure(
+    actor: Actor,
+    amount: int | None,
+    done_action: str | None,
+    action: str,
+    headroom: int,
+    named: str | None = None,
+) -> Resolution:
+    """A declined refund (its `amount`; None: no declined refund of the return to resolve) closed by a person.
+
+    - only a supervisor or above (403);
+    - nothing declined to resolve: 409 (naming `refund_id` when one was named);
+    - already resolved: the same action again is the same answer (200), another one 409 naming `action`;
+    - a retry pays the amount again: only while the return has that much left refundable (409), since the
+      money was released when the gateway declined it and may have been refunded another way since.
+    """
+    if not may_resolve(actor):
+        return _not_resolved(403, f"a {actor.role.value} cannot resolve a declined refund (a {RESOLVER.value} can)")
+    if amount is None:
+        what = f"refund {named!r} is not a declined refund of this return" if named else "no declined refund waits"
+        return _not_resolved(409, what, "refund_id" if named else None)
+    if done_action is not None:
+        if done_action == action:
+            return Resolution(200, "already_resolved", f"already resolved: {action}")
+        return _not_resolved(409, f"already resolved another way: {done_action}", "action")
+    if action == "retry" and amount > headroom:
+        return _not_resolved(409, f"cannot pay {amount} again: only {headroom} remains refundable", "action")
+    return Resolution(200, "resolved", f"declined refund resolved: {action}")
+
+
+def resolve_clawback(actor: Actor, exists: bool, done: str | None, resolution: str) -> Resolution:
+    """A clawback closed by a person (never a charge): supervisor or above (403), an unknown one 404; once
+    resolved, the same resolution again is the same answer (200), another one 409 naming `resolution`."""
+    if not may_resolve(actor):
+        return _not_resolved(403, f"a {actor.role.value} cannot resolve a clawback (a {RESOLVER.value} can)")
+    if not exists:
+        return _not_resolved(404, "unknown clawback")
+    if done is not None:
+        if done == resolution:
+            return Resolution(200, "already_resolved", f"already resolved: {resolution}")
+        return _not_resolved(409, f"already resolved another way: {done}", "resolution")
+    return Resolution(200, "resolved", f"clawback resolved: {resolution}")
 
 
 # -- paying ---------------------------------------------------------------------------------------------------

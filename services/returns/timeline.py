@@ -113,6 +113,13 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "refund.issued": lambda d: f"Refund of {_money(d)} paid ({d.get('basis')})",
     "refund.failed": lambda d: f"Refund of {_money(d)} failed: {d.get('error')}",
     "refund.clawback_flagged": lambda d: f"Clawback of {_money(d)} flagged for review: {d.get('reason')}",
+    "refund.clawback_resolved": lambda d: (
+        f"Clawback of {_money(d)} closed ({d.get('resolution')}) by {d.get('resolved_by')}"
+    ),
+    "refund.failure_resolved": lambda d: f"Declined refund of {_money(d)}: {d.get('action')} by {d.get('resolved_by')}",
+    "inventory.discrepancy_resolved": lambda d: (
+        f"Inventory discrepancy resolved by {d.get('resolved_by')}: {d.get('note')}"
+    ),
     "sms.sent": lambda d: f"SMS sent to customer: {d.get('step')}",
     "sms.deferred": lambda d: f"SMS for {d.get('step')} deferred: {d.get('reason')}",
     "sms.suppressed": lambda d: f"SMS for {d.get('step')} not sent: {d.get('reason')}",

@@ -19,6 +19,7 @@ from contracts.events import (
     AuditAnchored,
     Customer,
     DiscrepancyFound,
+    DiscrepancyResolved,
     InventoryAttested,
     InventoryCheck,
     Movement,
@@ -360,6 +361,20 @@ async def test_a_discrepancy_is_resolved_once_by_someone_who_attested_no_side(h:
     again = await handlers.resolve(h.ctx, did, "rt-ana", "again", "c")
     assert isinstance(again, Refusal) and again.why == "already_resolved"
     assert (await views.verify_log(h.pool)).ok
+    # published through the outbox (issue 15): who resolved it and how, anchored to its log entry; once
+    (news,) = await h.published(DiscrepancyResolved)
+    assert (news.discrepancy_id, news.return_id, news.resolved_by, news.note) == (
+        did,
+        rid,
+        "rt-ana",
+        "recounted: 2 on the shelf",
+    )
+    assert (news.reason, news.sku, news.audit_seq, news.audit_hash) == (
+        "quantity_mismatch",
+        "QTY",
+        entry["seq"],
+        entry["hash"],
+    )
 
 
 # -- anchors of the chain head ---------------------------------------------------------------------
