@@ -309,6 +309,8 @@ async def show_return(
         refunded=refunded,
         pending=pending,
         idem=uuid.uuid4().hex,
+        clawback_resolutions=CLAWBACK_RESOLUTIONS,
+        failure_actions=FAILURE_ACTIONS,
         **extra,
     )
 
@@ -368,6 +370,51 @@ async def decision(request: Request, ctx: Ctx, return_id: str) -> Response:
     outcome = outcome_of(answer)
     status = 200 if answer.ok else (answer.status if answer.status >= 400 else 502)
     return await show_return(request, ctx, s, rid, status, outcome=outcome, errors=outcome["errors"], form=form)
+
+
+CLAWBACK_RESOLUTIONS = ("waived", "recovered_off_platform", "written_off")
+FAILURE_ACTIONS = ("retry", "settled_offline", "close")
+
+
+@router.post("/returns/{return_id}/clawbacks/{clawback_id}/resolution")
+async def resolve_clawback(request: Request, ctx: Ctx, return_id: str, clawback_id: str) -> Response:
+    acting = await acting_person(request, ctx, "resolve_clawback")
+    if isinstance(acting, Response):
+        return acting
+    s, form = acting
+    rid = _uuid(return_id)
+    if rid is None:
+        return render(request, "message.html", 404, s, message_key="not_found")
+    resolution = form.get("resolution") or ""
+    if resolution not in CLAWBACK_RESOLUTIONS:
+        return await show_return(request, ctx, s, rid, 422, errors={"resolution": "choose how it was settled"})
+    note = (form.get("note") or "").strip()[:2000] or None
+    answer = await handlers.resolve_clawback(ctx, s, clawback_id[:128], resolution, note, correlation_id(request))
+    return await show_return(
+        request, ctx, s, rid, 200 if answer.ok else max(answer.status, 400), outcome=outcome_of(answer)
+    )
+
+
+@router.post("/returns/{return_id}/failures/resolution")
+async def resolve_failure(request: Request, ctx: Ctx, return_id: str) -> Response:
+    acting = await acting_person(request, ctx, "resolve_clawback")
+    if isinstance(acting, Response):
+        return acting
+    s, form = acting
+    rid = _uuid(return_id)
+    if rid is None:
+        return render(request, "message.html", 404, s, message_key="not_found")
+    action = form.get("action") or ""
+    if action not in FAILURE_ACTIONS:
+        return await show_return(
+            request, ctx, s, rid, 422, errors={"failure": "choose retry, settled offline or close"}
+        )
+    note = (form.get("note") or "").strip()[:2000] or None
+    refund_id = (form.get("refund_id") or "")[:128]
+    answer = await handlers.resolve_failure(ctx, s, rid, refund_id, action, note, correlation_id(request))
+    return await show_return(
+        request, ctx, s, rid, 200 if answer.ok else max(answer.status, 400), outcome=outcome_of(answer)
+    )
 
 
 @router.post("/discrepancies/{discrepancy_id}/resolution")

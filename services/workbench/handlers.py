@@ -172,3 +172,19 @@ async def post_receipt(ctx: WorkbenchContext, s: Session, body: dict[str, Any], 
     return await ctx.upstream.call(
         "POST", "warehouse", "/v1/warehouse/receipts", s.token, json=body, correlation_id=cid
     )
+
+
+async def resolve_clawback(
+    ctx: WorkbenchContext, s: Session, clawback_id: str, resolution: str, note: str | None, cid: str
+) -> Answer:
+    body: dict[str, Any] = {"resolution": resolution} | ({"note": note} if note else {})
+    path = f"/v1/refunds/clawbacks/{clawback_id}/resolution"
+    return await ctx.upstream.call("POST", "refunds", path, s.token, json=body, correlation_id=cid)
+
+
+async def resolve_failure(
+    ctx: WorkbenchContext, s: Session, return_id: str, refund_id: str, action: str, note: str | None, cid: str
+) -> Answer:
+    body: dict[str, Any] = {"action": action, "refund_id": refund_id} | ({"note": note} if note else {})
+    path = f"/v1/refunds/{return_id}/failures/resolution"
+    return await ctx.upstream.call("POST", "refunds", path, s.token, json=body, correlation_id=cid)

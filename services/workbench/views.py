@@ -57,9 +57,7 @@ async def queue_items(ctx: WorkbenchContext) -> tuple[list[QueueItem], list[str]
                 str(e.get("reason") or ""),
             )
         )
-    for c in _items(claw, "clawbacks"):
-        if c.get("status") not in (None, "flagged", "open"):
-            continue
+    for c in _items(claw, "clawbacks"):  # open ones (the list's default state)
         items.append(
             QueueItem(
                 "clawback",
@@ -134,7 +132,9 @@ async def return_page(ctx: WorkbenchContext, return_id: str) -> dict[str, Any] |
     )
     if not ret.ok:
         return None
+    failures = await up.get("refunds", "/v1/refunds/failures", token, limit=FETCH)
     return {
+        "failures": [f for f in _items(failures, "failures") if str(f.get("return_id")) == return_id],
         "ret": ret.body,
         "timeline": (timeline.body or {}).get("entries", []) if timeline.ok else [],
         "ledger": ledger.body if ledger.ok else None,
