@@ -533,7 +533,7 @@ async def receive(request: Request, ctx: Ctx) -> Response:
     if isinstance(acting, Response):
         return acting
     s, form = acting
-    tracking = (form.get("tracking") or "").strip().upper()[:64]
+    tracking = (form.get("tracking") or "").strip().replace(" ", "").upper()[:64]
     parcel = await views.parcel_by_tracking(ctx, tracking) if tracking else None
     if parcel is None:
         return render(request, "receive.html", 404, s, tracking=tracking, parcel=None, form=form, errors={})
@@ -550,7 +550,12 @@ async def receive(request: Request, ctx: Ctx) -> Response:
     }
     if read.errors:
         return render(request, "receive.html", 422, s, errors=read.errors, **values)
-    body = {"receipt_id": f"wb-{receipt_id}", "tracking_no": tracking, "inspector_id": s.person_id, "lines": read.lines}
+    body = {
+        "receipt_id": f"wb-{receipt_id}",
+        "return_id": str(parcel.get("return_id")),
+        "inspector_id": s.person_id,
+        "lines": read.lines,
+    }
     answer = await handlers.post_receipt(ctx, s, body, correlation_id(request))
     if not answer.ok:
         errors = answer.field_errors() or {"form": answer.detail}

@@ -31,8 +31,8 @@ class WorkbenchSettings(ServiceSettings):
     # A session ends this long after sign-in (a shift), or at sign-out.
     session_ttl_s: float = 10 * 3600.0
     # The queue page reloads itself this often (meta refresh: works without JavaScript), so a resolved
-    # item disappears for everyone within it.
-    queue_refresh_s: int = 2
+    # item disappears for everyone within 2 s (a reload takes ~0.1-0.3 s on top of the interval).
+    queue_refresh_s: int = 1
     # Items per queue page; and how long a scan must be parked before it needs a person.
     page_size: int = 50
     parked_after_s: float = 86_400.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from services.workbench.handlers import WorkbenchContext
 from services.workbench.rules import QueueItem
@@ -162,7 +163,12 @@ async def search(ctx: WorkbenchContext, q: str) -> list[dict[str, Any]]:
 
 
 async def parcel_by_tracking(ctx: WorkbenchContext, tracking: str) -> dict[str, Any] | None:
-    """The expected parcel for a tracking number (GET /v1/warehouse/parcels?tracking_number=)."""
+    """The expected parcel for a tracking number (GET /v1/warehouse/parcels?tracking_number=), or for a
+    return id typed or scanned from the return's label."""
+    try:
+        return await parcel_of(ctx, str(UUID(tracking)))
+    except ValueError:
+        pass
     a = await ctx.upstream.get("warehouse", "/v1/warehouse/parcels", ctx.read_token, tracking_number=tracking)
     if not a.ok or not isinstance(a.body, dict):
         return None
