@@ -152,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     sub.add_parser("config", help="the effective settings of the runtime and every service, secrets redacted")
-    from apphost import decisions_cli, ops, reports
+    from apphost import decisions_cli, ops, queue_cli, reports
 
     ops.register(sub)
     decisions_cli.register(sub)
+    queue_cli.register(sub)
     reports.register(sub)
     _register_deploy_commands(sub)
     args = parser.parse_args(argv)
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             handled = ops.run(args, get_settings())
         if handled is None:
             handled = decisions_cli.run(args, get_settings())
+        if handled is None:
+            handled = queue_cli.run(args, get_settings())
         if handled is not None:
             return handled
         if args.cmd == "up":

@@ -27,6 +27,7 @@ from contracts.events import (
     is_moving,
 )
 from returnflow.i18n import babel_locale, format_money, pick_locale  # noqa: F401 (notify's names for them)
+from returnflow.phones import normalize_phone  # noqa: F401 (notify's name for it)
 
 # -- steps -------------------------------------------------------------------------------------------
 
@@ -415,28 +416,6 @@ def sms_segments(text: str) -> tuple[Literal["GSM-7", "UCS-2"], int]:
 
 
 _DIGITS = re.compile(r"\D")
-
-
-def normalize_phone(raw: str, default_country: str = "86") -> str | None:
-    """E.164 from what providers send: '+8613812345678', '008613812345678', '8613812345678' or a
-    mainland '13812345678' (Aliyun's callbacks) all give '+8613812345678'. None if not a number."""
-    if not raw:
-        return None
-    s = raw.strip()
-    digits = _DIGITS.sub("", s)
-    if not digits:
-        return None
-    if s.startswith("+"):
-        pass
-    elif digits.startswith("00"):
-        digits = digits[2:]
-    elif default_country == "86" and len(digits) == 11 and digits.startswith("1"):
-        digits = "86" + digits
-    elif len(digits) <= 10 and default_country:
-        digits = default_country + digits.lstrip("0")
-    if not (7 <= len(digits) <= 15) or digits.startswith("0"):
-        return None
-    return "+" + digits
 
 
 def national_for_aliyun(e164: str) -> str:

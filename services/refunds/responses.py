@@ -234,3 +234,7 @@ class Ledger(BaseModel):
     decisions: list[dict[str, Any]]
     clawbacks: list[dict[str, Any]]
     commands: list[dict[str, Any]]
+    failure_resolutions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="what people decided about its declined refunds (retry, settled offline, close)",
+    )

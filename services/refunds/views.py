@@ -1,5 +1,5 @@
-"""Read-side queries of the refunds service, for its GETs: a return's ledger, the escalations waiting for
-a person, the clawbacks flagged for one."""
+"""Read-side queries of the refunds service, for its GETs: a return's ledger, and the work queues of the
+people who decide (escalations, declined refunds, clawbacks), oldest first, a cursor page at a time."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any
         )
     ]
     out["clawbacks"] = await clawback_list(conn, return_id=return_id)
+    out["failure_resolutions"] = [
+        dict(r)
+        for r in await conn.fetch(
+            """SELECT refund_id, action, note, resolved_by, resolved_role, retry_refund_id, resolved_at
+               FROM failure_resolutions WHERE return_id = $1 ORDER BY resolved_at""",
+            return_id,
+        )
+    ]
     out["commands"] = [
         dict(r)
         for r in await conn.fetch(
@@ -59,25 +67,13 @@ async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any
     return out
 
 
-async def escalation_list(conn: Conn | asyncpg.Pool, role: str | None, limit: int) -> list[dict[str, Any]]:
-    """Open escalations, oldest first (for one role, or all)."""
-    rows = await conn.fetch(
-        """SELECT escalation_id, return_id, amount, currency, basis, required_role, requested_by, reason, created_at
-           FROM escalations WHERE status = 'open' AND ($1::text IS NULL OR required_role = $1)
-           ORDER BY created_at LIMIT $2""",
-        role,
-        limit,
-    )
-    return [dict(r) for r in rows]
-
-
 async def clawback_list(
     conn: Conn | asyncpg.Pool, return_id: UUID | None = None, customer_key: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Flagged clawbacks, newest first (of one return, one customer, or all)."""
     rows = await conn.fetch(
         """SELECT clawback_id, return_id, customer_key, amount, currency, receipt_id, refund_id, reason, status,
-               flagged_at FROM clawbacks
+               flagged_at, resolution, resolution_note, resolved_by, resolved_role, resolved_at FROM clawbacks
            WHERE ($1::uuid IS NULL OR return_id = $1) AND ($2::text IS NULL OR customer_key = $2)
            ORDER BY flagged_at DESC LIMIT $3""",
         return_id,

@@ -26,11 +26,20 @@ from returnflow.http import (
     signed_body,
 )
 from returnflow.openapi import delivery_header, problems, signed
+from returnflow.paging import decode_cursor
 from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
 from services.returns import analytics, handlers, views
 from services.returns.handlers import AlreadyDone, Recorded, ReturnEvent, ReturnsContext, UnknownReturn
-from services.returns.responses import Accepted, EventAlreadyRecorded, EventRecorded, Report, ReturnView, Timeline
-from services.returns.rules import Intake, TooLateToCancel
+from services.returns.responses import (
+    Accepted,
+    EventAlreadyRecorded,
+    EventRecorded,
+    FoundReturns,
+    Report,
+    ReturnView,
+    Timeline,
+)
+from services.returns.rules import RETURN_STATUSES, Intake, TooLateToCancel, return_search
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, map_shopify
 
 Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
@@ -217,6 +226,44 @@ async def return_event(
         case Recorded(return_id, event_type):
             return json_response({"return_id": str(return_id), "event": event_type, "duplicate": False}, 202)
     raise AssertionError("unreachable")
+
+
+@router.get(
+    "/v1/returns",
+    tags=["returns"],
+    summary="Search returns by order id, phone (exact, E.164), tracking number, status (reader token: ops, agent, "
+    "auditor)",
+    description="At least one filter (422 naming them otherwise); several narrow the search. Oldest first, a page "
+    "of `limit` with `next_cursor`; `counts.total` over every page. The phone is normalised to E.164 first "
+    "('+86 138-1234-5678' and '13812345678' find '+8613812345678') and shown masked.",
+    response_model=FoundReturns,
+    responses=problems(401, 403, 422),
+)
+async def search(
+    ctx: Ctx,
+    _: ReturnReader,
+    order_id: Annotated[str | None, Query(max_length=128)] = None,
+    phone: Annotated[str | None, Query(max_length=32)] = None,
+    tracking_number: Annotated[str | None, Query(max_length=64)] = None,
+    status: Literal[RETURN_STATUSES] | None = None,  # type: ignore[valid-type]
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Response:
+    q = return_search(order_id, phone, tracking_number, status)
+    if isinstance(q, list):
+        raise HttpProblem(422, "validation failed", q)
+    after = decode_cursor(cursor)
+    if after is not None and not is_uuid(after[1]):
+        raise HttpProblem(422, "validation failed", [{"field": "cursor", "message": "not a cursor this list gave"}])
+    return json_response(await views.search_returns(ctx.pool, q, after, limit))
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 @router.get(

@@ -138,3 +138,34 @@ class Report(BaseModel):
     )
     report: str
     rows: list[dict[str, Any]]
+
+
+class FoundReturn(BaseModel):
+    return_id: UUID
+    shop_id: str
+    platform: str
+    platform_return_id: str
+    order_id: str
+    kind: str
+    status: str
+    currency: str
+    paid_total: int = Field(description="minor units")
+    phone: str = Field(description="the customer's phone, masked")
+    tracking_no: str | None
+    requested_at: datetime
+    created_at: datetime
+
+
+class SearchCounts(BaseModel):
+    total: int = Field(description="returns matching the search (every page)")
+
+
+class FoundReturns(BaseModel):
+    """Returns matching a search, oldest first, a page at a time."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"returns": [], "next_cursor": None, "counts": {"total": 0}}}
+    )
+    returns: list[FoundReturn]
+    next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
+    counts: SearchCounts

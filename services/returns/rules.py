@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 from uuid import UUID, uuid4
 
 from contracts.events import is_moving
+from returnflow.phones import normalize_phone
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook
 
 
@@ -376,3 +377,34 @@ def parse_tracking(carrier: str, number: str) -> TrackingEntry | dict[str, str]:
     elif not TRACKING_NO.match(cleaned):
         errors["tracking_no"] = "tracking_invalid"
     return errors or TrackingEntry(carrier, cleaned)
+
+
+# -- searching returns (the workbench) ------------------------------------------------------------------
+
+RETURN_STATUSES: tuple[str, ...] = (*dict.fromkeys(s.name for s in STATUS_BY_EVENT.values()), REJECTED.name)
+SEARCH_FIELDS = ("order_id", "phone", "tracking_number", "status")
+
+
+@dataclass(frozen=True)
+class ReturnSearch:
+    """What a person searches returns by (None: not by that); the phone in E.164."""
+
+    order_id: str | None = None
+    phone: str | None = None
+    tracking_number: str | None = None
+    status: str | None = None
+
+
+def return_search(
+    order_id: str | None, phone: str | None, tracking_number: str | None, status: str | None
+) -> ReturnSearch | list[dict[str, str]]:
+    """The search, or what is wrong with it (field errors): at least one filter; the phone matched exactly
+    after normalising it to E.164 ('+86 138-1234-5678' and '13812345678' find '+8613812345678'); values
+    trimmed (a scanner's trailing space or newline)."""
+    o, p, t = ((v or "").strip() or None for v in (order_id, phone, tracking_number))
+    if not (o or p or t or status):
+        return [{"field": f, "message": "search by at least one of " + ", ".join(SEARCH_FIELDS)} for f in SEARCH_FIELDS]
+    e164 = normalize_phone(p) if p else None
+    if p and e164 is None:
+        return [{"field": "phone", "message": "not a phone number (E.164, e.g. +8613812345678)"}]
+    return ReturnSearch(o, e164, t, status)

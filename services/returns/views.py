@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from returnflow.logging import mask_phone
+from returnflow.paging import page
+from services.returns.rules import ReturnSearch
 
 
 async def return_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
@@ -36,3 +39,35 @@ async def timeline_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] |
         return_id,
     )
     return {"return_id": str(return_id), "status": status, "entries": [dict(r) for r in rows]}
+
+
+SEARCH_COLUMNS = {"order_id": "order_id", "phone": "customer ->> 'phone'", "tracking_number": "tracking_no"}
+
+
+async def search_returns(
+    pool: asyncpg.Pool, q: ReturnSearch, after: tuple[datetime, str] | None, limit: int
+) -> dict[str, Any]:
+    """Returns matching every filter given, oldest first, a page at a time (each filter has its index);
+    the customer's phone masked."""
+    where, args = [], []
+    for name, column in (*SEARCH_COLUMNS.items(), ("status", "status")):
+        value = getattr(q, name)
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    filtered = " AND ".join(where)
+    total = await pool.fetchval(f"SELECT count(*) FROM returns WHERE {filtered}", *args)
+    if after is not None:
+        args += [after[0], after[1]]
+        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)}::uuid)")
+    args.append(limit + 1)
+    rows = await pool.fetch(
+        f"""SELECT id AS return_id, shop_id, platform, platform_return_id, order_id, kind, status, currency,
+               paid_total, customer ->> 'phone' AS phone, tracking_no, requested_at, created_at
+           FROM returns WHERE {" AND ".join(where)} ORDER BY created_at, id LIMIT ${len(args)}""",
+        *args,
+    )
+    items, cursor = page(rows, limit, "created_at", "return_id")
+    for item in items:
+        item["phone"] = mask_phone(item["phone"] or "")
+    return {"returns": items, "next_cursor": cursor, "counts": {"total": total}}

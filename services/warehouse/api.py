@@ -27,7 +27,14 @@ from returnflow.http import (
 from returnflow.openapi import problems, signed
 from services.warehouse import views
 from services.warehouse.handlers import Device, WarehouseContext
-from services.warehouse.responses import Parcel, ParkedScans, ReceiptRecorded, ScanAccepted, WarehouseWhoAmI
+from services.warehouse.responses import (
+    Parcel,
+    ParcelToReceive,
+    ParkedScans,
+    ReceiptRecorded,
+    ScanAccepted,
+    WarehouseWhoAmI,
+)
 from services.warehouse.rules import (
     DoesNotFit,
     NoGoodsExpected,
@@ -165,6 +172,32 @@ def receipt_response(outcome: ReceiptOutcome) -> Response:
         case DoesNotFit(fields):
             return error(422, "receipt does not fit the return", fields=fields)
     raise AssertionError(f"unhandled receipt outcome {outcome!r}")
+
+
+@router.get(
+    "/v1/warehouse/parcels",
+    tags=["warehouse"],
+    summary="The parcel a tracking number belongs to: its return and the lines expected back (reader token: ops, "
+    "warehouse, agent; or a device's token)",
+    description="For the receiving screen: scan or type the tracking number (surrounding spaces are ignored). "
+    "404 (naming `tracking_number`) when no parcel is expected with it.",
+    response_model=ParcelToReceive,
+    responses=problems(401, 403, 404, 422, s404="no parcel is expected with this tracking number"),
+)
+async def parcel_by_tracking_number(
+    ctx: Ctx,
+    _: ParcelReader,
+    tracking_number: Annotated[str, Query(min_length=1, max_length=64, description="as on the label")],
+) -> Response:
+    wanted = tracking_number.strip()
+    found = await views.parcel_to_receive(ctx.pool, wanted) if wanted else None
+    if found is None:
+        return error(
+            404,
+            f"no parcel is expected with tracking number {wanted!r}",
+            fields=[{"field": "tracking_number", "message": "no parcel is expected with it"}],
+        )
+    return json_response(found)
 
 
 @router.get(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 RETURN_ID = "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11"
 
@@ -108,3 +108,45 @@ class ParkedScan(BaseModel):
 class ParkedScans(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"scans": []}})
     scans: list[ParkedScan]
+
+
+class ExpectedLine(BaseModel):
+    line_no: int
+    sku: str
+    qty: int = Field(description="units expected back")
+    unit_price: int = Field(description="minor units")
+
+
+class ReceivedAlready(BaseModel):
+    receipt_id: str
+    received_at: datetime
+    inspector_id: str
+
+
+class ParcelToReceive(BaseModel):
+    """A parcel found by its tracking number: the return, the lines expected, the receipt if received."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "return_id": RETURN_ID,
+                "tracking_no": "SF1234567890",
+                "carrier": "sf",
+                "kind": "return_and_refund",
+                "shop_id": "demo-shop",
+                "requested": True,
+                "cancelled_at": None,
+                "lines": [{"line_no": 1, "sku": "SKU-1", "qty": 1, "unit_price": 5000}],
+                "receipt": None,
+            }
+        }
+    )
+    return_id: UUID
+    tracking_no: str
+    carrier: str | None
+    kind: str | None = Field(description="null until the return itself is known here")
+    shop_id: str | None
+    requested: bool
+    cancelled_at: datetime | None
+    lines: list[ExpectedLine]
+    receipt: ReceivedAlready | None = Field(description="the parcel was received already (a second is refused)")

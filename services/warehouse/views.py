@@ -41,3 +41,23 @@ async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, A
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def parcel_to_receive(pool: asyncpg.Pool, tracking_no: str) -> dict[str, Any] | None:
+    """What the receiving screen needs for a scanned tracking number: the return it belongs to, the lines
+    expected back, and the receipt if the parcel was already received."""
+    row = await pool.fetchrow(
+        """SELECT return_id, tracking_no, carrier, kind, shop_id, requested, cancelled_at FROM parcels
+           WHERE tracking_no = $1""",
+        tracking_no,
+    )
+    if row is None:
+        return None
+    lines = await pool.fetch(
+        "SELECT line_no, sku, qty, unit_price FROM parcel_lines WHERE return_id = $1 ORDER BY line_no",
+        row["return_id"],
+    )
+    receipt = await pool.fetchrow(
+        "SELECT receipt_id, received_at, inspector_id FROM receipts WHERE return_id = $1", row["return_id"]
+    )
+    return {**dict(row), "lines": [dict(r) for r in lines], "receipt": dict(receipt) if receipt else None}

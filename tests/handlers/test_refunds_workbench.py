@@ -228,6 +228,10 @@ async def test_a_declined_refund_waits_for_a_supervisor_who_retries_it_once(hand
         assert [r["status"] for r in await ledger(h, rid)] == ["failed", "issued"]
         (issued,) = await h.published(RefundIssued)
         assert issued.refund_id == answer["retry_refund_id"]
+        book = await views.ledger_of(h.pool, rid)
+        assert book is not None and [(x["action"], x["resolved_by"]) for x in book["failure_resolutions"]] == [
+            ("retry", "sup-sam")
+        ]
 
 
 async def test_a_retry_is_refused_when_the_money_went_another_way_and_settled_offline_pays_nothing(
@@ -277,6 +281,8 @@ async def test_a_clawback_is_closed_once_by_a_supervisor_and_leaves_the_open_lis
         assert (other.status, other.field) == (409, "resolution")
 
         assert (await views.clawback_queue(h.pool, "open", None, views.QueueFilter(), 10))["clawbacks"] == []
+        book = await views.ledger_of(h.pool, ret.return_id)
+        assert book is not None and [c["resolution"] for c in book["clawbacks"]] == ["waived"]
         (resolved,) = (await views.clawback_queue(h.pool, "resolved", None, views.QueueFilter(), 10))["clawbacks"]
         assert (resolved["resolution"], resolved["resolved_role"]) == ("waived", "supervisor")
         (news,) = await h.published(ClawbackResolved)

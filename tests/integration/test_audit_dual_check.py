@@ -325,6 +325,10 @@ async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_
         assert (await client.post(url, json={"note": "again"}, headers=auth)).status_code == 409
         entry = await pool.fetchrow("SELECT type, content FROM audit_log ORDER BY seq DESC LIMIT 1")
         assert entry["type"] == "discrepancy.resolved" and "recounted" in entry["content"]
+        # published (issue 15): who resolved it and how, once
+        (news,) = values(await read_topic(settings.kafka_bootstrap, "inventory.discrepancies-resolved", expect=1))
+        assert (news["discrepancy_id"], news["resolved_by"], news["reason"]) == (qty, "rt-ana", "quantity_mismatch")
+        assert news["note"] == "recounted: 2 on the shelf, check corrected"
         still_open = (await client.get("/v1/audit/discrepancies", params={"status": "open"})).json()
         assert len(still_open["discrepancies"]) == 5
         assert (await client.get("/v1/audit/verify")).json()["ok"] is True
