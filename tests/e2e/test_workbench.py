@@ -40,10 +40,11 @@ async def test_an_after_sales_team_works_from_the_browser():
             cookie = next(c for c in await agent_ctx.cookies() if c["name"] == "wb_session")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
 
-            # finds the return (search box), sees their authority
-            await agent.fill("header input[name=q]", rid)
+            # finds the return by its tracking number (search box), sees their authority
+            await agent.fill("header input[name=q]", tracking)
             async with agent.expect_navigation():
                 await agent.press("header input[name=q]", "Enter")
+            assert agent.url.endswith(f"/returns/{rid}")
             deadline = time.monotonic() + 15
             while "CN¥20.00" not in (await agent.text_content("#authority") or ""):  # the ledger knows the return
                 assert time.monotonic() < deadline
@@ -145,12 +146,21 @@ async def test_an_after_sales_team_works_from_the_browser():
                 await rt.wait_for_timeout(300)
                 await rt.reload()
             assert "Warehouse counted 1 (wh-zhao)" in (await rt.text_content("#warehouse-count") or "")
-            await rt.fill("#note", "recounted: one jar was the customer's own")
+            # who attested a side may not resolve it (the dual check's two people): refused, and why
+            await rt.fill("#note", "recounted")
             await rt.click("#resolve")
-            assert (await rt.text_content("#message") or "").strip() == "Resolved."
-            r = await rt.goto(wb(env, f"/returns/{rid}"))
+            assert "someone else must resolve it" in (await rt.text_content("#message") or "")
+            # a second returns-team member resolves it from the return page; it leaves the queue
+            rt2 = await (await b.new_context(viewport=DESK, locale="en-US")).new_page()
+            await sign_in(rt2, env, "returns_team_2", then=f"/returns/{rid}")
+            await rt2.fill("#audit tr.discrepancy.open input[name=note]", "recounted: one jar was the customer's own")
+            await rt2.click("#audit tr.discrepancy.open button")
+            assert (await rt2.text_content("#message") or "").strip() == "Resolved."
+            r = await rt2.goto(wb(env, f"/returns/{rid}"))
             assert r is not None and r.status == 200
-            assert await rt.locator("#audit tr.discrepancy.resolved").count() == 1
+            assert await rt2.locator("#audit tr.discrepancy.resolved").count() == 1
+            await rt2.goto(wb(env, "/queue?kind=discrepancy"))
+            assert await rt2.locator("#empty").count() == 1
 
             # signing out ends the session: the old cookie opens nothing
             await agent.goto(wb(env, "/queue"))

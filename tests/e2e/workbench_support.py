@@ -19,6 +19,7 @@ PEOPLE = {
     "agent": ("agent-amy", "dev-token-agent-amy"),
     "supervisor": ("sup-sam", "dev-token-sup-sam"),
     "returns_team": ("rt-lin", "dev-audit-token-lin"),
+    "returns_team_2": ("rt-ana", "dev-audit-token-ana"),
     "warehouse": ("wh-zhao", "dev-staff-token-zhao"),
 }
 DESK = {"width": 1280, "height": 900}
