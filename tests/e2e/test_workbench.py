@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.customer_support import browser, chromium_or_fail
-from tests.e2e.test_up import base, start, stop, wait_ready
+from tests.e2e.test_up import DEV_READ, base, start, stop, wait_ready
 from tests.e2e.workbench_support import DESK, file_parcel_return, seed_roster, sign_in, wb, workbench_env
 
 pytestmark = pytest.mark.e2e
@@ -128,6 +128,9 @@ async def test_an_after_sales_team_works_from_the_browser():
                 await clerk.keyboard.press(key)
             await clerk.wait_for_selector("#saved")
             assert rid in (await clerk.text_content("#saved") or "")
+            async with httpx.AsyncClient(base_url=base(env, "warehouse"), headers=DEV_READ) as c:
+                receipt = (await c.get(f"/v1/warehouse/parcels/{rid}")).json()["receipt"]
+            assert (receipt["device_id"], receipt["inspector_id"]) == ("wh-zhao", "wh-zhao")  # who received
 
             # the returns team's blind count: 2 destroyed where the warehouse destroyed 1
             rt_ctx = await b.new_context(viewport=DESK, locale="en-US")
