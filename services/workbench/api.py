@@ -237,24 +237,27 @@ async def queue(request: Request, ctx: Ctx) -> Response:
     if isinstance(s, Response):
         return s
     f, shown = queue_filter(request)
-    items, missing = await views.queue_items(ctx)
-    now = datetime.now(UTC)
+    cursor = (request.query_params.get("cursor") or "")[:512] or None
+    if cursor is not None and f.kind is None:
+        cursor = None  # the all-kinds view is one page; a kind pages on
     try:
-        page = rules.queue_page(items, f, now, request.query_params.get("cursor"), ctx.settings.page_size)
-    except ValueError:
-        page = rules.queue_page(items, f, now, None, ctx.settings.page_size)
-    next_url = "/queue?" + urlencode({**shown, "cursor": page.next_cursor}) if page.next_cursor else None
+        q = await views.queue(ctx, f, cursor, ctx.settings.page_size)
+    except ValueError:  # a cursor this queue did not give: its first page
+        q = await views.queue(ctx, f, None, ctx.settings.page_size)
+    now = datetime.now(UTC)
+    next_url = "/queue?" + urlencode({**shown, "cursor": q.next_cursor}) if q.next_cursor else None
     return render(
         request,
         "queue.html",
         s=s,
-        page=page,
+        page=q,
+        total=sum(q.counts.values()),
         kinds=rules.KINDS,
         roles=(*rules.DECIDERS, rules.RETURNS_TEAM),
         shown=shown,
         now=now,
         age=age_text,
-        missing=missing,
+        missing=q.missing,
         next_url=next_url,
         refresh=ctx.settings.queue_refresh_s,
     )

@@ -4,12 +4,13 @@ from the five services, all read with the workbench's read token (the person's r
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from services.workbench.handlers import WorkbenchContext
-from services.workbench.rules import QueueItem
+from services.workbench.rules import KINDS, QueueFilter, QueueItem, queue_page
 from services.workbench.upstream import Answer
 
 FETCH = 1000  # per source and page: what the services' lists answer at most
@@ -32,92 +33,163 @@ def _items(answer: Answer, key: str) -> list[dict[str, Any]]:
     return [x for x in found if isinstance(x, dict)] if isinstance(found, list) else []
 
 
-async def queue_items(ctx: WorkbenchContext) -> tuple[list[QueueItem], list[str]]:
-    """Every open item needing a person, and the sources that did not answer (named on the page)."""
+@dataclass(frozen=True)
+class Queue:
+    items: list[QueueItem]
+    counts: dict[str, int]  # per kind, over the whole filter (the services count)
+    next_cursor: str | None
+    missing: list[str]  # services that did not answer: their items are not shown
+    capped: list[str] = field(default_factory=list)  # kinds whose count stops at what one list answers (FETCH)
+
+
+def _escalation(e: dict[str, Any]) -> QueueItem:
+    return QueueItem(
+        "escalation",
+        str(e.get("escalation_id")),
+        _at(e.get("created_at") or e.get("raised_at")),
+        str(e.get("return_id")),
+        e.get("required_role"),
+        e.get("amount"),
+        e.get("currency"),
+        e.get("shop_id"),
+        str(e.get("reason") or ""),
+    )
+
+
+def _failure(f: dict[str, Any]) -> QueueItem:
+    # resolving a declined refund takes a supervisor or above (refunds answers 403 below)
+    return QueueItem(
+        "failure",
+        str(f.get("refund_id")),
+        _at(f.get("failed_at") or f.get("created_at")),
+        str(f.get("return_id")),
+        "supervisor",
+        f.get("amount"),
+        f.get("currency"),
+        f.get("shop_id"),
+        str(f.get("last_error") or f.get("reason") or ""),
+    )
+
+
+def _clawback(c: dict[str, Any]) -> QueueItem:
+    return QueueItem(
+        "clawback",
+        str(c.get("clawback_id")),
+        _at(c.get("flagged_at")),
+        str(c.get("return_id")),
+        None,
+        c.get("amount"),
+        c.get("currency"),
+        c.get("shop_id"),
+        str(c.get("reason") or ""),
+    )
+
+
+def _discrepancy(d: dict[str, Any]) -> QueueItem:
+    return QueueItem(
+        "discrepancy",
+        str(d.get("id")),
+        _at(d.get("opened_at")),
+        str(d.get("return_id")) if d.get("return_id") else None,
+        "returns_team",
+        None,
+        None,
+        d.get("shop_id"),
+        f"{d.get('reason')} · {d.get('sku') or ''} {d.get('movement') or ''}".strip(),
+    )
+
+
+def _parked(p: dict[str, Any]) -> QueueItem:
+    return QueueItem(
+        "parked_scan",
+        str(p.get("scan_id")),
+        _at(p.get("received_at")),
+        summary=f"{p.get('carrier')} {p.get('tracking_no')} {p.get('scan_code')}",
+    )
+
+
+# The refunds service's queues filter, count and page themselves (oldest first, cursor pages): the
+# workbench passes the person's filter and cursor on. kind -> (path, list key, count key, to item).
+REFUNDS_QUEUES: dict[str, tuple[str, str, str, Any]] = {
+    "escalation": ("/v1/refunds/escalations", "escalations", "total", _escalation),
+    "failure": ("/v1/refunds/failures", "failures", "total", _failure),
+    "clawback": ("/v1/refunds/clawbacks", "clawbacks", "open", _clawback),
+}
+ROLE_OF = {"failure": "supervisor", "discrepancy": "returns_team"}  # a kind's fixed role needed (None: any)
+
+
+def _wanted(kind: str, f: QueueFilter) -> bool:
+    if f.kind and f.kind != kind:
+        return False
+    if f.role is None:
+        return True
+    return kind == "escalation" or ROLE_OF.get(kind) == f.role
+
+
+async def _refunds_queue(
+    ctx: WorkbenchContext, kind: str, f: QueueFilter, cursor: str | None, limit: int
+) -> tuple[list[QueueItem], int, str | None, bool]:
+    path, key, count_key, to_item = REFUNDS_QUEUES[kind]
+    params: dict[str, Any] = {
+        "limit": limit,
+        "shop": f.shop,
+        "min_amount": f.min_amount,
+        "older_than": int(f.min_age_s) if f.min_age_s is not None else None,
+        "cursor": cursor,
+        "role": f.role if kind == "escalation" else None,
+    }
+    a = await ctx.upstream.get("refunds", path, ctx.read_token, **params)
+    counts = a.body.get("counts", {}) if a.ok and isinstance(a.body, dict) else {}
+    nxt = a.body.get("next_cursor") if a.ok and isinstance(a.body, dict) else None
+    return [to_item(x) for x in _items(a, key)], int(counts.get(count_key) or 0), nxt, a.ok
+
+
+async def _local_queues(ctx: WorkbenchContext) -> tuple[list[QueueItem], list[str]]:
+    """Open discrepancies and scans parked past `parked_after_s`: lists without the workbench's filters,
+    read whole (at most FETCH each) and filtered here."""
     up, token = ctx.upstream, ctx.read_token
-    esc, claw, disc, parked, fail = await asyncio.gather(
-        up.get("refunds", "/v1/refunds/escalations", token, limit=FETCH),
-        up.get("refunds", "/v1/refunds/clawbacks", token, limit=FETCH),
+    disc, parked = await asyncio.gather(
         up.get("audit", "/v1/audit/discrepancies", token, status="open", limit=FETCH),
         up.get("warehouse", "/v1/warehouse/scans/parked", token, limit=FETCH),
-        up.get("refunds", "/v1/refunds/failures", token, limit=FETCH),
     )
-    missing = [name for name, a in (("refunds", esc), ("audit", disc), ("warehouse", parked)) if not a.ok]
-    items: list[QueueItem] = []
-    for e in _items(esc, "escalations"):
-        items.append(
-            QueueItem(
-                "escalation",
-                str(e.get("escalation_id")),
-                _at(e.get("created_at")),
-                str(e.get("return_id")),
-                e.get("required_role"),
-                e.get("amount"),
-                e.get("currency"),
-                e.get("shop_id"),
-                str(e.get("reason") or ""),
-            )
-        )
-    for c in _items(claw, "clawbacks"):  # open ones (the list's default state)
-        items.append(
-            QueueItem(
-                "clawback",
-                str(c.get("clawback_id")),
-                _at(c.get("flagged_at")),
-                str(c.get("return_id")),
-                None,
-                c.get("amount"),
-                c.get("currency"),
-                c.get("shop_id"),
-                str(c.get("reason") or ""),
-            )
-        )
-    for f in _items(fail, "failures"):  # GET /v1/refunds/failures: declined refunds (when the service has it)
-        items.append(
-            QueueItem(
-                "failure",
-                str(f.get("refund_id")),
-                _at(f.get("failed_at") or f.get("created_at")),
-                str(f.get("return_id")),
-                None,
-                f.get("amount"),
-                f.get("currency"),
-                f.get("shop_id"),
-                str(f.get("last_error") or f.get("reason") or ""),
-            )
-        )
-    for d in _items(disc, "discrepancies"):
-        items.append(
-            QueueItem(
-                "discrepancy",
-                str(d.get("id")),
-                _at(d.get("opened_at")),
-                str(d.get("return_id")) if d.get("return_id") else None,
-                "returns_team",
-                None,
-                None,
-                d.get("shop_id"),
-                f"{d.get('reason')} · {d.get('sku') or ''} {d.get('movement') or ''}".strip(),
-            )
-        )
     parked_before = datetime.now(UTC) - timedelta(seconds=ctx.settings.parked_after_s)
-    for p in _items(parked, "scans"):
-        at = _at(p.get("received_at"))
-        if at <= parked_before:
-            items.append(
-                QueueItem(
-                    "parked_scan",
-                    str(p.get("scan_id")),
-                    at,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    f"{p.get('carrier')} {p.get('tracking_no')} {p.get('scan_code')}",
-                )
-            )
+    items = [_discrepancy(d) for d in _items(disc, "discrepancies")]
+    items += [p for p in map(_parked, _items(parked, "scans")) if p.created_at <= parked_before]
+    missing = [name for name, a in (("audit", disc), ("warehouse", parked)) if not a.ok]
     return items, missing
+
+
+async def queue(ctx: WorkbenchContext, f: QueueFilter, cursor: str | None, size: int) -> Queue:
+    """The work needing a person under the filter, oldest first. One kind: that kind's own cursor pages
+    (the refunds service's, or the workbench's over a read list). All kinds: the oldest `size` of them
+    (the oldest of all are among the oldest `size` of each kind), with each kind's count to go further."""
+    now = datetime.now(UTC)
+    refunds_kinds = [k for k in REFUNDS_QUEUES if _wanted(k, f)]
+    refunds_pages = asyncio.gather(
+        *(_refunds_queue(ctx, k, f, cursor if f.kind == k else None, size) for k in refunds_kinds)
+    )
+    answers, (local, missing) = await asyncio.gather(refunds_pages, _local_queues(ctx))
+    counts: dict[str, int] = dict.fromkeys(KINDS, 0)
+    items: list[QueueItem] = []
+    next_cursor: str | None = None
+    for kind, (found, count, nxt, ok) in zip(refunds_kinds, answers, strict=True):
+        counts[kind] = count
+        items += found
+        if f.kind == kind:
+            next_cursor = nxt
+        if not ok and "refunds" not in missing:
+            missing.append("refunds")
+    local_filter = QueueFilter(None, f.shop, f.role, f.min_age_s, f.min_amount)
+    kept = [i for i in local if _wanted(i.kind, f) and local_filter.keeps(i, now, ignore_kind=True)]
+    for i in kept:
+        counts[i.kind] += 1
+    capped = [k for k in ("discrepancy", "parked_scan") if counts[k] >= FETCH]
+    if f.kind in ("discrepancy", "parked_scan"):
+        page = queue_page(kept, f, now, cursor, size)
+        return Queue(page.items, counts, page.next_cursor, missing, capped)
+    items += kept
+    first = queue_page(items, QueueFilter(kind=f.kind), now, None, size)
+    return Queue(first.items, counts, next_cursor if f.kind else None, missing, capped)
 
 
 async def return_page(ctx: WorkbenchContext, return_id: str) -> dict[str, Any] | None:
