@@ -2,7 +2,7 @@
 steady rate against `returnflow up`, next to the same process's static page (GET /signin: a template, no
 database, no upstream call) at the same rate. Reports p50/p95/p99 of both and the ratio.
 
-  .venv/bin/python -m bench.workbench_queue [--items 10000] [--rate 20] [--seconds 15]
+  .venv/bin/python -m bench.workbench_queue [--items 10000] [--rate 20] [--seconds 15] [--cache-s 0.5]
 
 The open items are escalations written straight into the refunds schema (one return each, spread over
 the last 30 days), so the bench measures the page, not how fast 10,000 returns can be filed. Open loop
@@ -70,9 +70,10 @@ async def session_cookie(env: dict[str, str]) -> str:
         return str(c.cookies["wb_session"])
 
 
-async def run(items: int, rate: float, seconds: float) -> dict[str, Any]:
+async def run(items: int, rate: float, seconds: float, cache_s: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="returnflow-bench-wb-"))
     env = workbench_env(root / "data")
+    env["RETURNFLOW_WORKBENCH_QUEUE_CACHE_S"] = str(cache_s)
     proc = start(env)
     try:
         wait_ready(proc)
@@ -91,7 +92,7 @@ async def run(items: int, rate: float, seconds: float) -> dict[str, Any]:
             out[name] = await steady(port, paths, rate, seconds, conns=8, headers=cookie)
         out["ratio_p99"] = round(out["queue"]["p99_ms"] / out["static"]["p99_ms"], 2)
         out["ratio_p50"] = round(out["queue"]["p50_ms"] / out["static"]["p50_ms"], 2)
-        out["setup"] = {"open_items": open_items, "rate_per_s": rate, "seconds": seconds}
+        out["setup"] = {"open_items": open_items, "rate_per_s": rate, "seconds": seconds, "queue_cache_s": cache_s}
         return out
     finally:
         stop(proc)
@@ -103,9 +104,10 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--cache-s", type=float, default=0.5, help="RETURNFLOW_WORKBENCH_QUEUE_CACHE_S (0: none)")
     ap.add_argument("--out", default=str(RESULTS / "workbench_queue.json"))
     args = ap.parse_args()
-    result = asyncio.run(run(args.items, args.rate, args.seconds))
+    result = asyncio.run(run(args.items, args.rate, args.seconds, args.cache_s))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,8 @@ class WorkbenchContext:
     settings: WorkbenchSettings
     upstream: Upstream
     sealer: AESGCM
+    # (filter, cursor, size) -> (until, the read): views.queue shares one read of the services per key
+    queue_cache: dict[Any, tuple[float, asyncio.Future[Any]]] = field(default_factory=dict)
 
     @property
     def read_token(self) -> str | None:

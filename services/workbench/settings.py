@@ -33,6 +33,9 @@ class WorkbenchSettings(ServiceSettings):
     # The queue page reloads itself this often (meta refresh: works without JavaScript), so a resolved
     # item disappears for everyone within 2 s (a reload takes ~0.1-0.3 s on top of the interval).
     queue_refresh_s: int = 1
+    # Everyone asking the same queue page within this long shares one read of the services (reload 1 s +
+    # 0.5 s: a resolved item still leaves every screen within 2 s). 0: every page reads.
+    queue_cache_s: float = 0.5
     # Items per queue page; and how long a scan must be parked before it needs a person.
     page_size: int = 50
     parked_after_s: float = 86_400.0

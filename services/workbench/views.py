@@ -4,6 +4,7 @@ from the five services, all read with the workbench's read token (the person's r
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,6 +161,27 @@ async def _local_queues(ctx: WorkbenchContext) -> tuple[list[QueueItem], list[st
 
 
 async def queue(ctx: WorkbenchContext, f: QueueFilter, cursor: str | None, size: int) -> Queue:
+    """The queue, shared for `queue_cache_s` by everyone asking the same (filter, cursor): the team's pages
+    reload every second, and one read of the services serves them all (one in flight per key)."""
+    if ctx.settings.queue_cache_s <= 0:
+        return await _queue(ctx, f, cursor, size)
+    key = (f, cursor, size)
+    now = time.monotonic()
+    cached = ctx.queue_cache.get(key)
+    if cached is None or cached[0] <= now:
+        if len(ctx.queue_cache) > 1000:  # forget expired keys now and then
+            for k in [k for k, (until, _) in ctx.queue_cache.items() if until <= now]:
+                del ctx.queue_cache[k]
+        cached = (now + ctx.settings.queue_cache_s, asyncio.ensure_future(_queue(ctx, f, cursor, size)))
+        ctx.queue_cache[key] = cached
+    try:
+        return await asyncio.shield(cached[1])
+    except Exception:
+        ctx.queue_cache.pop(key, None)
+        raise
+
+
+async def _queue(ctx: WorkbenchContext, f: QueueFilter, cursor: str | None, size: int) -> Queue:
     """The work needing a person under the filter, oldest first. One kind: that kind's own cursor pages
     (the refunds service's, or the workbench's over a read list). All kinds: the oldest `size` of them
     (the oldest of all are among the oldest `size` of each kind), with each kind's count to go further."""
