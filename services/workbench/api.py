@@ -474,7 +474,7 @@ async def check(request: Request, ctx: Ctx) -> Response:
     if movement not in MOVEMENTS:
         errors["movement"] = "choose the movement"
     qty_text = (form.get("quantity") or "").strip()
-    if not qty_text.isdigit():
+    if not rules.is_count(qty_text):
         errors["quantity"] = "enter the quantity you counted (0 or more)"
     check_id = (form.get("check_id") or "").strip()[:100] or uuid.uuid4().hex
     if errors:

@@ -186,6 +186,14 @@ CONDITIONS = ("as_described", "damaged", "wrong_item", "missing")
 DISPOSITIONS = ("restock", "destroy", "refurbish", "quarantine")
 
 
+COUNT = re.compile(r"^[0-9]{1,6}$")
+
+
+def is_count(text: str) -> bool:
+    """0 to 999999 in ASCII digits ("²" and "٣" are digits to str.isdigit, not counts)."""
+    return COUNT.match(text) is not None
+
+
 @dataclass(frozen=True)
 class ReceiptForm:
     lines: list[dict[str, object]]
@@ -200,7 +208,7 @@ def read_receipt_form(form: Mapping[str, str], expected: Sequence[Mapping[str, o
     for i, exp in enumerate(expected):
         sku, want = str(exp.get("sku")), exp.get("qty")
         raw = (form.get(f"qty_{i}") or "").strip()
-        if not raw.isdigit():
+        if not is_count(raw):
             errors[f"qty_{i}"] = "enter the quantity received (0 or more)"
             continue
         qty = int(raw)
