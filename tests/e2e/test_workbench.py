@@ -116,6 +116,7 @@ async def test_an_after_sales_team_works_from_the_browser():
             await clerk.keyboard.type(tracking.lower())  # the tracking field has the focus (a scanner types)
             async with clerk.expect_navigation():
                 await clerk.keyboard.press("Enter")
+            await clerk.wait_for_selector("#qty_0:focus")  # the first line's quantity has the focus
             await clerk.keyboard.type("5")  # more than expected: the error is next to the field
             for key in ("Tab", "Tab", "d", "Tab", "0", "Tab", "m", "Tab", "Tab", "Enter"):
                 await clerk.keyboard.press(key) if len(key) > 1 else await clerk.keyboard.type(key)
