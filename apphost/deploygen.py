@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from apphost import alerts
-from apphost.registry import SERVICES, port_for
+from apphost.registry import DEPLOYED as SERVICES
+from apphost.registry import port_for
 from contracts.catalog import CATALOG, TOPICS_BY_NAME, all_topic_names, dlq_topic
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,10 @@ from fastapi import FastAPI
 from returnflow.service import ServiceSpec, create_app
 from returnflow.settings import ServiceSettings, Settings
 
-SERVICES: tuple[str, ...] = ("returns", "warehouse", "refunds", "notify", "audit")
+SERVICES: tuple[str, ...] = ("returns", "warehouse", "refunds", "notify", "audit", "workbench")
+# What deploy/ generates and ships today: the workbench (a web app over the others' APIs) runs under
+# `returnflow up` and `returnflow serve workbench`; its compose/k8s entries are still to be written.
+DEPLOYED: tuple[str, ...] = tuple(s for s in SERVICES if s != "workbench")
 
 
 def unknown(name: str) -> str:
@@ -52,6 +55,11 @@ def workers_for(name: str) -> int:
 
 def base_url_for(settings: Settings, name: str) -> str:
     return f"http://{settings.host}:{port_for(name)}"
+
+
+def upstream_urls(settings: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, str]:
+    """The workbench's base URL of each service it calls (RETURNFLOW_WORKBENCH_<NAME>_URL), as started here."""
+    return {f"RETURNFLOW_WORKBENCH_{n.upper()}_URL": base_url_for(settings, n) for n in services if n != "workbench"}
 
 
 def dev_module(name: str) -> ModuleType | None:

@@ -166,6 +166,9 @@ class Stack:
         if "returns" in self.services:
             # the links in texts open the customer's page here, as sent (an ingress in production)
             env.setdefault("RETURNFLOW_PUBLIC_BASE_URL", registry.base_url_for(self.settings, "returns"))
+        if "workbench" in self.services:
+            for key, url in registry.upstream_urls(self.settings, self.services).items():
+                env.setdefault(key, url)
         env["RETURNFLOW_DATABASE_URL"] = self.dsn
         env["RETURNFLOW_KAFKA_BOOTSTRAP"] = self.bootstrap
         if self.gateway_url:

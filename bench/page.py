@@ -52,13 +52,18 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000 if s else float("nan")
 
 
-async def steady(port: int, paths: list[str], rate: float, seconds: float, conns: int = 32) -> dict[str, Any]:
+async def steady(
+    port: int, paths: list[str], rate: float, seconds: float, conns: int = 32, headers: str = ""
+) -> dict[str, Any]:
     """GETs on schedule over keep-alive HTTP/1.1 connections with raw asyncio streams (a client this thin
-    leaves the CPU to the stack; httpx here cost more than the page)."""
+    leaves the CPU to the stack; httpx here cost more than the page). `headers`: extra lines, each ending
+    in CRLF (a session cookie)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-    reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Language: en\r\n\r\n".encode() for p in paths]
+    reqs = [
+        f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Language: en\r\n{headers}\r\n".encode() for p in paths
+    ]
 
     async def conn() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

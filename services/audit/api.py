@@ -43,6 +43,7 @@ from returnflow.openapi import problems
 from services.audit import chain, handlers, rules, views
 from services.audit.handlers import AuditContext
 from services.audit.responses import (
+    AuditWhoAmI,
     CheckRecorded,
     Discrepancies,
     Discrepancy,
@@ -252,6 +253,17 @@ async def post_check(request: Request, ctx: Ctx, person: Person) -> Response:
         message = f"check {side.side_id!r} was already recorded with different content"
         return error(409, message, recorded=views.check_view(result.state, True))
     return json_response(views.check_view(result.state, not result.created), 201 if result.created else 200)
+
+
+@router.get(
+    "/v1/audit/whoami",
+    tags=["checks"],
+    summary="The returns-team person a bearer token belongs to (what the workbench's sign-in checks)",
+    response_model=AuditWhoAmI,
+    responses=problems(401),
+)
+async def whoami(person: Person) -> Response:
+    return json_response({"person_id": person, "role": "returns_team"})
 
 
 # -- discrepancies ---------------------------------------------------------------------------------

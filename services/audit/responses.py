@@ -15,6 +15,14 @@ def example(value: dict[str, Any], extra: str = "forbid") -> ConfigDict:
     return ConfigDict(extra=extra, json_schema_extra={"example": value})  # type: ignore[typeddict-item]
 
 
+class AuditWhoAmI(BaseModel):
+    """The returns-team person a bearer token belongs to."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"person_id": "rt-lin", "role": "returns_team"}})
+    person_id: str
+    role: str
+
+
 class CheckRecorded(BaseModel):
     """A returns-team check: recorded (201) or the same check again (200)."""
 

@@ -196,8 +196,11 @@ async def decide(
     response_model=WhoAmI,
     responses=problems(401),
 )
-async def whoami(actor: RosterActor) -> Response:
-    return json_response({"actor_id": actor.actor_id, "role": actor.role.value})
+async def whoami(ctx: Ctx, actor: RosterActor) -> Response:
+    # `limits`: the actor's cumulative authority per return, by currency ("*" any other; null unlimited),
+    # so a screen can show it where they decide (the workbench).
+    limits = {cur: ctx.policy.authority.limit(actor.role, cur) for cur in ctx.policy.authority.limits}
+    return json_response({"actor_id": actor.actor_id, "role": actor.role.value, "limits": limits})
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -30,6 +30,7 @@ class DecisionOutcome(BaseModel):
     return_id: UUID
     actor_id: str
     role: str
+    limits: dict[str, int | None] = {}
     result: Literal["refunded", "rejected", "escalated"] | str
     message: str
     amount: int | None = Field(default=None, description="minor units")
@@ -38,9 +39,14 @@ class DecisionOutcome(BaseModel):
 
 
 class WhoAmI(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"actor_id": "agent-amy", "role": "agent"}})
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"actor_id": "agent-amy", "role": "agent", "limits": {"*": 2000}}}
+    )
     actor_id: str
     role: str
+    limits: dict[str, int | None] = Field(
+        default_factory=dict, description="cumulative authority per return by currency (* any; null unlimited)"
+    )
 
 
 NEXT_CURSOR = "`cursor` of the next page (oldest first); null on the last page"

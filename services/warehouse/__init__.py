@@ -35,6 +35,10 @@ async def build_context(rt: Runtime, settings: WarehouseSettings) -> WarehouseCo
         devices={
             token_digest(d.token.get_secret_value()): Device(device_id, d.warehouse_id)
             for device_id, d in settings.devices.items()
+        }
+        | {
+            token_digest(p.token.get_secret_value()): Device(person_id, p.warehouse_id, "staff")
+            for person_id, p in settings.staff.items()
         },
         scans=GroupCommitter(rt.pool, handlers.accept_scans, max_size=settings.batch_max, max_wait_s=wait_s),
         receipts=GroupCommitter(rt.pool, handlers.accept_receipts, max_size=settings.batch_max, max_wait_s=wait_s),

@@ -55,6 +55,7 @@ from services.warehouse.responses import (
     ReceiptRecorded,
     ReplacementRecorded,
     ScanAccepted,
+    WarehouseWhoAmI,
 )
 from services.warehouse.rules import (
     AlreadyShipped,
@@ -562,6 +563,17 @@ async def parcel(return_id: UUID, ctx: Ctx, _: ParcelReader) -> Response:
     if found is None:
         return error(404, f"no parcel for return {return_id}")
     return json_response(found)
+
+
+@router.get(
+    "/v1/warehouse/whoami",
+    tags=["warehouse"],
+    summary="The device or staff member a bearer token belongs to (what the workbench's sign-in checks)",
+    response_model=WarehouseWhoAmI,
+    responses=problems(401),
+)
+async def whoami(device: RegisteredDevice) -> Response:
+    return json_response({"id": device.device_id, "warehouse_id": device.warehouse_id, "kind": device.kind})
 
 
 @router.get(

@@ -54,10 +54,12 @@ log = get_logger("warehouse.handlers")
 
 @dataclass(frozen=True)
 class Device:
-    """A registered scanner: who posts a receipt, for which warehouse."""
+    """A registered scanner, or a member of the warehouse staff with a personal token: who posts a
+    receipt (the receipt's device_id is the person's id for staff), for which warehouse."""
 
     device_id: str
     warehouse_id: str
+    kind: str = "device"  # device | staff
 
 
 @dataclass

@@ -11,6 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 RETURN_ID = "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11"
 
 
+class WarehouseWhoAmI(BaseModel):
+    """The device or staff member (kind) a bearer token belongs to, and their warehouse."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"id": "wh-zhao", "warehouse_id": "WH-DEMO", "kind": "staff"}}
+    )
+    id: str
+    warehouse_id: str
+    kind: str
+
+
 class ScanAccepted(BaseModel):
     """A carrier scan: matched to its parcel, or parked until the parcel is known (202); again (200)."""
 

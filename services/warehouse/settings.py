@@ -23,6 +23,9 @@ class WarehouseSettings(ServiceSettings):
     # Warehouse (warehouse-confirm): devices allowed to post receipts (JSON: id -> {warehouse_id, token}),
     # and the group commit of carrier scans and receipts.
     devices: dict[str, WarehouseDevice] = Field(default_factory=dict)
+    # Warehouse staff, each with a personal token (JSON: person id -> {warehouse_id, token}): they post
+    # receipts as a device does (the workbench's receiving screen), and the receipt records the person.
+    staff: dict[str, WarehouseDevice] = Field(default_factory=dict)
     batch_max: int = 200
     batch_wait_ms: float = 2.0
 

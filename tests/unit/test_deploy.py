@@ -37,7 +37,8 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from apphost import cli, deploygen, healthcheck
-from apphost.registry import SERVICES, port_for, spec_of
+from apphost.registry import DEPLOYED as SERVICES
+from apphost.registry import port_for, spec_of
 from contracts.catalog import TOPICS_BY_NAME, all_topic_names
 from returnflow import metrics
 from returnflow.settings import Settings

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from apphost import deploygen
-from apphost.registry import SERVICES, spec_of
+from apphost.registry import DEPLOYED as SERVICES
+from apphost.registry import spec_of
 from returnflow.service import require_endpoints
 from returnflow.settings import ServiceSettings, Settings, refuse_development_secrets
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from apphost import deploygen
-from apphost.registry import SERVICES, spec_of
+from apphost.registry import DEPLOYED as SERVICES
+from apphost.registry import spec_of
 from contracts.catalog import CATALOG, all_topic_names, dlq_topic
 
 ROOT = Path(__file__).resolve().parents[2]

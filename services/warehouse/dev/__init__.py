@@ -19,8 +19,13 @@ DEVICE_TOKEN = DEV_DEVICES["dock-1"]["token"]
 KUAIDI100_SALT = "dev-kuaidi100-salt"
 AFTERSHIP_SECRET = "dev-aftership-secret"
 
+# A warehouse clerk with a personal token (RETURNFLOW_WAREHOUSE_STAFF): signs in to the workbench's
+# receiving screen; their receipts record them.
+DEV_STAFF: dict[str, dict[str, str]] = {"wh-zhao": {"warehouse_id": "WH-DEMO", "token": "dev-staff-token-zhao"}}
+
 ENV: dict[str, str] = {
     "RETURNFLOW_WAREHOUSE_DEVICES": json.dumps(DEV_DEVICES),
+    "RETURNFLOW_WAREHOUSE_STAFF": json.dumps(DEV_STAFF),
     "RETURNFLOW_WAREHOUSE_KUAIDI100_SALTS": json.dumps([KUAIDI100_SALT]),
     "RETURNFLOW_WAREHOUSE_AFTERSHIP_WEBHOOK_SECRETS": json.dumps([AFTERSHIP_SECRET]),
 }

@@ -1,0 +1,230 @@
+"""The workbench's pure decisions: who may do what, the queue's order, filters and cursor, a typed amount,
+a person's authority left on a return, and a receipt form read line by line. No I/O here; property-tested
+in tests/unit/test_workbench_rules.py."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+
+# -- people and what each role may do ----------------------------------------------------------------
+DECIDERS = ("agent", "supervisor", "manager", "owner")  # the refunds roster
+RETURNS_TEAM = "returns_team"  # audit's people: the second check
+WAREHOUSE = "warehouse"  # warehouse staff with a personal token
+ROLES = (*DECIDERS, RETURNS_TEAM, WAREHOUSE)
+
+PERMISSIONS: Mapping[str, frozenset[str]] = {
+    "queue": frozenset((*DECIDERS, RETURNS_TEAM)),
+    "return": frozenset((*DECIDERS, RETURNS_TEAM)),
+    "decide": frozenset(DECIDERS),
+    "resolve_clawback": frozenset(DECIDERS),
+    "check": frozenset((RETURNS_TEAM,)),
+    "resolve_discrepancy": frozenset((RETURNS_TEAM,)),
+    "receive": frozenset((WAREHOUSE,)),
+}
+
+
+def may(role: str, action: str) -> bool:
+    """Whether a person of this role may open this screen or take this action (unknown: never)."""
+    return role in PERMISSIONS.get(action, frozenset())
+
+
+def home_of(role: str) -> str:
+    """Where a person lands after signing in: their work."""
+    if role == WAREHOUSE:
+        return "/receive"
+    if role == RETURNS_TEAM:
+        return "/check"
+    return "/queue"
+
+
+# -- money typed by a person ---------------------------------------------------------------------------
+AMOUNT = re.compile(r"^(\d{1,12})(?:[.,](\d*))?$")
+
+
+def parse_amount(text: str, digits: int = 2) -> int:
+    """ "15", "15.5", "15.00" (or a comma) -> minor units (1500, 1550, 1500); ValueError saying why.
+    Exact: never through a float."""
+    m = AMOUNT.match(text.strip().replace(" ", ""))
+    if m is None:
+        raise ValueError(f"enter an amount like 15.00 (at most {digits} decimals)")
+    whole, frac = m.group(1), m.group(2) or ""
+    if len(frac) > digits:
+        raise ValueError(f"at most {digits} decimals")
+    minor = int(whole) * 10**digits + int(frac.ljust(digits, "0") or "0")
+    if minor <= 0:
+        raise ValueError("must be more than 0")
+    return minor
+
+
+# -- authority ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Authority:
+    """A person's cumulative authority on one return: their limit (None: unlimited), what people have
+    granted on it so far (the limits are cumulative), and what is left to them."""
+
+    limit: int | None
+    granted: int
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.granted)
+
+
+def limit_for(limits: Mapping[str, int | None], currency: str) -> int | None:
+    """The person's limit in this currency from the roster's answer (currency, else "*", else 0)."""
+    if currency in limits:
+        return limits[currency]
+    if "*" in limits:
+        return limits["*"]
+    return 0
+
+
+def granted_by_people(refunds: Iterable[Mapping[str, object]]) -> int:
+    """What people (not the automatic policy) have refunded on a return, failed refunds not counted: the
+    amount a person's cumulative limit is measured against."""
+    total = 0
+    for r in refunds:
+        amount = r.get("amount")
+        if r.get("actor_id") and r.get("status") != "failed" and isinstance(amount, int):
+            total += amount
+    return total
+
+
+# -- the queue --------------------------------------------------------------------------------------------
+KINDS = ("escalation", "failure", "clawback", "discrepancy", "parked_scan")
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    kind: str
+    item_id: str
+    created_at: datetime
+    return_id: str | None = None
+    role_needed: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    shop: str | None = None
+    summary: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.created_at.isoformat(), self.kind, self.item_id)
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    kind: str | None = None
+    shop: str | None = None
+    role: str | None = None
+    min_age_s: float | None = None
+    min_amount: int | None = None
+
+    def keeps(self, item: QueueItem, now: datetime, *, ignore_kind: bool = False) -> bool:
+        if not ignore_kind and self.kind and item.kind != self.kind:
+            return False
+        if self.shop and item.shop != self.shop:
+            return False
+        if self.role and item.role_needed != self.role:
+            return False
+        if self.min_age_s is not None and (now - item.created_at).total_seconds() < self.min_age_s:
+            return False
+        return self.min_amount is None or (item.amount is not None and item.amount >= self.min_amount)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    items: list[QueueItem]
+    next_cursor: str | None
+    counts: dict[str, int] = field(default_factory=dict)  # per kind, under the other filters
+    total: int = 0
+
+
+def encode_cursor(key: tuple[str, str, str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    """The key of the last item of the previous page; ValueError for anything else."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError("not a cursor of this queue") from exc
+    if not (isinstance(raw, list) and len(raw) == 3 and all(isinstance(x, str) for x in raw)):
+        raise ValueError("not a cursor of this queue")
+    return (raw[0], raw[1], raw[2])
+
+
+def queue_page(items: Iterable[QueueItem], f: QueueFilter, now: datetime, cursor: str | None, size: int) -> QueuePage:
+    """The work needing a person, oldest first (ties by kind, then id), under the filter; the page after
+    `cursor`; the counts per kind (under every filter but the kind)."""
+    kept = [i for i in items if f.keeps(i, now, ignore_kind=True)]
+    counts = dict(Counter(i.kind for i in kept))
+    chosen = sorted((i for i in kept if not f.kind or i.kind == f.kind), key=lambda i: i.key)
+    after = decode_cursor(cursor) if cursor else None
+    if after is not None:
+        chosen = [i for i in chosen if _after(i, after)]
+    page = chosen[:size]
+    more = len(chosen) > size
+    return QueuePage(page, encode_cursor(page[-1].key) if more and page else None, counts, len(kept))
+
+
+def _after(item: QueueItem, key: tuple[str, str, str]) -> bool:
+    # compare instants, not their text: 2026-12-02T10:00:00+08:00 is before 2026-12-02T03:00:00+00:00
+    at = datetime.fromisoformat(key[0])
+    return (item.created_at, item.kind, item.item_id) > (at, key[1], key[2])
+
+
+# -- the receiving form -------------------------------------------------------------------------------------
+CONDITIONS = ("as_described", "damaged", "wrong_item", "missing")
+DISPOSITIONS = ("restock", "destroy", "refurbish", "quarantine")
+
+
+COUNT = re.compile(r"^[0-9]{1,6}$")
+
+
+def is_count(text: str) -> bool:
+    """0 to 999999 in ASCII digits ("²" and "٣" are digits to str.isdigit, not counts)."""
+    return COUNT.match(text) is not None
+
+
+@dataclass(frozen=True)
+class ReceiptForm:
+    lines: list[dict[str, object]]
+    errors: dict[str, str]  # form field -> message, shown next to it
+
+
+def read_receipt_form(form: Mapping[str, str], expected: Sequence[Mapping[str, object]]) -> ReceiptForm:
+    """Per expected line i: qty_i (0 .. expected qty), condition_i, disposition_i (needed when something
+    came back). Errors are keyed by the form field so the page puts each next to its field."""
+    lines: list[dict[str, object]] = []
+    errors: dict[str, str] = {}
+    for i, exp in enumerate(expected):
+        sku, want = str(exp.get("sku")), exp.get("qty")
+        raw = (form.get(f"qty_{i}") or "").strip()
+        if not is_count(raw):
+            errors[f"qty_{i}"] = "enter the quantity received (0 or more)"
+            continue
+        qty = int(raw)
+        if isinstance(want, int) and qty > want:
+            errors[f"qty_{i}"] = f"at most {want} expected"
+            continue
+        condition = form.get(f"condition_{i}") or ""
+        if condition not in CONDITIONS:
+            errors[f"condition_{i}"] = "choose a condition"
+            continue
+        line: dict[str, object] = {"sku": sku, "qty_received": qty, "condition": condition}
+        disposition = form.get(f"disposition_{i}") or ""
+        if qty > 0:
+            if disposition not in DISPOSITIONS:
+                errors[f"disposition_{i}"] = "choose what happens to it"
+                continue
+            line["disposition"] = disposition
+        lines.append(line)
+    return ReceiptForm(lines, errors)
