@@ -176,6 +176,7 @@ async def test_external_servers_start_nothing_embedded(tmp_path, pg_server, dsn)
     # External servers: no development fixture is given and none would be accepted; the operator sets them.
     env["RETURNFLOW_REFUNDS_GATEWAY_API_KEY"] = "sk-e2e-gateway"
     env["RETURNFLOW_WAREHOUSE_DEVICES"] = '{"dock-9": {"warehouse_id": "WH-E2E", "token": "e2e-device-token"}}'
+    env["RETURNFLOW_WORKBENCH_SESSION_KEY"] = "e2e-workbench-session-key"
     proc = start(env)
     try:
         wait_ready(proc)
