@@ -39,6 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from returnflow.local_server import serve_in_loop
 from services.refunds.providers.alipay import QUERY, REFUND, fen, rsa2_sign, rsa2_verify, signing_string
 
 
@@ -230,23 +231,6 @@ async def serve_alipay(
     host: str = "127.0.0.1",
 ) -> AsyncIterator[LocalAlipay]:
     """Run the local Alipay in this event loop (tests)."""
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
     state = AlipayState(app_id, app_public_key, alipay_key, auto_trade_fen)
-    server = uvicorn.Server(uvicorn.Config(create_alipay_app(state), log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield LocalAlipay(f"http://{host}:{sock.getsockname()[1]}/gateway.do", state)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_in_loop(create_alipay_app(state), host) as url:
+        yield LocalAlipay(f"{url}/gateway.do", state)

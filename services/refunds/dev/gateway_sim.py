@@ -35,6 +35,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from returnflow.local_server import serve_in_loop
+
 
 class RefundRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -201,28 +203,8 @@ async def serve_gateway(
     host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, keep_alive_s: float = 5.0
 ) -> AsyncIterator[str]:
     """Run the simulated gateway in this event loop (tests); yields its base URL."""
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    app = create_sim_app(api_key)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=int(max(1, keep_alive_s)))
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_in_loop(create_sim_app(api_key), host, port, int(max(1, keep_alive_s))) as url:
+        yield url
 
 
 def main(argv: list[str] | None = None) -> int:

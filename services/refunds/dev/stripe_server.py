@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from returnflow.local_server import serve_in_loop
 from services.refunds.providers.stripe import sign_webhook
 
 API_VERSION = "2024-06-20"
@@ -394,26 +395,9 @@ async def serve_stripe(
     auto_charge_amount: int | None = None,
 ) -> AsyncIterator[LocalStripe]:
     """Run the local Stripe in this event loop (tests); set `.state.webhook_url` once the receiver is up."""
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
     state = StripeState(api_key, webhook_secret, auto_charge_amount=auto_charge_amount)
-    server = uvicorn.Server(uvicorn.Config(create_stripe_app(state), log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield LocalStripe(f"http://{host}:{sock.getsockname()[1]}", state)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_in_loop(create_stripe_app(state), host) as url:
+        yield LocalStripe(url, state)
 
 
 def main(argv: list[str] | None = None) -> int:

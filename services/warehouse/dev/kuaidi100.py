@@ -19,11 +19,9 @@ runs it on its own.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hashlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +30,8 @@ from urllib.parse import parse_qs
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from returnflow.local_server import serve_in_loop
 
 ANSWERS = {
     "200": "提交成功",
@@ -128,24 +128,9 @@ def create_app(sim: Kuaidi100Sim) -> FastAPI:
 @contextlib.asynccontextmanager
 async def serve_kuaidi100(keys: set[str], host: str = "127.0.0.1") -> AsyncIterator[tuple[str, Kuaidi100Sim]]:
     """Run the local Kuaidi100 in this event loop; yields its base URL and its state."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
     sim = Kuaidi100Sim(keys)
-    server = uvicorn.Server(uvicorn.Config(create_app(sim), log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://{host}:{sock.getsockname()[1]}", sim
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_in_loop(create_app(sim), host) as url:
+        yield url, sim
 
 
 def main(argv: list[str] | None = None) -> int:
