@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -293,3 +293,9 @@ async def check_result(ctx: WorkbenchContext, return_id: str, check_id: str) -> 
         None,
     )
     return {"side": mine, "warehouse": partner, "discrepancy": discrepancy}
+
+
+async def team(ctx: WorkbenchContext, start: date, end: date, shop: str | None) -> Answer:
+    """The team's numbers (refunds' GET /v1/refunds/team), days counted in the workbench's `team_tz`."""
+    params = {"from": start.isoformat(), "to": end.isoformat(), "tz": ctx.settings.team_tz, "shop": shop}
+    return await ctx.upstream.get("refunds", "/v1/refunds/team", ctx.read_token, **params)
