@@ -99,7 +99,7 @@ def granted_by_people(refunds: Iterable[Mapping[str, object]]) -> int:
 
 
 # -- the queue --------------------------------------------------------------------------------------------
-KINDS = ("escalation", "failure", "clawback", "discrepancy", "parked_scan")
+KINDS = ("escalation", "failure", "clawback", "discrepancy", "parked_scan", "sms")
 
 
 @dataclass(frozen=True)
