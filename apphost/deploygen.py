@@ -136,7 +136,9 @@ def acls_for(who: str) -> list[Acl]:
         topics.setdefault(n, set()).update({"Write", "Describe"})
     for n in consumed_topics(who):
         topics.setdefault(n, set()).update({"Read", "Describe"})
-    return [*_topic_acls(topics), Acl("group", f"{who}.", "prefix", ("Describe", "Read"))]
+    # its consumer groups; a service that consumes nothing (the workbench: HTTP only) gets none
+    groups = [Acl("group", f"{who}.", "prefix", ("Describe", "Read"))] if consumed_topics(who) else []
+    return [*_topic_acls(topics), *groups]
 
 
 def kafka_users() -> list[str]:
@@ -341,6 +343,8 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("refunds", 2, 4, "250m", "192Mi", "384Mi"),
     Workload("notify", 2, 4, "250m", "192Mi", "384Mi"),
     Workload("audit", 2, 4, "250m", "192Mi", "384Mi"),
+    # The workbench consumes nothing: pages for a team of people (a queue read shared per 0.5 s), HTTP-bound.
+    Workload("workbench", 2, 4, "100m", "128Mi", "256Mi"),
 )
 
 
@@ -639,6 +643,9 @@ def render_services() -> str:
             f"{w.service}: port {port_for(w.service)}; consumes {len(topics)} topics "
             f"(at most {partition_bound(w.service)} partitions each) -> "
             f"{w.min_replicas}..{w.max_replicas} pods, one consumer per pod and group"
+            if topics
+            else f"{w.service}: port {port_for(w.service)}; consumes no topic (HTTP only) -> "
+            f"{w.min_replicas}..{w.max_replicas} pods"
         )
         docs += [(note, _deployment(w, image)), ("", _service(w)), ("", _pdb(w)), ("", _hpa(w))]
     return _dump_docs(docs, header)

@@ -165,6 +165,9 @@ acl returnflow-audit Describe Read -- --topic returns.requested --resource-patte
 acl returnflow-audit Describe Write -- --topic returns.requested.dlq --resource-pattern-type literal
 acl returnflow-audit Describe Read -- --group audit. --resource-pattern-type prefix
 
+# returnflow-workbench
+user returnflow-workbench workbench
+
 # returnflow-ops
 user returnflow-ops ops
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic audit.anchors --resource-pattern-type literal
@@ -224,6 +227,7 @@ acl returnflow-ops Describe -- --group warehouse. --resource-pattern-type prefix
 acl returnflow-ops Describe -- --group refunds. --resource-pattern-type prefix
 acl returnflow-ops Describe -- --group notify. --resource-pattern-type prefix
 acl returnflow-ops Describe -- --group audit. --resource-pattern-type prefix
+acl returnflow-ops Describe -- --group workbench. --resource-pattern-type prefix
 acl returnflow-ops Describe -- --cluster
 
 echo "kafka-setup: users and ACLs applied"

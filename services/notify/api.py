@@ -7,16 +7,24 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from returnflow.http import BodyTooLarge, HttpProblem, Reader, context_dependency, json_response, read_body, reader
 from returnflow.openapi import problems
+from returnflow.paging import decode_cursor
 from returnflow.signing import SignatureError
 from services.notify import handlers, views
 from services.notify.handlers import NotifyContext
 from services.notify.providers import BadWebhook, SmsProvider, WebhookRequest
-from services.notify.responses import INBOUND_EXAMPLE, PROVIDER_ANSWER, STATUS_EXAMPLE, SmsOfReturn, webhook_body
+from services.notify.responses import (
+    INBOUND_EXAMPLE,
+    PROVIDER_ANSWER,
+    STATUS_EXAMPLE,
+    Attention,
+    SmsOfReturn,
+    webhook_body,
+)
 
 T = TypeVar("T")
 
@@ -101,3 +109,25 @@ async def status(request: Request, ctx: Ctx) -> Response:
 )
 async def list_sms(return_id: UUID, ctx: Ctx, _: SmsReader) -> Response:
     return json_response(await views.sms_of_return(ctx.pool, return_id))
+
+
+@router.get(
+    "/v1/notify/attention",
+    tags=["sms"],
+    summary="SMS failures and opt-outs on open returns, for a person (reader token: ops, agent)",
+    description="Messages the provider refused or could not deliver, and customers whose number opted out, on "
+    "returns not cancelled: oldest first, a page of `limit` with `next_cursor`, and counts per kind over the "
+    "whole filter. An item leaves when its return is cancelled, or the number opts in again.",
+    response_model=Attention,
+    responses=problems(401, 403, 422),
+)
+async def attention(
+    ctx: Ctx,
+    _: SmsReader,
+    shop: Annotated[str | None, Query(min_length=1, max_length=128, description="shop id")] = None,
+    older_than: Annotated[int | None, Query(ge=0, le=10**9, description="seconds waiting, at least")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    after = decode_cursor(cursor)
+    return json_response(await views.attention(ctx.pool, shop, older_than, after, limit))

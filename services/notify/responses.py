@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 RETURN_ID = "0b9e7f3c-59a4-4a0e-9a52-3f1f6f0c2d11"
 
@@ -70,3 +70,29 @@ PROVIDER_ANSWER: dict[int | str, dict[str, Any]] = {
     },
     204: {"description": "acknowledged (Twilio's delivery receipts)"},
 }
+
+
+class AttentionItem(BaseModel):
+    kind: Literal["sms_failed", "opted_out"]
+    item_id: str
+    return_id: UUID
+    shop_id: str | None
+    order_id: str | None
+    at: datetime = Field(description="when it failed, or when the number opted out")
+    step: str | None = Field(description="the message's step (sms_failed)")
+    detail: str | None = Field(description="the provider's error, or the opt-out keyword")
+    phone_masked: str
+
+
+class AttentionCounts(BaseModel):
+    sms_failed: int
+    opted_out: int
+
+
+class Attention(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"items": [], "next_cursor": None, "counts": {"sms_failed": 0, "opted_out": 0}}}
+    )
+    items: list[AttentionItem] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
+    counts: AttentionCounts = Field(description="over the whole filter, every page")

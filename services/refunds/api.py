@@ -3,10 +3,14 @@ clawback queues, and a return's ledger. Parse, call a handler or a view, map the
 
 from __future__ import annotations
 
+import functools
 import uuid
+import zoneinfo
+from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -29,7 +33,7 @@ from returnflow.http import (
 )
 from returnflow.openapi import problems
 from returnflow.paging import decode_cursor
-from services.refunds import handlers, repository, views
+from services.refunds import handlers, repository, rules, views
 from services.refunds.gateway import RefundWebhooks, WebhookRefused
 from services.refunds.handlers import RefundsContext
 from services.refunds.responses import (
@@ -40,6 +44,7 @@ from services.refunds.responses import (
     FailureResolved,
     Failures,
     Ledger,
+    Team,
     WhoAmI,
 )
 from services.refunds.rules import Actor, CommandIn, Outcome, Resolution
@@ -262,6 +267,61 @@ async def clawbacks(
     limit: Limit = 100,
 ) -> Response:
     return json_response(await views.clawback_queue(ctx.pool, state, customer, q, limit))
+
+
+# The team's numbers name every person: for the people who run the team (ops readers: the workbench, which
+# shows them to supervisors and above), not for each agent's own token.
+TeamReader = Annotated[Reader, Depends(reader("ops"))]
+
+
+@functools.cache
+def known_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def unknown_time_zone(tz: str) -> HttpProblem:
+    return HttpProblem(422, "validation failed", [{"field": "tz", "message": f"unknown time zone {tz!r}"}])
+
+
+def time_zone(
+    tz: Annotated[str, Query(max_length=64, description="IANA time zone the days are counted in")] = "UTC",
+) -> str:
+    if tz not in known_time_zones():  # IANA names only (no paths, no POSIX rules)
+        raise unknown_time_zone(tz)
+    return tz
+
+
+@router.get(
+    "/v1/refunds/team",
+    summary="The team's numbers per person and day (reader token: ops)",
+    description="Per person and day (`from`..`to` included, at most "
+    f"{rules.TEAM_MAX_DAYS} days, days counted in `tz`): decisions that took effect, escalations raised "
+    "and decided with the median and p90 seconds from raised to decided, free refunds granted (count, amount "
+    "per currency, share of authority used), clawbacks flagged on refunds they decided; the same per person "
+    "over the range and for the team; the open escalations' ages now. 422 names `from`, `to` or `tz`.",
+    response_model=Team,
+    responses=problems(401, 403, 422),
+)
+async def team(
+    ctx: Ctx,
+    _: TeamReader,
+    start: Annotated[date, Query(alias="from", description="first day, YYYY-MM-DD")],
+    end: Annotated[date, Query(alias="to", description="last day (included), YYYY-MM-DD")],
+    tz: Annotated[str, Depends(time_zone)],
+    shop: Annotated[str | None, Query(min_length=1, max_length=128, description="shop id")] = None,
+) -> Response:
+    refused = rules.team_range(start, end)
+    if refused is not None:
+        raise HttpProblem(422, "validation failed", [{"field": "to", "message": refused}])
+
+    def limit_of(role: str | None, currency: str) -> int | None:
+        return ctx.policy.authority.limit(Role(role), currency) if role in Role.__members__ and role else 0
+
+    try:
+        numbers = await views.team_numbers(ctx.pool, start, end, tz, shop, limit_of)
+    except asyncpg.InvalidParameterValueError:  # a zone Python's tzdata knows and PostgreSQL's does not
+        raise unknown_time_zone(tz) from None
+    return json_response(numbers)
 
 
 MAX_RESOLUTION_BYTES = 16 * 1024  # an action and a note of at most 2,000 characters

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -238,3 +238,74 @@ class Ledger(BaseModel):
         default_factory=list,
         description="what people decided about its declined refunds (retry, settled offline, close)",
     )
+
+
+class TeamNumbers(BaseModel):
+    """One person's (or the team's) numbers over a day or the range."""
+
+    decisions: int = Field(description="approvals, rejections and grants that took effect")
+    escalations_raised: int = Field(description="grants above their authority, sent up")
+    escalations_resolved: int = Field(description="escalations they approved or rejected")
+    decision_median_s: float | None = Field(description="median seconds from escalation raised to decided")
+    decision_p90_s: float | None = Field(description="90th percentile of the same")
+    free_refunds: int = Field(description="refunds granted on their authority (not declined by the gateway)")
+    free_refund_amounts: dict[str, int] = Field(description="their amount per currency, minor units")
+    authority_share_bp: int | None = Field(
+        description="share of their cumulative authority per return used, averaged over the returns granted "
+        "on, in basis points (10000 = all); null: no limited authority used"
+    )
+    clawbacks: int = Field(description="clawbacks flagged on refunds they decided")
+
+
+class TeamDay(TeamNumbers):
+    actor_id: str
+    day: date
+
+
+class TeamPerson(TeamNumbers):
+    actor_id: str
+
+
+class TeamQueue(BaseModel):
+    open_escalations: int
+    oldest_s: float | None = Field(description="seconds the oldest open escalation has waited")
+    median_age_s: float | None
+    p90_age_s: float | None
+
+
+class Team(BaseModel):
+    """The team's numbers: per person and day, per person over the range, the team, and its queue now."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={
+            "example": {
+                "from": "2026-12-01",
+                "to": "2026-12-02",
+                "tz": "Asia/Shanghai",
+                "shop": None,
+                "days": [],
+                "people": [],
+                "team": {
+                    "decisions": 0,
+                    "escalations_raised": 0,
+                    "escalations_resolved": 0,
+                    "decision_median_s": None,
+                    "decision_p90_s": None,
+                    "free_refunds": 0,
+                    "free_refund_amounts": {},
+                    "authority_share_bp": None,
+                    "clawbacks": 0,
+                },
+                "queue": {"open_escalations": 0, "oldest_s": None, "median_age_s": None, "p90_age_s": None},
+            }
+        },
+    )
+    from_: date = Field(alias="from")
+    to: date
+    tz: str = Field(description="the time zone the days are counted in")
+    shop: str | None
+    days: list[TeamDay] = Field(description="per (person, day) with any number, oldest day first")
+    people: list[TeamPerson] = Field(description="per person over the whole range")
+    team: TeamNumbers
+    queue: TeamQueue = Field(description="open escalations now")

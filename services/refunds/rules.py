@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from contracts.events import Condition, ParcelScanned, RefundBasis, ReturnKind, Role, first_moving_scan
@@ -1057,3 +1057,28 @@ def taking_effect(planned: Sequence[Planned], recorded: set[tuple[UUID, str]]) -
         for a in p.actions
         if isinstance(a, CloseEscalation | Reescalate) or (p.known.facts.return_id, a.cause) in recorded
     ]
+
+
+# -- team numbers (the supervisors' KPIs) --------------------------------------------------------------------
+
+TEAM_MAX_DAYS = 92  # a quarter: per (person, day) rows for a team of ~20 stay a few thousand
+
+
+def team_range(start: date, end: date, max_days: int = TEAM_MAX_DAYS) -> str | None:
+    """Why a `from`..`to` range (both days included) is refused, or None: `to` before `from`, or longer
+    than `max_days`."""
+    if end < start:
+        return "`to` is before `from`"
+    if (end - start).days + 1 > max_days:
+        return f"at most {max_days} days from `from` to `to`"
+    return None
+
+
+def authority_share_bp(grants: Iterable[tuple[int, int | None]]) -> int | None:
+    """The share of their authority a person used on the returns they granted free refunds on, in basis
+    points (10000 = all of it), averaged over those returns: each is (what they granted on the return,
+    their cumulative limit per return). A return without a limit (an owner, a full-trust preset: None) or
+    with none (0) has no share and is left out; None when no return is left. A share is capped at 100 %
+    (a grant approved above the limit by a higher role is not the person's authority)."""
+    shares = [min(10_000, granted * 10_000 // limit) for granted, limit in grants if limit]
+    return sum(shares) // len(shares) if shares else None

@@ -3,8 +3,9 @@ people who decide (escalations, declined refunds, clawbacks), oldest first, a cu
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +14,9 @@ import asyncpg
 from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 from returnflow.paging import page
+from services.refunds.rules import authority_share_bp
+
+LimitOf = Callable[[str | None, str], int | None]  # (role, currency) -> cumulative limit per return
 
 
 async def ledger_of(conn: Conn | asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
@@ -215,3 +219,170 @@ async def clawback_queue(
         "next_cursor": cursor,
         "counts": {"open": by_state.get("open", 0), "resolved": by_state.get("resolved", 0)},
     }
+
+
+# -- team numbers (per person and day) -------------------------------------------------------------------------
+
+# One event per row, each counted on the day (in `tz`) it happened: a decision that took effect (commands),
+# an escalation raised by a person (its created_at) or decided by one (closed_at, with the seconds it
+# waited), a clawback flagged on a refund the person decided (flagged_at). Percentiles over the decided
+# ones per (person, day), per person over the range and for the team: GROUPING SETS, one scan.
+_TEAM_EVENTS = """
+WITH span AS (
+    SELECT ($1::date)::timestamp AT TIME ZONE $3 AS lo, ($2::date + 1)::timestamp AT TIME ZONE $3 AS hi
+), events AS (
+    SELECT c.actor_id, c.decided_at AS at, 'decision' AS what, NULL::float8 AS waited_s
+      FROM commands c, span
+     WHERE c.status = 'done' AND c.result IN ('refunded', 'rejected')
+       AND c.decided_at >= span.lo AND c.decided_at < span.hi
+       AND ($4::text IS NULL OR c.return_id IN (SELECT return_id FROM returns WHERE shop_id = $4))
+    UNION ALL
+    SELECT e.requested_by, e.created_at, 'raised', NULL
+      FROM escalations e, span
+     WHERE e.requested_by IS NOT NULL AND e.created_at >= span.lo AND e.created_at < span.hi
+       AND ($4::text IS NULL OR e.return_id IN (SELECT return_id FROM returns WHERE shop_id = $4))
+    UNION ALL
+    SELECT e.closed_by, e.closed_at, 'resolved', extract(epoch FROM e.closed_at - e.created_at)::float8
+      FROM escalations e, span
+     WHERE e.status IN ('approved', 'rejected') AND e.closed_by IS NOT NULL
+       AND e.closed_at >= span.lo AND e.closed_at < span.hi
+       AND ($4::text IS NULL OR e.return_id IN (SELECT return_id FROM returns WHERE shop_id = $4))
+    UNION ALL
+    SELECT f.actor_id, c.flagged_at, 'clawback', NULL
+      FROM clawbacks c JOIN refunds f USING (refund_id), span
+     WHERE f.actor_id IS NOT NULL AND c.flagged_at >= span.lo AND c.flagged_at < span.hi
+       AND ($4::text IS NULL OR c.return_id IN (SELECT return_id FROM returns WHERE shop_id = $4))
+)
+SELECT actor_id, (at AT TIME ZONE $3)::date AS day, GROUPING(actor_id, (at AT TIME ZONE $3)::date) AS level,
+       count(*) FILTER (WHERE what = 'decision') AS decisions,
+       count(*) FILTER (WHERE what = 'raised') AS escalations_raised,
+       count(*) FILTER (WHERE what = 'resolved') AS escalations_resolved,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY waited_s) FILTER (WHERE what = 'resolved') AS decision_median_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY waited_s) FILTER (WHERE what = 'resolved') AS decision_p90_s,
+       count(*) FILTER (WHERE what = 'clawback') AS clawbacks
+  FROM events
+ GROUP BY GROUPING SETS ((actor_id, (at AT TIME ZONE $3)::date), (actor_id), ())
+"""
+
+# Free refunds: refunds a person decided on their authority (a grant, or an escalated grant they approved),
+# not declined by the gateway, per (person, day, return) so the share of authority used is per return.
+_TEAM_GRANTS = """
+SELECT f.actor_id, (f.created_at AT TIME ZONE $3)::date AS day, f.return_id, f.currency, f.actor_role AS role,
+       count(*) AS count, sum(f.amount)::bigint AS amount
+  FROM refunds f
+ WHERE f.actor_id IS NOT NULL AND f.status <> 'failed' AND f.basis IN ('agent_authority', 'refund_only')
+   AND f.created_at >= ($1::date)::timestamp AT TIME ZONE $3
+   AND f.created_at < ($2::date + 1)::timestamp AT TIME ZONE $3
+   AND ($4::text IS NULL OR f.return_id IN (SELECT return_id FROM returns WHERE shop_id = $4))
+ GROUP BY 1, 2, 3, 4, 5
+"""
+
+# The team's queue now: open escalations' ages (oldest first is how the queue is worked).
+_TEAM_QUEUE = """
+SELECT count(*) AS open,
+       extract(epoch FROM now() - min(e.created_at))::float8 AS oldest_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM now() - e.created_at)) AS median_age_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM now() - e.created_at)) AS p90_age_s
+  FROM escalations e
+ WHERE e.status = 'open' AND ($1::text IS NULL OR e.return_id IN (SELECT return_id FROM returns WHERE shop_id = $1))
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    actor_id: str
+    day: date
+    return_id: UUID
+    currency: str
+    role: str | None
+    count: int
+    amount: int
+
+
+def _numbers(row: Mapping[str, Any] | asyncpg.Record) -> dict[str, Any]:
+    return {
+        "decisions": row["decisions"],
+        "escalations_raised": row["escalations_raised"],
+        "escalations_resolved": row["escalations_resolved"],
+        "decision_median_s": row["decision_median_s"],
+        "decision_p90_s": row["decision_p90_s"],
+        "clawbacks": row["clawbacks"],
+        "free_refunds": 0,
+        "free_refund_amounts": {},
+        "authority_share_bp": None,
+    }
+
+
+async def team_numbers(
+    conn: Conn | asyncpg.Pool, start: date, end: date, tz: str, shop: str | None, limit_of: LimitOf
+) -> dict[str, Any]:
+    """Per person and day (days in `tz`, `start`..`end` included), per person over the range, and for the
+    team: decisions that took effect, escalations raised and decided (median and p90 seconds from raised to
+    decided), free refunds granted (count, amount per currency, share of authority used), clawbacks flagged
+    on refunds they decided; and the team's queue of open escalations now. `limit_of(role, currency)` is the
+    configured cumulative limit per return (None: unlimited)."""
+    rows = await conn.fetch(_TEAM_EVENTS, start, end, tz, shop)
+    grants = [Grant(**dict(r)) for r in await conn.fetch(_TEAM_GRANTS, start, end, tz, shop)]
+    queue = dict(await conn.fetchrow(_TEAM_QUEUE, shop) or {})
+    days: dict[tuple[str, date], dict[str, Any]] = {}
+    people: dict[str, dict[str, Any]] = {}
+    team = _numbers(_ZERO)
+    for r in rows:
+        if r["level"] == 0:
+            days[(r["actor_id"], r["day"])] = {"actor_id": r["actor_id"], "day": r["day"], **_numbers(r)}
+        elif r["level"] == 1:
+            people[r["actor_id"]] = {"actor_id": r["actor_id"], **_numbers(r)}
+        else:
+            team = _numbers(r)
+    by_day: dict[tuple[str, date], list[Grant]] = {}
+    by_person: dict[str, list[Grant]] = {}
+    for g in grants:  # a person's grant may be their only number that day
+        by_day.setdefault((g.actor_id, g.day), []).append(g)
+        by_person.setdefault(g.actor_id, []).append(g)
+        days.setdefault((g.actor_id, g.day), {"actor_id": g.actor_id, "day": g.day, **_numbers(_ZERO)})
+        people.setdefault(g.actor_id, {"actor_id": g.actor_id, **_numbers(_ZERO)})
+    _add_grants(team, grants, limit_of)
+    for key, numbers in days.items():
+        _add_grants(numbers, by_day.get(key, []), limit_of)
+    for actor, numbers in people.items():
+        _add_grants(numbers, by_person.get(actor, []), limit_of)
+    return {
+        "from": start,
+        "to": end,
+        "tz": tz,
+        "shop": shop,
+        "days": sorted(days.values(), key=lambda d: (d["day"], d["actor_id"])),
+        "people": sorted(people.values(), key=lambda p: p["actor_id"]),
+        "team": team,
+        "queue": {
+            "open_escalations": queue.get("open", 0),
+            "oldest_s": queue.get("oldest_s"),
+            "median_age_s": queue.get("median_age_s"),
+            "p90_age_s": queue.get("p90_age_s"),
+        },
+    }
+
+
+_COUNTED = (
+    "decisions",
+    "escalations_raised",
+    "escalations_resolved",
+    "decision_median_s",
+    "decision_p90_s",
+    "clawbacks",
+)
+_ZERO: dict[str, Any] = {k: None if k.endswith("_s") else 0 for k in _COUNTED}
+
+
+def _add_grants(numbers: dict[str, Any], grants: list[Grant], limit_of: LimitOf) -> None:
+    """Count, amount per currency, and the share of authority used per (person, return) granted on."""
+    amounts: dict[str, int] = {}
+    per_return: dict[tuple[str, UUID], list[Grant]] = {}
+    for g in grants:
+        amounts[g.currency] = amounts.get(g.currency, 0) + g.amount
+        per_return.setdefault((g.actor_id, g.return_id), []).append(g)
+    numbers["free_refunds"] = sum(g.count for g in grants)
+    numbers["free_refund_amounts"] = dict(sorted(amounts.items()))
+    numbers["authority_share_bp"] = authority_share_bp(
+        (sum(g.amount for g in gs), limit_of(gs[-1].role, gs[-1].currency)) for gs in per_return.values()
+    )

@@ -6,14 +6,18 @@ person's own token for actions, and renders the outcome."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import hmac
+import io
+import re
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -567,3 +571,88 @@ async def receive(request: Request, ctx: Ctx) -> Response:
         )
     rid = (answer.body or {}).get("return_id", "")
     return RedirectResponse("/receive?" + urlencode({"saved": body["receipt_id"], "rid": rid}), 303)
+
+
+# -- the team's numbers (supervisors and above) -----------------------------------------------------------------
+CHART_W, CHART_H = 560, 120
+
+
+def team_asked(request: Request, ctx: WorkbenchContext) -> tuple[rules.TeamRange, str | None]:
+    try:
+        today = datetime.now(ZoneInfo(ctx.settings.team_tz)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        today = datetime.now(UTC).date()
+    q = request.query_params
+    return rules.team_range(q.get("from"), q.get("to"), today), (q.get("shop") or "").strip()[:64] or None
+
+
+def decisions_per_day(body: dict[str, Any], start: date, end: date) -> list[tuple[str, int]]:
+    """The team's decisions on each day of the range (days without any: 0), for the chart."""
+    per_day: dict[str, int] = {}
+    for d in body.get("days") or []:
+        per_day[str(d.get("day"))] = per_day.get(str(d.get("day")), 0) + int(d.get("decisions") or 0)
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    return [(day.isoformat(), per_day.get(day.isoformat(), 0)) for day in days]
+
+
+@router.get("/team")
+async def team_page(request: Request, ctx: Ctx) -> Response:
+    s = await person_for(request, ctx, "team")
+    if isinstance(s, Response):
+        return s
+    asked, shop = team_asked(request, ctx)
+    shown = {"from": asked.start.isoformat(), "to": asked.end.isoformat(), **({"shop": shop} if shop else {})}
+    values: dict[str, Any] = {"shown": shown, "errors": asked.errors, "tz": ctx.settings.team_tz}
+    if asked.errors:
+        return render(request, "team.html", 422, s, **values)
+    answer = await views.team(ctx, asked.start, asked.end, shop)
+    if not answer.ok or not isinstance(answer.body, dict):
+        values["errors"] = answer.field_errors()
+        values["missing"] = answer.detail
+        return render(request, "team.html", answer.status if answer.status >= 400 else 502, s, **values)
+    body = answer.body
+    return render(
+        request,
+        "team.html",
+        200,
+        s,
+        **values,
+        body=body,
+        bars=rules.bar_chart(decisions_per_day(body, asked.start, asked.end), CHART_W, CHART_H),
+        chart_w=CHART_W,
+        chart_h=CHART_H,
+        duration=rules.duration_text,
+        share=rules.share_percent,
+        csv_url="/team.csv?" + urlencode(shown),
+    )
+
+
+@router.get("/team.csv")
+async def team_csv(request: Request, ctx: Ctx) -> Response:
+    s = await person_for(request, ctx, "team")
+    if isinstance(s, Response):
+        return s
+    asked, shop = team_asked(request, ctx)
+    if asked.errors:
+        wrong = "; ".join(f"{k}: {v}" for k, v in asked.errors.items())
+        return Response(
+            wrong + "\n", 422, media_type="text/plain; charset=utf-8", headers={"cache-control": "no-store"}
+        )
+    answer = await views.team(ctx, asked.start, asked.end, shop)
+    if not answer.ok or not isinstance(answer.body, dict):
+        status = answer.status if answer.status >= 400 else 502
+        return Response(answer.detail + "\n", status, media_type="text/plain; charset=utf-8")
+    out = io.StringIO()
+    csv.writer(out).writerows(rules.team_csv_rows(answer.body.get("days") or []))
+    of_shop = "-" + re.sub(r"[^A-Za-z0-9_-]", "_", shop) if shop else ""  # a header value: ASCII, no quotes
+    name = f"team-{asked.start.isoformat()}-{asked.end.isoformat()}{of_shop}.csv"
+    return Response(
+        "\ufeff" + out.getvalue(),  # the BOM: Excel opens UTF-8 (a Chinese name) as UTF-8
+        200,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{name}"',
+            "cache-control": "no-store",
+            "x-content-type-options": "nosniff",
+        },
+    )

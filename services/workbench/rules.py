@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import orjson
 
@@ -27,6 +27,7 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "check": frozenset((RETURNS_TEAM,)),
     "resolve_discrepancy": frozenset((RETURNS_TEAM,)),
     "receive": frozenset((WAREHOUSE,)),
+    "team": frozenset(("supervisor", "manager", "owner")),  # the team's numbers: who runs the team
 }
 
 
@@ -98,7 +99,7 @@ def granted_by_people(refunds: Iterable[Mapping[str, object]]) -> int:
 
 
 # -- the queue --------------------------------------------------------------------------------------------
-KINDS = ("escalation", "failure", "clawback", "discrepancy", "parked_scan")
+KINDS = ("escalation", "failure", "clawback", "discrepancy", "parked_scan", "sms")
 
 
 @dataclass(frozen=True)
@@ -228,3 +229,136 @@ def read_receipt_form(form: Mapping[str, str], expected: Sequence[Mapping[str, o
             line["disposition"] = disposition
         lines.append(line)
     return ReceiptForm(lines, errors)
+
+
+# -- the team's numbers: the range asked, the chart, the CSV ----------------------------------------------------
+TEAM_DEFAULT_DAYS = 7
+TEAM_MAX_DAYS = 92  # what the refunds service answers at most
+
+
+@dataclass(frozen=True)
+class TeamRange:
+    start: date
+    end: date
+    errors: dict[str, str]  # form field -> message, shown next to it
+
+
+DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def typed_day(text: str | None) -> date | str | None:
+    """A day typed as YYYY-MM-DD; None when empty; else the message for the person."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        if DAY.match(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    return "a day like 2026-12-02"
+
+
+def team_range(given_from: str | None, given_to: str | None, today: date) -> TeamRange:
+    """`from` and `to` as typed (YYYY-MM-DD; empty: the last 7 days to today). Errors name the field: not a
+    day, `to` before `from`, more than 92 days."""
+    errors: dict[str, str] = {}
+    end = typed_day(given_to)
+    if isinstance(end, str):
+        errors["to"], end = end, today
+    end = end or today
+    start = typed_day(given_from)
+    if isinstance(start, str):
+        errors["from"], start = start, None
+    start = start or end - timedelta(days=TEAM_DEFAULT_DAYS - 1)
+    if not errors and end < start:
+        errors["to"] = "on or after `from`"
+    elif not errors and (end - start).days + 1 > TEAM_MAX_DAYS:
+        errors["to"] = f"at most {TEAM_MAX_DAYS} days after `from`"
+    return TeamRange(start, end, errors)
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+def bar_chart(values: Sequence[tuple[str, int]], width: float, height: float, gap: float = 2.0) -> list[Bar]:
+    """Bars for an SVG of `width` x `height` (y grows downwards): one per value, left to right, equal widths
+    with `gap` between; the largest value fills the height, the others in proportion, 0 (or less) none."""
+    if not values:
+        return []
+    top = max(max(v for _, v in values), 1)
+    step = width / len(values)
+    w = max(step - gap, 1.0) if step > gap else step
+    bars = []
+    for i, (label, value) in enumerate(values):
+        h = height * max(value, 0) / top
+        bars.append(Bar(label, value, i * step, height - h, w, h))
+    return bars
+
+
+def csv_cell(value: object) -> str:
+    """A value for a spreadsheet: None empty; text that a spreadsheet would run as a formula (= + - @, tab,
+    carriage return first) starts with a quote instead (numbers stay numbers)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = str(value)
+        return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return str(value)
+
+
+def share_percent(bp: int | None) -> str:
+    """Basis points as a percentage with one decimal (6375 -> "63.8"); None -> ""."""
+    return "" if bp is None else f"{bp / 100:.1f}"
+
+
+def duration_text(seconds: float | None) -> str:
+    """A wait for people: 45 s, 12 min, 3.5 h, 2.0 d; None -> ""."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+TEAM_CSV_NUMBERS = (
+    "decisions",
+    "escalations_raised",
+    "escalations_resolved",
+    "decision_median_s",
+    "decision_p90_s",
+    "free_refunds",
+)
+
+
+def team_csv_rows(days: Sequence[Mapping[str, object]]) -> list[list[str]]:
+    """The CSV of the team's numbers: a header, then one row per (day, person); the free refunds' amount one
+    column per currency (minor units), the share of authority used in percent."""
+    currencies = sorted({str(c) for d in days for c in dict(d.get("free_refund_amounts") or {})})  # type: ignore[call-overload]
+    header = ["day", "person", *TEAM_CSV_NUMBERS, *(f"free_refund_amount_{c}_minor" for c in currencies)]
+    rows = [[*header, "authority_share_pct", "clawbacks"]]
+    for d in days:
+        amounts = dict(d.get("free_refund_amounts") or {})  # type: ignore[call-overload]
+        share = d.get("authority_share_bp")
+        rows.append(
+            [
+                csv_cell(d.get("day")),
+                csv_cell(d.get("actor_id")),
+                *(csv_cell(d.get(k)) for k in TEAM_CSV_NUMBERS),
+                *(csv_cell(amounts.get(c, 0)) for c in currencies),
+                share_percent(share if isinstance(share, int) else None),
+                csv_cell(d.get("clawbacks")),
+            ]
+        )
+    return rows

@@ -39,3 +39,5 @@ class WorkbenchSettings(ServiceSettings):
     # Items per queue page; and how long a scan must be parked before it needs a person.
     page_size: int = 50
     parked_after_s: float = 86_400.0
+    # The team's numbers count days in this time zone (IANA name; the refunds service checks it).
+    team_tz: str = "UTC"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -109,6 +109,26 @@ def _parked(p: dict[str, Any]) -> QueueItem:
     )
 
 
+def _sms(a: dict[str, Any]) -> QueueItem:
+    """An SMS not delivered, or a number opted out, on an open return (notify): someone of the team reaches
+    the customer another way; it leaves the queue when the return is cancelled or the number opts in."""
+    if a.get("kind") == "opted_out":
+        summary = f"opted out ({a.get('detail') or ''}) · {a.get('phone_masked') or ''}"
+    else:
+        summary = f"not delivered: {a.get('step') or ''} ({a.get('detail') or ''}) · {a.get('phone_masked') or ''}"
+    return QueueItem(
+        "sms",
+        str(a.get("item_id")),
+        _at(a.get("at")),
+        str(a.get("return_id")) if a.get("return_id") else None,
+        "agent",
+        None,
+        None,
+        a.get("shop_id"),
+        summary,
+    )
+
+
 # The refunds service's queues filter, count and page themselves (oldest first, cursor pages): the
 # workbench passes the person's filter and cursor on. kind -> (path, list key, count key, to item).
 REFUNDS_QUEUES: dict[str, tuple[str, str, str, Any]] = {
@@ -116,7 +136,9 @@ REFUNDS_QUEUES: dict[str, tuple[str, str, str, Any]] = {
     "failure": ("/v1/refunds/failures", "failures", "total", _failure),
     "clawback": ("/v1/refunds/clawbacks", "clawbacks", "open", _clawback),
 }
-ROLE_OF = {"failure": "supervisor", "discrepancy": "returns_team"}  # a kind's fixed role needed (None: any)
+LOCAL_KINDS = ("discrepancy", "parked_scan", "sms")  # lists read whole and filtered here
+# a kind's fixed role needed (None: any); an SMS problem: anyone who decides can reach the customer
+ROLE_OF = {"failure": "supervisor", "discrepancy": "returns_team", "sms": "agent"}
 
 
 def _wanted(kind: str, f: QueueFilter) -> bool:
@@ -149,14 +171,16 @@ async def _local_queues(ctx: WorkbenchContext) -> tuple[list[QueueItem], list[st
     """Open discrepancies and scans parked past `parked_after_s`: lists without the workbench's filters,
     read whole (at most FETCH each) and filtered here."""
     up, token = ctx.upstream, ctx.read_token
-    disc, parked = await asyncio.gather(
+    disc, parked, sms = await asyncio.gather(
         up.get("audit", "/v1/audit/discrepancies", token, status="open", limit=FETCH),
         up.get("warehouse", "/v1/warehouse/scans/parked", token, limit=FETCH),
+        up.get("notify", "/v1/notify/attention", token, limit=FETCH),
     )
     parked_before = datetime.now(UTC) - timedelta(seconds=ctx.settings.parked_after_s)
     items = [_discrepancy(d) for d in _items(disc, "discrepancies")]
     items += [p for p in map(_parked, _items(parked, "scans")) if p.created_at <= parked_before]
-    missing = [name for name, a in (("audit", disc), ("warehouse", parked)) if not a.ok]
+    items += [_sms(a) for a in _items(sms, "items")]
+    missing = [name for name, a in (("audit", disc), ("warehouse", parked), ("notify", sms)) if not a.ok]
     return items, missing
 
 
@@ -205,8 +229,8 @@ async def _queue(ctx: WorkbenchContext, f: QueueFilter, cursor: str | None, size
     kept = [i for i in local if _wanted(i.kind, f) and local_filter.keeps(i, now, ignore_kind=True)]
     for i in kept:
         counts[i.kind] += 1
-    capped = [k for k in ("discrepancy", "parked_scan") if counts[k] >= FETCH]
-    if f.kind in ("discrepancy", "parked_scan"):
+    capped = [k for k in LOCAL_KINDS if counts[k] >= FETCH]
+    if f.kind in LOCAL_KINDS:
         page = queue_page(kept, f, now, cursor, size)
         return Queue(page.items, counts, page.next_cursor, missing, capped)
     items += kept
@@ -293,3 +317,9 @@ async def check_result(ctx: WorkbenchContext, return_id: str, check_id: str) -> 
         None,
     )
     return {"side": mine, "warehouse": partner, "discrepancy": discrepancy}
+
+
+async def team(ctx: WorkbenchContext, start: date, end: date, shop: str | None) -> Answer:
+    """The team's numbers (refunds' GET /v1/refunds/team), days counted in the workbench's `team_tz`."""
+    params = {"from": start.isoformat(), "to": end.isoformat(), "tz": ctx.settings.team_tz, "shop": shop}
+    return await ctx.upstream.get("refunds", "/v1/refunds/team", ctx.read_token, **params)

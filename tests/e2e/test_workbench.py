@@ -107,6 +107,20 @@ async def test_an_after_sales_team_works_from_the_browser():
             assert await sup.locator(f"tr.escalation.open[data-id='{mgr_escalation}']").count() == 1
             assert "sup-sam" in (await sup.text_content(f"tr.escalation[data-id='{sup_escalation}'] .status") or "")
 
+            # the supervisor's numbers count that approval (days to today); the CSV too; not for an agent
+            await sup.goto(wb(env, "/team"))
+            mine = sup.locator("#team tr.person[data-person='sup-sam']")
+            assert (
+                await mine.locator("td.decisions").text_content(),
+                await mine.locator("td.resolved").text_content(),
+            ) == ("1", "1")
+            assert await sup.locator("#chart rect.bar").count() == 7
+            got = await sup_ctx.request.get(wb(env, "/team.csv"))
+            assert got.status == 200 and got.headers["content-disposition"].startswith("attachment; filename=")
+            assert any(line.split(",")[1:3] == ["sup-sam", "1"] for line in (await got.text()).splitlines())
+            async with httpx.AsyncClient(base_url=base(env, "workbench"), cookies={"wb_session": cookie["value"]}) as c:
+                assert (await c.get("/team")).status_code == 403
+
             # the warehouse clerk receives the parcel with the keyboard only
             clerk_ctx = await b.new_context(viewport={"width": 480, "height": 800}, locale="en-US")
             clerk = await clerk_ctx.new_page()

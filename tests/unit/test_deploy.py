@@ -132,6 +132,21 @@ def test_compose_runs_the_five_services_from_one_image(compose: dict[str, Any]) 
         assert "healthcheck" not in svc  # the image's HEALTHCHECK (/readyz) applies
 
 
+def test_the_workbench_calls_each_service_where_compose_and_kubernetes_serve_it(
+    compose: dict[str, Any], k8s_docs: list[tuple[str, dict[str, Any]]]
+) -> None:
+    compose_env = compose["services"]["workbench"]["environment"]
+    config = by_kind(k8s_docs, "ConfigMap")["returnflow-config"]["data"]
+    k8s_services = by_kind(k8s_docs, "Service")
+    for name in SERVICES:
+        if name == "workbench":
+            continue
+        variable, port = f"RETURNFLOW_WORKBENCH_{name.upper()}_URL", DEFAULT_PORTS[name]
+        assert compose_env[variable] == f"http://{name}:{port}" and name in compose["services"]
+        assert config[variable] == f"http://returnflow-{name}:{port}"
+        assert k8s_services[f"returnflow-{name}"]["spec"]["ports"][0]["port"] == port
+
+
 def test_compose_kafka_is_a_replicated_kraft_cluster(compose: dict[str, Any]) -> None:
     services = compose["services"]
     nodes = {n: services[n] for n in KAFKA_NODES}
@@ -354,7 +369,8 @@ def test_k8s_services_pdbs_and_hpas_point_at_the_deployments(k8s_docs: list[tupl
         assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
         assert hpa["minReplicas"] == deployment["spec"]["replicas"] >= 2  # a PDB with one pod blocks drains
         assert hpa["maxReplicas"] >= hpa["minReplicas"]
-        if service != "returns":  # partitions bound the consumers per group; returns also scales HTTP intake
+        # partitions bound the consumers per group; returns also scales HTTP intake, the workbench consumes nothing
+        if service != "returns" and deploygen.consumed_topics(service):
             assert hpa["maxReplicas"] <= deploygen.partition_bound(service)
 
 

@@ -22,10 +22,12 @@ from apphost.registry import DEPLOYED as SERVICES
 from apphost.registry import spec_of
 from returnflow.service import require_endpoints
 from returnflow.settings import ServiceSettings, Settings, refuse_development_secrets
+from services.workbench import dev as workbench_dev
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 # Webhook sources each service verifies (routes under /v1/webhooks/<source>/...).
+UPSTREAMS = ("returns", "warehouse", "refunds", "notify", "audit")  # what the workbench calls
 WEBHOOK_SOURCES = {"returns": {"generic", "shopify"}, "warehouse": {"carriers"}, "notify": {"sms"}}
 
 
@@ -123,6 +125,11 @@ def check_would_start(service: str, settings: Settings, own: ServiceSettings) ->
         assert own.tokens, "RETURNFLOW_AUDIT_TOKENS: nobody may post checks"  # type: ignore[attr-defined]
     if service == "notify":
         assert own.provider != "file", "RETURNFLOW_NOTIFY_PROVIDER=file sends no SMS"  # type: ignore[attr-defined]
+    if service == "workbench":
+        assert own.read_token, "RETURNFLOW_WORKBENCH_READ_TOKEN: the queue and the pages read nothing"  # type: ignore[attr-defined]
+        for name in UPSTREAMS:  # the services it calls, never its own container's loopback (the defaults)
+            url = str(getattr(own, f"{name}_url"))
+            assert "127.0.0.1" not in url and "localhost" not in url, f"RETURNFLOW_WORKBENCH_{name.upper()}_URL"
     spec = spec_of(service)
     if spec.context is None:
         return
@@ -159,6 +166,10 @@ NEEDED = [
     ("audit", "RETURNFLOW_AUDIT_TOKENS"),
     ("audit", "RETURNFLOW_KAFKA_SASL_PASSWORD"),
     ("refunds", "RETURNFLOW_KAFKA_SASL_USERNAME"),
+    ("workbench", "RETURNFLOW_WORKBENCH_SESSION_KEY"),
+    ("workbench", "RETURNFLOW_WORKBENCH_READ_TOKEN"),
+    ("workbench", "RETURNFLOW_WORKBENCH_REFUNDS_URL"),
+    ("workbench", "RETURNFLOW_DATABASE_URL"),
 ]
 
 
@@ -182,6 +193,33 @@ def test_a_development_secret_in_deploy_would_be_refused(clean_env: pytest.Monke
     settings, own = load_as_container("refunds", env, files, tmp_path, clean_env)
     with pytest.raises(SystemExit, match="RETURNFLOW_REFUNDS_GATEWAY_API_KEY"):
         check_would_start("refunds", settings, own)
+
+
+@pytest.mark.parametrize("where", VIEWS)
+def test_the_workbenchs_development_secrets_would_be_refused(
+    where: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env, files = VIEWS[where](service := "workbench")
+    env |= workbench_dev.ENV  # what `returnflow up` gives it: a development read token and session key
+    files = {k: v for k, v in files.items() if k not in workbench_dev.ENV}
+    settings, own = load_as_container(service, env, files, tmp_path, clean_env)
+    with pytest.raises(SystemExit, match=r"RETURNFLOW_WORKBENCH_READ_TOKEN.*RETURNFLOW_WORKBENCH_SESSION_KEY"):
+        check_would_start(service, settings, own)
+
+
+@pytest.mark.parametrize("where", VIEWS)
+def test_the_workbenchs_read_token_is_an_ops_reader_of_every_service_it_reads(
+    where: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env, files = VIEWS[where]("workbench")
+    (tmp_path / "wb").mkdir()
+    _, own = load_as_container("workbench", env, files, tmp_path / "wb", clean_env)
+    token = own.read_token.get_secret_value()  # type: ignore[attr-defined]
+    for name in UPSTREAMS:
+        (tmp_path / name).mkdir()
+        settings, _ = load_as_container(name, *VIEWS[where](name), tmp_path / name, clean_env)
+        holders = [r for r in settings.read_tokens.values() if r.token.get_secret_value() == token]
+        assert [r.role for r in holders] == ["ops"], name
 
 
 def test_no_placeholder_in_deploy_is_a_development_secret() -> None:
