@@ -43,6 +43,16 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture
+def stack_root() -> Iterator[Path]:
+    """A directory for a `returnflow up` stack's data, not under pytest's basetemp: embedded PostgreSQL's
+    initdb runs as its own user and must reach it, and a pytest session starting beside this one sets
+    /tmp/pytest-of-root back to 0700 (seen in the soak: initdb "Permission denied" in test_up)."""
+    root = Path(tempfile.mkdtemp(prefix="returnflow-e2e-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server.uri("postgres"))

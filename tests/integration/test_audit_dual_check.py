@@ -244,7 +244,9 @@ async def test_receipt_attestation_and_check_make_a_verified_movement(settings, 
 
 # -- 2 ------------------------------------------------------------------------------------------
 async def test_each_discrepancy_once_with_its_reason_and_the_sweeper_survives_a_restart(settings, service_runner):
-    deadline = 4.0
+    # the first instance must finish its part (produce, 7 sides, 4 checks) inside the deadline: 4 s was too
+    # little with the suite, `make bench` and another pytest session on 2 cores (the soak's first run)
+    deadline = 10.0
     audit = audit_settings(check_deadline_s=deadline)
     rid, ghost = uuid.uuid4(), uuid.uuid4()
     base = now()
