@@ -220,9 +220,15 @@ def queue_filter(request: Request) -> tuple[rules.QueueFilter, dict[str, str]]:
         hours = float(q["min_age_h"]) if q.get("min_age_h") else None
     except ValueError:
         hours = None
+    try:
+        min_amount = rules.parse_amount(q["min_amount"]) if q.get("min_amount") else None
+    except ValueError:
+        min_amount = None
     shop = (q.get("shop") or "").strip()[:64] or None
-    f = rules.QueueFilter(kind, shop, role, hours * 3600 if hours is not None else None)
-    shown = {k: v for k, v in {"kind": kind, "shop": shop, "role": role, "min_age_h": q.get("min_age_h")}.items() if v}
+    f = rules.QueueFilter(kind, shop, role, hours * 3600 if hours is not None else None, min_amount)
+    given = {"kind": kind, "shop": shop, "role": role, "min_age_h": q.get("min_age_h")}
+    given["min_amount"] = q.get("min_amount") if min_amount is not None else None
+    shown = {k: v for k, v in given.items() if v}
     return f, shown
 
 
