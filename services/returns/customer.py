@@ -94,6 +94,7 @@ class StepView:
     state: str  # done, current, todo, stop
     at: str | None
     iso: str | None
+    key: str = ""
 
 
 def zone_of(name: str | None) -> ZoneInfo:
@@ -121,6 +122,7 @@ def step_views(page: CustomerPage, locale: str, tz: ZoneInfo) -> list[StepView]:
             "done" if s.done else ("current" if s.key == current else "todo"),
             local_time(s.at, tz, locale) if s.at else None,
             s.at.isoformat() if s.at else None,
+            s.key,
         )
         for s in p.steps
         if s.done or not stop
@@ -141,6 +143,14 @@ def refund_view(page: CustomerPage, locale: str) -> dict[str, str] | None:
     worth = min(ret.paid_total, sum(int(line["qty"]) * int(line["unit_price"]) for line in ret.lines))
     amount = format_money(worth, ret.currency, locale)
     return {"amount": amount, "how": text["refund.expected"].format(amount=amount)}
+
+
+def replacement_view(page: CustomerPage, locale: str) -> dict[str, str] | None:
+    """An exchange's outgoing parcel, as the "new item on its way" step shows it."""
+    parcel = page.progress.replacement
+    if parcel is None:
+        return None
+    return {"carrier": courier_name(locale, parcel.carrier), "tracking_no": parcel.tracking_no}
 
 
 def notice_text(page: CustomerPage, locale: str) -> str | None:
@@ -190,6 +200,7 @@ def render_page(ctx: ReturnsContext, token: str, page: CustomerPage) -> str:
         refund=refund_view(page, locale),
         action=page.next_action,
         tracking_no=ret.tracking_no,
+        replacement=replacement_view(page, locale),
         can_register=page.can_register,
         couriers=[(slug, courier_name(locale, slug)) for slug in COURIERS],
         form=page.form,

@@ -64,6 +64,7 @@ TEXT: dict[str, dict[str, str]] = {
         "notice.already_known": "We already have the tracking number for this return.",
         "notice.too_many": "Too many tries. Please try again in {minutes} minutes.",
         "tracking": "Tracking number: {tracking_no}",
+        "replacement_parcel": "Sent with {carrier}, tracking number {tracking_no}",
         "courier.other": "Other",
         "invalid.title": "This link is no longer valid",
         "invalid.body": "Please use the link in the latest text message about your return, "
@@ -125,6 +126,7 @@ TEXT: dict[str, dict[str, str]] = {
         "notice.already_known": "此退货已有快递单号。",
         "notice.too_many": "尝试次数过多，请{minutes}分钟后再试。",
         "tracking": "快递单号：{tracking_no}",
+        "replacement_parcel": "{carrier}寄出，快递单号：{tracking_no}",
         "courier.other": "其他",
         "invalid.title": "此链接已失效",
         "invalid.body": "请使用最新一条退货短信中的链接，或联系您购物的商家。",
@@ -188,6 +190,7 @@ TEXT: dict[str, dict[str, str]] = {
         "notice.already_known": "Ya tenemos el número de seguimiento de esta devolución.",
         "notice.too_many": "Demasiados intentos. Vuelve a intentarlo en {minutes} minutos.",
         "tracking": "Número de seguimiento: {tracking_no}",
+        "replacement_parcel": "Enviado con {carrier}, número de seguimiento {tracking_no}",
         "courier.other": "Otra",
         "invalid.title": "Este enlace ya no es válido",
         "invalid.body": "Usa el enlace del último SMS sobre tu devolución o contacta con la tienda donde compraste.",

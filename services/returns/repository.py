@@ -231,6 +231,10 @@ PAGE_EVENT_TYPES = [
     "refund.decided",
     "refund.escalated",
     "refund.issued",
+    # an exchange's news: without them its page never showed the replacement shipped, delivered or delayed
+    "exchange.replacement_shipped",
+    "exchange.replacement_delivered",
+    "exchange.out_of_stock",
 ]
 
 

@@ -290,6 +290,14 @@ class Refund:
 
 
 @dataclass(frozen=True)
+class Parcel:
+    """An exchange's outgoing parcel: the courier's slug and its tracking number."""
+
+    carrier: str
+    tracking_no: str
+
+
+@dataclass(frozen=True)
 class Progress:
     steps: tuple[Step, ...]
     cancelled_at: datetime | None
@@ -300,6 +308,7 @@ class Progress:
     checked_at: datetime | None = None
     out_of_stock_at: datetime | None = None
     converted_at: datetime | None = None
+    replacement: Parcel | None = None  # the outgoing parcel, once the replacement shipped
 
     def done(self, key: str) -> bool:
         return any(s.key == key and s.done for s in self.steps)
@@ -341,7 +350,19 @@ def progress(kind: str, facts: Sequence[Fact]) -> Progress:
         checked_at=step_time("checked", facts),
         out_of_stock_at=_first(facts, lambda f: f.type == "exchange.out_of_stock"),
         converted_at=converted_at,
+        replacement=replacement_parcel(facts) if kind == "exchange" else None,
     )
+
+
+def replacement_parcel(facts: Sequence[Fact]) -> Parcel | None:
+    """The exchange's outgoing parcel from its exchange.replacement_shipped entry (the first one: the
+    warehouse ships one replacement per exchange); None before it shipped."""
+    shipped = sorted((f for f in facts if f.type == "exchange.replacement_shipped"), key=lambda f: f.at)
+    for f in shipped:
+        carrier, tracking_no = f.data.get("carrier"), f.data.get("tracking_no")
+        if isinstance(carrier, str) and isinstance(tracking_no, str) and carrier and tracking_no:
+            return Parcel(carrier, tracking_no)
+    return None
 
 
 def refund_of(facts: Sequence[Fact]) -> Refund | None:

@@ -25,10 +25,11 @@ from contracts.events import (
     ScanCode,
     TrackingRegistered,
 )
+from returnflow.links import link_token
 from returnflow.settings import Settings
-from services.returns import SPEC, ReturnsSettings, handlers
+from services.returns import SPEC, ReturnsSettings, customer, handlers
 from services.returns.handlers import AlreadyDone, Recorded, ReturnEvent, UnknownReturn
-from services.returns.rules import Intake, TooLateToCancel
+from services.returns.rules import Intake, Parcel, TooLateToCancel
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook
 from tests.handlers.harness import Harness, harness
 from tests.webhooks import return_body
@@ -258,3 +259,35 @@ async def test_returns_accepted_before_links_existed_get_one_at_start(handler_se
             digest = h.ctx.link_digest(rid)
             assert digest and await h.pool.fetchval("SELECT id FROM returns WHERE link_digest = $1", digest) == rid
         assert await handlers.backfill_link_digests(h.ctx) == 0  # once only
+
+
+async def test_an_exchange_page_shows_its_outgoing_parcel(handler_settings: Settings) -> None:
+    secret = "a-link-secret"
+    with_secret = handler_settings.model_copy(update={"customer_link_secret": SecretStr(secret)})
+    async with harness(SPEC, with_secret, ReturnsSettings(intake_batch_max=50, intake_batch_wait_ms=5)) as h:
+        rid = await new_return(h, kind="exchange")
+        token = link_token(secret.encode(), rid)
+        await h.apply("timeline", [received(rid)])
+        before = await handlers.customer_page(h.ctx, token)
+        assert isinstance(before, handlers.CustomerPage) and before.progress.replacement is None
+        assert "replacement-parcel" not in customer.render_page(h.ctx, token, before)
+        shipped = ReplacementShipped(
+            occurred_at=T0 + timedelta(hours=1),
+            return_id=rid,
+            correlation_id="c",
+            shipment_id="shp-9",
+            warehouse_id="WH",
+            carrier="sf",
+            tracking_no="SFOUT9",
+            lines=[{"sku": "SKU-1", "qty": 2}],
+            shipped_by="wh-zhao",
+            shipped_at=T0 + timedelta(hours=1),
+        )
+        await h.apply("timeline", [shipped])
+        page = await handlers.customer_page(h.ctx, token)
+        assert isinstance(page, handlers.CustomerPage)
+        assert page.progress.replacement == Parcel("sf", "SFOUT9")
+        assert page.next_action == "replacement_on_its_way"
+        html = customer.render_page(h.ctx, token, page)
+        assert 'id="replacement-parcel"' in html and "SFOUT9" in html
+        assert "SF Express" in html or "顺丰速运" in html  # the courier's name, not its slug

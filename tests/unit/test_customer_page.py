@@ -127,6 +127,20 @@ def test_an_exchange_tells_where_its_replacement_is():
     assert rules.next_action("exchange", done) == "refund_paid" and done.closed_at == paid.at
 
 
+@given(st.permutations([REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK, SHIPPED, DELIVERED]), st.integers(0, 6))
+def test_an_exchange_shows_its_outgoing_parcel_once_it_shipped(events, n):
+    seen = events[:n]
+    p = rules.progress("exchange", seen)
+    assert p.replacement == (rules.Parcel("sf", "SFOUT1") if SHIPPED in seen else None)
+    assert rules.progress("return_and_refund", seen).replacement is None  # only an exchange sends one
+
+
+def test_a_shipment_entry_without_a_parcel_shows_none():
+    assert rules.replacement_parcel([fact("exchange.replacement_shipped", 60, carrier="sf")]) is None
+    later = fact("exchange.replacement_shipped", 90, carrier="yto", tracking_no="YT2")
+    assert rules.replacement_parcel([later, SHIPPED]) == rules.Parcel("sf", "SFOUT1")  # the first one
+
+
 def test_tracking_may_be_entered_only_while_a_parcel_is_expected_and_none_is_known():
     p = rules.progress("return_and_refund", [REQUESTED])
     assert rules.can_register_tracking("return_and_refund", p, None)
