@@ -50,6 +50,7 @@ class ParcelLine(BaseModel):
     sku: str
     qty: int
     unit_price: int
+    replacement_sku: str | None = Field(default=None, description="exchange: the SKU sent instead (none: the same)")
 
 
 class ParcelScan(BaseModel):

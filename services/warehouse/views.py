@@ -16,7 +16,8 @@ async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | N
     if row is None:
         return None
     lines = await pool.fetch(
-        "SELECT sku, qty, unit_price FROM parcel_lines WHERE return_id = $1 ORDER BY line_no", return_id
+        "SELECT sku, qty, unit_price, replacement_sku FROM parcel_lines WHERE return_id = $1 ORDER BY line_no",
+        return_id,
     )
     scans = await pool.fetch(
         """SELECT scan_id, carrier, scan_code, scanned_at, location, first_moving FROM scans

@@ -324,8 +324,23 @@ async def show_return(
         idem=uuid.uuid4().hex,
         clawback_resolutions=CLAWBACK_RESOLUTIONS,
         failure_actions=FAILURE_ACTIONS,
+        **replacement_values(s, page, extra),
         **extra,
     )
+
+
+def replacement_values(s: Session, page: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The "ship the replacement" form: for the warehouse, while the exchange's goods are received and its
+    replacement has not shipped; its shipment id stays the same across a refused try (a double submit
+    is the same shipment to the warehouse)."""
+    parcel = page.get("parcel")
+    shipped = (extra.get("outcome") or {}).get("result") == "shipped"
+    if not rules.may(s.role, "ship") or shipped or not rules.replacement_due(parcel):
+        return {"ship": None}
+    lines = rules.replacement_lines([x for x in (parcel or {}).get("lines", []) if isinstance(x, dict)])
+    given = extra.get("ship_form") or {}
+    shipment_id = (given.get("shipment_id") or "").strip()[:100] or uuid.uuid4().hex
+    return {"ship": {"lines": lines, "form": given, "shipment_id": shipment_id}}
 
 
 @router.get("/returns/{return_id}")
@@ -450,6 +465,69 @@ async def resolve_discrepancy(request: Request, ctx: Ctx, discrepancy_id: str) -
         message=None if answer.ok else answer.detail,
         back=back,
     )
+
+
+@router.post("/returns/{return_id}/replacement")
+async def ship_replacement(request: Request, ctx: Ctx, return_id: str) -> Response:
+    acting = await acting_person(request, ctx, "ship")
+    if isinstance(acting, Response):
+        return acting
+    s, form = acting
+    rid = _uuid(return_id)
+    if rid is None:
+        return render(request, "message.html", 404, s, message_key="not_found")
+    parcel = (await views.return_page(ctx, rid) or {}).get("parcel")
+    if not rules.replacement_due(parcel):
+        return await show_return(request, ctx, s, rid, 409, outcome={"result": "not_due"})
+    expected = [x for x in (parcel or {}).get("lines", []) if isinstance(x, dict)]
+    read = rules.read_replacement_form(form, len(expected))
+    if read.errors:
+        return await show_return(request, ctx, s, rid, 422, ship_form=form, ship_errors=read.errors)
+    shipment_id = (form.get("shipment_id") or "").strip()[:100] or uuid.uuid4().hex
+    body = {
+        "shipment_id": f"wb-{shipment_id}",
+        "return_id": rid,
+        "carrier": read.carrier,
+        "tracking_no": read.tracking_no,
+        "packed_by": s.person_id,
+        "lines": read.lines,
+    }
+    answer = await handlers.post_replacement(ctx, s, body, correlation_id(request))
+    if answer.ok:
+        shipped = {"result": "shipped", "carrier": read.carrier, "tracking_no": read.tracking_no}
+        return await show_return(request, ctx, s, rid, 200, outcome=shipped)
+    errors = rules.replacement_errors(answer.bad_fields(), answer.detail or f"HTTP {answer.status}")
+    status = answer.status if answer.status >= 400 else 502
+    return await show_return(
+        request, ctx, s, rid, status, outcome=_refused(answer.detail), ship_form=form, ship_errors=errors
+    )
+
+
+@router.post("/returns/{return_id}/replacement/out-of-stock")
+async def replacement_out_of_stock(request: Request, ctx: Ctx, return_id: str) -> Response:
+    acting = await acting_person(request, ctx, "ship")
+    if isinstance(acting, Response):
+        return acting
+    s, form = acting
+    rid = _uuid(return_id)
+    if rid is None:
+        return render(request, "message.html", 404, s, message_key="not_found")
+    parcel = (await views.return_page(ctx, rid) or {}).get("parcel")
+    if not rules.replacement_due(parcel):
+        return await show_return(request, ctx, s, rid, 409, outcome={"result": "not_due"})
+    expected = [x for x in (parcel or {}).get("lines", []) if isinstance(x, dict)]
+    skus = list(dict.fromkeys(str(x["sku"]) for x in rules.replacement_lines(expected)))
+    body: dict[str, Any] = {"return_id": rid, "skus": skus, "reported_by": s.person_id}
+    if note := (form.get("note") or "").strip()[:2000]:
+        body["note"] = note
+    answer = await handlers.post_out_of_stock(ctx, s, body, correlation_id(request))
+    outcome = {"result": "out_of_stock"} if answer.ok else _refused(answer.detail)
+    status = 200 if answer.ok else (answer.status if answer.status >= 400 else 502)
+    return await show_return(request, ctx, s, rid, status, outcome=outcome)
+
+
+def _refused(why: str) -> dict[str, Any]:
+    return {"result": "refused", "why": why, "errors": {}}
 
 
 # -- the returns team's blind check --------------------------------------------------------------------------------

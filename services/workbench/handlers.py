@@ -190,3 +190,17 @@ async def resolve_failure(
     body: dict[str, Any] = {"action": action, "refund_id": refund_id} | ({"note": note} if note else {})
     path = f"/v1/refunds/{return_id}/failures/resolution"
     return await ctx.upstream.call("POST", "refunds", path, s.token, json=body, correlation_id=cid)
+
+
+async def post_replacement(ctx: WorkbenchContext, s: Session, body: dict[str, Any], cid: str) -> Answer:
+    """An exchange's replacement handed to a courier, posted with the warehouse person's own token."""
+    return await ctx.upstream.call(
+        "POST", "warehouse", "/v1/warehouse/replacements", s.token, json=body, correlation_id=cid
+    )
+
+
+async def post_out_of_stock(ctx: WorkbenchContext, s: Session, body: dict[str, Any], cid: str) -> Answer:
+    """No replacement in stock: the exchange goes to a person (the warehouse person's own token)."""
+    return await ctx.upstream.call(
+        "POST", "warehouse", "/v1/warehouse/replacements/out-of-stock", s.token, json=body, correlation_id=cid
+    )

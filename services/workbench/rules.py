@@ -21,12 +21,13 @@ ROLES = (*DECIDERS, RETURNS_TEAM, WAREHOUSE)
 
 PERMISSIONS: Mapping[str, frozenset[str]] = {
     "queue": frozenset((*DECIDERS, RETURNS_TEAM)),
-    "return": frozenset((*DECIDERS, RETURNS_TEAM)),
+    "return": frozenset((*DECIDERS, RETURNS_TEAM, WAREHOUSE)),  # the warehouse: to ship an exchange's replacement
     "decide": frozenset(DECIDERS),
     "resolve_clawback": frozenset(DECIDERS),
     "check": frozenset((RETURNS_TEAM,)),
     "resolve_discrepancy": frozenset((RETURNS_TEAM,)),
     "receive": frozenset((WAREHOUSE,)),
+    "ship": frozenset((WAREHOUSE,)),  # an exchange's replacement, and its out-of-stock report
     "team": frozenset(("supervisor", "manager", "owner")),  # the team's numbers: who runs the team
 }
 
@@ -229,6 +230,77 @@ def read_receipt_form(form: Mapping[str, str], expected: Sequence[Mapping[str, o
             line["disposition"] = disposition
         lines.append(line)
     return ReceiptForm(lines, errors)
+
+
+# -- an exchange's replacement, shipped from the workbench -------------------------------------------------
+CARRIER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # the warehouse's courier slug (services/warehouse/schemas.py)
+OUTGOING_TRACKING = re.compile(r"^[A-Z0-9]{6,40}$")
+MAX_REPLACEMENT_QTY = 10_000
+API_LINE_FIELD = re.compile(r"^lines\.(\d{1,3})\.(sku|qty)$")
+
+
+def replacement_due(parcel: Mapping[str, object] | None) -> bool:
+    """The warehouse's parcel of an exchange whose goods are received and whose replacement has not
+    shipped: the workbench offers to ship it (or to report it out of stock)."""
+    return (
+        parcel is not None
+        and parcel.get("kind") == "exchange"
+        and bool(parcel.get("receipt"))
+        and not parcel.get("replacement")
+    )
+
+
+def replacement_lines(expected: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    """What the form offers per exchange line: the replacement SKU (else the same SKU) and quantity."""
+    return [{"sku": str(x.get("replacement_sku") or x.get("sku")), "qty": x.get("qty")} for x in expected]
+
+
+@dataclass(frozen=True)
+class ReplacementForm:
+    carrier: str
+    tracking_no: str
+    lines: list[dict[str, object]]  # [{sku, qty}], what the warehouse is told was packed
+    errors: dict[str, str]  # form field -> message, shown next to it
+
+
+def read_replacement_form(form: Mapping[str, str], count: int) -> ReplacementForm:
+    """sku_i and qty_i (1 .. 10000) for each of `count` lines, the courier's slug and the outgoing
+    tracking number (spaces dropped, upper case). Errors are keyed by the form field."""
+    errors: dict[str, str] = {}
+    lines: list[dict[str, object]] = []
+    for i in range(count):
+        sku = (form.get(f"sku_{i}") or "").strip()
+        if not 1 <= len(sku) <= 64:
+            errors[f"sku_{i}"] = "enter the SKU packed (at most 64 characters)"
+        raw = (form.get(f"qty_{i}") or "").strip()
+        if not is_count(raw) or not 1 <= int(raw) <= MAX_REPLACEMENT_QTY:
+            errors[f"qty_{i}"] = f"enter the quantity packed (1 to {MAX_REPLACEMENT_QTY})"
+        if f"sku_{i}" not in errors and f"qty_{i}" not in errors:
+            lines.append({"sku": sku, "qty": int(raw)})
+    carrier = (form.get("carrier") or "").strip().lower()
+    if not CARRIER.match(carrier):
+        errors["carrier"] = "enter the courier (e.g. sf, yto, zto)"
+    tracking_no = "".join((form.get("tracking_no") or "").split()).upper()
+    if not OUTGOING_TRACKING.match(tracking_no):
+        errors["tracking_no"] = "enter the outgoing tracking number (6 to 40 letters and digits)"
+    return ReplacementForm(carrier, tracking_no, lines, errors)
+
+
+def replacement_form_field(api_field: str) -> str:
+    """The form field a warehouse refusal's field name (`lines.2.sku`, `tracking_no`) belongs next to;
+    a field the form does not have: `form` (shown above it)."""
+    if m := API_LINE_FIELD.match(api_field):
+        return f"{m.group(2)}_{int(m.group(1))}"
+    return api_field if api_field in ("carrier", "tracking_no") else "form"
+
+
+def replacement_errors(bad: Mapping[str, str], detail: str) -> dict[str, str]:
+    """A refusal's field errors by form field (messages for one field joined), else its detail."""
+    out: dict[str, str] = {}
+    for api_field, message in bad.items():
+        key = replacement_form_field(api_field)
+        out[key] = f"{out[key]}; {message}" if key in out else message
+    return out or {"form": detail}
 
 
 # -- the team's numbers: the range asked, the chart, the CSV ----------------------------------------------------

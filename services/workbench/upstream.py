@@ -34,6 +34,11 @@ class Answer:
             return str(self.body.get("detail") or self.body.get("message") or self.body.get("title") or "")
         return "the service did not answer" if self.status == 0 else f"HTTP {self.status}"
 
+    def bad_fields(self) -> dict[str, str]:
+        """Each bad field a refusal names (problem details' `fields`, returnflow/http.py) -> its message."""
+        found = self.body.get("fields") if isinstance(self.body, dict) else None
+        return {str(e.get("field")): str(e.get("message")) for e in found or [] if isinstance(e, dict)}
+
     def field_errors(self) -> dict[str, str]:
         errors = self.body.get("errors") if isinstance(self.body, dict) else None
         return {str(e.get("field")): str(e.get("message")) for e in errors or [] if isinstance(e, dict)}

@@ -27,6 +27,8 @@ def test_each_action_is_for_its_roles_only():
     assert rules.may("returns_team", "check") and not rules.may("agent", "check")
     assert rules.may("warehouse", "receive") and not any(rules.may(r, "receive") for r in rules.DECIDERS)
     assert not rules.may("warehouse", "queue")
+    assert rules.may("warehouse", "ship") and not any(rules.may(r, "ship") for r in (*rules.DECIDERS, "returns_team"))
+    assert rules.may("warehouse", "return")  # the return page: where the replacement is shipped
     assert not rules.may("agent", "no-such-action") and not rules.may("intruder", "queue")
 
 
@@ -182,3 +184,55 @@ def test_both_languages_have_every_word():
     assert set(LOCALES) == set(TEXT) == set(ROLE_NAMES)
     assert set(TEXT["en"]) == set(TEXT["zh-CN"])
     assert set(ROLE_NAMES["en"]) == set(ROLE_NAMES["zh-CN"]) == set(rules.ROLES)
+
+
+# -- an exchange's replacement -----------------------------------------------------------------------------
+def test_the_replacement_is_due_once_an_exchange_is_received_and_until_it_shipped():
+    received = {"kind": "exchange", "receipt": {"receipt_id": "r1"}, "replacement": None}
+    assert rules.replacement_due(received)
+    assert not rules.replacement_due(received | {"replacement": {"shipment_id": "s1"}})
+    assert not rules.replacement_due(received | {"receipt": None})
+    assert not rules.replacement_due(received | {"kind": "return_and_refund"})
+    assert not rules.replacement_due(None)
+
+
+def test_the_form_offers_the_replacement_sku_else_the_same():
+    lines = [{"sku": "SHOE-41", "qty": 1, "replacement_sku": "SHOE-42"}, {"sku": "SOCK", "qty": 2}]
+    assert rules.replacement_lines(lines) == [{"sku": "SHOE-42", "qty": 1}, {"sku": "SOCK", "qty": 2}]
+
+
+skus = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64)
+
+
+@given(st.lists(st.tuples(skus, st.integers(1, 10_000)), min_size=1, max_size=5), st.sampled_from(["sf", "yto", "jd"]))
+def test_a_good_replacement_form_reads_as_typed(lines, carrier):
+    form = {f"sku_{i}": f" {sku} " for i, (sku, _) in enumerate(lines)}
+    form |= {f"qty_{i}": str(qty) for i, (_, qty) in enumerate(lines)}
+    form |= {"carrier": carrier.upper(), "tracking_no": " sf 1234 5678 "}
+    read = rules.read_replacement_form(form, len(lines))
+    assert read.errors == {}
+    assert read.lines == [{"sku": sku, "qty": qty} for sku, qty in lines]
+    assert (read.carrier, read.tracking_no) == (carrier, "SF12345678")
+
+
+@given(st.sampled_from(["", "0", "-1", "10001", "1.5", "²", "x"]), st.sampled_from(["", "S F", "顺丰"]))
+def test_a_bad_replacement_form_names_each_bad_field(qty, carrier):
+    form = {"sku_0": "SHOE-42", "qty_0": qty, "sku_1": "  ", "qty_1": "1", "carrier": carrier, "tracking_no": "AB1"}
+    read = rules.read_replacement_form(form, 2)
+    assert set(read.errors) == {"qty_0", "sku_1", "carrier", "tracking_no"}
+    assert read.lines == []
+
+
+@given(st.integers(0, 999), st.sampled_from(["sku", "qty"]))
+def test_a_warehouse_refusal_lands_next_to_its_form_field(i, part):
+    assert rules.replacement_form_field(f"lines.{i}.{part}") == f"{part}_{i}"
+    errors = rules.replacement_errors({f"lines.{i}.{part}": "not asked for", "tracking_no": "in use"}, "no")
+    assert errors == {f"{part}_{i}": "not asked for", "tracking_no": "in use"}
+
+
+@given(st.text(max_size=20))
+def test_a_refusal_field_the_form_lacks_is_shown_above_it(name):
+    key = rules.replacement_form_field(name)
+    assert key in ("carrier", "tracking_no", "form") or key.split("_")[0] in ("sku", "qty")
+    assert rules.replacement_errors({}, "goods not received yet") == {"form": "goods not received yet"}
+    assert rules.replacement_errors({"lines": "also SOCK", "shipped_at": "bad"}, "x") == {"form": "also SOCK; bad"}
