@@ -2,7 +2,7 @@
 workbench app's routes (sign-in with the clerk's personal staff token, the return page, the "ship the
 replacement" form) against the real returns and warehouse services. The form shows only once the goods
 are received; a bad field and the warehouse's refusal are named next to their fields; the shipment is
-posted with the clerk's own token (packed_by = the clerk); a double submit is the same shipment."""
+posted with the clerk's own token (packed_by = the clerk); a double submit is the same shipment; "out of stock" is reported before stock arrives."""
 
 from __future__ import annotations
 
@@ -85,6 +85,15 @@ async def test_a_clerk_ships_an_exchanges_replacement_from_the_return_page(setti
             url = f"/returns/{rid}/replacement"
 
             assert (await b.post(url, data=ship | {"csrf": "forged", "tracking_no": outgoing})).status_code == 403
+            # no stock today: reported (twice is harmless), and the form stays for when stock arrives
+            for _ in range(2):
+                oos = await b.post(f"{url}/out-of-stock", data={"csrf": csrf, "note": "none left"})
+                assert oos.status_code == 200 and "Reported out of stock" in oos.text and 'id="ship-form"' in oos.text
+
+            async def awaiting_stock() -> bool:
+                return (await returns.get(f"/v1/returns/{rid}")).json()["status"] == "awaiting_stock"
+
+            await wait_for(awaiting_stock)  # the report reached the returns service
             bad = await b.post(url, data=ship | {"tracking_no": "AB1"})
             assert bad.status_code == 422 and 'id="tracking_no-err"' in bad.text
             wrong = await b.post(url, data=ship | {"sku_0": "SHOE-41", "tracking_no": outgoing})
