@@ -571,7 +571,7 @@ async def check(request: Request, ctx: Ctx) -> Response:
     body = {"check_id": check_id, "return_id": rid, "sku": sku, "movement": movement, "quantity": int(qty_text)}
     answer = await handlers.post_check(ctx, s, body, correlation_id(request))
     if not answer.ok:
-        errors = answer.field_errors() or {"form": answer.detail}
+        errors = answer.field_errors()
         status = answer.status if answer.status >= 400 else 502
         return render(
             request, "check.html", status, s, movements=MOVEMENTS, form=form, errors=errors, check_id=check_id
@@ -650,7 +650,7 @@ async def receive(request: Request, ctx: Ctx) -> Response:
     }
     answer = await handlers.post_receipt(ctx, s, body, correlation_id(request))
     if not answer.ok:
-        errors = answer.field_errors() or {"form": answer.detail}
+        errors = answer.field_errors()
         return render(
             request, "receive.html", answer.status if answer.status >= 400 else 502, s, errors=errors, **values
         )

@@ -40,8 +40,8 @@ class Answer:
         return {str(e.get("field")): str(e.get("message")) for e in found or [] if isinstance(e, dict)}
 
     def field_errors(self) -> dict[str, str]:
-        errors = self.body.get("errors") if isinstance(self.body, dict) else None
-        return {str(e.get("field")): str(e.get("message")) for e in errors or [] if isinstance(e, dict)}
+        """The refusal's message as `form` (always shown) and each bad field it names, under its name."""
+        return {"form": self.detail, **self.bad_fields()} if not self.ok else {}
 
 
 class Upstream:

@@ -22,3 +22,13 @@ def test_unreadable_amount_and_age_are_ignored() -> None:
     f, shown = queue_filter(request("min_amount=lots&min_age_h=soon&kind=nonsense"))
     assert (f.kind, f.min_amount, f.min_age_s) == (None, None, None)
     assert "min_amount" not in shown and "kind" not in shown
+
+
+def test_a_refusal_shows_its_message_and_each_field_it_names() -> None:
+    from services.workbench.upstream import Answer
+
+    refused = Answer(
+        422, {"detail": "receipt does not fit the return", "fields": [{"field": "amount", "message": "> 0"}]}
+    )
+    assert refused.field_errors() == {"form": "receipt does not fit the return", "amount": "> 0"}
+    assert Answer(200, {"result": "done"}).field_errors() == {}
