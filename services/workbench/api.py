@@ -467,8 +467,11 @@ async def resolve_discrepancy(request: Request, ctx: Ctx, discrepancy_id: str) -
     )
 
 
-@router.post("/returns/{return_id}/replacement")
-async def ship_replacement(request: Request, ctx: Ctx, return_id: str) -> Response:
+async def exchange_in_hand(
+    request: Request, ctx: Ctx, return_id: str
+) -> Response | tuple[Session, dict[str, str], str, list[dict[str, Any]]]:
+    """What both replacement forms start with: a warehouse person (CSRF and role checked), the return id, and
+    the exchange's expected lines — or the page that says why not (404 no such return, 409 not an exchange)."""
     acting = await acting_person(request, ctx, "ship")
     if isinstance(acting, Response):
         return acting
@@ -479,8 +482,16 @@ async def ship_replacement(request: Request, ctx: Ctx, return_id: str) -> Respon
     parcel = (await views.return_page(ctx, rid) or {}).get("parcel")
     if parcel is None or parcel.get("kind") != "exchange":
         return await show_return(request, ctx, s, rid, 409, outcome={"result": "not_due"})
+    return s, form, rid, [x for x in parcel.get("lines", []) if isinstance(x, dict)]
+
+
+@router.post("/returns/{return_id}/replacement")
+async def ship_replacement(request: Request, ctx: Ctx, return_id: str) -> Response:
+    found = await exchange_in_hand(request, ctx, return_id)
+    if isinstance(found, Response):
+        return found
+    s, form, rid, expected = found
     # shipped already or not received: the warehouse decides (the same shipment again is its 200)
-    expected = [x for x in parcel.get("lines", []) if isinstance(x, dict)]
     read = rules.read_replacement_form(form, len(expected))
     if read.errors:
         return await show_return(request, ctx, s, rid, 422, ship_form=form, ship_errors=read.errors)
@@ -506,17 +517,10 @@ async def ship_replacement(request: Request, ctx: Ctx, return_id: str) -> Respon
 
 @router.post("/returns/{return_id}/replacement/out-of-stock")
 async def replacement_out_of_stock(request: Request, ctx: Ctx, return_id: str) -> Response:
-    acting = await acting_person(request, ctx, "ship")
-    if isinstance(acting, Response):
-        return acting
-    s, form = acting
-    rid = _uuid(return_id)
-    if rid is None:
-        return render(request, "message.html", 404, s, message_key="not_found")
-    parcel = (await views.return_page(ctx, rid) or {}).get("parcel")
-    if parcel is None or parcel.get("kind") != "exchange":
-        return await show_return(request, ctx, s, rid, 409, outcome={"result": "not_due"})
-    expected = [x for x in parcel.get("lines", []) if isinstance(x, dict)]
+    found = await exchange_in_hand(request, ctx, return_id)
+    if isinstance(found, Response):
+        return found
+    s, form, rid, expected = found
     skus = list(dict.fromkeys(str(x["sku"]) for x in rules.replacement_lines(expected)))
     body: dict[str, Any] = {"return_id": rid, "skus": skus, "reported_by": s.person_id}
     if note := (form.get("note") or "").strip()[:2000]:
