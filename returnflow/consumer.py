@@ -48,6 +48,10 @@ INFRA_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # a connection the server ended in the middle of an operation can fail this way instead (seen in the
+    # soak: notify's outcome write after an SMS was accepted failed with "cannot switch to state 15", the
+    # outcome was lost, and the SMS went again once its lease ran out): a broken connection, retried
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     ConnectionRefusedError,
     ConnectionResetError,
