@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -99,9 +99,13 @@ async def test_each_step_gives_one_message_however_often_its_event_comes(handler
 
 
 async def test_reminders_are_scheduled_while_goods_must_come_back_and_called_off(handler_settings: Settings) -> None:
-    waiting, moving, closing, scanned_first = requested(), requested(), requested(), requested()
-    refund_only = requested(kind="refund_only")
-    async with harness(SPEC, handler_settings, notify(reminder_intervals_s=[7200, 3600])) as h:
+    # the requests happen at the service's clock (noon in Shanghai), not at the real time: before 10:00 in
+    # Shanghai (16:00 to 02:00 UTC) the clock runs hours ahead of the real time and the reminders fell due
+    offset = offset_to_local("Asia/Shanghai", 12)
+    at = datetime.now(UTC) + timedelta(seconds=offset)
+    waiting, moving, closing, scanned_first = (requested(at=at) for _ in range(4))
+    refund_only = requested(kind="refund_only", at=at)
+    async with harness(SPEC, handler_settings, notify(reminder_intervals_s=[7200, 3600], clock_offset_s=offset)) as h:
         await h.apply("lifecycle", [scanned(scanned_first.return_id)])  # before its request
         await h.apply("lifecycle", [waiting, moving, refund_only, closing, scanned_first])
         rows = await h.pool.fetch(
@@ -134,8 +138,9 @@ async def test_reminders_are_scheduled_while_goods_must_come_back_and_called_off
 
 
 async def test_a_message_due_at_night_waits_for_8am_local_time(handler_settings: Settings) -> None:
-    req = requested(locale="zh-CN")
-    async with harness(SPEC, handler_settings, notify(clock_offset_s=offset_to_local("Asia/Shanghai", 23))) as h:
+    offset = offset_to_local("Asia/Shanghai", 23)  # the request at the service's clock, as above
+    req = requested(locale="zh-CN", at=datetime.now(UTC) + timedelta(seconds=offset))
+    async with harness(SPEC, handler_settings, notify(clock_offset_s=offset)) as h:
         await h.apply("lifecycle", [req])
         await send_due(h)
         [deferred] = await h.published(SmsDeferred)
