@@ -49,9 +49,11 @@ from returnflow.http import (
 )
 from returnflow.kafka import client_options, create_topics, make_broker, publisher_for, security_problem
 from returnflow.logging import configure_logging, get_logger
+from returnflow.loops import Worker
 from returnflow.openapi import truthful_openapi
 from returnflow.outbox import Relay
-from returnflow.settings import ServiceSettings, Settings, get_settings, refuse_development_secrets
+from returnflow.settings import DEV_PREFIX, ServiceSettings, Settings, get_settings, refuse_development_secrets
+from returnflow.shops import Shops, ShopsFileError, shop_secret_paths
 from returnflow.webhook_log import WebhookLogMiddleware
 
 log = get_logger("returnflow.service")
@@ -108,6 +110,7 @@ class Runtime:
     bootstrap: str
     broker: KafkaBroker
     service_settings: ServiceSettings = field(default_factory=ServiceSettings)
+    shops: Shops = field(default_factory=Shops)
     pool: asyncpg.Pool = field(init=False)
     relay: Relay = field(init=False)
     context: Any = None
@@ -310,6 +313,7 @@ def create_app(
     settings = settings or get_settings()
     service_settings = service_settings or spec.settings.load()
     refuse_development_secrets(settings, service_settings)
+    shops = load_shops_or_exit(settings)
     dsn, bootstrap = require_endpoints(settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
     rt = Runtime(
@@ -319,6 +323,7 @@ def create_app(
         bootstrap=bootstrap,
         broker=broker,
         service_settings=service_settings,
+        shops=shops,
     )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
@@ -347,6 +352,21 @@ def create_app(
     if spec.router is not None:
         app.include_router(spec.router)
     return app
+
+
+def load_shops_or_exit(settings: Settings) -> Shops:
+    """The shops file in force at start: a bad one (or a development secret in it outside the local
+    stack) stops the start in one line naming the shop and the key."""
+    try:
+        shops = Shops.load(settings.shops_file)
+    except ShopsFileError as e:
+        raise SystemExit(f"returnflow: {e}") from None
+    if not settings.dev_stack and (found := shop_secret_paths(shops.shops, lambda v: v.startswith(DEV_PREFIX))):
+        raise SystemExit(
+            f"returnflow: refusing to start with development secrets outside the local stack: {', '.join(found)} "
+            f"in {settings.shops_file}"
+        )
+    return shops
 
 
 def reader_lookup(rt: Runtime) -> Callable[[str], Awaitable[Reader | None]]:
@@ -380,6 +400,9 @@ async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
     workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
     rt.tasks.extend(workers)
     rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
+    if rt.shops.path is not None:
+        shops_worker = Worker("shops", rt.shops.check, poll_s=settings.shops_reload_interval_s)
+        rt.tasks.append(asyncio.create_task(shops_worker.run(), name=f"{spec.name}-shops"))
     rt.tasks.append(asyncio.create_task(_watch_backlogs(rt), name=f"{spec.name}-backlogs"))
     if rt.consumers:
         rt.tasks.append(asyncio.create_task(_watch_group_lag(rt), name=f"{spec.name}-group-lag"))

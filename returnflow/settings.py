@@ -132,6 +132,11 @@ class Settings(Loadable):
     read_tokens: dict[str, ReadToken] = Field(default_factory=dict)
     webhook_max_body_bytes: int = 1024 * 1024
 
+    # Per-shop settings (returnflow/shops.py): a YAML file every service reads and re-reads when it
+    # changes (checked every shops_reload_interval_s); shops not listed keep the environment's values.
+    shops_file: Path | None = None
+    shops_reload_interval_s: float = 2.0
+
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 
