@@ -80,7 +80,14 @@ async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
             "RETURNFLOW_CUSTOMER_LINK_SECRET"
         )
     sender = Sender(
-        rt.pool, provider, templates, clock, settings, rt.dsn, link_for=partial(customer_link, base_url, link_secret)
+        rt.pool,
+        provider,
+        templates,
+        clock,
+        settings,
+        rt.dsn,
+        link_for=partial(customer_link, base_url, link_secret),
+        shops=rt.shops,
     )
     log.info("SMS provider ready", provider=describe(provider), locales=list(templates.locales))
     return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender)

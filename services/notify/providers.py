@@ -48,6 +48,7 @@ class OutgoingSms:
     template: str  # template name (reminder_2 -> reminder)
     params: dict[str, str] = field(default_factory=dict)
     at: datetime | None = None
+    sender: str | None = None  # the shop's own sender (shops file sms.sender): Twilio's From, Aliyun's SignName
 
 
 class TransientError(Exception):
@@ -172,6 +173,7 @@ class FileProvider:
                 "to": mask_phone(sms.to),
                 "step": sms.step,
                 "locale": sms.locale,
+                "from": sms.sender,
                 "message_id": sms.message_id,
                 "return_id": sms.params.get("return_id"),
                 "text": sms.body,
@@ -283,9 +285,11 @@ class TwilioProvider:
 
     async def send(self, sms: OutgoingSms) -> str:
         data = {"To": sms.to, "Body": sms.body}
+        if sms.sender:  # the shop's own number (a From sends from it even with a messaging service)
+            data["From"] = sms.sender
         if self.messaging_service_sid:
             data["MessagingServiceSid"] = self.messaging_service_sid
-        else:
+        elif not sms.sender:
             assert self.from_number is not None
             data["From"] = self.from_number
         if self.status_callback:
@@ -430,7 +434,7 @@ class AliyunProvider:
             "Timestamp": aliyun_timestamp(now),
             "Version": "2017-05-25",
             "PhoneNumbers": national_for_aliyun(sms.to),
-            "SignName": self.sign_name,
+            "SignName": sms.sender or self.sign_name,
             "TemplateCode": code,
             "TemplateParam": orjson.dumps(template_param).decode(),
             "OutId": str(sms.message_id),

@@ -34,6 +34,7 @@ from returnflow.db import Conn
 from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.loops import Backoff, Worker, retry_delay_s
 from returnflow.outbox import enqueue
+from returnflow.shops import Shops
 from services.notify import events, repository
 from services.notify.events import SmsRef
 from services.notify.providers import OutgoingSms, PermanentError, SmsProvider, TransientError
@@ -90,6 +91,7 @@ class Claimed:
     body: str
     params: dict[str, str]
     send_at: datetime
+    sender: str | None = None  # the shop's own SMS sender (shops file), else the provider's
 
 
 @dataclass
@@ -103,14 +105,15 @@ class Outcome:
     now: datetime
 
 
-def template_values(row: asyncpg.Record, shop_names: dict[str, str]) -> dict[str, Any]:
-    """What a due message's template may say: its event's parameters and the return's facts."""
+def template_values(row: asyncpg.Record, shop_name: str | None) -> dict[str, Any]:
+    """What a due message's template may say: its event's parameters and the return's facts. The shop's
+    name: the shops file's, else RETURNFLOW_NOTIFY_SHOP_NAMES, else the name the platform sent, else its id."""
     values: dict[str, Any] = dict(row["params"] or {})
     requested_at = row["requested_at"]
     values.update(
         step=row["step"],
         shop_id=row["shop_id"],
-        shop_name=shop_names.get(row["shop_id"] or "") or row["shop_name"] or row["shop_id"],
+        shop_name=shop_name or row["shop_name"] or row["shop_id"],
         kind=row["return_kind"],
         order_id=row["order_id"],
         return_ref=row["platform_return_id"],
@@ -212,8 +215,10 @@ class Sender:
         settings: NotifySettings,
         dsn: str | None = None,
         link_for: Callable[[UUID], str | None] = lambda _: None,
+        shops: Shops | None = None,
     ) -> None:
         self.pool = pool
+        self.shops = shops or Shops()  # per-shop name, default locale and time zone, sender
         self.link_for = link_for  # the customer's page of a return (returnflow/links.py), None: no link
         self.provider = provider
         self.templates = templates
@@ -257,11 +262,13 @@ class Sender:
 
     def _decide(self, r: asyncpg.Record, known: Known, decided: ClaimRound, now: datetime) -> None:
         """One due message: failed (no number), held back (deferred, suppressed) or claimed for sending."""
-        ref = _ref(r, self.templates.locale_for(r["locale"]))
+        shop = self.shops.get(r["shop_id"])
+        ref = _ref(r, self.templates.locale_for(r["locale"] or (shop.locale if shop else None)))
         if not r["phone"]:
             decided.fail(r["id"], "no phone number for this return", events.failed(ref, now, "-", "no phone number"))
             return
-        pending = Pending(r["step"], r["due_at"], r["timezone"] or self.rules.default_timezone)
+        shop_tz = shop.timezone if shop else None
+        pending = Pending(r["step"], r["due_at"], r["timezone"] or shop_tz or self.rules.default_timezone)
         decision = decide(pending, known.situation(r, now), self.rules)
         if isinstance(decision, Send):
             self._take(r, ref, known, decided, now)
@@ -273,7 +280,8 @@ class Sender:
     def _take(self, r: asyncpg.Record, ref: SmsRef, known: Known, decided: ClaimRound, now: datetime) -> None:
         """Render the message and give it a pacing slot and a lease: this sender sends it."""
         s = self.settings
-        values = template_values(r, s.shop_names)
+        shop = self.shops.get(r["shop_id"])
+        values = template_values(r, (shop.name if shop else None) or s.shop_names.get(r["shop_id"] or ""))
         values["link"] = self.link_for(ref.return_id)
         try:
             body = self.templates.render(r["step"], ref.locale, values)
@@ -286,7 +294,7 @@ class Sender:
         lease_until = send_at + timedelta(seconds=s.send_lease_s)
         decided.claims.append(repository.Claim(r["id"], ref.locale, body, send_at, lease_until))
         params = {**provider_params(values, ref.locale), "return_id": str(ref.return_id)}
-        decided.claimed.append(Claimed(r["id"], ref, body, params, send_at))
+        decided.claimed.append(Claimed(r["id"], ref, body, params, send_at, shop.sms.sender if shop else None))
 
     async def _save_claim(self, conn: Conn, decided: ClaimRound, now: datetime) -> None:
         d, p = decided, self.provider
@@ -402,7 +410,15 @@ class Sender:
                 await asyncio.sleep(wait)
             ref = m.ref
             sms = OutgoingSms(
-                m.id, ref.phone, m.body, ref.step, ref.locale, template_name(ref.step), m.params, self.clock.now()
+                m.id,
+                ref.phone,
+                m.body,
+                ref.step,
+                ref.locale,
+                template_name(ref.step),
+                m.params,
+                self.clock.now(),
+                m.sender,
             )
             try:
                 async with limit:

@@ -426,21 +426,44 @@ async def ledger(ctx: Ctx, _: RefundsReader, return_id: UUID) -> Response:
 WEBHOOK_MAX_BYTES = 256 * 1024  # a Stripe event with one refund object is a few kilobytes
 
 
+STRIPE_WEBHOOK_DOC = (
+    "A refund Stripe settled after answering `pending` is recorded: succeeded -> issued, failed or "
+    "canceled -> failed (its amount released). Other events and still-pending refunds are acknowledged and "
+    "ignored; a repeated event changes nothing. 401 a missing, stale or wrong Stripe-Signature (nothing "
+    "changes); 404 when the refunds provider is not stripe; 422 not a Stripe event."
+)
+
+
 @router.post(
     "/v1/webhooks/stripe/refunds",
     summary="Stripe's refund.updated / charge.refund.updated events (Stripe-Signature, the endpoint's whsec_ secret)",
-    description="A refund Stripe settled after answering `pending` is recorded: succeeded -> issued, failed or "
-    "canceled -> failed (its amount released). Other events and still-pending refunds are acknowledged and "
-    "ignored; a repeated event changes nothing. 401 a missing, stale or wrong Stripe-Signature (nothing "
-    "changes); 404 when the refunds provider is not stripe; 422 not a Stripe event.",
+    description=STRIPE_WEBHOOK_DOC,
     responses=problems(401, 404, 413, 422, 503),
 )
 async def stripe_webhook(ctx: Ctx, request: Request) -> Response:
-    hooks = ctx.gateway
-    if ctx.settings.gateway != "stripe" or not isinstance(hooks, RefundWebhooks):
+    if ctx.settings.gateway != "stripe":
         raise HttpProblem(
             404, f"the refunds provider is {ctx.settings.gateway!r}, not stripe (RETURNFLOW_REFUNDS_GATEWAY)"
         )
+    return await settle_stripe_webhook(ctx, request, ctx.gateways.default)
+
+
+@router.post(
+    "/v1/webhooks/stripe/refunds/{shop_id}",
+    summary="A shop's own Stripe account's refund events (its refunds.stripe.webhook_secret in the shops file)",
+    description=STRIPE_WEBHOOK_DOC + " Here: 404 when the shop's provider (shops file) is not stripe.",
+    responses=problems(401, 404, 413, 422, 503),
+)
+async def shop_stripe_webhook(ctx: Ctx, request: Request, shop_id: str) -> Response:
+    provider = ctx.gateways.provider_of(shop_id)
+    if ctx.gateways.shops.get(shop_id) is None or provider != "stripe":
+        raise HttpProblem(404, f"shop {shop_id!r} has no Stripe provider of its own in the shops file")
+    return await settle_stripe_webhook(ctx, request, ctx.gateways.for_shop(shop_id))
+
+
+async def settle_stripe_webhook(ctx: Ctx, request: Request, hooks: object) -> Response:
+    if not isinstance(hooks, RefundWebhooks):
+        raise HttpProblem(404, "the refunds provider takes no Stripe webhooks")
     try:
         raw = await read_body(request, WEBHOOK_MAX_BYTES)
     except BodyTooLarge:

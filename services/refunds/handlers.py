@@ -5,8 +5,8 @@ decides with the pure rules (services/refunds/rules.py), saves, and writes its e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -32,8 +32,7 @@ from returnflow.loops import Worker, retry_delay_s
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from services.refunds import events, repository, rules
-from services.refunds.gateway import Gateway
-from services.refunds.providers import build_gateway
+from services.refunds.providers import Gateways, build_gateway
 from services.refunds.rules import (
     Actor,
     CloseEscalation,
@@ -61,24 +60,40 @@ class RefundsContext:
 
     pool: asyncpg.Pool
     settings: RefundsSettings
-    policy: Policy
-    gateway: Gateway
+    policy: Policy  # the environment's; a shop in the shops file may have its own (policy_for)
+    gateways: Gateways
     dsn: str
     payments_channel: str  # NOTIFYed when a refund is added to the ledger
     paying: asyncio.Semaphore  # at most `payment_concurrency` gateway calls at once
     freshness_s: float = 300.0  # a signed command's age against its Kafka record (Settings.command_freshness_s)
     clock_skew_s: float = 30.0
+    _shop_policies: dict[str, Policy] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.gateways.shops.on_change.append(lambda _: self._shop_policies.clear())
+
+    def policy_for(self, shop_id: str | None) -> Policy:
+        shop = self.gateways.shops.get(shop_id)
+        if shop_id is None or shop is None:
+            return self.policy
+        if (p := self._shop_policies.get(shop_id)) is None:
+            p = self._shop_policies[shop_id] = rules.shop_policy(self.policy, shop.refunds)
+        return p
+
+    def shop_policies(self, shop_ids: Iterable[str]) -> dict[str, Policy]:
+        """The policies of these shops that differ from the environment's (those listed in the shops file)."""
+        return {sid: self.policy_for(sid) for sid in set(shop_ids) if self.gateways.shops.get(sid) is not None}
 
 
 async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
     policy = rules.policy_from(s)  # fails the start, in one line, on a bad authority configuration
-    gateway = build_gateway(s)
+    gateways = Gateways(s, build_gateway(s), rt.shops)
     paying = asyncio.Semaphore(s.payment_concurrency)
     return RefundsContext(
         rt.pool,
         s,
         policy,
-        gateway,
+        gateways,
         rt.dsn,
         f"{rt.spec.schema}_payments",
         paying,
@@ -88,7 +103,7 @@ async def build_context(rt: Runtime, s: RefundsSettings) -> RefundsContext:
 
 
 async def close_context(ctx: RefundsContext) -> None:
-    await ctx.gateway.close()
+    await ctx.gateways.close()
 
 
 # -- the lifecycle consumer ---------------------------------------------------------------------------------
@@ -176,7 +191,7 @@ async def evaluate_returns(ctx: RefundsContext, conn: Conn, correlations: dict[U
     planned = [
         Planned(k, actions, correlations.get(rid) or k.correlation_id)
         for rid, k in known.items()
-        if (actions := rules.evaluate(k.facts, ctx.policy))
+        if (actions := rules.evaluate(k.facts, ctx.policy_for(k.shop_id)))
     ]
     return await save_decisions(conn, planned) if planned else 0
 
@@ -203,7 +218,8 @@ async def process_commands(ctx: RefundsContext, conn: Conn, commands: Sequence[C
     known = await repository.load_facts(conn, [c.return_id for c in commands], ctx.settings.clawback_lookback_days)
     # After the key is locked: a retry racing its original sees the original's answer.
     replays = await repository.answered_commands(conn, keys)
-    decided = rules.decide_commands(commands, actors, known, replays, ctx.policy)
+    shops = ctx.shop_policies(k.shop_id for k in known.values())
+    decided = rules.decide_commands(commands, actors, known, replays, ctx.policy, shops)
     if decided.planned:
         await save_decisions(conn, decided.planned)
     await repository.record_commands(conn, decided.rulings)
@@ -257,7 +273,7 @@ async def pay_due_refunds(ctx: RefundsContext) -> float | None:
 async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
     s = ctx.settings
     async with ctx.paying:
-        r = await ctx.gateway.refund(
+        r = await ctx.gateways.for_shop(d.shop_id).refund(
             d.idempotency_key,
             d.payment_id,
             d.amount,

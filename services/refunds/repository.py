@@ -211,7 +211,7 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
             escalations=tuple(open_esc.get(rid, ())),
             recent_clawbacks=clawbacks.get(r["customer_key"], 0),
         )
-        out[rid] = Known(facts, r["customer_key"], r["correlation_id"], r["order_id"])
+        out[rid] = Known(facts, r["customer_key"], r["correlation_id"], r["order_id"], r["shop_id"])
     return out
 
 
@@ -664,7 +664,7 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Due]
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) d, returns t
            WHERE r.refund_id = d.refund_id AND t.return_id = r.return_id
            RETURNING r.refund_id, r.return_id, COALESCE(t.payment_reference, t.order_id) AS payment_id, r.amount,
-               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference""",
+               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference, t.shop_id""",
         limit,
         lease_s,
     )
@@ -676,7 +676,7 @@ async def pending_refunds(conn: Conn, refund_ids: Sequence[str], references: Seq
     provider's webhook settling them)."""
     rows = await conn.fetch(
         """SELECT r.refund_id, r.return_id, COALESCE(t.payment_reference, t.order_id) AS payment_id, r.amount,
-               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference
+               r.currency, r.basis, r.idempotency_key, r.attempts, r.correlation_id, r.gateway_reference, t.shop_id
            FROM refunds r JOIN returns t ON t.return_id = r.return_id
            WHERE r.status = 'pending' AND (r.refund_id = ANY($1::text[]) OR r.gateway_reference = ANY($2::text[]))
            ORDER BY r.refund_id FOR UPDATE OF r""",

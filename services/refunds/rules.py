@@ -27,6 +27,7 @@ from uuid import UUID
 
 from contracts.events import Condition, ParcelScanned, RefundBasis, ReturnKind, Role, first_moving_scan
 from returnflow.commands import REFUSAL_TEXT
+from returnflow.shops import Refunds as ShopRefunds
 from services.refunds.settings import RefundsSettings
 
 ROLE_ORDER: tuple[Role, ...] = (Role.agent, Role.supervisor, Role.manager, Role.owner)
@@ -109,6 +110,26 @@ def policy_from(settings: RefundsSettings) -> Policy:
         early_refund_max_clawbacks=settings.early_refund_max_clawbacks,
         return_window=timedelta(days=window) if window is not None else None,
     )
+
+
+def shop_policy(default: Policy, shop: ShopRefunds | None) -> Policy:
+    """A shop's policy: the shops file's keys for it over the environment's policy (`default`); a key the
+    shop leaves out keeps the default. A bad custom authority table fails here, in one line."""
+    if shop is None:
+        return default
+    p = default
+    if shop.authority is not None:
+        p = replace(p, authority=authority_from(shop.authority.preset, shop.authority.limits))
+    if (e := shop.early_refund) is not None:
+        p = replace(
+            p,
+            early_refund=p.early_refund if e.enabled is None else e.enabled,
+            early_refund_cap=p.early_refund_cap if e.cap is None else dict(e.cap),
+            early_refund_max_clawbacks=p.early_refund_max_clawbacks if e.max_clawbacks is None else e.max_clawbacks,
+        )
+    if shop.return_window_days is not None:
+        p = replace(p, return_window=timedelta(days=shop.return_window_days))
+    return p
 
 
 # -- what is known about a return ---------------------------------------------------------------------
@@ -801,6 +822,7 @@ class Known:
     customer_key: str
     correlation_id: str
     order_id: str
+    shop_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -875,12 +897,15 @@ def decide_commands(
     known: Mapping[UUID, Known],
     replays: Mapping[str, Answered],
     p: Policy,
+    shop_policies: Mapping[str, Policy] | None = None,
 ) -> CommandsDecided:
     """Each command in order, with the actor's roster role, each seeing the effect of the ones before.
     A retry (same idempotency key, same request) gets the first answer, another request under that key
     a 422; a command from a known actor for a return not known yet is parked until the return arrives
-    (HTTP and Kafka alike: a decision that came early is applied, never lost to a 404)."""
+    (HTTP and Kafka alike: a decision that came early is applied, never lost to a 404). A return of a shop
+    in `shop_policies` is decided with that shop's policy, every other with `p`."""
     facts = {rid: k.facts for rid, k in known.items()}
+    shop_policies = shop_policies or {}
     out = CommandsDecided()
     for c in commands:
         if c.idempotency_key and (first := replays.get(c.idempotency_key)):
@@ -896,7 +921,9 @@ def decide_commands(
             ruling = Ruling(c, actor, PARKED, parked=True)
         else:
             cmd = Command(c.command_id, c.action, c.amount, c.note, c.escalation_id)
-            ruling = Ruling(c, actor, decide_command(f, p, actor, cmd))
+            k = known.get(c.return_id)
+            policy = shop_policies.get(k.shop_id, p) if k is not None else p
+            ruling = Ruling(c, actor, decide_command(f, policy, actor, cmd))
             if f is not None and ruling.outcome.actions:
                 out.planned.append(
                     Planned(replace(known[c.return_id], facts=f), ruling.outcome.actions, c.correlation_id)
@@ -1000,6 +1027,7 @@ class Due:
     attempts: int
     correlation_id: str
     gateway_reference: str | None = None  # the provider's id of it, when an earlier series left it pending
+    shop_id: str | None = None  # whose provider pays it (the shops file), else the default provider
 
 
 @dataclass(frozen=True)

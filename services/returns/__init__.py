@@ -27,7 +27,7 @@ async def build_context(rt: Runtime, settings: ReturnsSettings) -> ReturnsContex
         max_size=settings.intake_batch_max,
         max_wait_s=settings.intake_batch_wait_ms / 1000,
     )
-    return ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret)
+    return ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret, rt.shops)
 
 
 async def close_context(ctx: ReturnsContext) -> None:

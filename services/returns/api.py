@@ -47,7 +47,7 @@ from services.returns.responses import (
     ReturnView,
     Timeline,
 )
-from services.returns.rules import RETURN_STATUSES, Intake, TooLateToCancel, return_search
+from services.returns.rules import RETURN_STATUSES, Intake, TooLateToCancel, return_search, with_shop_defaults
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, map_shopify
 
 Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
@@ -81,6 +81,7 @@ def timeline_url(return_id: UUID) -> str:
 async def accept(
     ctx: ReturnsContext, request: Request, platform: str, delivery_id: str, body: ReturnWebhook
 ) -> Response:
+    body = with_shop_defaults(body, ctx.shops.get(body.shop_id))
     result = await ctx.intake.submit(Intake(platform, delivery_id, platform, body, correlation_id(request)))
     return json_response(
         {

@@ -170,7 +170,7 @@ _SUBMISSION = "\x00submission\x00"  # each form gets its own one-time submission
 
 def show(ctx: ReturnsContext, token: str, page: CustomerPage, status: int = 200) -> HTMLResponse:
     plain = page.notice is None and not page.errors and not page.form
-    key = f"{page.ret!r}|{ctx.settings.shop_names.get(page.ret.shop_id)}|{ctx.settings.page_refresh_s}|{token}"
+    key = f"{page.ret!r}|{ctx.shop_name(page.ret.shop_id)}|{ctx.settings.page_refresh_s}|{token}"
     html = _rendered.get(key) if plain else None
     if html is None:
         html = render_page(ctx, token, page)
@@ -192,7 +192,7 @@ def render_page(ctx: ReturnsContext, token: str, page: CustomerPage) -> str:
         "page.html",
         locale,
         refresh_s=refresh,
-        shop=ctx.settings.shop_names.get(ret.shop_id, ret.shop_id),
+        shop=ctx.shop_name(ret.shop_id),
         ret=ret,
         lines=ret.lines,
         steps=step_views(page, locale, tz),

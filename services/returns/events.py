@@ -21,6 +21,7 @@ def return_requested(return_id: UUID, it: Intake, now: datetime) -> ReturnReques
         return_id=return_id,
         correlation_id=it.correlation_id,
         shop_id=b.shop_id,
+        shop_name=b.shop_name,
         platform=it.platform,
         platform_return_id=b.platform_return_id,
         order_id=b.order_id,

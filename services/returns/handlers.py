@@ -21,6 +21,7 @@ from returnflow.links import is_token_shaped, link_token, token_digest
 from returnflow.logging import get_logger
 from returnflow.outbox import enqueue
 from returnflow.settings import Settings
+from returnflow.shops import Shops
 from services.returns import events, repository, rules, timeline
 from services.returns.repository import CustomerReturn
 from services.returns.rules import Intake, IntakeResult, Progress, RegisterTracking, TooLateToCancel
@@ -37,6 +38,12 @@ class ReturnsContext:
     runtime_settings: Settings  # webhook secrets and body limits
     intake: GroupCommitter[Intake, IntakeResult]
     link_secret: bytes | None = None  # RETURNFLOW_CUSTOMER_LINK_SECRET: customer links work when set
+    shops: Shops = field(default_factory=Shops)  # the shops file: a shop's display name
+
+    def shop_name(self, shop_id: str) -> str:
+        """The shop's name for customers: the shops file's, else RETURNFLOW_RETURNS_SHOP_NAMES, else its id."""
+        shop = self.shops.get(shop_id)
+        return (shop.name if shop else None) or self.settings.shop_names.get(shop_id) or shop_id
 
     def link_digest(self, return_id: UUID) -> bytes | None:
         return token_digest(link_token(self.link_secret, return_id)) if self.link_secret else None

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 from contracts.events import is_moving
 from returnflow.phones import normalize_phone
+from returnflow.shops import Shop
 from services.returns.schemas import ReturnEventWebhook, ReturnWebhook
 
 
@@ -157,6 +158,21 @@ def decide_return_event(current: Status, body: ReturnEventWebhook) -> ReturnEven
 
 
 # -- intake: a group commit of return webhooks -----------------------------------------------------
+
+DEFAULT_LOCALE, DEFAULT_TIMEZONE = "zh-CN", "Asia/Shanghai"
+
+
+def with_shop_defaults(body: ReturnWebhook, shop: Shop | None) -> ReturnWebhook:
+    """What the platform left out, from the shop's settings (shops file): the customer's locale and time
+    zone (else zh-CN and Asia/Shanghai) and the shop's display name. What the platform sent is kept."""
+    c = body.customer
+    customer = c.model_copy(
+        update={
+            "locale": c.locale or (shop.locale if shop else None) or DEFAULT_LOCALE,
+            "timezone": c.timezone or (shop.timezone if shop else None) or DEFAULT_TIMEZONE,
+        }
+    )
+    return body.model_copy(update={"customer": customer, "shop_name": body.shop_name or (shop.name if shop else None)})
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ class WebhookCustomer(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1, max_length=128)
     phone: str
-    locale: str = Field(default="zh-CN", pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
-    timezone: str = "Asia/Shanghai"
+    # Left out: the shop's default (shops file locale / timezone), else zh-CN and Asia/Shanghai.
+    locale: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+    timezone: str | None = None
 
     @field_validator("phone")
     @classmethod
@@ -33,7 +34,9 @@ class WebhookCustomer(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _tz(cls, v: str) -> str:
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
@@ -69,6 +72,9 @@ class ReturnWebhook(BaseModel):
     platform_return_id: str = Field(min_length=1, max_length=128)
     order_id: str = Field(min_length=1, max_length=128)
     shop_id: str = Field(min_length=1, max_length=128)
+    shop_name: str | None = Field(
+        default=None, min_length=1, max_length=64, description="the shop's display name (the SMS signature)"
+    )
     kind: ReturnKind
     customer: WebhookCustomer
     currency: str = Field(pattern=r"^[A-Z]{3}$")

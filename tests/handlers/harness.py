@@ -27,6 +27,7 @@ from returnflow.consumer import Delivery
 from returnflow.kafka import make_broker
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, consumer_for, relay_for
 from returnflow.settings import ServiceSettings, Settings
+from returnflow.shops import Shops
 
 E = TypeVar("E", bound=Message)
 
@@ -112,7 +113,10 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    spec: ServiceSpec[Any], settings: Settings, service_settings: ServiceSettings | None = None
+    spec: ServiceSpec[Any],
+    settings: Settings,
+    service_settings: ServiceSettings | None = None,
+    shops: Shops | None = None,
 ) -> AsyncIterator[Harness]:
     """The service's schema migrated, its pool open and its context built, as at start; no broker, no
     HTTP server, no background workers (tests call worker steps themselves)."""
@@ -126,6 +130,7 @@ async def harness(
         bootstrap=bootstrap,
         broker=make_broker(settings, bootstrap, client_id=f"handler-tier-{spec.name}"),
         service_settings=service_settings or spec.settings(),
+        shops=shops or Shops(),
     )
     await db.migrate(dsn, spec.schema, spec.migrations())
     rt.pool = await db.create_pool(dsn, spec.schema, spec.name, 1, 4)

@@ -20,7 +20,7 @@ import yaml
 from apphost import deploygen
 from apphost.registry import DEPLOYED as SERVICES
 from apphost.registry import spec_of
-from returnflow.service import require_endpoints
+from returnflow.service import load_shops_or_exit, require_endpoints
 from returnflow.settings import ServiceSettings, Settings, refuse_development_secrets
 from services.workbench import dev as workbench_dev
 
@@ -114,6 +114,7 @@ def check_would_start(service: str, settings: Settings, own: ServiceSettings) ->
     """What a start checks before it connects anywhere; raises like the start would."""
     assert not settings.dev_stack
     refuse_development_secrets(settings, own)
+    shops = load_shops_or_exit(settings)
     require_endpoints(settings)  # database URL, Kafka bootstrap, Kafka credentials
     assert settings.kafka_security_protocol != "PLAINTEXT", "Kafka without authentication"
     assert settings.kafka_sasl_username == deploygen.kafka_user(service), "not the service's own Kafka user"
@@ -136,7 +137,7 @@ def check_would_start(service: str, settings: Settings, own: ServiceSettings) ->
     build, close = spec.context, spec.close
 
     async def build_context() -> None:  # the service's own start code, on a runtime without connections
-        runtime = SimpleNamespace(pool=None, dsn="postgresql://unused/", settings=settings, spec=spec)
+        runtime = SimpleNamespace(pool=None, dsn="postgresql://unused/", settings=settings, spec=spec, shops=shops)
         context = await build(runtime, own)  # type: ignore[arg-type]
         if close is not None:
             await close(context)

@@ -119,3 +119,23 @@ def test_a_shopify_shop_is_found_by_its_domain() -> None:
     found = shops.by_shopify_domain("a-b.myshopify.com")
     assert found is not None and found[0] == "s1"
     assert shops.by_shopify_domain("other.myshopify.com") is None
+
+
+def test_what_the_platform_left_out_comes_from_the_shop_and_what_it_sent_is_kept() -> None:
+    from services.returns.rules import with_shop_defaults
+    from services.returns.schemas import ReturnWebhook
+    from tests.webhooks import return_body
+
+    shop = parse_shops("shops:\n  s1: {name: Tienda Sol, locale: es, timezone: America/Mexico_City}\n")["s1"]
+    bare = ReturnWebhook.model_validate(return_body(shop_id="s1", customer={"id": "c-1", "phone": "+8613812345678"}))
+    assert (bare.customer.locale, bare.customer.timezone, bare.shop_name) == (None, None, None)
+    filled = with_shop_defaults(bare, shop)
+    assert (filled.customer.locale, filled.customer.timezone, filled.shop_name) == (
+        "es",
+        "America/Mexico_City",
+        "Tienda Sol",
+    )
+    assert with_shop_defaults(bare, None).customer.locale == "zh-CN"  # no shop: the platform-wide default
+    sent = ReturnWebhook.model_validate(return_body(shop_id="s1", shop_name="Sol MX"))
+    kept = with_shop_defaults(sent, shop)
+    assert (kept.customer.locale, kept.customer.timezone, kept.shop_name) == ("zh-CN", "Asia/Shanghai", "Sol MX")
