@@ -213,3 +213,33 @@ def test_no_phone_is_never_sent(opted_out, closed, step):
     decision = decide(Pending(step, now, "Asia/Shanghai"), s, Rules())
     assert isinstance(decision, Suppress)
     assert decision.reason == ("return_cancelled" if closed else "no_phone")
+
+
+@st.composite
+def order_and_return(draw):
+    """An order of distinct line items and a return of some of them (quantities and prices in cents)."""
+    ids = draw(st.lists(st.integers(min_value=1, max_value=10**12), min_size=1, max_size=6, unique=True))
+    prices = {i: draw(st.integers(min_value=0, max_value=10**6)) for i in ids}
+    returned = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=len(ids), unique=True))
+    qty = {i: draw(st.integers(min_value=1, max_value=5)) for i in returned}
+    total = sum(prices[i] * qty[i] for i in returned) + draw(st.integers(min_value=0, max_value=10**5))
+    return ids, prices, returned, qty, total
+
+
+@given(order_and_return(), st.sampled_from(["USD", "CNY", "EUR"]))
+def test_every_returned_line_takes_its_price_from_the_order(case, currency):
+    ids, prices, returned, qty, total = case
+    o = order(currency=currency)
+    o.line_items = [LineItem(id=i, sku=f"SKU-{i}", price=f"{prices[i] // 100}.{prices[i] % 100:02d}") for i in ids]
+    o.total = f"{total // 100}.{total % 100:02d}"
+    payload = copy.deepcopy(REQUEST)
+    payload["return_line_items"] = [
+        {
+            "quantity": qty[i],
+            "fulfillment_line_item": {"line_item": {"admin_graphql_api_id": f"gid://shopify/LineItem/{i}"}},
+        }
+        for i in returned
+    ]
+    ret = ReturnWebhook.model_validate(map_shopify(payload, shopify_order(o), "maple"))
+    assert [(x.sku, x.qty, x.unit_price) for x in ret.lines] == [(f"SKU-{i}", qty[i], prices[i]) for i in returned]
+    assert (ret.currency, ret.paid_total) == (currency, total)
