@@ -127,7 +127,11 @@ Event = Message
 class Customer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     id: str
-    phone: str = Field(description="E.164; only services that send SMS use it in full")
+    phone: str | None = Field(
+        default=None,
+        description="E.164; only services that send SMS use it in full. None: the customer has no phone (the SMS "
+        "steps are skipped, reason no_phone)",
+    )
     locale: str = "zh-CN"
     timezone: str = "Asia/Shanghai"
 

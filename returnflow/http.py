@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
@@ -253,11 +253,15 @@ async def json_request(request: Request, model: type[M], limit: int) -> M:
     return parse_json(model, raw)
 
 
-async def signed_body(request: Request, settings: Any, source: str, scheme: str = "returnflow") -> bytes:
+async def signed_body(
+    request: Request, settings: Any, source: str, scheme: str = "returnflow", secrets: Sequence[bytes] | None = None
+) -> bytes:
     """The raw body of a signed webhook: size (413), signature (401) and content type (415) checked.
 
     scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256.
+    `secrets`: the ones to check with (e.g. one shop's), instead of the source's in the settings.
     """
+    keys = settings.secrets_for(source) if secrets is None else secrets
     limit = settings.webhook_max_body_bytes
     try:
         raw = await read_body(request, limit)
@@ -265,11 +269,9 @@ async def signed_body(request: Request, settings: Any, source: str, scheme: str 
         raise HttpProblem(413, f"body larger than {limit} bytes") from None
     try:
         if scheme == "shopify":
-            shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for(source))
+            shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, keys)
         else:
-            verify(
-                request.headers.get(SIGNATURE_HEADER), raw, settings.secrets_for(source), settings.webhook_tolerance_s
-            )
+            verify(request.headers.get(SIGNATURE_HEADER), raw, keys, settings.webhook_tolerance_s)
     except SignatureError as exc:
         raise HttpProblem(401, str(exc)) from None
     if not is_json(request):

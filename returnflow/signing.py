@@ -17,6 +17,7 @@ DELIVERY_HEADER = "X-Returnflow-Delivery"
 SHOPIFY_HMAC_HEADER = "X-Shopify-Hmac-SHA256"
 SHOPIFY_WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
 SHOPIFY_SHOP_HEADER = "X-Shopify-Shop-Domain"
+SHOPIFY_TOPIC_HEADER = "X-Shopify-Topic"
 
 
 class SignatureError(Exception):

@@ -346,7 +346,7 @@ class Defer:
 
 @dataclass(frozen=True)
 class Suppress:
-    reason: str  # opted_out | return_cancelled | superseded | stale | daily_cap
+    reason: str  # no_phone | opted_out | return_cancelled | superseded | stale | daily_cap
 
 
 Decision = Send | Defer | Suppress
@@ -364,6 +364,7 @@ class Pending:
 @dataclass(frozen=True)
 class Situation:
     now: datetime
+    has_phone: bool = True  # the customer gave a number (a Shopify customer may have none)
     opted_out: bool = False
     closed: bool = False
     sent_today: int = 0  # messages to this number already sent (or being sent) in its local day
@@ -399,6 +400,8 @@ def decide(p: Pending, s: Situation, rules: Rules) -> Decision:
     """What to do with a due message now. Order matters: refusals that are final come first."""
     if s.closed:
         return Suppress("return_cancelled")
+    if not s.has_phone:
+        return Suppress("no_phone")
     if s.opted_out:
         return Suppress("opted_out")
     if superseded(p.step, s.sent_steps, s.due_steps - {p.step}):

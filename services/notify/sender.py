@@ -143,6 +143,7 @@ class Known:
         rid = r["return_id"]
         return Situation(
             now=now,
+            has_phone=bool(r["phone"]),
             opted_out=r["phone"] in self.opted_out,
             closed=bool(r["closed"]),
             sent_today=self.counts.get(self._day(r), 0),
@@ -261,12 +262,10 @@ class Sender:
         return len(rows), decided.claimed
 
     def _decide(self, r: asyncpg.Record, known: Known, decided: ClaimRound, now: datetime) -> None:
-        """One due message: failed (no number), held back (deferred, suppressed) or claimed for sending."""
+        """One due message: held back (deferred, suppressed: also when there is no number) or claimed for
+        sending."""
         shop = self.shops.get(r["shop_id"])
         ref = _ref(r, self.templates.locale_for(r["locale"] or (shop.locale if shop else None)))
-        if not r["phone"]:
-            decided.fail(r["id"], "no phone number for this return", events.failed(ref, now, "-", "no phone number"))
-            return
         shop_tz = shop.timezone if shop else None
         pending = Pending(r["step"], r["due_at"], r["timezone"] or shop_tz or self.rules.default_timezone)
         decision = decide(pending, known.situation(r, now), self.rules)

@@ -13,6 +13,7 @@ from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
 from services.returns import api, customer, handlers
 from services.returns.handlers import ReturnsContext
 from services.returns.settings import ReturnsSettings
+from services.returns.shopify import ShopifyAdmin
 
 # Every lifecycle topic the catalog lists us as a consumer of (see contracts.catalog._with_timeline).
 TIMELINE_TOPICS = [t.name for t in CATALOG if "returns" in t.consumers]
@@ -27,11 +28,17 @@ async def build_context(rt: Runtime, settings: ReturnsSettings) -> ReturnsContex
         max_size=settings.intake_batch_max,
         max_wait_s=settings.intake_batch_wait_ms / 1000,
     )
-    return ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret, rt.shops)
+    shopify = ShopifyAdmin(
+        budget_s=settings.shopify_admin_budget_s,
+        attempt_timeout_s=settings.shopify_admin_attempt_timeout_s,
+        cache_s=settings.shopify_order_cache_s,
+    )
+    return ReturnsContext(rt.pool, settings, rt.settings, intake, link_secret, rt.shops, shopify)
 
 
 async def close_context(ctx: ReturnsContext) -> None:
     await ctx.intake.close()
+    await ctx.shopify.close()
 
 
 # The service's HTTP: the API (webhooks, returns, reports) and the customer's page.

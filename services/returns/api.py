@@ -22,12 +22,13 @@ from returnflow.http import (
     json_response,
     parse_json,
     reader,
+    refuse_nul_in_json,
     required_header,
     signed_body,
 )
 from returnflow.openapi import delivery_header, problems, signed
 from returnflow.paging import decode_cursor
-from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
+from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_TOPIC_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
 from services.returns import analytics, handlers, views
 from services.returns.handlers import (
     AlreadyDone,
@@ -35,6 +36,7 @@ from services.returns.handlers import (
     Recorded,
     ReturnEvent,
     ReturnsContext,
+    ShopifyReturnEvent,
     UnknownReturn,
 )
 from services.returns.responses import (
@@ -47,8 +49,23 @@ from services.returns.responses import (
     ReturnView,
     Timeline,
 )
-from services.returns.rules import RETURN_STATUSES, Intake, TooLateToCancel, return_search, with_shop_defaults
-from services.returns.schemas import ReturnEventWebhook, ReturnWebhook, map_shopify
+from services.returns.rules import (
+    RETURN_STATUSES,
+    SHOPIFY_TOPICS,
+    Intake,
+    TooLateToCancel,
+    return_search,
+    with_shop_defaults,
+)
+from services.returns.schemas import (
+    ReturnEventWebhook,
+    ReturnWebhook,
+    ShopifyOrder,
+    map_shopify,
+    obj,
+    shopify_return_ref,
+)
+from services.returns.shopify import AdminUnavailable, OrderNotFound
 
 Ctx = Annotated[ReturnsContext, Depends(context_dependency(ReturnsContext))]
 # Who reads what: a return and its timeline (ops, agents, auditors); the after-sales reports (ops, agents).
@@ -83,14 +100,18 @@ async def accept(
 ) -> Response:
     body = with_shop_defaults(body, ctx.shops.get(body.shop_id))
     result = await ctx.intake.submit(Intake(platform, delivery_id, platform, body, correlation_id(request)))
+    return accepted_answer(result.return_id, result.status, result.created)
+
+
+def accepted_answer(return_id: UUID, status: str, created: bool) -> Response:
     return json_response(
         {
-            "return_id": str(result.return_id),
-            "status": result.status,
-            "timeline_url": timeline_url(result.return_id),
-            "duplicate": not result.created,
+            "return_id": str(return_id),
+            "status": status,
+            "timeline_url": timeline_url(return_id),
+            "duplicate": not created,
         },
-        202 if result.created else 200,
+        202 if created else 200,
     )
 
 
@@ -106,25 +127,43 @@ RETURN_EXAMPLE: dict[str, Any] = {
     "requested_by": {"type": "customer"},
     "requested_at": "2026-11-20T10:00:00+08:00",
 }
+# Shopify's returns/request payload as its webhook reference documents it: the return, its order (ids
+# only) and the returned lines (ids, quantity, reason); prices and the customer are read from the order.
 SHOPIFY_EXAMPLE: dict[str, Any] = {
     "id": 9001,
-    "created_at": "2026-11-20T10:00:00+08:00",
-    "order": {
-        "id": 4501,
-        "currency": "CNY",
-        "total_price": "50.00",
-        "customer": {"id": 77, "phone": "+8613812345678", "locale": "zh-CN", "timezone": "Asia/Shanghai"},
-    },
+    "admin_graphql_api_id": "gid://shopify/Return/9001",
+    "status": "requested",
+    "order": {"id": 450789469, "admin_graphql_api_id": "gid://shopify/Order/450789469"},
+    "total_return_line_items": 1,
+    "name": "#1001-R1",
     "return_line_items": [
-        {"quantity": 1, "return_reason": "DAMAGED", "line_item": {"sku": "SKU-1", "price": "50.00"}},
+        {
+            "id": 61,
+            "admin_graphql_api_id": "gid://shopify/ReturnLineItem/61",
+            "fulfillment_line_item": {
+                "id": 71,
+                "admin_graphql_api_id": "gid://shopify/FulfillmentLineItem/71",
+                "line_item": {"id": 466157049, "admin_graphql_api_id": "gid://shopify/LineItem/466157049"},
+            },
+            "quantity": 1,
+            "return_reason": "size_too_small",
+            "return_reason_note": "",
+            "customer_note": "A size up, please",
+        }
     ],
+    "return_shipping_fees": [],
+    "exchange_line_items": [],
+    "total_exchange_line_items": 0,
 }
 SHOPIFY_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "object", "description": "Shopify's returns/request payload, with its order"},
+                "schema": {
+                    "type": "object",
+                    "description": "Shopify's returns/request, returns/decline or returns/close payload",
+                },
                 "example": SHOPIFY_EXAMPLE,
             }
         },
@@ -165,42 +204,162 @@ async def generic_return(request: Request, ctx: Ctx) -> Response:
     "/v1/webhooks/shopify/returns",
     status_code=202,
     tags=["webhooks"],
-    summary="Shopify returns/request webhook (X-Shopify-Hmac-SHA256)",
+    summary="Shopify's returns/request, returns/decline and returns/close webhooks (X-Shopify-Hmac-SHA256)",
+    description="X-Shopify-Topic says what happened: `returns/request` creates the return once its order was "
+    "read through the shop's Admin API (503 when Shopify's API cannot answer in time: nothing was accepted, "
+    "Shopify delivers it again); `returns/decline` and `returns/close` cancel it (by the shop) while that "
+    "still makes sense. X-Shopify-Shop-Domain names the shop in the shops file (its webhook secret and "
+    "access token); a domain not in the file is checked with the `shopify` webhook secrets and may only "
+    "decline or close.",
     response_model=Accepted,
-    responses={**ACCEPTED, **WEBHOOK_ERRORS},
+    responses={
+        **ACCEPTED,
+        **WEBHOOK_ERRORS,
+        **problems(
+            404,
+            503,
+            s404="decline/close for a return not requested here (yet): Shopify delivers it again",
+            s503="the shop's Admin API did not answer in time",
+        ),
+    },
     openapi_extra=SHOPIFY_BODY
     | signed("shopifyHmac")
     | {
         "parameters": [
             *delivery_header(SHOPIFY_WEBHOOK_ID_HEADER, "Shopify's webhook id")["parameters"],
             {
+                "name": SHOPIFY_TOPIC_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "returns/request, returns/decline or returns/close",
+                "schema": {"type": "string", "enum": list(SHOPIFY_TOPICS)},
+            },
+            {
                 "name": SHOPIFY_SHOP_HEADER,
                 "in": "header",
-                "required": False,
-                "description": "the shop's domain (its shop id here)",
+                "required": True,
+                "description": "the shop's myshopify.com domain (matched against the shops file)",
                 "schema": {"type": "string"},
             },
         ]
     },
 )
 async def shopify_return(request: Request, ctx: Ctx) -> Response:
-    raw, delivery_id = await signed_delivery(request, ctx, "shopify")
-    body = shopify_body(raw, request.headers.get(SHOPIFY_SHOP_HEADER))
+    domain = request.headers.get(SHOPIFY_SHOP_HEADER, "").strip().lower()
+    found = ctx.shops.by_shopify_domain(domain) if domain else None
+    platform = found[1].platform.shopify if found is not None else None
+    secrets = [platform.webhook_secret.get_secret_value().encode()] if platform and platform.webhook_secret else None
+    raw = await signed_body(request, ctx.runtime_settings, "shopify", scheme="shopify", secrets=secrets)
+    topic = shopify_topic(request)
+    delivery_id = required_header(request, SHOPIFY_WEBHOOK_ID_HEADER)
+    if not domain:
+        raise HttpProblem(400, f"missing {SHOPIFY_SHOP_HEADER} header", [header_error(SHOPIFY_SHOP_HEADER, "required")])
+    payload = shopify_payload(raw)
+    try:
+        ref = shopify_return_ref(payload, topic)
+    except ValueError as exc:
+        raise HttpProblem(422, "body is not a Shopify return", [value_error(exc)]) from None
+    shop_id = found[0] if found is not None else domain
+    if topic != "returns/request":
+        return await shopify_lifecycle(ctx, request, topic, delivery_id, shop_id, ref.return_id, payload)
+    if found is None or platform is None:
+        raise HttpProblem(
+            422,
+            f"shop {domain} is not in the shops file: returns/request needs its Admin API access token to read "
+            "the order",
+            [header_error(SHOPIFY_SHOP_HEADER, "no shop with this platform.shopify.domain in the shops file")],
+        )
+    rid = await handlers.already_accepted(ctx, "shopify", delivery_id, (shop_id, ref.return_id))
+    if rid is not None:
+        return accepted_answer(rid, "requested", created=False)
+    assert ref.order_gid is not None  # shopify_return_ref requires it for returns/request
+    try:
+        order = await ctx.shopify.order(platform, ref.order_gid)
+    except AdminUnavailable as exc:
+        raise HttpProblem(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except OrderNotFound as exc:
+        raise HttpProblem(422, "the return's order is unknown", [{"field": "order.id", "message": str(exc)}]) from None
+    shop = found[1]
+    body = shopify_body(payload, order, shop_id, shop.locale, shop.timezone)
     return await accept(ctx, request, "shopify", delivery_id, body)
 
 
-def shopify_body(raw: bytes, shop_domain: str | None) -> ReturnWebhook:
+def shopify_topic(request: Request) -> str:
+    topic = request.headers.get(SHOPIFY_TOPIC_HEADER, "").strip()
+    if topic not in SHOPIFY_TOPICS:
+        known = ", ".join(SHOPIFY_TOPICS)
+        not_this = f", not {topic!r}" if topic else ""
+        raise HttpProblem(
+            400,
+            f"{SHOPIFY_TOPIC_HEADER} must be one of {known}{not_this} (subscribe this URL to those topics only)",
+            [header_error(SHOPIFY_TOPIC_HEADER, f"expected one of {known}")],
+        )
+    return topic
+
+
+def header_error(name: str, message: str) -> dict[str, str]:
+    return {"field": name, "message": message}
+
+
+def value_error(exc: ValueError) -> dict[str, str]:
+    """A mapping error `field: message` as a problem field."""
+    field, _, message = str(exc).partition(": ")
+    return {"field": field, "message": message} if message else {"field": "body", "message": str(exc)}
+
+
+def shopify_payload(raw: bytes) -> dict[str, Any]:
+    refuse_nul_in_json(raw)
     try:
         payload = orjson.loads(raw)
-        if not isinstance(payload, dict):
-            raise ValueError("body must be a JSON object")
-        data = map_shopify(payload, shop_domain)
-    except (orjson.JSONDecodeError, ValueError) as exc:
-        raise HttpProblem(422, "body is not a Shopify return", [{"field": "body", "message": str(exc)}]) from None
+    except orjson.JSONDecodeError as exc:
+        raise HttpProblem(422, "body is not JSON", [{"field": "body", "message": str(exc)}]) from None
+    if not isinstance(payload, dict):
+        raise HttpProblem(422, "body is not a Shopify return", [{"field": "body", "message": "not a JSON object"}])
+    return payload
+
+
+def shopify_body(
+    payload: dict[str, Any], order: ShopifyOrder, shop_id: str, locale: str | None, timezone: str | None
+) -> ReturnWebhook:
+    try:
+        data = map_shopify(payload, order, shop_id, locale, timezone)
+    except ValueError as exc:
+        raise HttpProblem(422, "body is not a Shopify return", [value_error(exc)]) from None
     try:
         return ReturnWebhook.model_validate(data)
     except ValidationError as exc:
         raise HttpProblem(422, "validation failed", field_errors(exc)) from None
+
+
+async def shopify_lifecycle(
+    ctx: ReturnsContext,
+    request: Request,
+    topic: str,
+    delivery_id: str,
+    shop_id: str,
+    platform_return_id: str,
+    payload: dict[str, Any],
+) -> Response:
+    cmd = ShopifyReturnEvent(
+        delivery_id, shop_id, platform_return_id, topic, shopify_reason(topic, payload), correlation_id(request)
+    )
+    match await handlers.record_shopify_event(ctx, cmd):
+        case UnknownReturn():
+            return error(404, f"no return {platform_return_id!r} for shop {shop_id!r} (yet)")
+        case AlreadyDone(return_id, status):
+            return json_response({"return_id": str(return_id), "status": status, "duplicate": True})
+        case Recorded(return_id, event_type):
+            return json_response({"return_id": str(return_id), "event": event_type, "duplicate": False}, 202)
+    raise AssertionError("unreachable")
+
+
+def shopify_reason(topic: str, payload: dict[str, Any]) -> str:
+    """The cancellation's reason as the timeline shows it: Shopify's decline reason and note."""
+    if topic == "returns/close":
+        return "closed in Shopify"
+    decline = obj(payload.get("decline"))
+    why = " — ".join(str(x) for x in (decline.get("reason"), decline.get("note")) if x)
+    return "declined in Shopify" + (f": {why}" if why else "")[:400]
 
 
 @router.post(

@@ -49,4 +49,10 @@ def return_event(
             tracking_no=decision.tracking_no,
             carrier=decision.carrier,
         )
-    return ReturnCancelled(occurred_at=now, return_id=return_id, correlation_id=correlation_id, reason=decision.reason)
+    return ReturnCancelled(
+        occurred_at=now,
+        return_id=return_id,
+        correlation_id=correlation_id,
+        reason=decision.reason,
+        cancelled_by=decision.by,
+    )

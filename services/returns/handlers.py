@@ -27,6 +27,7 @@ from services.returns.repository import CustomerReturn
 from services.returns.rules import Intake, IntakeResult, Progress, RegisterTracking, TooLateToCancel
 from services.returns.schemas import ReturnEventWebhook
 from services.returns.settings import ReturnsSettings
+from services.returns.shopify import ShopifyAdmin
 
 log = get_logger("returns")
 
@@ -38,7 +39,8 @@ class ReturnsContext:
     runtime_settings: Settings  # webhook secrets and body limits
     intake: GroupCommitter[Intake, IntakeResult]
     link_secret: bytes | None = None  # RETURNFLOW_CUSTOMER_LINK_SECRET: customer links work when set
-    shops: Shops = field(default_factory=Shops)  # the shops file: a shop's display name
+    shops: Shops = field(default_factory=Shops)  # the shops file in force (names, Shopify credentials)
+    shopify: ShopifyAdmin = field(default_factory=ShopifyAdmin)  # reads orders for Shopify's returns/request
 
     def shop_name(self, shop_id: str) -> str:
         """The shop's name for customers: the shops file's, else RETURNFLOW_RETURNS_SHOP_NAMES, else its id."""
@@ -144,6 +146,51 @@ async def record_return_event(ctx: ReturnsContext, cmd: ReturnEvent) -> ReturnEv
         event = await record_decision(conn, ret.id, decision, cmd.correlation_id)
         await repository.record_deliveries(conn, [(cmd.source, cmd.delivery_id, ret.id)])
         return Recorded(ret.id, event.type)
+
+
+@dataclass(frozen=True)
+class ShopifyReturnEvent:
+    """Shopify's returns/decline or returns/close delivery for a return it requested before."""
+
+    delivery_id: str  # X-Shopify-Webhook-Id
+    shop_id: str
+    platform_return_id: str
+    topic: str
+    reason: str
+    correlation_id: str
+
+
+SHOPIFY_EVENTS = "shopify-events"  # the deliveries of Shopify's lifecycle topics (as the events route's)
+
+
+async def record_shopify_event(ctx: ReturnsContext, cmd: ShopifyReturnEvent) -> UnknownReturn | AlreadyDone | Recorded:
+    """A declined or closed Shopify return on its returnflow return (rules.decide_shopify_topic); the same
+    delivery again, or news the return is already past, changes nothing."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        ret = await repository.lock_by_platform_key(conn, cmd.shop_id, cmd.platform_return_id)
+        if ret is None:
+            return UnknownReturn()
+        if await repository.find_delivery(conn, SHOPIFY_EVENTS, cmd.delivery_id):
+            return AlreadyDone(ret.id, ret.status.name)
+        decision = rules.decide_shopify_topic(cmd.topic, ret.status, cmd.reason)
+        await repository.record_deliveries(conn, [(SHOPIFY_EVENTS, cmd.delivery_id, ret.id)])
+        if not isinstance(decision, rules.Cancel):
+            return AlreadyDone(ret.id, ret.status.name)
+        event = await record_decision(conn, ret.id, decision, cmd.correlation_id)
+        return Recorded(ret.id, event.type)
+
+
+async def already_accepted(
+    ctx: ReturnsContext, source: str, delivery_id: str, platform_key: tuple[str, str]
+) -> UUID | None:
+    """The return an earlier delivery with this id, or an earlier return with this (shop, platform return
+    id), was accepted as (None: neither) — a redelivery is answered without reading anything again."""
+    async with ctx.pool.acquire() as conn:
+        known = await repository.known_deliveries(conn, [(source, delivery_id)])
+        if known:
+            return next(iter(known.values()))
+        found = await repository.returns_by_platform_key(conn, [platform_key])
+        return found.get(platform_key)
 
 
 async def record_decision(

@@ -130,6 +130,7 @@ class RegisterTracking:
 @dataclass(frozen=True)
 class Cancel:
     reason: str | None
+    by: str = "customer"  # or "shop": the merchant declined or closed it on their platform
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,33 @@ def decide_return_event(current: Status, body: ReturnEventWebhook) -> ReturnEven
     if not can_cancel(current.rank):
         return TooLateToCancel(current.name)
     return Cancel(body.reason)
+
+
+# -- Shopify's return topics on a known return ----------------------------------------------------------
+
+SHOPIFY_TOPICS = ("returns/request", "returns/decline", "returns/close")
+IN_TRANSIT = STATUS_BY_EVENT["parcel.scanned"]
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The platform reports what returnflow's own events already carry on: nothing changes (answered 200,
+    so the platform does not deliver it again)."""
+
+    status: str
+
+
+def decide_shopify_topic(topic: str, current: Status, reason: str) -> Cancel | AlreadyCancelled | Unchanged:
+    """returns/decline: the shop declined the request, so the return is cancelled by the shop (Shopify only
+    declines a requested return; should the goods be back already, nothing changes). returns/close: the
+    shop closed it in Shopify; while no parcel was seen that means it gave up on it (cancelled by the
+    shop); once a parcel moves, returnflow's own events (receipt, refund) carry it to its end."""
+    if current.name == CANCELLED.name:
+        return AlreadyCancelled()
+    limit = IN_TRANSIT.rank if topic == "returns/close" else STATUS_BY_EVENT["return.received"].rank
+    if current.rank >= limit:
+        return Unchanged(current.name)
+    return Cancel(reason, by="shop")
 
 
 # -- intake: a group commit of return webhooks -----------------------------------------------------

@@ -28,3 +28,11 @@ class ReturnsSettings(ServiceSettings):
     # The page reloads itself this often while something is still to happen (0: never); a reload shows
     # a new step as soon as the timeline has it.
     page_refresh_s: int = 20
+
+    # Shopify's returns/request webhook reads its order through the Admin GraphQL API before it is accepted
+    # (services/returns/shopify.py). Shopify waits 5 s for an answer: the read, with its retries and waits
+    # for the rate limit, gets this much and the webhook answers 503 (Shopify delivers it again) after it.
+    shopify_admin_budget_s: float = 4.0
+    shopify_admin_attempt_timeout_s: float = 2.0
+    # An order read is kept this long (a redelivery, or several returns of one order, read it once).
+    shopify_order_cache_s: float = 60.0

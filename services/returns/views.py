@@ -24,7 +24,8 @@ async def return_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | N
     )
     out = dict(row)
     out.pop("status_rank", None)
-    out["customer"] = {**out["customer"], "phone": mask_phone(out["customer"].get("phone", ""))}
+    phone = out["customer"].get("phone")
+    out["customer"] = {**out["customer"], "phone": mask_phone(phone) if phone else None}  # None: no phone
     out["lines"] = [dict(r) for r in lines]
     return out
 
