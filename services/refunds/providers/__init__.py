@@ -1,11 +1,12 @@
 """Refund providers (the `Gateway` interface in services/refunds/gateway.py): which one pays is the
-setting `gateway` — `simulated` (the embedded default, services/refunds/dev/gateway_sim.py), `stripe` or
-`alipay`."""
+setting `gateway` — `simulated` (the embedded default, services/refunds/dev/gateway_sim.py), `stripe`,
+`alipay` or `shopify`."""
 
 from __future__ import annotations
 
 from services.refunds.gateway import Gateway, HttpGateway
 from services.refunds.providers.alipay import AlipayGateway
+from services.refunds.providers.shopify import ShopifyGateway
 from services.refunds.providers.stripe import StripeGateway
 from services.refunds.settings import RefundsSettings
 
@@ -45,6 +46,24 @@ def build_gateway(s: RefundsSettings) -> Gateway:
             attempts=s.gateway_attempts,
             backoff_s=s.gateway_backoff_s,
             max_connections=s.payment_concurrency,
+        )
+    if s.gateway == "shopify":
+        missing = [
+            f"RETURNFLOW_REFUNDS_{name.upper()}"
+            for name in ("shopify_admin_url", "shopify_access_token")
+            if not getattr(s, name)
+        ]
+        if missing:
+            raise RuntimeError(f"refunds: gateway shopify needs {', '.join(missing)}")
+        assert s.shopify_admin_url and s.shopify_access_token
+        return ShopifyGateway(
+            s.shopify_admin_url,
+            s.shopify_access_token.get_secret_value(),
+            timeout_s=s.gateway_timeout_s,
+            attempts=s.gateway_attempts,
+            backoff_s=s.gateway_backoff_s,
+            max_connections=s.payment_concurrency,
+            notify=s.shopify_notify,
         )
     if not s.gateway_url:
         raise RuntimeError(
