@@ -52,6 +52,7 @@ class RefundsSettings(ServiceSettings):
     shopify_admin_url: str | None = None
     shopify_access_token: SecretStr | None = None
     shopify_notify: bool = False
+    shopify_local: bool = False  # development: `returnflow up` runs the local Shopify, shopify_admin_url set to it
     gateway_url: str | None = None
     gateway_api_key: SecretStr | None = None  # sent as a bearer token; `returnflow up` sets the simulator's
     gateway_timeout_s: float = 5.0

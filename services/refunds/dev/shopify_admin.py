@@ -22,14 +22,17 @@ use, over real sockets, parsed, validated and executed by graphql-core against a
                         an order paid by one successful SALE transaction
     GET  /_dev/orders/{id}   the order with its transactions and refunds
     POST /_dev/faults   the next requests (`target`: query | mutation | any): {"mode": "throttled" |
-                        "rate_limit" | "error" | "timeout" | "pending" | "failure", "count": n, "status":
+                        "rate_limit" | "error" | "timeout" | "hang" | "pending" | "failure", "count": n, "status":
                         502, "delay_s": 2.0, "retry_after": 1, "restore_rate": 50.0}
                         throttled = 200 with THROTTLED and the cost bucket empty, nothing runs; rate_limit =
                         429 with Retry-After, nothing runs; error = a 5xx, nothing runs; timeout = a
                         refundCreate IS made (its key in progress meanwhile), the answer comes after
-                        `delay_s`, a query answers late; pending / failure = the refund's transaction is
-                        PENDING / FAILURE (CARD_DECLINED)
+                        `delay_s`, a query answers late; hang = nothing runs, a 500 after `delay_s`;
+                        pending / failure = the refund's transaction is PENDING / FAILURE (CARD_DECLINED)
     GET  /_dev/stats    requests, refunds, replays
+    GET  /_dev/refunds  every refund as the drill's invariants read a provider's refunds: {"data": [{"id",
+                        "amount" (minor units), "currency", "status", "metadata": {"return_id"}}]}, the
+                        return id read from the note returnflow writes
 
 Orders not registered are created on first use with `auto_order_amount` minor units when that is set (the
 money-path tests), else `order` is null. State is in memory.
@@ -116,7 +119,7 @@ schema {{ query: QueryRoot mutation: Mutation }}
 
 
 class Fault(BaseModel):
-    mode: Literal["throttled", "rate_limit", "error", "timeout", "pending", "failure"]
+    mode: Literal["throttled", "rate_limit", "error", "timeout", "hang", "pending", "failure"]
     target: Literal["query", "mutation", "any"] = "any"
     count: int = Field(default=1, ge=1)
     status: int = Field(default=502, ge=500, le=599)
@@ -405,6 +408,9 @@ async def graphql_endpoint(state: ShopifyState, request: Request, version: str) 
         )
     if fault is not None and fault.mode == "error":
         return _json({"errors": "Internal Server Error"}, fault.status)
+    if fault is not None and fault.mode == "hang":
+        await asyncio.sleep(fault.delay_s)
+        return _json({"errors": "Internal Server Error"}, 500)
     ctx = _Request(state, fault)
     if fault is not None and fault.mode == "timeout" and not mutation:
         await asyncio.sleep(fault.delay_s)
@@ -435,6 +441,23 @@ def _plain(order: dict[str, Any]) -> dict[str, Any]:
     return {**order, "transactions": [tx(t) for t in order["transactions"]], "refunds": refunds}
 
 
+NOTE_RETURN = re.compile(r"return (\S+) \[returnflow:")
+
+
+def listed(refund: dict[str, Any]) -> dict[str, Any]:
+    """A refund in the shape the drill's invariants read (bench/invariants.py)."""
+    money = refund["totalRefundedSet"]["presentmentMoney"]
+    states = {t["status"] for t in refund["transactions"]["nodes"]}
+    m = NOTE_RETURN.search(refund.get("note") or "")
+    return {
+        "id": refund["id"],
+        "amount": _minor(money["amount"], money["currencyCode"]) or 0,
+        "currency": money["currencyCode"],
+        "status": "succeeded" if states == {"SUCCESS"} else ",".join(sorted(states)).lower(),
+        "metadata": {"return_id": m.group(1) if m else None},
+    }
+
+
 def create_shopify_app(state: ShopifyState) -> FastAPI:
     app = FastAPI(title="returnflow local Shopify (Admin GraphQL, refunds subset)", description=__doc__)
     app.state.shopify = state
@@ -442,6 +465,10 @@ def create_shopify_app(state: ShopifyState) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive", "service": "shopify-local"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        return {"ready": True, "service": "shopify-local"}
 
     @app.post("/admin/api/{version}/graphql.json")
     async def graphql(version: str, request: Request) -> Response:
@@ -466,6 +493,10 @@ def create_shopify_app(state: ShopifyState) -> FastAPI:
     async def clear_faults() -> Response:
         state.faults.clear()
         return Response(status_code=204)
+
+    @app.get("/_dev/refunds")
+    async def list_refunds() -> Response:
+        return _json({"data": [listed(r) for r in state.refunds()]})
 
     @app.get("/_dev/stats")
     async def stats() -> Response:
