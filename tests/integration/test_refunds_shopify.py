@@ -155,6 +155,12 @@ async def test_5xx_is_retried_and_a_refund_never_answered_stays_unknown():
             await c.post("/_dev/faults", json={"mode": "error", "status": 503, "target": "query", "count": 3})
             r = await gw.refund("rf-d3", ORDER, 700, "CNY", META)
             assert r.outcome == "retryable"  # only the order query failed: nothing was sent
+            # a refusal after a refundCreate of the same series went unanswered is not believed in that series
+            await c.post("/_dev/faults", json={"mode": "error", "status": 502, "target": "mutation"})
+            over = await gw.refund("rf-d4", ORDER, 10**6, "CNY", META)
+            assert over.outcome == "unknown" and "greater than the refundable amount" in (over.error or "")
+            final = await gw.refund("rf-d4", ORDER, 10**6, "CNY", META)  # the next series: nothing unanswered
+            assert final.outcome == "declined" and len(s.state.refunds()) == 1
         finally:
             await gw.close()
 

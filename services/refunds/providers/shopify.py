@@ -388,7 +388,8 @@ class ShopifyGateway:
             if answer.wait_s is not None and answer.wait_s > RETRY_AFTER_MAX_S:
                 break
             await (asyncio.sleep(answer.wait_s) if answer.wait_s is not None else backoff.sleep())
-        if sent and result.outcome == "retryable":
+        if sent and (result.outcome == "retryable" or (result.outcome == "declined" and result.reference is None)):
+            # a refundCreate of this series may have been made: only a refund object decides, never a refusal
             result = unknown(f"a refundCreate was sent without an answer; then {result.error}")
         if result.outcome != "paid":
             log.warning(
