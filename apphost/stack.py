@@ -54,6 +54,7 @@ class Stack:
     children: dict[str, Child] = field(default_factory=dict)
     gateway_url: str = ""
     stripe_url: str = ""  # the local Stripe, when the refunds provider is stripe with stripe_local
+    shopify_url: str = ""  # the local Shopify Admin API, when the refunds provider is shopify with shopify_local
     _lock: IO[str] | None = None
     _stopping: bool = False
 
@@ -131,6 +132,9 @@ class Stack:
         if "refunds" in self.services and r.gateway == "stripe" and r.stripe_local:
             self._add_local_stripe(logs)
             return
+        if "refunds" in self.services and r.gateway == "shopify" and r.shopify_local:
+            self._add_local_shopify(logs)
+            return
         if "refunds" not in self.services or r.gateway != "simulated" or r.gateway_url:
             return
         port = r.gateway_sim_port or free_port(s.host)
@@ -151,6 +155,17 @@ class Stack:
         self.children["stripe-local"] = Child("stripe-local", port, logs / "stripe-local.log", argv=argv)
         self._spawn(self.children["stripe-local"])
         self.out(f"  gateway      local Stripe at {self.stripe_url} (webhooks to {hook})")
+
+    def _add_local_shopify(self, logs: Path) -> None:
+        """`gateway: shopify` with `shopify_local`: the local Shopify Admin GraphQL API
+        (services/refunds/dev/shopify_admin.py) as its own process; every order it is asked about exists."""
+        port = free_port(self.settings.host)
+        self.gateway_url = self.shopify_url = f"http://{self.settings.host}:{port}"
+        argv = [sys.executable, "-m", "services.refunds.dev.shopify_admin", "--host", self.settings.host]
+        argv += ["--port", str(port)]
+        self.children["shopify-local"] = Child("shopify-local", port, logs / "shopify-local.log", argv=argv)
+        self._spawn(self.children["shopify-local"])
+        self.out(f"  gateway      local Shopify Admin API at {self.shopify_url}")
 
     @property
     def refunds(self) -> Any:
@@ -175,6 +190,8 @@ class Stack:
             env["RETURNFLOW_REFUNDS_GATEWAY_URL"] = self.gateway_url
         if self.stripe_url:
             env["RETURNFLOW_REFUNDS_STRIPE_BASE_URL"] = self.stripe_url
+        if self.shopify_url:
+            env["RETURNFLOW_REFUNDS_SHOPIFY_ADMIN_URL"] = f"{self.shopify_url}/admin/api/2026-01/graphql.json"
         env["RETURNFLOW_LOG_FORMAT"] = env.get("RETURNFLOW_LOG_FORMAT", "json")
         return env
 

@@ -10,6 +10,7 @@ platforms do. Afterwards bench/invariants.py reads the databases, topics, gatewa
     python -m bench.chaos                      # full drill: 5,000 returns, 10 kills
     python -m bench.chaos --returns 300 --kills 3 --json out.json
     python -m bench.chaos --gateway stripe     # refunds paid through the local Stripe (the Stripe adapter)
+    python -m bench.chaos --gateway shopify    # refunds paid through the local Shopify Admin API (refundCreate)
 """
 
 from __future__ import annotations
@@ -68,15 +69,23 @@ class DrillConfig:
     seed: int = 7
     settle_timeout_s: float = 180.0
     data_dir: Path | None = None
-    gateway: str = "simulated"  # or `stripe`: the Stripe adapter against the local Stripe
+    gateway: str = "simulated"  # or `stripe` / `shopify`: that adapter against its local server
 
 
 STRIPE_KEY = "chaos-stripe-key"
 STRIPE_WEBHOOK_SECRET = "chaos-stripe-webhook-secret"
+SHOPIFY_TOKEN = "chaos-shopify-token"
 
 
 def stripe_env(gateway: str) -> dict[str, str]:
-    """The refunds provider's settings for the drill: the simulator (defaults) or the local Stripe."""
+    """The refunds provider's settings for the drill: the simulator (defaults), the local Stripe or the local
+    Shopify Admin API."""
+    if gateway == "shopify":
+        return {
+            "RETURNFLOW_REFUNDS_GATEWAY": "shopify",
+            "RETURNFLOW_REFUNDS_SHOPIFY_LOCAL": "true",
+            "RETURNFLOW_REFUNDS_SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN,
+        }
     if gateway != "stripe":
         return {}
     return {
@@ -88,7 +97,7 @@ def stripe_env(gateway: str) -> dict[str, str]:
 
 
 def faults_path(stack: Stack) -> str:
-    return "/_dev/faults" if stack.stripe_url else "/_sim/faults"
+    return "/_dev/faults" if stack.stripe_url or stack.shopify_url else "/_sim/faults"
 
 
 @dataclass
@@ -146,7 +155,7 @@ def drill_env(data_dir: Path) -> dict[str, str]:
 
 
 # -- traffic ----------------------------------------------------------------------------------------
-def return_body(i: int, rng: random.Random) -> dict[str, Any]:
+def return_body(i: int, rng: random.Random, gateway: str = "simulated") -> dict[str, Any]:
     kind = rng.choices(["return_and_refund", "refund_only", "exchange"], [6, 3, 1])[0]
     lines = [
         {"sku": f"SKU-{j}", "qty": rng.randint(1, 2), "unit_price": rng.choice([990, 2500, 4900]), "reason": "size"}
@@ -156,7 +165,8 @@ def return_body(i: int, rng: random.Random) -> dict[str, Any]:
     return {
         "platform_return_id": f"chaos-{i:06d}-{uuid.uuid4().hex[:6]}",
         "order_id": f"order-{i}",
-        "payment_reference": f"pi_chaos{i:08d}",  # the order's PaymentIntent (the Stripe adapter refunds it)
+        # the order's payment: a PaymentIntent (the Stripe adapter refunds it) or the Shopify order's number
+        "payment_reference": str(7_000_000_000 + i) if gateway == "shopify" else f"pi_chaos{i:08d}",
         "shop_id": "shop-chaos",
         "kind": kind,
         "customer": {
@@ -215,9 +225,15 @@ def signer(secret: str, raw: bytes, delivery_id: str | None = None) -> Any:
 
 
 async def one_return(
-    i: int, rng: random.Random, urls: dict[str, str], client: httpx.AsyncClient, tally: Tally, out: Any
+    i: int,
+    rng: random.Random,
+    urls: dict[str, str],
+    client: httpx.AsyncClient,
+    tally: Tally,
+    out: Any,
+    gateway: str = "simulated",
 ) -> None:
-    body = return_body(i, rng)
+    body = return_body(i, rng, gateway)
     raw = orjson.dumps(body)
     delivery = str(uuid.uuid4())
     tracking = body["tracking_no"]
@@ -332,7 +348,7 @@ async def surge(cfg: DrillConfig, urls: dict[str, str], tally: Tally, out: Any) 
         async def run(i: int) -> None:
             nonlocal done
             async with sem:
-                await one_return(i, random.Random(rng.random()), urls, client, tally, out)
+                await one_return(i, random.Random(rng.random()), urls, client, tally, out, cfg.gateway)
             done += 1
             if done % max(1, cfg.returns // 10) == 0:
                 tally.note(out, f"surge: {done}/{cfg.returns} returns delivered, {tally.retried} client retries")
@@ -475,6 +491,7 @@ async def run_drill(cfg: DrillConfig, out: Any = print) -> dict[str, Any]:
             audit_url=urls["audit"],
             sms_file=data_dir / "sms" / "messages.jsonl",
             gateway_api_key=STRIPE_KEY if cfg.gateway == "stripe" else None,
+            gateway_refunds_path="/_dev/refunds" if cfg.gateway == "shopify" else "/v1/refunds",
         )
         # Any death of a notify process opens the same window as a kill -9 (e.g. an exit while the broker
         # restarts): count the supervisor's restarts of notify too.
@@ -559,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle-timeout", type=float, default=180.0)
     p.add_argument("--data-dir", type=Path, default=None, help="keep the data (logs, SMS file) here")
     p.add_argument("--json", type=Path, default=Path("bench/results/chaos.json"))
-    p.add_argument("--gateway", choices=["simulated", "stripe"], default="simulated", help="the refunds provider")
+    p.add_argument(
+        "--gateway", choices=["simulated", "stripe", "shopify"], default="simulated", help="the refunds provider"
+    )
     a = p.parse_args(argv)
     cfg = DrillConfig(
         a.returns, a.kills, a.kill_interval, a.concurrency, a.seed, a.settle_timeout, a.data_dir, a.gateway

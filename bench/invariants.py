@@ -44,6 +44,7 @@ class Target:
     audit_url: str
     sms_file: Path
     gateway_api_key: str | None = None  # the local Stripe lists refunds to its secret key only
+    gateway_refunds_path: str = "/v1/refunds"  # the local Shopify's listing: /_dev/refunds
 
 
 @dataclass
@@ -178,10 +179,12 @@ async def dlq_records(
     return out
 
 
-async def gateway_refunds(gateway_url: str, api_key: str | None = None) -> list[dict[str, Any]]:
+async def gateway_refunds(
+    gateway_url: str, api_key: str | None = None, path: str = "/v1/refunds"
+) -> list[dict[str, Any]]:
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(base_url=gateway_url, timeout=10, headers=headers) as client:
-        r = await client.get("/v1/refunds")
+        r = await client.get(path)
         r.raise_for_status()
         data: list[dict[str, Any]] = r.json()["data"]
         return data
@@ -288,7 +291,7 @@ async def check(
         rid for rid, rows in by_return.items() if sum(x["amount"] for x in rows if x["status"] != "failed") > paid[rid]
     ]
     causes = Counter((r["return_id"], r["cause"]) for r in ledger)
-    gw = await gateway_refunds(target.gateway_url, target.gateway_api_key)
+    gw = await gateway_refunds(target.gateway_url, target.gateway_api_key, target.gateway_refunds_path)
     gw_by_return: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for g in gw:
         gw_by_return[str(g.get("metadata", {}).get("return_id"))].append(g)

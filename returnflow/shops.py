@@ -63,7 +63,8 @@ class ShopifyPlatform(Strict):
     domain: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
     access_token: SecretStr
     webhook_secret: SecretStr | None = None
-    api_version: str = Field(default="2025-07", pattern=r"^\d{4}-\d{2}$")
+    # 2026-01 or later: refundCreate takes @idempotent (a lost answer is never paid twice by a retry)
+    api_version: str = Field(default="2026-01", pattern=r"^\d{4}-\d{2}$")
     # Where the Admin API is; default https://<domain>. Point it at a local server to test.
     api_base_url: str | None = None
 

@@ -32,7 +32,7 @@ class RefundsSettings(ServiceSettings):
     # `stripe`: the Refunds API with stripe_api_key (a secret or restricted key with refund rights);
     # stripe_webhook_secret (whsec_…) verifies POST /v1/webhooks/stripe/refunds; stripe_base_url may
     # point at the local server (services/refunds/dev/stripe_server.py).
-    gateway: Literal["simulated", "stripe", "alipay"] = "simulated"
+    gateway: Literal["simulated", "stripe", "alipay", "shopify"] = "simulated"
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_base_url: str = "https://api.stripe.com"
@@ -45,6 +45,14 @@ class RefundsSettings(ServiceSettings):
     alipay_app_private_key: SecretStr | None = None
     alipay_public_key: str | None = None
     alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    # `shopify`: refundCreate through the shop's Admin GraphQL endpoint
+    # (https://<shop>.myshopify.com/admin/api/2026-01/graphql.json; 2026-01 or later for @idempotent) with an
+    # Admin API access token holding read_orders and write_orders; the URL may point at the local server
+    # (services/refunds/dev/shopify_admin.py). shopify_notify: Shopify also emails the customer the refund.
+    shopify_admin_url: str | None = None
+    shopify_access_token: SecretStr | None = None
+    shopify_notify: bool = False
+    shopify_local: bool = False  # development: `returnflow up` runs the local Shopify, shopify_admin_url set to it
     gateway_url: str | None = None
     gateway_api_key: SecretStr | None = None  # sent as a bearer token; `returnflow up` sets the simulator's
     gateway_timeout_s: float = 5.0

@@ -14,8 +14,8 @@ from bench.chaos import DrillConfig, run_drill, summary
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-# `stripe`: every refund paid through the Stripe adapter against the local Stripe (faults injected there)
-@pytest.mark.parametrize("gateway", ["simulated", "stripe"])
+# `stripe` / `shopify`: every refund paid through that adapter against its local server (faults injected there)
+@pytest.mark.parametrize("gateway", ["simulated", "stripe", "shopify"])
 async def test_chaos_drill_keeps_every_invariant(tmp_path, gateway):
     report = await run_drill(
         DrillConfig(

@@ -14,6 +14,7 @@ from returnflow.shops import Shops
 from services.refunds import SPEC, handlers, repository
 from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.dev.shopify_admin import serve_shopify
 from services.refunds.dev.stripe_server import serve_stripe
 from services.refunds.settings import RefundsSettings
 from tests.handlers.harness import harness
@@ -97,3 +98,22 @@ async def test_a_shops_refunds_are_paid_through_its_own_provider(handler_setting
             assert (
                 h.ctx.gateways.provider_of("on-stripe") == "stripe" and h.ctx.gateways.provider_of("x") == "simulated"
             )
+
+
+async def test_a_shopify_shops_refunds_go_through_its_own_admin_api(handler_settings: Settings, tmp_path: Path) -> None:
+    async with serve_shopify(access_token="shpat_shop", auto_order_amount=10**6) as shopify:
+        base = shopify.url
+        shops = shops_file(
+            tmp_path,
+            "shops:\n  on-shopify:\n    refunds: {provider: shopify}\n    platform:\n      kind: shopify\n"
+            f"      shopify: {{domain: maple.myshopify.com, access_token: shpat_shop, api_base_url: '{base}'}}\n",
+        )
+        own = RefundsSettings(gateway_url=NOWHERE, gateway_timeout_s=2.0, gateway_backoff_s=0.01)
+        async with harness(SPEC, handler_settings, own, shops) as h:
+            ret = in_shop("on-shopify", "gid://shopify/Order/4242")
+            await h.apply("lifecycle", [ret, scanned(ret.return_id)])
+            assert await handlers.pay_due_refunds(h.ctx) == 0
+            (issued,) = await h.published(RefundIssued)
+            order = shopify.state.orders["gid://shopify/Order/4242"]
+            (refund,) = order["refunds"]  # one refund, at this shop's Shopify
+            assert issued.gateway_reference == refund["id"] and issued.amount == 4000

@@ -133,3 +133,107 @@ def test_a_provider_without_its_credentials_fails_the_start_naming_the_variables
         RuntimeError, match="RETURNFLOW_REFUNDS_ALIPAY_APP_ID, RETURNFLOW_REFUNDS_ALIPAY_APP_PRIVATE_KEY"
     ):
         build_gateway(RefundsSettings(gateway="alipay", alipay_public_key="x"))
+
+
+# -- Shopify ---------------------------------------------------------------------------------------
+
+SHOPIFY_CODES = st.sampled_from(
+    [
+        "THROTTLED",
+        "ACCESS_DENIED",
+        "INTERNAL_SERVER_ERROR",
+        "IDEMPOTENCY_CONCURRENT_REQUEST",
+        "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
+        "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED",
+        "undefinedField",
+    ]
+)
+
+
+@given(status=st.integers(500, 599))
+def test_shopify_a_5xx_after_refund_create_is_never_final_and_after_a_query_made_nothing(status: int) -> None:
+    from services.refunds.providers.shopify import classify as shopify_classify
+
+    after_mutation = shopify_classify(status, {}, {}, mutation=True)
+    assert after_mutation.result is not None and after_mutation.result.outcome == "unknown"
+    assert after_mutation.uncertain
+    after_query = shopify_classify(status, {}, {}, mutation=False)
+    assert after_query.result is not None and after_query.result.outcome == "retryable"
+
+
+@given(code=SHOPIFY_CODES, mutation=st.booleans())
+def test_shopify_graphql_errors_onto_the_ledger(code: str, mutation: bool) -> None:
+    from services.refunds.providers.shopify import classify as shopify_classify
+
+    body = {"errors": [{"message": "m", "extensions": {"code": code}}], "data": None}
+    got = shopify_classify(200, {}, body, mutation)
+    assert got.result is not None
+    outcome = got.result.outcome
+    if code in ("IDEMPOTENCY_CONCURRENT_REQUEST", "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"):
+        assert outcome == "unknown"  # a request under this key may be paying
+    elif code == "INTERNAL_SERVER_ERROR":
+        assert outcome == ("unknown" if mutation else "retryable")
+    elif code == "THROTTLED":
+        assert outcome == "retryable"
+    else:
+        assert outcome == "declined"  # not executed: nothing was made
+
+
+def test_shopify_throttled_waits_until_the_bucket_holds_the_cost() -> None:
+    from services.refunds.providers.shopify import throttle_wait_s
+
+    cost = {"requestedQueryCost": 100, "throttleStatus": {"currentlyAvailable": 40.0, "restoreRate": 50.0}}
+    assert throttle_wait_s({"extensions": {"cost": cost}}) == pytest.approx(1.2)
+    assert throttle_wait_s({}) is None
+
+
+@pytest.mark.parametrize(
+    ("states", "outcome"),
+    [(["SUCCESS"], "paid"), (["FAILURE"], "declined"), (["PENDING"], "unknown"), ([], "unknown")],
+)
+def test_shopify_a_refund_by_its_transactions(states: list[str], outcome: str) -> None:
+    from services.refunds.providers.shopify import refund_outcome as shopify_outcome
+
+    refund = {
+        "id": "gid://shopify/Refund/1",
+        "totalRefundedSet": {"presentmentMoney": {"amount": "40.00", "currencyCode": "CNY"}},
+        "transactions": {"nodes": [{"status": s, "errorCode": None} for s in states]},
+    }
+    got = shopify_outcome(refund, 4000, "CNY")
+    assert got.outcome == outcome and got.reference == "gid://shopify/Refund/1"
+    assert shopify_outcome(refund, 4000, "USD").outcome in ("unknown", "declined")  # never paid in another currency
+
+
+@given(
+    paid=st.lists(st.integers(1, 10_000), min_size=1, max_size=4),
+    back=st.integers(0, 10_000),
+    amount=st.integers(1, 10_000),
+)
+def test_shopify_the_parent_transaction_covers_the_amount_when_one_can(paid: list[int], back: int, amount: int) -> None:
+    from services.refunds.providers.shopify import decimal_amount, parent_transaction
+
+    def money(minor: int) -> dict[str, object]:
+        return {"presentmentMoney": {"amount": decimal_amount(minor, "CNY"), "currencyCode": "CNY"}}
+
+    txs: list[dict[str, object]] = [
+        {"id": f"t{i}", "kind": "SALE", "status": "SUCCESS", "gateway": "g", "amountSet": money(p)}
+        for i, p in enumerate(paid)
+    ]
+    back = min(back, paid[0] - 1)
+    if back:
+        txs.append(
+            {
+                "id": "r",
+                "kind": "REFUND",
+                "status": "SUCCESS",
+                "parentTransaction": {"id": "t0"},
+                "amountSet": money(back),
+            }
+        )
+    left = {f"t{i}": p - (back if i == 0 else 0) for i, p in enumerate(paid)}
+    chosen = parent_transaction({"transactions": txs}, amount, "CNY")
+    assert chosen is not None
+    if any(v >= amount for v in left.values()):
+        assert left[str(chosen["id"])] >= amount
+    else:
+        assert left[str(chosen["id"])] == max(left.values())

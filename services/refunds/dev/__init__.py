@@ -49,12 +49,15 @@ DEV_GATEWAY_API_KEY = "dev-gateway-api-key"  # development secrets start with `d
 
 DEV_STRIPE_API_KEY = "dev-stripe-api-key"  # the local Stripe's (services/refunds/dev/stripe_server.py)
 DEV_STRIPE_WEBHOOK_SECRET = "dev-stripe-webhook-secret"
+DEV_SHOPIFY_ACCESS_TOKEN = "dev-shopify-access-token"  # the local Shopify Admin API's (dev/shopify_admin.py)
 
-# Read by the refunds service and by the simulated gateway (or the local Stripe) `returnflow up` starts beside it.
+# Read by the refunds service and by the simulated gateway (or the local Stripe / Shopify) `returnflow up` starts
+# beside it.
 ENV: dict[str, str] = {
     "RETURNFLOW_REFUNDS_GATEWAY_API_KEY": DEV_GATEWAY_API_KEY,
     "RETURNFLOW_REFUNDS_STRIPE_API_KEY": DEV_STRIPE_API_KEY,
     "RETURNFLOW_REFUNDS_STRIPE_WEBHOOK_SECRET": DEV_STRIPE_WEBHOOK_SECRET,
+    "RETURNFLOW_REFUNDS_SHOPIFY_ACCESS_TOKEN": DEV_SHOPIFY_ACCESS_TOKEN,
 }
 
 # Read tokens (RETURNFLOW_READ_TOKENS on `returnflow up`): every roster member reads as an agent.

@@ -1,7 +1,7 @@
 """Refund providers (the `Gateway` interface in services/refunds/gateway.py): which one pays is the
-setting `gateway` — `simulated` (the embedded default, services/refunds/dev/gateway_sim.py), `stripe` or
-`alipay` — or, for a shop listed in the shops file with `refunds.provider`, that shop's own provider and
-credentials (`Gateways`)."""
+setting `gateway` — `simulated` (the embedded default, services/refunds/dev/gateway_sim.py), `stripe`,
+`alipay` or `shopify` — or, for a shop listed in the shops file with `refunds.provider`, that shop's own
+provider and credentials (`Gateways`; `shopify` pays through the shop's platform.shopify Admin API)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from returnflow.logging import get_logger
 from returnflow.shops import Shop, Shops
 from services.refunds.gateway import Gateway, HttpGateway
 from services.refunds.providers.alipay import AlipayGateway
+from services.refunds.providers.shopify import ShopifyGateway
 from services.refunds.providers.stripe import StripeGateway
 from services.refunds.settings import RefundsSettings
 
@@ -53,6 +54,24 @@ def build_gateway(s: RefundsSettings) -> Gateway:
             backoff_s=s.gateway_backoff_s,
             max_connections=s.payment_concurrency,
         )
+    if s.gateway == "shopify":
+        missing = [
+            f"RETURNFLOW_REFUNDS_{name.upper()}"
+            for name in ("shopify_admin_url", "shopify_access_token")
+            if not getattr(s, name)
+        ]
+        if missing:
+            raise RuntimeError(f"refunds: gateway shopify needs {', '.join(missing)}")
+        assert s.shopify_admin_url and s.shopify_access_token
+        return ShopifyGateway(
+            s.shopify_admin_url,
+            s.shopify_access_token.get_secret_value(),
+            timeout_s=s.gateway_timeout_s,
+            attempts=s.gateway_attempts,
+            backoff_s=s.gateway_backoff_s,
+            max_connections=s.payment_concurrency,
+            notify=s.shopify_notify,
+        )
     if not s.gateway_url:
         raise RuntimeError(
             "refunds: RETURNFLOW_REFUNDS_GATEWAY_URL is not set "
@@ -81,6 +100,8 @@ def shop_settings(s: RefundsSettings, shop: Shop) -> RefundsSettings:
             "stripe_webhook_secret": r.stripe.webhook_secret,
             "stripe_base_url": r.stripe.base_url,
         }
+    if r.provider == "shopify" and (p := shop.platform.shopify) is not None:
+        update |= {"shopify_admin_url": p.admin_url(), "shopify_access_token": p.access_token}
     if r.alipay is not None:
         update |= {
             "alipay_app_id": r.alipay.app_id,
