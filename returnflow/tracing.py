@@ -139,7 +139,7 @@ def traceparent_for(correlation_id: str | None, return_id: str | None = None) ->
     scope = _scope.get()
     found = scope.get(correlation_id or "") if scope else None
     if found is not None:
-        if found.span is not None and return_id:
+        if found.span is not None and return_id and found.span.is_recording():  # (not once it ended)
             found.span.set_attribute(ATTR_RETURN_ID, return_id)
         return found.traceparent
     ctx = trace.get_current_span().get_span_context()
