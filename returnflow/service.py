@@ -272,6 +272,10 @@ def _record_lag(group: str, kafka_consumer: Any, records: Sequence[Any]) -> None
             metrics.CONSUMER_LAG.labels(group, topic, str(partition)).set(max(0, high - offset - 1))
 
 
+# probes and scrapes: no trace of their own (at rate 1.0 they would outnumber the returns' spans)
+UNTRACED_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/idlez"})
+
+
 class HttpMetricsMiddleware:
     """Pure ASGI: request count/latency per route template, the request's root span (continuing an
     incoming `traceparent`), and a correlation id per request: the trace id, unless the caller sent an
@@ -294,7 +298,7 @@ class HttpMetricsMiddleware:
             elif k == b"traceparent":
                 traceparent = v.decode(errors="replace")
         request = None
-        if self.tracing.enabled:
+        if self.tracing.enabled and scope["path"] not in UNTRACED_PATHS:
             request = self.tracing.request(scope["method"], scope["path"], traceparent, cid)
             request.enter()
             cid = request.correlation_id
