@@ -123,7 +123,9 @@ def test_a_root_sampled_at_one_rate_is_sampled_at_every_higher_rate(tid: int, a:
 
 
 @given(trace_ids, span_ids, rates, st.booleans(), st.booleans())
-def test_a_span_with_a_parent_follows_the_parents_decision(tid: int, sid: int, rate: float, sampled: bool, remote: bool):
+def test_a_span_with_a_parent_follows_the_parents_decision(
+    tid: int, sid: int, rate: float, sampled: bool, remote: bool
+):
     parent = SpanContext(tid, sid, is_remote=remote, trace_flags=TraceFlags(1 if sampled else 0))
     assert decide(rate, tid, parent) == sampled
 
@@ -212,7 +214,9 @@ def test_an_outbox_row_keeps_a_traceparent_it_has_and_gets_none_outside_a_trace(
     kept = f"00-{uuid.uuid4().hex}-b7ad6b7169203331-01"
     rows = [OutboxRecord("t.dlq", b"k", b"v", {TRACEPARENT: kept, HEADER_CORRELATION_ID: "c"})]
     assert with_trace_context(rows)[0].headers[TRACEPARENT] == kept
-    assert TRACEPARENT not in with_trace_context([OutboxRecord("t", b"k", b"v", {HEADER_CORRELATION_ID: "c"})])[0].headers
+    assert (
+        TRACEPARENT not in with_trace_context([OutboxRecord("t", b"k", b"v", {HEADER_CORRELATION_ID: "c"})])[0].headers
+    )
 
 
 def test_a_resumed_trace_uses_the_correlation_id_and_tags_what_it_writes(tmp_path):
