@@ -105,3 +105,39 @@ async def test_one_trace_runs_from_the_webhook_through_the_outbox_and_kafka_to_t
     assert first_request == 0 and first_pay > first_request
     assert all("|" in line and "█" in line for line in names)
     assert trace_command(str(uuid.uuid4()), folder, out=out.append) == 1  # a return with no spans: said so
+
+
+async def test_the_sms_a_return_gets_continues_its_trace(settings, service_runner, tmp_path):
+    from aiokafka import AIOKafkaProducer
+
+    from returnflow.outbox import event_record
+    from services.notify import SPEC as NOTIFY
+    from tests.integration.notify_support import notify_settings, requested, wait_sms
+
+    folder = tmp_path / "traces"
+    s = notify_settings(traced(settings, folder))
+    cid, parent_span = uuid.uuid4().hex, "b7ad6b7169203331"
+    event = requested().model_copy(update={"correlation_id": cid})  # as returns writes it: cid = trace id
+    record = event_record(event)
+    headers = {**record.headers, TRACEPARENT: f"00-{cid}-{parent_span}-01"}
+    async with service_runner(NOTIFY, *s):
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=[(k, v.encode()) for k, v in headers.items()]
+            )
+        finally:
+            await producer.stop()
+        await wait_sms(s, 1, event.return_id)
+        sent = await read_topic(s.kafka_bootstrap, "sms.sent", expect=1)
+    spans = load_spans(folder)
+    rid = str(event.return_id)
+    consumed = one(spans, service="notify", kind="CONSUMER", attributes={ATTR_RETURN_ID: rid})
+    assert consumed["trace_id"] == cid and consumed["parent_id"] == parent_span
+    send = one(spans, service="notify", name="sms send", attributes={ATTR_RETURN_ID: rid})
+    assert send["trace_id"] == cid and send["attributes"]["sms.step"] == "requested"
+    published = one(spans, service="notify", kind="PRODUCER", parent_id=send["span_id"])
+    (record_out,) = [r for r in sent if r.key.decode() == rid]
+    out = parse_traceparent(dict(record_out.headers)[TRACEPARENT].decode())
+    assert out is not None and f"{out.span_id:016x}" == published["span_id"] and f"{out.trace_id:032x}" == cid

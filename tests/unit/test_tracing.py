@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -34,6 +35,18 @@ from returnflow.tracing import (
 )
 
 trace_ids = st.integers(1, 2**128 - 1)
+
+
+@pytest.fixture(autouse=True)
+def no_tracer_left_behind():
+    """A test that activates a service's tracing leaves none active for the tests after it."""
+    from returnflow import tracing as module
+
+    token = module._current.set(None)
+    yield
+    module._current.reset(token)
+
+
 span_ids = st.integers(1, 2**64 - 1)
 rates = st.floats(0.0, 1.0, allow_nan=False)
 W3C = TraceContextTextMapPropagator()
@@ -266,3 +279,41 @@ def test_the_waterfall_orders_by_start_indents_children_and_places_bars_on_the_t
     assert child.index("child") == root.index("root") + 2  # indented under its parent
     assert root.endswith("|██████████|") and child.endswith("| ██       |") and other.endswith("|     █████|")
     assert "10.0" in child and "20.0" in child  # offset and duration in ms
+
+
+async def test_an_outgoing_httpx_call_carries_the_trace_and_gets_a_client_span(tmp_path):
+    import asyncio
+
+    import httpx
+
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t = tracing(tmp_path, rate=1.0)
+    t.activate()
+    try:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{port}/outside")  # no trace: nothing added
+            cid = uuid.uuid4().hex
+            with resumed("sms send", cid) as span:
+                assert span is not None
+                r = await client.post(f"http://127.0.0.1:{port}/v1/messages?secret=x")
+        assert r.status_code == 204
+    finally:
+        server.close()
+        await server.wait_closed()
+    t.shutdown()
+    outside, inside = (dict(line.split(": ", 1) for line in h.decode().split("\r\n")[1:] if line) for h in seen)
+    assert TRACEPARENT not in outside
+    sent = parse_traceparent(inside[TRACEPARENT])
+    client_span = next(s for s in load_spans(tmp_path) if s["kind"] == "CLIENT")
+    assert sent is not None and f"{sent.trace_id:032x}" == cid and f"{sent.span_id:016x}" == client_span["span_id"]
+    assert client_span["attributes"]["url.full"] == f"http://127.0.0.1:{port}/v1/messages"  # no query (secrets)
+    assert client_span["attributes"]["http.response.status_code"] == 204
