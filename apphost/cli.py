@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     roster.add_argument("file", nargs="?", help="JSON list of {actor_id, role, name, token}; default: dev roster")
     sub.add_parser("docs", help="regenerate the generated parts of README.md and contracts/schemas")
     sub.add_parser("config", help="the effective settings of the runtime and every service, secrets redacted")
-    from apphost import decisions_cli, links_cli, ops, queue_cli, replacement_cli, reports
+    from apphost import decisions_cli, links_cli, ops, queue_cli, replacement_cli, reports, trace_cli
 
     ops.register(sub)
     decisions_cli.register(sub)
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     links_cli.register(sub)
     replacement_cli.register(sub)
     reports.register(sub)
+    trace_cli.register(sub)
     _register_deploy_commands(sub)
     args = parser.parse_args(argv)
     # The CLI speaks in one-line errors of its own; client libraries' connection chatter stays out.
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "report":
             return reports.run(args, get_settings())
         handled = _run_deploy_command(args)
+        if handled is None:
+            handled = trace_cli.run(args, get_settings())
         if handled is None:
             handled = ops.run(args, get_settings())
         if handled is None:

@@ -178,6 +178,8 @@ class Stack:
             # returns-team tokens, the simulator's key) unless the operator set their own, and development
             # secrets are allowed. With an external database or broker every service refuses them.
             env = {**registry.dev_environment(), **env, "RETURNFLOW_DEV_STACK": "true"}
+            # every trace recorded to the span files under the data dir, for `returnflow trace RETURN_ID`
+            env = {"RETURNFLOW_TRACE_EXPORTER": "file", "RETURNFLOW_TRACE_SAMPLE_RATE": "1.0", **env}
         if "returns" in self.services:
             # the links in texts open the customer's page here, as sent (an ingress in production)
             env.setdefault("RETURNFLOW_PUBLIC_BASE_URL", registry.base_url_for(self.settings, "returns"))

@@ -4,6 +4,8 @@ process (bench/surgegen.py), side by side with the bare baseline measured in the
 
   make bench                                   (defaults: a few minutes on 2 cores)
   .venv/bin/python -m bench.surge --peak 150 --ramp-s 30 --hold-s 60   (the full 60 s at peak)
+  .venv/bin/python -m bench.surge --tracing off      (tracing's cost: alternate with --tracing on, compare
+                                                     per_lifecycle.cpu_ms)
 
 Definitions
 - accepted webhooks/s: 202 answers to signed return webhooks per second of offered load.
@@ -486,6 +488,14 @@ async def main() -> None:
         default="simulated",
         help="the refunds provider: the simulator, or the Stripe adapter against the local Stripe",
     )
+    ap.add_argument(
+        "--tracing",
+        choices=["on", "off"],
+        default="on",
+        help="on: the services trace as deployed (head sampling at --trace-rate, spans to files in the temp dir); "
+        "off: RETURNFLOW_TRACE_ENABLED=false (no trace context at all). Alternate runs to measure its CPU cost",
+    )
+    ap.add_argument("--trace-rate", type=float, default=0.01, help="--tracing on: the share of traces recorded")
     ap.add_argument("--out", default=str(RESULTS / "surge.json"))
     a = ap.parse_args()
 
@@ -516,6 +526,16 @@ async def main() -> None:
             else {}
         ),
         **{k: os.environ[k] for k in os.environ if k.startswith("RETURNFLOW_")},
+        # stated, whatever the environment says: `returnflow up` alone would record every trace
+        **(
+            {
+                "RETURNFLOW_TRACE_ENABLED": "true",
+                "RETURNFLOW_TRACE_SAMPLE_RATE": str(a.trace_rate),
+                "RETURNFLOW_TRACE_EXPORTER": "file",
+            }
+            if a.tracing == "on"
+            else {"RETURNFLOW_TRACE_ENABLED": "false", "RETURNFLOW_TRACE_EXPORTER": "none"}
+        ),
     }
     for name in SERVICES:
         env[f"RETURNFLOW_{name.upper()}_PORT"] = str(free_port())

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from returnflow.db import Conn
+from returnflow.tracing import Scope, current_scope, in_scope
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,12 +39,13 @@ class GroupCommitter(Generic[T, R]):
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self.after_commit = after_commit
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R], Scope | None]] = asyncio.Queue()
         self._tasks = [asyncio.create_task(self._run()) for _ in range(writers)]
 
     async def submit(self, item: T) -> R:
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
+        # the caller's trace context goes with the item: its events are written by the writer task
+        await self._queue.put((item, fut, current_scope()))
         return await fut
 
     async def _run(self) -> None:
@@ -66,19 +68,24 @@ class GroupCommitter(Generic[T, R]):
                     break
             await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[R], Scope | None]]) -> None:
+        scope: Scope = {}
+        for _, _, s in batch:
+            if s:
+                scope.update(s)
         try:
-            results = await self._transaction([item for item, _ in batch])
+            with in_scope(scope or None):
+                results = await self._transaction([item for item, _, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
-                _, fut = batch[0]
+                _, fut, _ = batch[0]
                 if not fut.done():
                     fut.set_exception(exc)
                 return
             for one in batch:
                 await self._commit([one])
             return
-        for (_, fut), res in zip(batch, results, strict=True):
+        for (_, fut, _), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)
         if self.after_commit is not None:
@@ -95,6 +102,6 @@ class GroupCommitter(Generic[T, R]):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
+            _, fut, _ = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(RuntimeError("service is stopping"))

@@ -39,6 +39,7 @@ from returnflow.db import Conn, DatabaseUnavailable
 from returnflow.logging import get_logger
 from returnflow.loops import Backoff
 from returnflow.outbox import OutboxRecord, enqueue
+from returnflow.tracing import Tracing, in_scope, mark_failed
 
 log = get_logger("returnflow.consumer")
 
@@ -160,8 +161,10 @@ class IdempotentConsumer:
         max_attempts: int = 4,
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 2.0,
+        tracing: Tracing | None = None,
     ) -> None:
         self.name = name
+        self.tracing = tracing or Tracing.disabled()
         self.pool = pool
         self.handler = handler
         self.max_attempts = max_attempts
@@ -179,11 +182,19 @@ class IdempotentConsumer:
         if not good:
             return
         started = time.perf_counter()
+        # one span per record, child of its traceparent, around the dedupe + apply; what the handlers
+        # write goes out under the span of the event it came from (tracing.Consumed.scope)
+        trace = self.tracing.consume(self.name, good) if self.tracing.enabled else None
         try:
-            await self._infra_retry(lambda: self._apply(good))
-        except Exception:
-            for d in good:
-                await self._apply_one(d)
+            with in_scope(trace.scope if trace is not None else None):
+                try:
+                    await self._infra_retry(lambda: self._apply(good))
+                except Exception:
+                    for d in good:
+                        await self._apply_one(d)
+        finally:
+            if trace is not None:
+                trace.end()
         metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
 
     async def _apply(self, batch: list[Delivery]) -> None:
@@ -257,6 +268,7 @@ class IdempotentConsumer:
             await enqueue(conn, [OutboxRecord(dlq_topic(d.topic), d.key, d.value, headers)])
         metrics.MESSAGES.labels(self.name, d.topic, "dead_lettered").inc()
         correlation = d.event.correlation_id if d.event else d.headers.get("rf-correlation-id")
+        mark_failed(correlation, f"dead-lettered: {err_type}")
         with structlog.contextvars.bound_contextvars(correlation_id=correlation):
             log.error(
                 "message moved to dead-letter topic",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry import trace
 
 from contracts.catalog import (
     HEADER_CORRELATION_ID,
@@ -32,6 +33,7 @@ from returnflow import metrics
 from returnflow.db import Conn
 from returnflow.logging import get_logger
 from returnflow.loops import Worker
+from returnflow.tracing import TRACEPARENT, Tracing, current_scope, traceparent_for
 
 log = get_logger("returnflow.outbox")
 
@@ -67,6 +69,7 @@ async def enqueue(conn: Conn, items: Iterable[Message | OutboxRecord]) -> int:
     records = [i if isinstance(i, OutboxRecord) else event_record(i) for i in items]
     if not records:
         return 0
+    records = with_trace_context(records)
     await conn.execute(
         """INSERT INTO outbox (topic, key, value, headers)
            SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[])""",
@@ -76,6 +79,22 @@ async def enqueue(conn: Conn, items: Iterable[Message | OutboxRecord]) -> int:
         [r.headers for r in records],
     )
     return len(records)
+
+
+def with_trace_context(records: list[OutboxRecord]) -> list[OutboxRecord]:
+    """Each record with the W3C traceparent of the trace it continues (the span in scope for its correlation
+    id: a request's, a consumed record's, a resumed worker's), unless it carries one already (a DLQ copy)."""
+    if current_scope() is None and not trace.get_current_span().get_span_context().is_valid:
+        return records  # outside any trace (tracing off, a housekeeping write): nothing to look up
+    out = []
+    for r in records:
+        if TRACEPARENT not in r.headers:
+            key = r.key.decode(errors="replace") if r.key else None
+            traceparent = traceparent_for(r.headers.get(HEADER_CORRELATION_ID), key)
+            if traceparent is not None:
+                r = OutboxRecord(r.topic, r.key, r.value, {**r.headers, TRACEPARENT: traceparent})
+        out.append(r)
+    return out
 
 
 class Publisher(Protocol):
@@ -103,6 +122,7 @@ class Relay:
         ensure_topics: Callable[[], Awaitable[None]] | None = None,
         on_broker_loss: Callable[[], Awaitable[None]] | None = None,
         kafka_options: Mapping[str, Any] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -117,6 +137,7 @@ class Relay:
         self.ensure_topics = ensure_topics
         self.on_broker_loss = on_broker_loss
         self.kafka_options = dict(kafka_options or {})  # the client's credentials (returnflow.kafka)
+        self.tracing = tracing or Tracing.disabled()
         self._stopping = False
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self.published_total = 0
@@ -137,8 +158,21 @@ class Relay:
             )
             if not rows:
                 return 0
-            futures = [await self.publish(r["topic"], r["key"], r["value"], r["headers"]) for r in rows]
-            metas = await asyncio.gather(*futures)
+            spans = []
+            futures = []
+            for r in rows:
+                headers = r["headers"]
+                if self.tracing.enabled and TRACEPARENT in headers:
+                    # a sampled trace gets the relay's publish span (the record's parent); others go as stored
+                    headers, span = self.tracing.publish(r["topic"], headers, r["key"])
+                    if span is not None:
+                        spans.append(span)
+                futures.append(await self.publish(r["topic"], r["key"], r["value"], headers))
+            try:
+                metas = await asyncio.gather(*futures)
+            finally:
+                for span in spans:
+                    span.end()
             # A lower bound of each partition's end offset once this batch is acked: the lowest offset
             # we got, plus one. (Not the highest: Tansu reports the end offset as the base offset of the
             # last record batch plus one, so only this bound holds on both it and Apache Kafka.)

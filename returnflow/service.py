@@ -54,6 +54,7 @@ from returnflow.openapi import truthful_openapi
 from returnflow.outbox import Relay
 from returnflow.settings import DEV_PREFIX, ServiceSettings, Settings, get_settings, refuse_development_secrets
 from returnflow.shops import Shops, ShopsFileError, shop_secret_paths
+from returnflow.tracing import Tracing
 from returnflow.webhook_log import WebhookLogMiddleware
 
 log = get_logger("returnflow.service")
@@ -111,6 +112,7 @@ class Runtime:
     broker: KafkaBroker
     service_settings: ServiceSettings = field(default_factory=ServiceSettings)
     shops: Shops = field(default_factory=Shops)
+    tracing: Tracing = field(default_factory=Tracing.disabled)
     pool: asyncpg.Pool = field(init=False)
     relay: Relay = field(init=False)
     context: Any = None
@@ -190,6 +192,7 @@ def relay_for(rt: Runtime) -> Relay:
         ensure_topics=_ensure_topics(rt.bootstrap, s.kafka_replication_factor, client_options(s)),
         on_broker_loss=lambda: _rewind_consumers(rt.broker),
         kafka_options=client_options(s),
+        tracing=rt.tracing,
     )
 
 
@@ -202,6 +205,7 @@ def consumer_for(rt: Runtime, cspec: ConsumerSpec[Any]) -> IdempotentConsumer:
         max_attempts=rt.settings.consumer_max_attempts,
         backoff_base_s=rt.settings.consumer_backoff_base_s,
         backoff_max_s=rt.settings.consumer_backoff_max_s,
+        tracing=rt.tracing,
     )
 
 
@@ -268,11 +272,18 @@ def _record_lag(group: str, kafka_consumer: Any, records: Sequence[Any]) -> None
             metrics.CONSUMER_LAG.labels(group, topic, str(partition)).set(max(0, high - offset - 1))
 
 
-class HttpMetricsMiddleware:
-    """Pure ASGI: request count/latency per route template, and a correlation id per request."""
+# probes and scrapes: no trace of their own (at rate 1.0 they would outnumber the returns' spans)
+UNTRACED_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/idlez"})
 
-    def __init__(self, app: Any) -> None:
+
+class HttpMetricsMiddleware:
+    """Pure ASGI: request count/latency per route template, the request's root span (continuing an
+    incoming `traceparent`), and a correlation id per request: the trace id, unless the caller sent an
+    `X-Correlation-Id` of its own that is not one."""
+
+    def __init__(self, app: Any, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing or Tracing.disabled()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -280,11 +291,17 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = {"code": 500}
-        cid = None
+        cid = traceparent = None
         for k, v in scope.get("headers", ()):
             if k == b"x-correlation-id":
                 cid = v.decode(errors="replace")[:128]
-                break
+            elif k == b"traceparent":
+                traceparent = v.decode(errors="replace")
+        request = None
+        if self.tracing.enabled and scope["path"] not in UNTRACED_PATHS:
+            request = self.tracing.request(scope["method"], scope["path"], traceparent, cid)
+            request.enter()
+            cid = request.correlation_id
         cid = cid or uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = cid
 
@@ -301,6 +318,8 @@ class HttpMetricsMiddleware:
             structlog.contextvars.unbind_contextvars("correlation_id")
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
+            if request is not None:
+                request.end(getattr(route, "path", None), status["code"])
             metrics.HTTP_REQUESTS.labels(label, str(status["code"])).inc()
             metrics.HTTP_SECONDS.labels(label).observe(time.perf_counter() - started)
 
@@ -315,6 +334,7 @@ def create_app(
     refuse_development_secrets(settings, service_settings)
     shops = load_shops_or_exit(settings)
     dsn, bootstrap = require_endpoints(settings)
+    tracing = Tracing.create(spec.name, settings)
     broker = make_broker(settings, bootstrap, client_id=f"returnflow-{spec.name}")
     rt = Runtime(
         spec=spec,
@@ -324,6 +344,7 @@ def create_app(
         broker=broker,
         service_settings=service_settings,
         shops=shops,
+        tracing=tracing,
     )
     for cspec in spec.consumers:
         _subscribe(rt, cspec)
@@ -347,7 +368,7 @@ def create_app(
     app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     _error_handlers(app)
     app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
-    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, tracing=tracing)
     _ops_routes(app, rt)
     if spec.router is not None:
         app.include_router(spec.router)
@@ -386,6 +407,7 @@ def reader_lookup(rt: Runtime) -> Callable[[str], Awaitable[Reader | None]]:
 async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
     spec, settings = rt.spec, rt.settings
     configure_logging(spec.name, settings.log_format, settings.log_level)
+    rt.tracing.activate()  # the workers, consumers and group committers started below trace as this service
     await db.migrate(rt.dsn, spec.schema, spec.migrations())
     rt.pool = await db.create_pool(rt.dsn, spec.schema, spec.name, settings.db_pool_min, settings.db_pool_max)
     for c in rt.consumers.values():
@@ -434,6 +456,7 @@ async def _stop(rt: Runtime, workers: list[asyncio.Task[None]]) -> None:
         with contextlib.suppress(Exception):
             await rt.spec.close(rt.context)
     await rt.pool.close()
+    rt.tracing.shutdown()  # the spans still buffered are exported
     log.info("service stopped")
 
 

@@ -137,6 +137,20 @@ class Settings(Loadable):
     shops_file: Path | None = None
     shops_reload_interval_s: float = 2.0
 
+    # Tracing (returnflow/tracing.py): OpenTelemetry spans from the webhook to the refund and the SMS, the W3C
+    # traceparent carried through the outbox and Kafka headers. Head sampling: a root trace is recorded with
+    # this probability (a ratio of its trace id, so every process agrees), a continued one as its parent was.
+    # `trace_enabled=false` switches tracing off entirely (no traceparent; correlation ids random again).
+    trace_enabled: bool = True
+    trace_sample_rate: float = Field(0.01, ge=0.0, le=1.0)
+    # Where recorded spans go: `otlp` (OTLP/HTTP to trace_otlp_endpoint, e.g. http://collector:4318/v1/traces;
+    # unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or localhost), `file` (JSON lines, one file per process,
+    # under trace_dir, default <data_dir>/traces: what `returnflow trace` reads; `returnflow up` uses it), none.
+    trace_exporter: Literal["none", "otlp", "file"] = "none"
+    trace_otlp_endpoint: str | None = None
+    trace_dir: Path | None = None
+    trace_export_delay_ms: int = 1000
+
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 

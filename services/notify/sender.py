@@ -35,6 +35,7 @@ from returnflow.logging import get_logger, mask_phone, redact_text
 from returnflow.loops import Backoff, Worker, retry_delay_s
 from returnflow.outbox import enqueue
 from returnflow.shops import Shops
+from returnflow.tracing import ATTR_RETURN_ID, resumed
 from services.notify import events, repository
 from services.notify.events import SmsRef
 from services.notify.providers import OutgoingSms, PermanentError, SmsProvider, TransientError
@@ -419,20 +420,22 @@ class Sender:
                 self.clock.now(),
                 m.sender,
             )
-            try:
-                async with limit:
-                    pid = await self.provider.send(sms)
-            except PermanentError as exc:
-                await self._record(m, "failed", str(exc), opted_out=exc.opted_out)
-                continue
-            except (TransientError, Exception) as exc:
-                if not isinstance(exc, TransientError):
-                    log.exception("SMS provider raised unexpectedly", step=ref.step)
-                retry_at = await self._record(m, "retry", str(exc) or type(exc).__name__)
-                # the later steps wait with it, so the customer still reads them in order
-                await repository.release(self.pool, [x.id for x in group[i + 1 :]], retry_at)
-                return
-            await self._record(m, "sent", pid)
+            # the send and its outcome continue the return's trace (the outcome's event carries it)
+            with resumed("sms send", ref.correlation_id, {ATTR_RETURN_ID: str(ref.return_id), "sms.step": ref.step}):
+                try:
+                    async with limit:
+                        pid = await self.provider.send(sms)
+                except PermanentError as exc:
+                    await self._record(m, "failed", str(exc), opted_out=exc.opted_out)
+                    continue
+                except (TransientError, Exception) as exc:
+                    if not isinstance(exc, TransientError):
+                        log.exception("SMS provider raised unexpectedly", step=ref.step)
+                    retry_at = await self._record(m, "retry", str(exc) or type(exc).__name__)
+                    # the later steps wait with it, so the customer still reads them in order
+                    await repository.release(self.pool, [x.id for x in group[i + 1 :]], retry_at)
+                    return
+                await self._record(m, "sent", pid)
 
     async def round(self) -> int:
         """Claim, send and record once; returns how many due messages were decided."""

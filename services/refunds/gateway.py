@@ -30,6 +30,7 @@ import orjson
 
 from returnflow.logging import get_logger
 from returnflow.loops import Backoff
+from returnflow.tracing import TRACEPARENT, outgoing, response_status
 from services.refunds.rules import WebhookOutcome
 
 log = get_logger("refunds.gateway")
@@ -150,15 +151,25 @@ class Http11Pool:
     async def send(
         self, method: str, path: str, headers: dict[str, str], body: bytes, timeout_s: float
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request: status, response headers (lower-case names) and body."""
-        async with self._slots:
-            idle = self._take_idle()
-            if idle is not None:
-                try:
-                    return await self._request(idle, method, path, headers, body, timeout_s)
-                except _Stale:
-                    pass  # the server closed this kept-alive connection meanwhile: once more on a new one
-            return await self._request(None, method, path, headers, body, timeout_s)
+        """One request: status, response headers (lower-case names) and body. It carries the current trace."""
+        with outgoing(method, self._url(path)) as (tp, span):
+            if tp is not None:
+                headers = {**headers, TRACEPARENT: tp}
+            async with self._slots:
+                idle = self._take_idle()
+                if idle is not None:
+                    try:
+                        answer = await self._request(idle, method, path, headers, body, timeout_s)
+                        response_status(span, answer[0])
+                        return answer
+                    except _Stale:
+                        pass  # the server closed this kept-alive connection meanwhile: once more on a new one
+                answer = await self._request(None, method, path, headers, body, timeout_s)
+                response_status(span, answer[0])
+                return answer
+
+    def _url(self, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.authority}{self.prefix}{path.split('?', 1)[0]}"
 
     def _take_idle(self) -> _Conn | None:
         while self._idle:

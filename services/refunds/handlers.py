@@ -31,6 +31,7 @@ from returnflow.logging import get_logger
 from returnflow.loops import Worker, retry_delay_s
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
+from returnflow.tracing import ATTR_RETURN_ID, Scope, in_scope, resumed
 from services.refunds import events, repository, rules
 from services.refunds.providers import Gateways, build_gateway
 from services.refunds.rules import (
@@ -264,23 +265,27 @@ async def pay_due_refunds(ctx: RefundsContext) -> float | None:
     if not due:
         wait = await repository.next_due_in(ctx.pool)
         return None if wait is None else max(wait, 0.01)  # due now but leased elsewhere: not a busy loop
-    results = await asyncio.gather(*(pay(ctx, d) for d in due))
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await record_payments(conn, results)
+    traces: Scope = {}  # each payment continues its return's trace; the outcome events carry it
+    results = await asyncio.gather(*(pay(ctx, d, traces) for d in due))
+    with in_scope(traces):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await record_payments(conn, results)
     return 0
 
 
-async def pay(ctx: RefundsContext, d: Due) -> PaymentResult:
+async def pay(ctx: RefundsContext, d: Due, traces: Scope | None = None) -> PaymentResult:
     s = ctx.settings
+    attrs = {ATTR_RETURN_ID: str(d.return_id), "returnflow.refund_id": d.refund_id}
     async with ctx.paying:
-        r = await ctx.gateways.for_shop(d.shop_id).refund(
-            d.idempotency_key,
-            d.payment_id,
-            d.amount,
-            d.currency,
-            {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
-            d.gateway_reference,
-        )
+        with resumed("refund pay", d.correlation_id, attrs, into=traces):
+            r = await ctx.gateways.for_shop(d.shop_id).refund(
+                d.idempotency_key,
+                d.payment_id,
+                d.amount,
+                d.currency,
+                {"return_id": str(d.return_id), "refund_id": d.refund_id, "basis": d.basis},
+                d.gateway_reference,
+            )
     wait = retry_delay_s(d.attempts, s.payment_retry_base_s, s.payment_retry_max_s)
     return PaymentResult(d, r.ok, r.reference, r.error, r.retryable, wait)
 
