@@ -10,38 +10,17 @@ import hmac
 import uuid
 from typing import Any
 
+from services.returns.api import SHOPIFY_EXAMPLE
+
 DOMAIN = "maple.myshopify.com"
 SHOP_SECRET = b"shopify-maple-secret"  # the shop's own webhook secret (shops file)
 GLOBAL_SECRET = b"shopify-secret"  # RETURNFLOW_WEBHOOK_SECRETS["shopify"] in tests/conftest.py
 TOKEN = "shpat_local_maple"
 
-# returns/request as Shopify's webhook reference documents it
-REQUEST: dict[str, Any] = {
-    "id": 9001,
-    "admin_graphql_api_id": "gid://shopify/Return/9001",
-    "status": "requested",
-    "order": {"id": 450789469, "admin_graphql_api_id": "gid://shopify/Order/450789469"},
-    "total_return_line_items": 1,
-    "name": "#1001-R1",
-    "return_line_items": [
-        {
-            "id": 61,
-            "admin_graphql_api_id": "gid://shopify/ReturnLineItem/61",
-            "fulfillment_line_item": {
-                "id": 71,
-                "admin_graphql_api_id": "gid://shopify/FulfillmentLineItem/71",
-                "line_item": {"id": 466157049, "admin_graphql_api_id": "gid://shopify/LineItem/466157049"},
-            },
-            "quantity": 2,
-            "return_reason": "size_too_small",
-            "return_reason_note": "",
-            "customer_note": "A size up, please",
-        }
-    ],
-    "return_shipping_fees": [],
-    "exchange_line_items": [],
-    "total_exchange_line_items": 0,
-}
+# returns/request as Shopify's webhook reference documents it (the API's own example), two units returned
+REQUEST: dict[str, Any] = copy.deepcopy(SHOPIFY_EXAMPLE)
+REQUEST["return_line_items"][0]["quantity"] = 2
+
 ORDER: dict[str, Any] = {
     "id": 450789469,
     "name": "#1001",

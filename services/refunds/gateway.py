@@ -302,7 +302,7 @@ class HttpGateway:
         except (OSError, h11.ProtocolError) as exc:
             return f"gateway unreachable ({type(exc).__name__})"
         if status in (200, 201):
-            data = _json(raw)
+            data = json_object(raw)
             if data.get("status") == "succeeded":
                 return paid(str(data["id"]))
             if data.get("status") == "failed":
@@ -316,7 +316,8 @@ class HttpGateway:
         await self.pool.close()
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A provider's JSON answer as an object; {} for anything else (an HTML error page, a list)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -325,7 +326,7 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 def _message(raw: bytes) -> str:
-    err = _json(raw).get("error", {})
+    err = json_object(raw).get("error", {})
     if isinstance(err, dict) and err.get("message"):
         return str(err["message"])[:300]
     return raw[:300].decode(errors="replace")

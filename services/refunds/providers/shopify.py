@@ -57,7 +57,7 @@ import orjson
 
 from returnflow.logging import get_logger
 from returnflow.loops import Backoff
-from services.refunds.gateway import GatewayResult, Http11Pool, declined, paid, retryable, unknown
+from services.refunds.gateway import GatewayResult, Http11Pool, declined, json_object, paid, retryable, unknown
 
 log = get_logger("refunds.shopify")
 
@@ -462,18 +462,10 @@ class ShopifyGateway:
         except (OSError, h11.ProtocolError) as exc:
             what = f"Shopify unreachable ({type(exc).__name__})"
             return _Answer(unknown(what), uncertain=True) if mutation else _Answer(retryable(what))
-        answer = classify(status, got, _json(raw), mutation)
+        answer = classify(status, got, json_object(raw), mutation)
         if status in (401, 403):
             log.error("shopify refused the access token", status=status)  # the token itself is never logged
         return answer
 
     async def close(self) -> None:
         await self.pool.close()
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import h11
-import orjson
 
 from returnflow.logging import get_logger
 from returnflow.loops import Backoff
@@ -39,6 +38,7 @@ from services.refunds.gateway import (
     WebhookOutcome,
     WebhookRefused,
     declined,
+    json_object,
     paid,
     retryable,
     unknown,
@@ -215,7 +215,7 @@ class StripeGateway:
             return _Answer(unknown(f"Stripe did not answer within {self.timeout_s}s"))
         except (OSError, h11.ProtocolError) as exc:
             return _Answer(unknown(f"Stripe unreachable ({type(exc).__name__})"))
-        data = _json(raw)
+        data = json_object(raw)
         result = classify(status, data, currency)
         if status in (401, 403):
             log.error("stripe refused the API key", status=status, error=result.error)
@@ -236,7 +236,7 @@ class StripeGateway:
             )
         except SignatureError as exc:
             raise WebhookRefused(401, str(exc), SIGNATURE_HEADER) from None
-        return webhook_outcomes(_json(body))
+        return webhook_outcomes(json_object(body))
 
     async def close(self) -> None:
         await self.pool.close()
@@ -263,11 +263,3 @@ def webhook_outcomes(event: Mapping[str, Any]) -> list[WebhookOutcome]:
 def sign_webhook(secret: str, payload: bytes, t: int | None = None) -> str:
     """A Stripe-Signature header for `payload`: the returnflow scheme is Stripe's (t=…,v1=…)."""
     return sign(secret.encode(), payload, t)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
