@@ -33,6 +33,7 @@ from returnflow.logging import get_logger, mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from returnflow.settings import Settings
+from returnflow.shops import Shops
 from services.notify import events, repository
 from services.notify.events import SmsRef
 from services.notify.providers import DeliveryReport, InboundSms, SmsProvider, describe, make_provider
@@ -49,6 +50,7 @@ from services.notify.rules import (
 )
 from services.notify.sender import Clock, Sender
 from services.notify.settings import NotifySettings
+from services.notify.webhook_sender import WebhookSender, record_deliveries
 
 log = get_logger("returnflow.notify")
 
@@ -64,6 +66,8 @@ class NotifyContext:
     templates: Templates
     provider: SmsProvider
     sender: Sender
+    shops: Shops  # the shops file in force (re-read by the runtime): the merchants' webhook endpoints
+    webhooks: WebhookSender
 
 
 async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
@@ -83,10 +87,12 @@ async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
         rt.pool, provider, templates, clock, settings, rt.dsn, link_for=partial(customer_link, base_url, link_secret)
     )
     log.info("SMS provider ready", provider=describe(provider), locales=list(templates.locales))
-    return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender)
+    webhooks = WebhookSender(rt.pool, rt.shops, clock, settings, rt.dsn)
+    return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender, rt.shops, webhooks)
 
 
 async def close_context(ctx: NotifyContext) -> None:
+    await ctx.webhooks.close()
     await ctx.sender.close()
     await ctx.provider.close()
 
@@ -120,6 +126,7 @@ async def apply_lifecycle(ctx: NotifyContext, conn: Conn, batch: Batch) -> None:
     await repository.cancel_reminders(conn, moving + closed)
     if messages or closed:
         await repository.wake_sender(conn)
+    await record_deliveries(conn, ctx.shops, batch.events, now, ctx.settings)  # merchant webhooks
 
 
 def due_reminders(
@@ -141,6 +148,16 @@ def due_reminders(
 async def send_sms(ctx: NotifyContext) -> None:
     """Background worker: claims due messages, sends them, records the outcomes (sender.py)."""
     await ctx.sender.run(grace_s=ctx.settings.http_timeout_s + 2)
+
+
+async def send_webhooks(ctx: NotifyContext) -> None:
+    """Background worker: delivers the merchants' webhooks (webhook_sender.py)."""
+    await ctx.webhooks.run(grace_s=ctx.settings.webhook_timeout_s + 2)
+
+
+async def workers_idle(ctx: NotifyContext) -> bool:
+    """Neither the SMS sender nor the webhook worker has work due now."""
+    return await sender_idle(ctx) and await ctx.webhooks.idle()
 
 
 async def sender_idle(ctx: NotifyContext) -> bool:

@@ -27,6 +27,7 @@ from returnflow.consumer import Delivery
 from returnflow.kafka import make_broker
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec, consumer_for, relay_for
 from returnflow.settings import ServiceSettings, Settings
+from returnflow.shops import Shops
 
 E = TypeVar("E", bound=Message)
 
@@ -126,6 +127,7 @@ async def harness(
         bootstrap=bootstrap,
         broker=make_broker(settings, bootstrap, client_id=f"handler-tier-{spec.name}"),
         service_settings=service_settings or spec.settings(),
+        shops=Shops.load(settings.shops_file),  # RETURNFLOW_SHOPS_FILE, as at a service's start
     )
     await db.migrate(dsn, spec.schema, spec.migrations())
     rt.pool = await db.create_pool(dsn, spec.schema, spec.name, 1, 4)
