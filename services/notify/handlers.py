@@ -87,7 +87,8 @@ async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
         rt.pool, provider, templates, clock, settings, rt.dsn, link_for=partial(customer_link, base_url, link_secret)
     )
     log.info("SMS provider ready", provider=describe(provider), locales=list(templates.locales))
-    webhooks = WebhookSender(rt.pool, rt.shops, clock, settings, rt.dsn)
+    # real time: the service clock's offset is for SMS quiet hours in demos; a merchant checks webhook-timestamp
+    webhooks = WebhookSender(rt.pool, rt.shops, Clock(), settings, rt.dsn)
     return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender, rt.shops, webhooks)
 
 
@@ -126,7 +127,7 @@ async def apply_lifecycle(ctx: NotifyContext, conn: Conn, batch: Batch) -> None:
     await repository.cancel_reminders(conn, moving + closed)
     if messages or closed:
         await repository.wake_sender(conn)
-    await record_deliveries(conn, ctx.shops, batch.events, now, ctx.settings)  # merchant webhooks
+    await record_deliveries(conn, ctx.shops, batch.events, ctx.webhooks.clock.now(), ctx.settings)  # merchant webhooks
 
 
 def due_reminders(
@@ -151,8 +152,9 @@ async def send_sms(ctx: NotifyContext) -> None:
 
 
 async def send_webhooks(ctx: NotifyContext) -> None:
-    """Background worker: delivers the merchants' webhooks (webhook_sender.py)."""
-    await ctx.webhooks.run(grace_s=ctx.settings.webhook_timeout_s + 2)
+    """Background worker: delivers the merchants' webhooks (webhook_sender.py). At a stop, attempts under way
+    get a few seconds to finish; one cut short is made again after the restart (same webhook-id)."""
+    await ctx.webhooks.run(grace_s=min(ctx.settings.webhook_timeout_s, 5.0))
 
 
 async def workers_idle(ctx: NotifyContext) -> bool:

@@ -163,8 +163,9 @@ async def settle(
     None keeps the previous failure as `last_error`."""
     result = await pool.execute(
         """UPDATE webhook_deliveries
-           SET status = $3, last_status = $4, last_error = coalesce($5, last_error), next_attempt_at = $6,
-               lease_until = NULL, delivered_at = CASE WHEN $3 = 'delivered' THEN $7 END, updated_at = now()
+           SET status = $3::text, last_status = $4::int, last_error = coalesce($5::text, last_error),
+               next_attempt_at = $6::timestamptz, lease_until = NULL,
+               delivered_at = CASE WHEN $3::text = 'delivered' THEN $7::timestamptz END, updated_at = now()
            WHERE id = $1 AND attempts = $2 AND status = 'sending'""",
         delivery_id,
         attempt,
