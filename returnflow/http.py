@@ -24,6 +24,8 @@ from returnflow.signing import (
     SIGNATURE_HEADER,
     SignatureError,
     shopify_verify,
+    standard_keys,
+    standard_verify,
     verify,
 )
 
@@ -256,7 +258,8 @@ async def json_request(request: Request, model: type[M], limit: int) -> M:
 async def signed_body(request: Request, settings: Any, source: str, scheme: str = "returnflow") -> bytes:
     """The raw body of a signed webhook: size (413), signature (401) and content type (415) checked.
 
-    scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256.
+    scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256;
+    scheme `standard`: Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).
     """
     limit = settings.webhook_max_body_bytes
     try:
@@ -266,6 +269,10 @@ async def signed_body(request: Request, settings: Any, source: str, scheme: str 
     try:
         if scheme == "shopify":
             shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, settings.secrets_for(source))
+        elif scheme == "standard":
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            keys = standard_keys(settings.secrets_for(source))
+            standard_verify(headers, raw, keys, settings.webhook_tolerance_s)
         else:
             verify(
                 request.headers.get(SIGNATURE_HEADER), raw, settings.secrets_for(source), settings.webhook_tolerance_s

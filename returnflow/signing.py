@@ -107,6 +107,18 @@ def standard_key(secret: str) -> bytes:
     return key
 
 
+def standard_keys(secrets: Sequence[bytes]) -> list[bytes]:
+    """The HMAC keys of a source's configured secrets (`webhook_secrets`), each in whsec_ form or raw; a
+    malformed whsec_ secret is used as it is written."""
+    keys: list[bytes] = []
+    for secret in secrets:
+        try:
+            keys.append(standard_key(secret.decode()))
+        except (UnicodeDecodeError, ValueError):
+            keys.append(secret)
+    return keys
+
+
 def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """`v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`: one webhook-signature entry."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
