@@ -5,6 +5,8 @@ return's request waits for it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +18,10 @@ from contracts.events import RefundFailed
 from returnflow.settings import Settings
 from services.notify import SPEC
 from services.notify import webhook_repository as repo
+from services.notify.settings import NotifySettings
 from services.notify.webhook_rules import News
 from tests.handlers.harness import Harness, harness
+from tests.integration.merchant_receiver import MerchantReceiver, serve_receiver
 from tests.integration.notify_support import escalated, issued, received, requested
 
 SHOPS = """
@@ -154,3 +158,52 @@ async def test_the_worker_sweeps_news_held_while_its_request_was_applied_in_para
         assert await h.ctx.webhooks.sweep() == 2  # both endpoints take refund.paid
         assert {d["type"] for d in await deliveries(h, req.return_id)} == {"return.requested", "refund.paid"}
         assert await h.ctx.webhooks.sweep() == 0
+
+
+SECRET = "whsec_c2VjcmV0LWtleS1mb3ItYWxs"
+
+
+async def worker_until(h: Harness, done: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """Worker rounds, as its loop runs them, until the (one) delivery's status is `done`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await h.ctx.webhooks.step()
+        row = await h.pool.fetchrow("SELECT * FROM webhook_deliveries")
+        if row is not None and row["status"] == done and not h.ctx.webhooks.inflight:
+            return dict(row)
+        assert time.monotonic() < deadline, f"delivery not {done} in time: {row and dict(row)}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_refused_delivery_is_retried_until_its_deadline_then_failed(
+    handler_settings: Settings, tmp_path: Path
+) -> None:
+    receiver = MerchantReceiver(SECRET, fail_first=None, always=503)
+    async with serve_receiver(receiver) as url:
+        shops = f"shops:\n  shop-1:\n    webhooks: [{{url: '{url}/h', secret: {SECRET}}}]\n"
+        fast = NotifySettings(webhook_retry_base_s=0.05, webhook_retry_max_s=0.1, webhook_give_up_after_s=0.5)
+        async with harness(SPEC, settings_with_shops(handler_settings, tmp_path, shops), fast) as h:
+            await h.apply("lifecycle", [requested()])
+            row = await worker_until(h, "failed")
+            assert row["attempts"] >= 3 and row["last_status"] == 503
+            assert row["last_error"].startswith(f"gave up after {row['attempts']} attempts: HTTP 503")
+            assert row["next_attempt_at"] is None and row["delivered_at"] is None
+            assert len(receiver.received) == row["attempts"] and all(r.verified for r in receiver.received)
+            assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+            assert await h.ctx.webhooks.idle()
+
+
+async def test_a_delivery_to_an_endpoint_taken_out_of_the_shops_file_fails_unsent(
+    handler_settings: Settings, tmp_path: Path
+) -> None:
+    receiver = MerchantReceiver(SECRET, fail_first=None)
+    async with serve_receiver(receiver) as url:
+        shops = f"shops:\n  shop-1:\n    webhooks: [{{url: '{url}/h', secret: {SECRET}}}]\n"
+        async with harness(SPEC, settings_with_shops(handler_settings, tmp_path, shops)) as h:
+            await h.apply("lifecycle", [requested()])
+            assert h.rt.shops.shops["shop-1"].webhooks
+            (tmp_path / "shops.yaml").write_text("shops:\n  shop-1: {name: Maple}\n")
+            assert h.rt.shops.reload()
+            row = await worker_until(h, "failed")
+            assert row["last_error"] == "endpoint no longer in the shops file" and row["last_status"] is None
+            assert receiver.received == []

@@ -36,10 +36,12 @@ class Received:
 
 @dataclass
 class MerchantReceiver:
-    """`fail_first`: answer this status to the first attempt of each webhook-id, 200 to the next ones."""
+    """`fail_first`: answer this status to the first attempt of each webhook-id, 200 to the next ones;
+    `always`: answer this status to every attempt."""
 
     secret: str
     fail_first: int | None = 500
+    always: int | None = None
     received: list[Received] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -56,6 +58,8 @@ class MerchantReceiver:
         msg_id = headers.get("webhook-id")
         seen = any(r.headers.get("webhook-id") == msg_id for r in self.received)
         status = 401 if not verified else (self.fail_first if self.fail_first and not seen else 200)
+        if verified and self.always is not None:
+            status = self.always
         self.received.append(Received(request.url.path, headers, body, verified, error, status))
         text = "signature rejected" if not verified else ("merchant hiccup" if status >= 500 else "ok")
         return Response(text, status_code=status)
