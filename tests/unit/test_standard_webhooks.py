@@ -96,3 +96,26 @@ def test_bad_headers_are_named(change: dict[str, str], message: str) -> None:
     headers = {**standard_headers(KEY, "msg_3", body), **change}
     with pytest.raises(SignatureError, match=message):
         standard_verify(headers, body, [KEY])
+
+
+def test_the_readme_example_delivery_verifies_with_its_secret() -> None:
+    """The README's merchant webhook example (headers, body, secret) is a delivery that verifies."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Merchant webhooks") :]
+    secret = re.search(r"secret: (whsec_\S+)", section)
+    msg_id = re.search(r"^webhook-id: (\S+)$", section, re.M)
+    stamp = re.search(r"^webhook-timestamp: (\d+)$", section, re.M)
+    signature = re.search(r"^webhook-signature: (\S+)$", section, re.M)
+    body = re.search(r"^(\{\"type\":\"refund\.paid\".*\})$", section, re.M)
+    assert secret and msg_id and stamp and signature and body
+    headers = {
+        WEBHOOK_ID_HEADER: msg_id[1],
+        WEBHOOK_TIMESTAMP_HEADER: stamp[1],
+        WEBHOOK_SIGNATURE_HEADER: signature[1],
+    }
+    raw = body[1].encode()
+    assert standard_verify(headers, raw, [standard_key(secret[1])], now=int(stamp[1])) == msg_id[1]
+    assert f"BODY='{body[1]}'" in section and signature[1].removeprefix("v1,") in section.split("```sh")[1]
