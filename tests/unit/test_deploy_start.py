@@ -22,6 +22,7 @@ from apphost.registry import DEPLOYED as SERVICES
 from apphost.registry import spec_of
 from returnflow.service import require_endpoints
 from returnflow.settings import ServiceSettings, Settings, refuse_development_secrets
+from returnflow.shops import Shops
 from services.workbench import dev as workbench_dev
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +137,8 @@ def check_would_start(service: str, settings: Settings, own: ServiceSettings) ->
     build, close = spec.context, spec.close
 
     async def build_context() -> None:  # the service's own start code, on a runtime without connections
-        runtime = SimpleNamespace(pool=None, dsn="postgresql://unused/", settings=settings, spec=spec)
+        shops = Shops.load(settings.shops_file)
+        runtime = SimpleNamespace(pool=None, dsn="postgresql://unused/", settings=settings, spec=spec, shops=shops)
         context = await build(runtime, own)  # type: ignore[arg-type]
         if close is not None:
             await close(context)
