@@ -64,3 +64,4 @@ class NotifySettings(ServiceSettings):
     webhook_retry_max_s: float = Field(default=3600.0, gt=0)
     webhook_give_up_after_s: float = Field(default=86_400.0, gt=0)
     webhook_claim_batch: int = Field(default=50, ge=1)
+    webhook_log_retention_s: float = Field(default=30 * 86_400.0, gt=0)  # delivered and failed ones, then deleted

@@ -120,6 +120,16 @@ async def sweep_waiting(conn: Conn, limit: int = 500) -> list[tuple[News, Return
     ]
 
 
+async def forget_old(pool: asyncpg.Pool, finished_before: datetime, waiting_before: datetime) -> tuple[int, int]:
+    """Housekeeping: finished deliveries older than the log's retention, and news whose return's request never
+    came (it could no longer be delivered before its deadline anyway)."""
+    finished = await pool.execute(
+        "DELETE FROM webhook_deliveries WHERE status IN ('delivered', 'failed') AND created_at < $1", finished_before
+    )
+    waiting = await pool.execute("DELETE FROM webhook_waiting WHERE created_at < $1", waiting_before)
+    return int(finished.split()[-1]), int(waiting.split()[-1])
+
+
 async def wake_worker(conn: Conn) -> None:
     await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
 

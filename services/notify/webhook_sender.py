@@ -56,6 +56,7 @@ from services.notify.webhook_rules import (
 )
 
 log = get_logger("returnflow.notify.webhooks")
+HOUSEKEEPING_S = 600.0
 
 # outcome: delivered, pending (refused or no answer: tried again), failed (given up)
 WEBHOOK_ATTEMPTS = Counter("returnflow_merchant_webhook_attempts_total", "Merchant webhook attempts", ["outcome"])
@@ -130,6 +131,7 @@ class WebhookSender:
         )
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
+        self.swept_at = 0.0  # monotonic time of the last housekeeping
         self.worker = Worker(
             "notify-webhooks",
             self.step,
@@ -145,9 +147,25 @@ class WebhookSender:
             ready = await repo.sweep_waiting(conn)
             return await _add(conn, plan(ready, self.shops), self.clock.now(), self.settings) if ready else 0
 
+    async def housekeeping(self) -> None:
+        """At most every 10 minutes: forget finished deliveries past the log's retention, and news still waiting
+        for its return's request after the give-up time."""
+        if time.monotonic() - self.swept_at < HOUSEKEEPING_S:
+            return
+        self.swept_at = time.monotonic()
+        now, s = self.clock.now(), self.settings
+        finished, waiting = await repo.forget_old(
+            self.pool,
+            now - timedelta(seconds=s.webhook_log_retention_s),
+            now - timedelta(seconds=s.webhook_give_up_after_s),
+        )
+        if finished or waiting:
+            log.info("merchant webhooks forgotten", deliveries=finished, news_without_request=waiting)
+
     async def step(self) -> float | None:
         """One round: sweep, then fill the free slots with due deliveries. 0: more may be due now; None: every
         slot is busy (a finished attempt wakes the loop) or nothing is known to fall due."""
+        await self.housekeeping()
         await self.sweep()
         free = min(self.settings.webhook_concurrency - len(self.inflight), self.settings.webhook_claim_batch)
         if free <= 0 or self.stopping:

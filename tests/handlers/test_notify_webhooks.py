@@ -207,3 +207,21 @@ async def test_a_delivery_to_an_endpoint_taken_out_of_the_shops_file_fails_unsen
             row = await worker_until(h, "failed")
             assert row["last_error"] == "endpoint no longer in the shops file" and row["last_status"] is None
             assert receiver.received == []
+
+
+async def test_housekeeping_forgets_old_finished_deliveries_and_news_whose_request_never_came(
+    handler_settings: Settings, tmp_path: Path
+) -> None:
+    async with harness(SPEC, settings_with_shops(handler_settings, tmp_path)) as h:
+        old, fresh = requested(), requested()
+        await h.apply("lifecycle", [old, fresh, issued(uuid.uuid4())])  # the refund's request never comes
+        await h.pool.execute(
+            "UPDATE webhook_deliveries SET status = 'delivered', created_at = now() - interval '31 days' "
+            "WHERE return_id = $1",
+            old.return_id,
+        )
+        await h.pool.execute("UPDATE webhook_waiting SET created_at = now() - interval '25 hours'")
+        await h.ctx.webhooks.housekeeping()
+        assert await deliveries(h, old.return_id) == []
+        assert len(await deliveries(h, fresh.return_id)) == 1  # pending, and recent: kept
+        assert await h.pool.fetchval("SELECT count(*) FROM webhook_waiting") == 0

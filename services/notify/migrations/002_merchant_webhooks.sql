@@ -30,6 +30,7 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_leased ON webhook_deliveries (lease_until) WHERE status = 'sending';
 CREATE INDEX webhook_deliveries_by_shop ON webhook_deliveries (shop_id, created_at DESC, id DESC);
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (created_at) WHERE status IN ('delivered', 'failed');
 
 -- Merchant events of returns whose return.requested has not arrived yet (a refund or a scan can come first):
 -- their shop is not known, so they wait here and are fanned out to the shop's endpoints with the request.
@@ -43,3 +44,4 @@ CREATE TABLE webhook_waiting (
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX webhook_waiting_by_return ON webhook_waiting (return_id);
+CREATE INDEX webhook_waiting_by_age ON webhook_waiting (created_at);
