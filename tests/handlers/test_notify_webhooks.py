@@ -225,3 +225,25 @@ async def test_housekeeping_forgets_old_finished_deliveries_and_news_whose_reque
         assert await deliveries(h, old.return_id) == []
         assert len(await deliveries(h, fresh.return_id)) == 1  # pending, and recent: kept
         assert await h.pool.fetchval("SELECT count(*) FROM webhook_waiting") == 0
+
+
+async def test_the_backlog_gauges_count_deliveries_waiting_and_failing(
+    handler_settings: Settings, tmp_path: Path
+) -> None:
+    from returnflow import backlogs
+    from tests.handlers.test_backlogs import gauge
+
+    async with harness(SPEC, settings_with_shops(handler_settings, tmp_path)) as h:
+        await h.apply("lifecycle", [requested()])  # one delivery, to the endpoint taking every event
+        assert await backlogs.refresh("notify", h.pool, SPEC.backlogs)
+        assert gauge("notify", "webhooks_waiting")[0] == 1
+        assert gauge("notify", "webhooks_failing")[0] == 0
+        await h.pool.execute(
+            "UPDATE webhook_deliveries SET attempts = 2, last_error = 'HTTP 503', created_at = now() - interval '2 hours'"
+        )
+        assert await backlogs.refresh("notify", h.pool, SPEC.backlogs)
+        items, age = gauge("notify", "webhooks_failing")
+        assert items == 1 and age is not None and age >= 7200
+        await h.pool.execute("UPDATE webhook_deliveries SET status = 'delivered'")
+        assert await backlogs.refresh("notify", h.pool, SPEC.backlogs)
+        assert gauge("notify", "webhooks_waiting") == (0, 0) and gauge("notify", "webhooks_failing") == (0, 0)
