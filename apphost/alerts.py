@@ -30,6 +30,7 @@ PAYMENT_UNKNOWN_MAX_S = 10 * 60
 DISCREPANCY_MAX_AGE_S = 24 * 3600
 HTTP_5XX_SHARE = 0.01
 SMS_FAILED_SHARE = 0.05
+WEBHOOK_FAILING_MAX_S = 3600  # a merchant's endpoint refusing deliveries this long: tell them before the 24 h end
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,17 @@ ALERTS: tuple[Alert, ...] = (
         "more than 5 % of SMS fail",
         "{{ $value | humanizePercentage }} of the SMS sent over 15 minutes failed at the provider.",
         "sms-failing",
+    ),
+    Alert(
+        "ReturnflowMerchantWebhooksFailing",
+        'max by (service) (returnflow_backlog_oldest_age_seconds{backlog="webhooks_failing"}) '
+        f"> {WEBHOOK_FAILING_MAX_S}",
+        "0m",
+        "ticket",
+        "a merchant's webhook endpoint has refused deliveries for more than an hour",
+        "The oldest delivery still being retried was recorded {{ $value | humanizeDuration }} ago; retries stop "
+        "after 24 hours and the merchant's systems miss those status changes.",
+        "merchant-webhooks-failing",
     ),
     Alert(
         "ReturnflowDatabaseUnreachable",

@@ -118,7 +118,7 @@ CATALOG: tuple[Topic, ...] = (
         "inventory.discrepancies",
         ev.DiscrepancyFound,
         "audit",
-        ("returns",),
+        ("returns", "notify"),  # notify: the merchant's webhook (return.discrepancy)
         description="a dual-check discrepancy for a person to resolve",
     ),
     Topic(
@@ -181,12 +181,18 @@ CATALOG: tuple[Topic, ...] = (
         ("returns", "notify"),
         description="the payment gateway paid a refund",
     ),
-    Topic("refunds.failed", ev.RefundFailed, "refunds", ("returns",), description="a refund attempt failed"),
+    Topic(
+        "refunds.failed",
+        ev.RefundFailed,
+        "refunds",
+        ("returns", "notify"),  # notify: the merchant's webhook (refund.failed)
+        description="a refund attempt failed",
+    ),
     Topic(
         "refunds.clawbacks",
         ev.ClawbackFlagged,
         "refunds",
-        ("returns",),
+        ("returns", "notify"),  # notify: the merchant's webhook (return.needs_person)
         description="goods missing or not as described after an early refund: for a person",
     ),
     Topic(

@@ -24,6 +24,8 @@ from returnflow.signing import (
     SIGNATURE_HEADER,
     SignatureError,
     shopify_verify,
+    standard_keys,
+    standard_verify,
     verify,
 )
 
@@ -258,7 +260,8 @@ async def signed_body(
 ) -> bytes:
     """The raw body of a signed webhook: size (413), signature (401) and content type (415) checked.
 
-    scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256.
+    scheme `returnflow`: X-Returnflow-Signature (t=…,v1=…); scheme `shopify`: X-Shopify-Hmac-SHA256;
+    scheme `standard`: Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).
     `secrets`: the ones to check with (e.g. one shop's), instead of the source's in the settings.
     """
     keys = settings.secrets_for(source) if secrets is None else secrets
@@ -270,6 +273,9 @@ async def signed_body(
     try:
         if scheme == "shopify":
             shopify_verify(request.headers.get(SHOPIFY_HMAC_HEADER), raw, keys)
+        elif scheme == "standard":
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            standard_verify(headers, raw, standard_keys(keys), settings.webhook_tolerance_s)
         else:
             verify(request.headers.get(SIGNATURE_HEADER), raw, keys, settings.webhook_tolerance_s)
     except SignatureError as exc:

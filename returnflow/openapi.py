@@ -16,7 +16,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from returnflow.http import PROBLEM_MEDIA_TYPE, Problem
-from returnflow.signing import DELIVERY_HEADER, SHOPIFY_HMAC_HEADER, SHOPIFY_WEBHOOK_ID_HEADER, SIGNATURE_HEADER
+from returnflow.signing import (
+    DELIVERY_HEADER,
+    SHOPIFY_HMAC_HEADER,
+    SHOPIFY_WEBHOOK_ID_HEADER,
+    SIGNATURE_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+)
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -27,6 +33,13 @@ SIGNATURE_SCHEMES: dict[str, dict[str, Any]] = {
         "in": "header",
         "name": SIGNATURE_HEADER,
         "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> with the source's webhook secret",
+    },
+    "standardWebhooks": {
+        "type": "apiKey",
+        "in": "header",
+        "name": WEBHOOK_SIGNATURE_HEADER,
+        "description": "Standard Webhooks: v1,<base64 HMAC-SHA256 of '<webhook-id>.<webhook-timestamp>.<raw body>'> "
+        "with the source's webhook secret (whsec_<base64>: its decoded bytes; else the secret as written)",
     },
     "shopifyHmac": {
         "type": "apiKey",

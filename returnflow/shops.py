@@ -40,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 from returnflow.logging import get_logger
+from returnflow.signing import standard_key
 
 log = get_logger("returnflow.shops")
 
@@ -118,9 +119,12 @@ class Exchanges(Strict):
     ship_at_first_scan: bool = False
 
 
+# The status changes a merchant's endpoint can hear of (notify sends them: services/notify/webhook_rules.py).
 MerchantEvent = Literal[
     "return.requested",
+    "return.cancelled",
     "return.received",
+    "return.rejected",
     "refund.paid",
     "refund.failed",
     "return.needs_person",
@@ -204,6 +208,14 @@ def _check_consistency(source: str, shop_id: str, shop: Shop) -> None:
         fail("platform.shopify", "platform kind shopify needs platform.shopify (domain, access_token)")
     if r.authority is not None and r.authority.preset == "custom" and not r.authority.limits:
         fail("refunds.authority.limits", "preset custom needs limits (currency -> role -> limit)")
+    urls = [w.url for w in shop.webhooks]
+    for i, w in enumerate(shop.webhooks):
+        if w.url in urls[:i]:
+            fail(f"webhooks.{i}.url", f"{w.url} is listed twice (one endpoint per URL, with its events)")
+        try:
+            standard_key(w.secret.get_secret_value())
+        except ValueError as e:
+            fail(f"webhooks.{i}.secret", str(e))
     if shop.timezone is not None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

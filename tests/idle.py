@@ -47,3 +47,19 @@ async def wait_idle_http(base_urls: Sequence[str], timeout_s: float = 60.0, roun
             return ask
 
         await _barrier([probe(u) for u in base_urls], timeout_s, rounds)
+
+
+async def wait_consumers_idle(*services: Any, timeout_s: float = 30.0, rounds: int = 2) -> None:
+    """Like `wait_idle`, but the services' background workers may still have work (a retry under way): every
+    consumer group has committed to the end of its partitions and the outbox is drained."""
+    runtimes = [getattr(s, "runtime", s) for s in services]
+
+    def consumers_only(rt: Any) -> Probe:
+        async def ask() -> dict[str, Any]:
+            report = await rt.idle()
+            waiting = [w for w in report["waiting"] if w != "workers"]
+            return {"idle": not waiting, "waiting": waiting}
+
+        return ask
+
+    await _barrier([consumers_only(rt) for rt in runtimes], timeout_s, rounds)

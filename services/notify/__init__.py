@@ -15,15 +15,16 @@ SPEC: ServiceSpec[NotifyContext] = ServiceSpec(
     name="notify",
     folder=Path(__file__).parent,
     description="SMS follow-ups: one message per return and step, in the customer's language, never at "
-    "night, never after STOP; reminders on a PostgreSQL schedule; inbound and delivery webhooks.",
+    "night, never after STOP; reminders on a PostgreSQL schedule; inbound and delivery webhooks; merchants' "
+    "signed webhooks (Standard Webhooks), retried for hours, with a delivery log.",
     settings=NotifySettings,
     context=handlers.build_context,
     close=handlers.close_context,
     router=api.router,
     consumers=[ConsumerSpec("lifecycle", handlers.CONSUMED, apply=handlers.apply_lifecycle)],
-    workers=[handlers.send_sms],
-    idle=handlers.sender_idle,
-    backlogs=views.backlogs,
+    workers=[handlers.send_sms, handlers.send_webhooks],
+    idle=handlers.workers_idle,
+    backlogs=views.all_backlogs,
 )
 
 __all__ = ["SPEC"]

@@ -4,17 +4,17 @@ provider's own signature scheme), and the SMS of a return."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from returnflow.http import BodyTooLarge, HttpProblem, Reader, context_dependency, json_response, read_body, reader
 from returnflow.openapi import problems
 from returnflow.paging import decode_cursor
 from returnflow.signing import SignatureError
-from services.notify import handlers, views
+from services.notify import handlers, views, webhook_repository
 from services.notify.handlers import NotifyContext
 from services.notify.providers import BadWebhook, SmsProvider, WebhookRequest
 from services.notify.responses import (
@@ -23,6 +23,7 @@ from services.notify.responses import (
     STATUS_EXAMPLE,
     Attention,
     SmsOfReturn,
+    WebhookDeliveries,
     webhook_body,
 )
 
@@ -131,3 +132,30 @@ async def attention(
 ) -> Response:
     after = decode_cursor(cursor)
     return json_response(await views.attention(ctx.pool, shop, older_than, after, limit))
+
+
+WebhookReader = Annotated[Reader, Depends(reader("ops"))]
+
+
+@router.get(
+    "/v1/notify/shops/{shop_id}/webhooks/deliveries",
+    tags=["webhooks"],
+    summary="A shop's merchant webhook deliveries: status, attempts, last answer and error (reader token: ops)",
+    description="Newest first, a page of `limit` with `next_cursor`; `status` and `type` narrow the list. A "
+    "pending delivery shows when it is attempted next; a failed one why it was given up.",
+    response_model=WebhookDeliveries,
+    responses=problems(401, 403, 422),
+)
+async def webhook_deliveries(
+    ctx: Ctx,
+    _: WebhookReader,
+    shop_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")],
+    status: Annotated[Literal["pending", "sending", "delivered", "failed"] | None, Query()] = None,
+    event_type: Annotated[
+        str | None, Query(alias="type", min_length=1, max_length=64, description="merchant event type")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    after = decode_cursor(cursor)
+    return json_response(await webhook_repository.deliveries(ctx.pool, shop_id, status, event_type, after, limit))

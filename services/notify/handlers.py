@@ -33,6 +33,7 @@ from returnflow.logging import get_logger, mask_phone
 from returnflow.outbox import enqueue
 from returnflow.service import Runtime
 from returnflow.settings import Settings
+from returnflow.shops import Shops
 from services.notify import events, repository
 from services.notify.events import SmsRef
 from services.notify.providers import DeliveryReport, InboundSms, SmsProvider, describe, make_provider
@@ -49,6 +50,7 @@ from services.notify.rules import (
 )
 from services.notify.sender import Clock, Sender
 from services.notify.settings import NotifySettings
+from services.notify.webhook_sender import WebhookSender, record_deliveries
 
 log = get_logger("returnflow.notify")
 
@@ -64,6 +66,8 @@ class NotifyContext:
     templates: Templates
     provider: SmsProvider
     sender: Sender
+    shops: Shops  # the shops file in force (re-read by the runtime): the merchants' webhook endpoints
+    webhooks: WebhookSender
 
 
 async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
@@ -90,10 +94,13 @@ async def build_context(rt: Runtime, settings: NotifySettings) -> NotifyContext:
         shops=rt.shops,
     )
     log.info("SMS provider ready", provider=describe(provider), locales=list(templates.locales))
-    return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender)
+    # real time: the service clock's offset is for SMS quiet hours in demos; a merchant checks webhook-timestamp
+    webhooks = WebhookSender(rt.pool, rt.shops, Clock(), settings, rt.dsn)
+    return NotifyContext(rt.pool, settings, rt.settings, clock, templates, provider, sender, rt.shops, webhooks)
 
 
 async def close_context(ctx: NotifyContext) -> None:
+    await ctx.webhooks.close()
     await ctx.sender.close()
     await ctx.provider.close()
 
@@ -127,6 +134,7 @@ async def apply_lifecycle(ctx: NotifyContext, conn: Conn, batch: Batch) -> None:
     await repository.cancel_reminders(conn, moving + closed)
     if messages or closed:
         await repository.wake_sender(conn)
+    await record_deliveries(conn, ctx.shops, batch.events, ctx.webhooks.clock.now(), ctx.settings)  # merchant webhooks
 
 
 def due_reminders(
@@ -148,6 +156,17 @@ def due_reminders(
 async def send_sms(ctx: NotifyContext) -> None:
     """Background worker: claims due messages, sends them, records the outcomes (sender.py)."""
     await ctx.sender.run(grace_s=ctx.settings.http_timeout_s + 2)
+
+
+async def send_webhooks(ctx: NotifyContext) -> None:
+    """Background worker: delivers the merchants' webhooks (webhook_sender.py). At a stop, attempts under way
+    get a few seconds to finish; one cut short is made again after the restart (same webhook-id)."""
+    await ctx.webhooks.run(grace_s=min(ctx.settings.webhook_timeout_s, 5.0))
+
+
+async def workers_idle(ctx: NotifyContext) -> bool:
+    """Neither the SMS sender nor the webhook worker has work due now."""
+    return await sender_idle(ctx) and await ctx.webhooks.idle()
 
 
 async def sender_idle(ctx: NotifyContext) -> bool:

@@ -96,3 +96,29 @@ class Attention(BaseModel):
     items: list[AttentionItem] = Field(description="oldest first")
     next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
     counts: AttentionCounts = Field(description="over the whole filter, every page")
+
+
+class WebhookDelivery(BaseModel):
+    """One merchant webhook delivery: one lifecycle event to one of the shop's endpoints."""
+
+    id: int
+    webhook_id: str = Field(description="the webhook-id header: the same on every attempt")
+    url: str
+    type: str = Field(description="refund.paid, return.received, ...")
+    return_id: UUID
+    status: Literal["pending", "sending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="the endpoint's last HTTP status (null: no answer)")
+    last_error: str | None = Field(description="the last failure (kept after a later success)")
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="when a pending delivery is attempted next")
+    delivered_at: datetime | None
+    give_up_at: datetime = Field(description="no attempt after this: the delivery is then failed for good")
+    created_at: datetime
+
+
+class WebhookDeliveries(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"shop_id": "demo-shop", "items": [], "next_cursor": None}})
+    shop_id: str
+    items: list[WebhookDelivery] = Field(description="newest first")
+    next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")

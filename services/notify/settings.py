@@ -52,3 +52,16 @@ class NotifySettings(ServiceSettings):
     aliyun_template_codes: dict[str, str] = Field(default_factory=dict)
     aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_region: str = "cn-hangzhou"
+
+    # Merchant webhooks (Standard Webhooks; endpoints per shop in the shops file). An attempt is cut at
+    # webhook_timeout_s; at most webhook_concurrency are under way; a refused delivery is retried with
+    # jittered exponential backoff from webhook_retry_base_s up to webhook_retry_max_s between attempts
+    # (30 s, 1 min, 2 min, ... then about hourly: some 30 attempts in 24 h) and failed for good once the next
+    # attempt would fall more than webhook_give_up_after_s after it was recorded.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=1)
+    webhook_retry_base_s: float = Field(default=30.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    webhook_give_up_after_s: float = Field(default=86_400.0, gt=0)
+    webhook_claim_batch: int = Field(default=50, ge=1)
+    webhook_log_retention_s: float = Field(default=30 * 86_400.0, gt=0)  # delivered and failed ones, then deleted

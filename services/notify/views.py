@@ -13,6 +13,7 @@ from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 from returnflow.logging import mask_phone
 from returnflow.paging import page
+from services.notify import webhook_repository
 
 
 async def sms_of_return(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any]:
@@ -93,3 +94,8 @@ async def attention(
         "next_cursor": cursor,
         "counts": {"sms_failed": by_kind.get("sms_failed", 0), "opted_out": by_kind.get("opted_out", 0)},
     }
+
+
+async def all_backlogs(conn: Conn) -> list[Backlog]:
+    """The SMS backlogs and the merchant webhooks' (webhooks_waiting, webhooks_failing)."""
+    return [*await backlogs(conn), *await webhook_repository.backlogs(conn)]

@@ -28,7 +28,15 @@ from returnflow.http import (
 )
 from returnflow.openapi import delivery_header, problems, signed
 from returnflow.paging import decode_cursor
-from returnflow.signing import DELIVERY_HEADER, SHOPIFY_SHOP_HEADER, SHOPIFY_TOPIC_HEADER, SHOPIFY_WEBHOOK_ID_HEADER
+from returnflow.signing import (
+    DELIVERY_HEADER,
+    SHOPIFY_SHOP_HEADER,
+    SHOPIFY_TOPIC_HEADER,
+    SHOPIFY_WEBHOOK_ID_HEADER,
+    SIGNATURE_HEADER,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+)
 from services.returns import analytics, handlers, views
 from services.returns.handlers import (
     AlreadyDone,
@@ -84,9 +92,19 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 }
 
 
+def scheme_of(request: Request, platform: str) -> tuple[str, str]:
+    """The signature scheme of a delivery and its delivery-id header. The generic platform also takes Standard
+    Webhooks (webhook-id, webhook-timestamp, webhook-signature), when a delivery comes with those headers and
+    without X-Returnflow-Signature: same secrets, in whsec_ form or raw."""
+    if platform == "generic" and SIGNATURE_HEADER not in request.headers:
+        if WEBHOOK_SIGNATURE_HEADER in request.headers or WEBHOOK_ID_HEADER in request.headers:
+            return "standard", WEBHOOK_ID_HEADER
+    return PLATFORMS[platform]
+
+
 async def signed_delivery(request: Request, ctx: ReturnsContext, platform: str) -> tuple[bytes, str]:
     """A platform's webhook: its verified raw body and its delivery id."""
-    scheme, delivery_header = PLATFORMS[platform]
+    scheme, delivery_header = scheme_of(request, platform)
     raw = await signed_body(request, ctx.runtime_settings, platform, scheme=scheme)
     return raw, required_header(request, delivery_header)
 
@@ -180,6 +198,20 @@ WEBHOOK_ERRORS = problems(
     s401="the signature is missing, stale or wrong",
     s415="the body is not JSON",
 )
+GENERIC_SIGNED: dict[str, Any] = {
+    "security": [{"returnflowSignature": []}, {"standardWebhooks": []}],
+    "parameters": [
+        {**p, "required": False, "description": "the sender's delivery id (with X-Returnflow-Signature)"}
+        for p in delivery_header()["parameters"]
+    ]
+    + [
+        {"name": name, "in": "header", "required": False, "description": what, "schema": {"type": "string"}}
+        for name, what in (
+            (WEBHOOK_ID_HEADER, "Standard Webhooks: the delivery id"),
+            ("webhook-timestamp", "Standard Webhooks: unix seconds when signed"),
+        )
+    ],
+}
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted, "description": "accepted"},
     200: {"model": Accepted, "description": "the same delivery again"},
@@ -190,10 +222,12 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
     "/v1/webhooks/generic/returns",
     status_code=202,
     tags=["webhooks"],
-    summary="A platform's return request (signed, X-Returnflow-Signature)",
+    summary="A platform's return request (signed: X-Returnflow-Signature, or Standard Webhooks)",
+    description="Signed with X-Returnflow-Signature and identified by X-Returnflow-Delivery, or signed the "
+    "Standard Webhooks way (webhook-id, webhook-timestamp, webhook-signature: the webhook-id is the delivery id).",
     response_model=Accepted,
     responses={**ACCEPTED, **WEBHOOK_ERRORS},
-    openapi_extra=json_body(ReturnWebhook, RETURN_EXAMPLE) | signed("returnflowSignature") | delivery_header(),
+    openapi_extra=json_body(ReturnWebhook, RETURN_EXAMPLE) | GENERIC_SIGNED,
 )
 async def generic_return(request: Request, ctx: Ctx) -> Response:
     raw, delivery_id = await signed_delivery(request, ctx, "generic")
@@ -368,7 +402,7 @@ def shopify_reason(topic: str, payload: dict[str, Any]) -> str:
     tags=["webhooks"],
     summary="Tracking number registered, or return cancelled by the customer",
     description="Signed as the platform's return requests are: `generic` with X-Returnflow-Signature and "
-    "X-Returnflow-Delivery, `shopify` with X-Shopify-Hmac-SHA256 and X-Shopify-Webhook-Id.",
+    "X-Returnflow-Delivery (or Standard Webhooks), `shopify` with X-Shopify-Hmac-SHA256 and X-Shopify-Webhook-Id.",
     response_model=EventRecorded,
     responses={
         202: {"model": EventRecorded, "description": "recorded"},
@@ -377,7 +411,7 @@ def shopify_reason(topic: str, payload: dict[str, Any]) -> str:
         **problems(404, 409, s404="unknown return", s409="too late to cancel"),
     },
     openapi_extra=json_body(ReturnEventWebhook, EVENT_EXAMPLE)
-    | {"security": [{"returnflowSignature": []}, {"shopifyHmac": []}]}
+    | {"security": [{"returnflowSignature": []}, {"standardWebhooks": []}, {"shopifyHmac": []}]}
     | delivery_header(DELIVERY_HEADER, "the delivery id (X-Shopify-Webhook-Id for shopify)"),
 )
 async def return_event(

@@ -130,7 +130,7 @@ async def harness(
         bootstrap=bootstrap,
         broker=make_broker(settings, bootstrap, client_id=f"handler-tier-{spec.name}"),
         service_settings=service_settings or spec.settings(),
-        shops=shops or Shops(),
+        shops=shops or Shops.load(settings.shops_file),  # else RETURNFLOW_SHOPS_FILE, as at a service's start
     )
     await db.migrate(dsn, spec.schema, spec.migrations())
     rt.pool = await db.create_pool(dsn, spec.schema, spec.name, 1, 4)

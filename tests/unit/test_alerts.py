@@ -84,6 +84,11 @@ FIRES: dict[str, Case] = {
         },
         "30m",
     ),
+    "ReturnflowMerchantWebhooksFailing": Case(
+        {'returnflow_backlog_oldest_age_seconds{service="notify",backlog="webhooks_failing"}': "3000+60x20"},
+        "15m",
+        {"service": "notify"},
+    ),
     "ReturnflowDatabaseUnreachable": Case(
         {'returnflow_dependency_up{service="refunds",dependency="database",instance="a"}': "1 1 0 0 0 0"},
         "5m",
@@ -121,6 +126,7 @@ HEALTHY: dict[str, str] = {
     'returnflow_backlog_oldest_age_seconds{service="refunds",backlog="payments_unknown_outcome"}': ("0+60x9 0x30"),
     'returnflow_backlog_oldest_age_seconds{service="refunds",backlog="escalations_open"}': "3600+60x40",
     'returnflow_backlog_oldest_age_seconds{service="audit",backlog="discrepancies_open"}': "3600+60x40",
+    'returnflow_backlog_oldest_age_seconds{service="notify",backlog="webhooks_failing"}': "0+60x30 0x10",
     'returnflow_sms_total{provider="twilio",outcome="sent"}': "0+99x40",
     'returnflow_sms_total{provider="twilio",outcome="failed"}': "0+1x40",
     'returnflow_dependency_up{service="refunds",dependency="database",instance="a"}': "1 1 0 1 1 1x35",

@@ -56,6 +56,14 @@ def test_a_good_file_gives_each_shop_its_settings() -> None:
         ("shops:\n  s1:\n    refunds: {provider: shopify}\n", "shop 's1': refunds.provider: provider shopify needs"),
         ("shops:\n  s1:\n    webhooks: [{url: ftp://x, secret: whsec_x}]\n", "shop 's1': webhooks.0.url:"),
         ("shops:\n  s1:\n    webhooks: [{url: 'https://x', secret: s, events: [nope]}]\n", "webhooks.0.events.0:"),
+        (
+            "shops:\n  s1:\n    webhooks: [{url: 'https://x', secret: 'whsec_no base64!'}]\n",
+            "shop 's1': webhooks.0.secret: a whsec_ secret must be base64",
+        ),
+        (
+            "shops:\n  s1:\n    webhooks: [{url: 'https://x', secret: a}, {url: 'https://x', secret: b}]\n",
+            "shop 's1': webhooks.1.url: https://x is listed twice",
+        ),
         ("shops:\n  'bad shop':\n    name: x\n", "shop id 'bad shop': String should match"),
         ("shops: [1, 2]\n", "shops: Input should be a valid dictionary"),
         ("- just a list\n", "expected a mapping with the key 'shops'"),
