@@ -22,9 +22,6 @@ RUNBOOK = "docs/runbook.md"
 # Where people open the runbook from the dashboard's panel links: the repository path by default. Point it at
 # where your docs are served (your Git host's page of docs/runbook.md) and run `make docs`.
 RUNBOOK_URL = RUNBOOK
-# How long an escalation may wait for a person before someone is told. The shops' service level is not
-# recorded per shop in returnflow: one threshold for all, change it here and run `make docs`.
-ESCALATION_SLA_S = 4 * 3600
 OUTBOX_MAX_AGE_S = 60
 PAYMENT_UNKNOWN_MAX_S = 10 * 60
 DISCREPANCY_MAX_AGE_S = 24 * 3600
@@ -116,12 +113,12 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "ReturnflowEscalationsOverSla",
-        f'max by (service) (returnflow_backlog_oldest_age_seconds{{backlog="escalations_open"}}) > {ESCALATION_SLA_S}',
+        'max by (service) (returnflow_backlog_items{backlog="escalations_over_sla"}) > 0',
         "0m",
         "ticket",
-        "a refund escalation has waited for a person longer than the SLA",
-        "The oldest open escalation is {{ $value | humanizeDuration }} old; a supervisor or manager has to approve "
-        "or reject it.",
+        "refund escalations have waited for a person longer than their shop's SLA",
+        "{{ $value }} open escalation(s) have waited longer than their shop's SLA (shops file escalation_sla_hours, "
+        "else 4 h); a supervisor or manager has to approve or reject them.",
         "escalations-over-sla",
     ),
     Alert(

@@ -975,8 +975,8 @@ def _backlog_panels(pid: int, y: int) -> list[dict[str, Any]]:
         ),
         _panel(
             pid + 5,
-            "Open escalations: oldest",
-            [(backlog(age, "escalations_open"), "oldest")],
+            "Open escalations: oldest, and over their shop's SLA",
+            [(backlog(age, "escalations_open"), "oldest"), (backlog(items, "escalations_over_sla"), "over SLA")],
             (16, y + 9, 4, 8),
             "s",
             kind="stat",

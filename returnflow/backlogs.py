@@ -1,7 +1,8 @@
 """Business backlogs as gauges: what a service holds waiting for something (a payment's answer, a person, a
 parcel, an SMS provider), counted from its own tables on a slow loop.
 
-A service names its backlogs in its SPEC (`backlogs=views.backlogs`): one cheap read-side query returning a
+A service names its backlogs in its SPEC (`backlogs=views.backlogs`): one cheap read-side query (given the
+shops file in force, for per-shop thresholds) returning a
 `Backlog` per name, always the same names (an empty backlog is `Backlog(name, 0, 0.0)`, so a gauge falls
 back to 0 instead of keeping its last value). The runtime refreshes `returnflow_backlog_items` and
 `returnflow_backlog_oldest_age_seconds` every `backlog_interval_s` and reports whether the database
@@ -20,6 +21,7 @@ from returnflow import metrics
 from returnflow.consumer import INFRA_ERRORS
 from returnflow.db import Conn
 from returnflow.logging import get_logger
+from returnflow.shops import Shops
 
 log = get_logger("returnflow.backlogs")
 
@@ -44,7 +46,7 @@ def backlogs_of(names: Sequence[str], row: asyncpg.Record | None) -> list[Backlo
 
 
 UNREACHABLE: tuple[type[Exception], ...] = (*INFRA_ERRORS, OSError, TimeoutError)
-BacklogQuery = Callable[[Conn], Awaitable[Sequence[Backlog]]]
+BacklogQuery = Callable[[Conn, Shops], Awaitable[Sequence[Backlog]]]
 
 
 def publish(service: str, backlogs: Sequence[Backlog]) -> None:
@@ -53,7 +55,9 @@ def publish(service: str, backlogs: Sequence[Backlog]) -> None:
         metrics.BACKLOG_OLDEST_AGE.labels(service, b.name).set(b.oldest_age_s)
 
 
-async def refresh(service: str, pool: asyncpg.Pool, query: BacklogQuery | None, timeout_s: float = 5.0) -> bool:
+async def refresh(
+    service: str, pool: asyncpg.Pool, query: BacklogQuery | None, shops: Shops | None = None, timeout_s: float = 5.0
+) -> bool:
     """One round: count the backlogs (if the service has any) and record whether PostgreSQL answered."""
     try:
         async with pool.acquire(timeout=timeout_s) as conn:
@@ -62,7 +66,7 @@ async def refresh(service: str, pool: asyncpg.Pool, query: BacklogQuery | None, 
             else:
                 async with conn.transaction(readonly=True):
                     await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-                    publish(service, await query(conn))
+                    publish(service, await query(conn, shops or Shops()))
     except UNREACHABLE as exc:
         metrics.DEPENDENCY_UP.labels(service, "database").set(0)
         log.warning("backlogs not refreshed: database unreachable", error=repr(exc))

@@ -595,7 +595,7 @@ async def _watch_loop_lag(interval_s: float = 0.05) -> None:
 async def _watch_backlogs(rt: Runtime) -> None:
     """The service's backlogs and whether its database answers, every `backlog_interval_s`."""
     while True:
-        await backlogs.refresh(rt.spec.name, rt.pool, rt.spec.backlogs)
+        await backlogs.refresh(rt.spec.name, rt.pool, rt.spec.backlogs, rt.shops)
         await asyncio.sleep(rt.settings.backlog_interval_s)
 
 

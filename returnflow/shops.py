@@ -141,8 +141,14 @@ class WebhookEndpoint(Strict):
     events: list[MerchantEvent] | None = None  # None: all of them
 
 
+DEFAULT_ESCALATION_SLA_HOURS = 4.0  # a shop not listed, or listed without escalation_sla_hours
+
+
 class Shop(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=64)
+    # How long an escalated refund may wait for a supervisor or manager before on-call is told (alert
+    # ReturnflowEscalationsOverSla, backlog escalations_over_sla).
+    escalation_sla_hours: float | None = Field(default=None, gt=0, le=24 * 30)
     locale: Literal["zh-CN", "en", "es"] | None = None
     timezone: str | None = None
     sms: Sms = Sms()
@@ -252,6 +258,11 @@ class Shops:
 
     def get(self, shop_id: str | None) -> Shop | None:
         return self.shops.get(shop_id) if shop_id else None
+
+    def escalation_slas_s(self) -> tuple[list[str], list[float]]:
+        """(shop ids, their escalation SLA in seconds) of the shops that set one; others have the default."""
+        listed = [(k, v.escalation_sla_hours) for k, v in self.shops.items() if v.escalation_sla_hours is not None]
+        return [k for k, _ in listed], [h * 3600 for _, h in listed if h is not None]
 
     def by_shopify_domain(self, domain: str) -> tuple[str, Shop] | None:
         for shop_id, shop in self.shops.items():

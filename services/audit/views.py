@@ -15,6 +15,7 @@ import orjson
 from contracts.events import Movement
 from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
+from returnflow.shops import Shops
 from services.audit import chain
 
 Db = Conn | asyncpg.Pool
@@ -287,7 +288,7 @@ async def verify_log(
     return verifier.result()
 
 
-async def backlogs(conn: Conn) -> list[Backlog]:
+async def backlogs(conn: Conn, shops: Shops | None = None) -> list[Backlog]:
     """What audit holds waiting (gauges): discrepancies open for a person (`GET /v1/audit/discrepancies`),
     and dual checks with one side waiting for the other."""
     row = await conn.fetchrow(

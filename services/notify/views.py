@@ -13,6 +13,7 @@ from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 from returnflow.logging import mask_phone
 from returnflow.paging import page
+from returnflow.shops import Shops
 from services.notify import webhook_repository
 
 
@@ -33,7 +34,7 @@ async def sms_of_return(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any]:
     return {"return_id": str(return_id), "messages": messages}
 
 
-async def backlogs(conn: Conn) -> list[Backlog]:
+async def backlogs(conn: Conn, shops: Shops | None = None) -> list[Backlog]:
     """What notify holds waiting (gauges): SMS due and not sent yet (age: how long past due), and queued SMS
     deferred at least once (quiet hours, pacing, the provider away)."""
     row = await conn.fetchrow(
@@ -96,6 +97,6 @@ async def attention(
     }
 
 
-async def all_backlogs(conn: Conn) -> list[Backlog]:
+async def all_backlogs(conn: Conn, shops: Shops | None = None) -> list[Backlog]:
     """The SMS backlogs and the merchant webhooks' (webhooks_waiting, webhooks_failing)."""
     return [*await backlogs(conn), *await webhook_repository.backlogs(conn)]

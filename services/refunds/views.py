@@ -14,6 +14,7 @@ import asyncpg
 from returnflow.backlogs import Backlog, backlogs_of
 from returnflow.db import Conn
 from returnflow.paging import page
+from returnflow.shops import DEFAULT_ESCALATION_SLA_HOURS, Shops
 from services.refunds.rules import authority_share_bp
 
 LimitOf = Callable[[str | None, str], int | None]  # (role, currency) -> cumulative limit per return
@@ -88,11 +89,22 @@ async def clawback_list(
     return [dict(r) for r in rows]
 
 
-async def backlogs(conn: Conn) -> list[Backlog]:
+async def backlogs(conn: Conn, shops: Shops | None = None) -> list[Backlog]:
     """What the refunds service holds waiting (gauges, refreshed by the runtime): refunds not yet paid, those
     whose outcome is unknown (asked at least once, no answer yet: `refunds.failed` with retryable true),
-    escalations waiting for a person, clawbacks flagged for one and not yet resolved
-    (status 'open'). Partial indexes keep the open refunds and escalations cheap to count."""
+    escalations waiting for a person (and those over their shop's SLA: shops file `escalation_sla_hours`,
+    else 4 h), clawbacks flagged for one and not yet resolved (status 'open'). Partial indexes keep the open
+    refunds and escalations cheap to count."""
+    shop_ids, slas = (shops or Shops()).escalation_slas_s()
+    over_sla = await conn.fetchrow(
+        """SELECT count(*), extract(epoch FROM now() - min(e.created_at))
+           FROM escalations e JOIN returns r USING (return_id)
+           LEFT JOIN unnest($1::text[], $2::float8[]) AS s(shop_id, sla_s) ON s.shop_id = r.shop_id
+           WHERE e.status = 'open' AND e.created_at < now() - make_interval(secs => COALESCE(s.sla_s, $3))""",
+        shop_ids,
+        slas,
+        DEFAULT_ESCALATION_SLA_HOURS * 3600,
+    )
     row = await conn.fetchrow(
         """SELECT
              count(*),
@@ -106,7 +118,7 @@ async def backlogs(conn: Conn) -> list[Backlog]:
            FROM refunds WHERE status = 'pending'"""
     )
     names = ("refunds_pending", "payments_unknown_outcome", "escalations_open", "clawbacks_open")
-    return backlogs_of(names, row)
+    return [*backlogs_of(names, row), Backlog.of("escalations_over_sla", over_sla)]
 
 
 # -- the work queues (oldest first, cursor pages, counts) ------------------------------------------------

@@ -9,6 +9,7 @@ import asyncpg
 
 from returnflow.backlogs import Backlog
 from returnflow.db import Conn
+from returnflow.shops import Shops
 
 
 async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
@@ -53,7 +54,7 @@ async def parked_scans(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, A
     return [dict(r) for r in rows]
 
 
-async def backlogs(conn: Conn) -> list[Backlog]:
+async def backlogs(conn: Conn, shops: Shops | None = None) -> list[Backlog]:
     """What the warehouse holds waiting (gauges): carrier scans parked because no parcel has their tracking
     number yet (`GET /v1/warehouse/scans/parked` lists them), and tracking numbers not subscribed with
     Kuaidi100 yet (no pushes come for them until they are)."""

@@ -5,16 +5,21 @@ registry as /metrics would serve them — and falling back to 0 once the backlog
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 from returnflow import backlogs
 from returnflow.settings import Settings
+from returnflow.shops import Shops
 from services.audit import SPEC as AUDIT
 from services.notify import SPEC as NOTIFY
 from services.refunds import SPEC as REFUNDS
 from services.refunds import handlers as refunds_handlers
+from services.refunds import repository as refunds_repository
+from services.refunds.dev import DEV_ROSTER
 from services.refunds.dev.gateway_sim import serve_gateway
+from services.refunds.settings import RefundsSettings
 from services.warehouse import SPEC as WAREHOUSE
 from services.warehouse import dev as warehouse_dev
 from tests.handlers import test_audit_handlers as audit_case
@@ -34,7 +39,7 @@ def gauge(service: str, backlog: str) -> tuple[float | None, float | None]:
 
 
 async def refresh(h: Harness) -> None:
-    assert await backlogs.refresh(h.rt.spec.name, h.pool, h.rt.spec.backlogs)
+    assert await backlogs.refresh(h.rt.spec.name, h.pool, h.rt.spec.backlogs, h.rt.shops)
     labels = {"service": h.rt.spec.name, "dependency": "database"}
     assert REGISTRY.get_sample_value("returnflow_dependency_up", labels) == 1
 
@@ -77,6 +82,35 @@ async def test_an_escalation_waiting_for_a_person_is_counted_with_its_age(handle
         await refresh(h)
         items, age = gauge("refunds", "escalations_open")
         assert items == 1 and age is not None and 5 * 3600 <= age < 5 * 3600 + 60
+        assert gauge("refunds", "escalations_over_sla")[0] == 1  # over the default 4 h
+
+
+async def test_escalations_over_sla_follow_each_shops_own_sla(handler_settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "shops.yaml"
+    path.write_text("shops:\n  shop-1: {escalation_sla_hours: 8}\n  quick: {escalation_sla_hours: 1}\n")
+    shops = Shops.load(path)
+    patient, quick = (
+        refunds_case.requested(),
+        refunds_case.requested().model_copy(update={"shop_id": "quick", "return_id": uuid.uuid4()}),
+    )
+    own = RefundsSettings(gateway_url=refunds_case.NOWHERE, early_refund=False)
+    async with harness(REFUNDS, handler_settings, own, shops) as h:
+        async with h.pool.acquire() as conn:
+            await refunds_repository.seed_roster(conn, list(DEV_ROSTER))
+        await h.apply("lifecycle", [patient, quick])
+        for ret, key in ((patient, "k-patient"), (quick, "k-quick")):
+            cmd = refunds_case.http_command(ret.return_id, "grant_free_refund", "agent-amy", 3000, key)
+            assert (await refunds_handlers.decide(h.ctx, cmd)).result == "escalated"
+        await h.pool.execute("UPDATE escalations SET created_at = now() - interval '5 hours'")
+        await refresh(h)
+        # both 5 h old: over the quick shop's 1 h, within shop-1's 8 h (the default 4 h would count both)
+        assert gauge("refunds", "escalations_open")[0] == 2
+        items, age = gauge("refunds", "escalations_over_sla")
+        assert items == 1 and age is not None and age >= 5 * 3600
+        path.write_text("shops:\n  shop-1: {escalation_sla_hours: 2}\n")  # changed: shop-1 is now over too
+        assert shops.reload()
+        await refresh(h)
+        assert gauge("refunds", "escalations_over_sla")[0] == 2
 
 
 async def test_a_parked_scan_is_counted_until_its_parcel_is_known(handler_settings: Settings) -> None:

@@ -68,7 +68,7 @@ FIRES: dict[str, Case] = {
         {"service": "refunds"},
     ),
     "ReturnflowEscalationsOverSla": Case(
-        {'returnflow_backlog_oldest_age_seconds{service="refunds",backlog="escalations_open"}': "14400+60x10"},
+        {'returnflow_backlog_items{service="refunds",backlog="escalations_over_sla"}': "0 0 2x8"},
         "5m",
         {"service": "refunds"},
     ),
@@ -125,6 +125,7 @@ HEALTHY: dict[str, str] = {
     HTTP % "503": "0+5x40",
     'returnflow_backlog_oldest_age_seconds{service="refunds",backlog="payments_unknown_outcome"}': ("0+60x9 0x30"),
     'returnflow_backlog_oldest_age_seconds{service="refunds",backlog="escalations_open"}': "3600+60x40",
+    'returnflow_backlog_items{service="refunds",backlog="escalations_over_sla"}': "0x40",
     'returnflow_backlog_oldest_age_seconds{service="audit",backlog="discrepancies_open"}': "3600+60x40",
     'returnflow_backlog_oldest_age_seconds{service="notify",backlog="webhooks_failing"}': "0+60x30 0x10",
     'returnflow_sms_total{provider="twilio",outcome="sent"}': "0+99x40",
