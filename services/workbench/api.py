@@ -369,13 +369,10 @@ def outcome_of(a: Answer) -> dict[str, Any]:
 
 @router.post("/returns/{return_id}/decisions")
 async def decision(request: Request, ctx: Ctx, return_id: str) -> Response:
-    acting = await acting_person(request, ctx, "decide")
+    acting = await acting_on_return(request, ctx, "decide", return_id)
     if isinstance(acting, Response):
         return acting
-    s, form = acting
-    rid = _uuid(return_id)
-    if rid is None:
-        return render(request, "message.html", 404, s, message_key="not_found")
+    s, form, rid = acting
     action = form.get("action") or ""
     body: dict[str, Any] = {"action": action}
     errors: dict[str, str] = {}
@@ -406,13 +403,10 @@ FAILURE_ACTIONS = ("retry", "settled_offline", "close")
 
 @router.post("/returns/{return_id}/clawbacks/{clawback_id}/resolution")
 async def resolve_clawback(request: Request, ctx: Ctx, return_id: str, clawback_id: str) -> Response:
-    acting = await acting_person(request, ctx, "resolve_clawback")
+    acting = await acting_on_return(request, ctx, "resolve_clawback", return_id)
     if isinstance(acting, Response):
         return acting
-    s, form = acting
-    rid = _uuid(return_id)
-    if rid is None:
-        return render(request, "message.html", 404, s, message_key="not_found")
+    s, form, rid = acting
     resolution = form.get("resolution") or ""
     if resolution not in CLAWBACK_RESOLUTIONS:
         return await show_return(request, ctx, s, rid, 422, errors={"resolution": "choose how it was settled"})
@@ -425,13 +419,10 @@ async def resolve_clawback(request: Request, ctx: Ctx, return_id: str, clawback_
 
 @router.post("/returns/{return_id}/failures/resolution")
 async def resolve_failure(request: Request, ctx: Ctx, return_id: str) -> Response:
-    acting = await acting_person(request, ctx, "resolve_clawback")
+    acting = await acting_on_return(request, ctx, "resolve_clawback", return_id)
     if isinstance(acting, Response):
         return acting
-    s, form = acting
-    rid = _uuid(return_id)
-    if rid is None:
-        return render(request, "message.html", 404, s, message_key="not_found")
+    s, form, rid = acting
     action = form.get("action") or ""
     if action not in FAILURE_ACTIONS:
         return await show_return(
@@ -467,18 +458,30 @@ async def resolve_discrepancy(request: Request, ctx: Ctx, discrepancy_id: str) -
     )
 
 
-async def exchange_in_hand(
-    request: Request, ctx: Ctx, return_id: str
-) -> Response | tuple[Session, dict[str, str], str, list[dict[str, Any]]]:
-    """What both replacement forms start with: a warehouse person (CSRF and role checked), the return id, and
-    the exchange's expected lines — or the page that says why not (404 no such return, 409 not an exchange)."""
-    acting = await acting_person(request, ctx, "ship")
+async def acting_on_return(
+    request: Request, ctx: Ctx, action: str, return_id: str
+) -> Response | tuple[Session, dict[str, str], str]:
+    """What every form about one return starts with: the person acting (signed in, CSRF and role checked)
+    and the return id — or the page that says why not (404 for an id that names no return)."""
+    acting = await acting_person(request, ctx, action)
     if isinstance(acting, Response):
         return acting
     s, form = acting
     rid = _uuid(return_id)
     if rid is None:
         return render(request, "message.html", 404, s, message_key="not_found")
+    return s, form, rid
+
+
+async def exchange_in_hand(
+    request: Request, ctx: Ctx, return_id: str
+) -> Response | tuple[Session, dict[str, str], str, list[dict[str, Any]]]:
+    """What both replacement forms start with: a warehouse person (CSRF and role checked), the return id, and
+    the exchange's expected lines — or the page that says why not (404 no such return, 409 not an exchange)."""
+    acting = await acting_on_return(request, ctx, "ship", return_id)
+    if isinstance(acting, Response):
+        return acting
+    s, form, rid = acting
     parcel = (await views.return_page(ctx, rid) or {}).get("parcel")
     if parcel is None or parcel.get("kind") != "exchange":
         return await show_return(request, ctx, s, rid, 409, outcome={"result": "not_due"})
