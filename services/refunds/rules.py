@@ -524,6 +524,9 @@ def _converting(f: ReturnFacts) -> bool:
     return RefundBasis.exchange_conversion in bases
 
 
+EARLY_REPLACEMENT = "early_replacement"  # the cause: decided once per return (released, or why it waits)
+
+
 def _early_replacement(plan: _Plan, p: Policy) -> None:
     """An exchange's replacement released at the first moving scan, under the early refund's gates (goods
     value within its cap, the customer's recent clawbacks, the return window); else it ships at receipt."""
@@ -547,9 +550,6 @@ def _early_replacement(plan: _Plan, p: Policy) -> None:
         plan.add(Wait(cause, "parcel shipped after the return window: ship at receipt"))
     else:
         plan.add(ReleaseReplacement(cause, "parcel seen moving by the carrier: the replacement may ship"))
-
-
-EARLY_REPLACEMENT = "early_replacement"
 
 
 def _check_early_replacement(plan: _Plan, r: Receipt) -> None:
