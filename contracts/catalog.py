@@ -161,6 +161,13 @@ CATALOG: tuple[Topic, ...] = (
         description="no replacement in stock: a person converts to a refund or waits for stock",
     ),
     Topic(
+        "exchanges.replacement-released",
+        ev.ReplacementReleased,
+        "refunds",
+        ("warehouse",),  # the replacement may ship before the goods are received
+        description="the shop ships this exchange's replacement at the first moving scan: released before receipt",
+    ),
+    Topic(
         "refunds.decided",
         ev.RefundDecided,
         "refunds",

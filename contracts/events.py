@@ -367,6 +367,19 @@ class ReplacementDelivered(Message):
     delivered_at: datetime
 
 
+class ReplacementReleased(Message):
+    """The shop's policy lets an exchange's replacement ship before its goods arrive: the returned parcel
+    was seen moving and the exchange is within the early refund's cap and clawback gate (once per return).
+    The warehouse may ship it from now on, not only after a receipt."""
+
+    TYPE: ClassVar[str] = "exchange.replacement_released"
+    type: Literal["exchange.replacement_released"] = "exchange.replacement_released"
+    basis: Literal["first_moving_scan"] = Field(
+        default="first_moving_scan", description="what released it: the returned parcel's first moving scan"
+    )
+    note: str | None = None
+
+
 class ExchangeOutOfStock(Message):
     """The warehouse has no replacement to send: the exchange waits for a person (convert to a refund,
     or wait for stock)."""
@@ -547,5 +560,6 @@ EVENT_MODELS: tuple[type[Message], ...] = (
     ReplacementShipped,
     ReplacementDelivered,
     ExchangeOutOfStock,
+    ReplacementReleased,
 )
 EVENT_TYPES: dict[str, type[Message]] = {m.TYPE: m for m in EVENT_MODELS}

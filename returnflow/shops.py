@@ -115,8 +115,9 @@ class Refunds(Strict):
 
 class Exchanges(Strict):
     # Ship the replacement at the parcel's first moving scan, before the goods arrive — under the same
-    # cap and clawback gate as the early refund (refunds.early_refund). Default: after receipt.
-    ship_at_first_scan: bool = False
+    # cap, clawback gate and return window as the early refund (refunds.early_refund). None: the
+    # environment's (RETURNFLOW_REFUNDS_EXCHANGE_SHIP_AT_FIRST_SCAN, default false: after receipt).
+    ship_at_first_scan: bool | None = None
 
 
 # The status changes a merchant's endpoint can hear of (notify sends them: services/notify/webhook_rules.py).

@@ -39,6 +39,8 @@ acl returnflow-returns Describe Read -- --topic exchanges.out-of-stock --resourc
 acl returnflow-returns Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic exchanges.replacement-delivered --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic exchanges.replacement-delivered.dlq --resource-pattern-type literal
+acl returnflow-returns Describe Read -- --topic exchanges.replacement-released --resource-pattern-type literal
+acl returnflow-returns Describe Write -- --topic exchanges.replacement-released.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-returns Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-returns Describe Read -- --topic inventory.attestations --resource-pattern-type literal
@@ -84,6 +86,8 @@ acl returnflow-returns Describe Read -- --group returns. --resource-pattern-type
 user returnflow-warehouse warehouse
 acl returnflow-warehouse Describe Write -- --topic exchanges.out-of-stock --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-delivered --resource-pattern-type literal
+acl returnflow-warehouse Describe Read -- --topic exchanges.replacement-released --resource-pattern-type literal
+acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-released.dlq --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic inventory.attestations --resource-pattern-type literal
 acl returnflow-warehouse Describe Write -- --topic parcels.scanned --resource-pattern-type literal
@@ -102,6 +106,7 @@ acl returnflow-warehouse Describe Read -- --group warehouse. --resource-pattern-
 user returnflow-refunds refunds
 acl returnflow-refunds Describe Read -- --topic exchanges.out-of-stock --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
+acl returnflow-refunds Describe Write -- --topic exchanges.replacement-released --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-refunds Describe Write -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-refunds Describe Read -- --topic parcels.scanned --resource-pattern-type literal
@@ -181,6 +186,8 @@ acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchang
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.out-of-stock.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.replacement-delivered --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.replacement-delivered.dlq --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.replacement-released --resource-pattern-type literal
+acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.replacement-released.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic exchanges.replacement-shipped --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read -- --topic exchanges.replacement-shipped.dlq --resource-pattern-type literal
 acl returnflow-ops Create Describe DescribeConfigs Read Write -- --topic inventory.attestations --resource-pattern-type literal

@@ -1,6 +1,6 @@
 """Pure: the refunds service's decisions and payment outcomes as integration events (contracts models).
-The one place where a decision becomes RefundDecided / RefundEscalated / ClawbackFlagged, and a payment
-RefundIssued / RefundFailed."""
+The one place where a decision becomes RefundDecided / RefundEscalated / ClawbackFlagged / ReplacementReleased,
+and a payment RefundIssued / RefundFailed."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from contracts.events import (
     RefundFailed,
     RefundFailureResolved,
     RefundIssued,
+    ReplacementReleased,
     Role,
 )
 from services.refunds.rules import (
@@ -29,6 +30,7 @@ from services.refunds.rules import (
     Reescalate,
     RefundNow,
     Reject,
+    ReleaseReplacement,
     clawback_id,
     escalation_id,
     refund_id,
@@ -52,7 +54,15 @@ def decision_event(p: Planned, a: Action, now: datetime) -> Message | None:
             return clawback_flagged(p, a, now)
         case Reject():
             return refund_rejected(p, a, now)
+        case ReleaseReplacement():
+            return replacement_released(p, a, now)
     return None
+
+
+def replacement_released(p: Planned, a: ReleaseReplacement, now: datetime) -> ReplacementReleased:
+    return ReplacementReleased(
+        occurred_at=now, return_id=p.known.facts.return_id, correlation_id=p.correlation_id, note=a.note
+    )
 
 
 def refund_decided(p: Planned, a: RefundNow, now: datetime) -> RefundDecided:

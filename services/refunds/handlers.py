@@ -78,7 +78,7 @@ class RefundsContext:
         if shop_id is None or shop is None:
             return self.policy
         if (p := self._shop_policies.get(shop_id)) is None:
-            p = self._shop_policies[shop_id] = rules.shop_policy(self.policy, shop.refunds)
+            p = self._shop_policies[shop_id] = rules.shop_policy(self.policy, shop)
         return p
 
     def shop_policies(self, shop_ids: Iterable[str]) -> dict[str, Policy]:

@@ -27,6 +27,7 @@ from returnflow import commands
 from returnflow.db import Conn
 from returnflow.http import token_digest
 from services.refunds.rules import (
+    EARLY_REPLACEMENT,
     PARKED,
     Action,
     Actor,
@@ -48,6 +49,7 @@ from services.refunds.rules import (
     Reescalate,
     RefundNow,
     Reject,
+    ReleaseReplacement,
     ReturnFacts,
     Ruling,
     Wait,
@@ -184,6 +186,7 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
     receipts = await _receipts(conn, ids)
     cancelled = await _cancelled(conn, ids)
     shipped = await _replacement_shipped(conn, ids)
+    released = await _replacement_released(conn, ids)
     stockless = await _out_of_stock(conn, ids)
     paid = await _ledger_entries(conn, ids)
     decided = await _decided_causes(conn, ids)
@@ -203,6 +206,7 @@ async def load_facts(conn: Conn, return_ids: Iterable[UUID], lookback_days: int)
             requester=agents.get(r["requested_by_agent"]) if r["requested_by_agent"] else None,
             cancelled=rid in cancelled,
             replacement_shipped=rid in shipped,
+            replacement_released=rid in released,
             out_of_stock=rid in stockless,
             first_moving_at=scans.get(rid),
             receipts=tuple(receipts.get(rid, ())),
@@ -239,6 +243,16 @@ async def _cancelled(conn: Conn, ids: list[UUID]) -> set[UUID]:
 
 async def _replacement_shipped(conn: Conn, ids: list[UUID]) -> set[UUID]:
     rows = await conn.fetch("SELECT return_id FROM replacements_shipped WHERE return_id = ANY($1::uuid[])", ids)
+    return {r["return_id"] for r in rows}
+
+
+async def _replacement_released(conn: Conn, ids: list[UUID]) -> set[UUID]:
+    """Exchanges whose replacement was released at the first moving scan (a decision, recorded once)."""
+    rows = await conn.fetch(
+        "SELECT return_id FROM decisions WHERE return_id = ANY($1::uuid[]) AND cause = $2 AND outcome = 'release'",
+        ids,
+        EARLY_REPLACEMENT,
+    )
     return {r["return_id"] for r in rows}
 
 
@@ -312,6 +326,8 @@ def _decision_row(rid: UUID, a: Action) -> tuple[UUID, str, str, str] | None:
             return (rid, a.cause, "clawback", a.reason)
         case Reject():
             return (rid, a.cause, "reject", a.note or "")
+        case ReleaseReplacement():
+            return (rid, a.cause, "release", a.note)
     return None
 
 

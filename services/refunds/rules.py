@@ -6,7 +6,8 @@ policy and — for a person's command — the actor with their roster role, deci
 much, on which basis), escalate (to which role), flag a clawback, or note why nothing moves yet.
 
 Where to look: `evaluate` (what happens to a return without anyone's command: `_refund_only_request`,
-`_early_refund` — "when is an early refund allowed?" is its guard chain — and `_receipt`),
+`_early_refund` — "when is an early refund allowed?" is its guard chain — and `_receipt`; for an exchange,
+`_early_replacement` — "when does the replacement ship before the goods arrive?" — and its checks),
 `decide_command` (a person's approve / reject / grant_free_refund) and `decide_commands` (a batch of
 commands in order, parked when their return is not known yet).
 
@@ -14,7 +15,9 @@ Invariants (property-tested in tests/unit/test_refunds_policy.py):
 - the refunds of a return never add up to more than its paid total;
 - nothing is refunded on an actor's say beyond their role's cumulative limit for the return;
 - no early refund before a scan that shows the parcel moving;
-- receipt refunds never pay for units that were not received.
+- receipt refunds never pay for units that were not received;
+- an exchange's replacement is released early at most once, never when the shop's policy does not ship
+  at the first scan or above the early-refund cap, and a clawback on an exchange only follows a release.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from uuid import UUID
 
 from contracts.events import Condition, ParcelScanned, RefundBasis, ReturnKind, Role, first_moving_scan
 from returnflow.commands import REFUSAL_TEXT
-from returnflow.shops import Refunds as ShopRefunds
+from returnflow.shops import Shop
 from services.refunds.settings import RefundsSettings
 
 ROLE_ORDER: tuple[Role, ...] = (Role.agent, Role.supervisor, Role.manager, Role.owner)
@@ -98,6 +101,9 @@ class Policy:
     early_refund_cap: Mapping[str, int] = field(default_factory=lambda: {"CNY": 50_000})
     early_refund_max_clawbacks: int = 0
     return_window: timedelta | None = None
+    # An exchange's replacement ships at the parcel's first moving scan (under the early refund's cap,
+    # clawback gate and return window) instead of after the goods are received.
+    replacement_at_first_scan: bool = False
 
 
 def policy_from(settings: RefundsSettings) -> Policy:
@@ -109,15 +115,19 @@ def policy_from(settings: RefundsSettings) -> Policy:
         early_refund_cap=dict(settings.early_refund_cap),
         early_refund_max_clawbacks=settings.early_refund_max_clawbacks,
         return_window=timedelta(days=window) if window is not None else None,
+        replacement_at_first_scan=settings.exchange_ship_at_first_scan,
     )
 
 
-def shop_policy(default: Policy, shop: ShopRefunds | None) -> Policy:
+def shop_policy(default: Policy, shop_settings: Shop | None) -> Policy:
     """A shop's policy: the shops file's keys for it over the environment's policy (`default`); a key the
     shop leaves out keeps the default. A bad custom authority table fails here, in one line."""
-    if shop is None:
+    if shop_settings is None:
         return default
+    shop = shop_settings.refunds
     p = default
+    if (ship := shop_settings.exchanges.ship_at_first_scan) is not None:
+        p = replace(p, replacement_at_first_scan=ship)
     if shop.authority is not None:
         p = replace(p, authority=authority_from(shop.authority.preset, shop.authority.limits))
     if (e := shop.early_refund) is not None:
@@ -194,6 +204,7 @@ class ReturnFacts:
     requester: Actor | None = None  # the agent who filed it, with the roster's role
     cancelled: bool = False
     replacement_shipped: bool = False  # an exchange's replacement left the warehouse
+    replacement_released: bool = False  # an exchange's replacement was released at the first moving scan
     out_of_stock: bool = False  # the warehouse has no replacement for the exchange
     first_moving_at: datetime | None = None
     receipts: tuple[Receipt, ...] = ()
@@ -269,6 +280,15 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class ReleaseReplacement:
+    """An exchange's replacement may ship before its goods arrive (the parcel was seen moving): news for
+    the warehouse (exchange.replacement_released), once per return."""
+
+    cause: str
+    note: str
+
+
+@dataclass(frozen=True)
 class FlagClawback:
     cause: str
     amount: int
@@ -292,7 +312,7 @@ class CloseEscalation:
     by: str | None = None
 
 
-Action = RefundNow | Escalate | Reescalate | Wait | FlagClawback | Reject | CloseEscalation
+Action = RefundNow | Escalate | Reescalate | Wait | FlagClawback | Reject | CloseEscalation | ReleaseReplacement
 
 
 def refund_id(return_id: UUID, cause: str) -> str:
@@ -343,6 +363,8 @@ def fold(f: ReturnFacts, action: Action) -> ReturnFacts:
             )
         case Wait() | FlagClawback():
             return replace(f, decided=f.decided | {action.cause})
+        case ReleaseReplacement():
+            return replace(f, replacement_released=True, decided=f.decided | {action.cause})
         case Reject():
             return replace(f, decided=f.decided | {action.cause})
         case CloseEscalation():
@@ -423,13 +445,19 @@ def evaluate(f: ReturnFacts, p: Policy) -> list[Action]:
         for r in f.receipts:
             _receipt(plan, p, r)
     elif f.kind == ReturnKind.exchange:
+        _early_replacement(plan, p)
+        for r in f.receipts:
+            _check_early_replacement(plan, r)
         _replacement_out_of_stock(plan, p)
     return plan.actions
 
 
 def _cancelled(plan: _Plan) -> None:
-    """A cancelled return closes its escalations; after an early refund, the goods will not come back."""
+    """A cancelled return closes its escalations; after an early refund, or a replacement released early
+    that left the warehouse, the goods will not come back."""
     f = plan.facts
+    if f.replacement_released:
+        _cancelled_after_release(plan)
     if f.early_refunded > 0 and not f.receipts and "clawback:cancelled" not in f.decided:
         plan.add(
             FlagClawback(
@@ -494,6 +522,72 @@ def _converting(f: ReturnFacts) -> bool:
     """A conversion to a refund was paid, is being paid, or waits for a person."""
     bases = [x.basis for x in f.refunds if not x.failed] + [e.basis for e in f.escalations]
     return RefundBasis.exchange_conversion in bases
+
+
+EARLY_REPLACEMENT = "early_replacement"  # the cause: decided once per return (released, or why it waits)
+
+
+def _early_replacement(plan: _Plan, p: Policy) -> None:
+    """An exchange's replacement released at the first moving scan, under the early refund's gates (goods
+    value within its cap, the customer's recent clawbacks, the return window); else it ships at receipt."""
+    f = plan.facts
+    cause = EARLY_REPLACEMENT
+    if f.first_moving_at is None or cause in f.decided or f.receipts or f.replacement_shipped:
+        return
+    value = f.goods_value
+    cap = p.early_refund_cap.get(f.currency)
+    if not p.replacement_at_first_scan:
+        plan.add(Wait(cause, "the shop ships replacements after receipt: ship at receipt"))
+    elif f.out_of_stock:
+        plan.add(Wait(cause, "replacement out of stock: ship at receipt"))
+    elif _converting(f):
+        plan.add(Wait(cause, "the exchange is being converted to a refund: nothing ships"))
+    elif cap is None or value > cap:
+        plan.add(Wait(cause, f"{value} {f.currency} is above the early-refund cap: ship at receipt"))
+    elif f.recent_clawbacks > p.early_refund_max_clawbacks:
+        plan.add(Wait(cause, f"customer has {f.recent_clawbacks} recent clawback(s): ship at receipt"))
+    elif _late(f, p, f.first_moving_at):
+        plan.add(Wait(cause, "parcel shipped after the return window: ship at receipt"))
+    else:
+        plan.add(ReleaseReplacement(cause, "parcel seen moving by the carrier: the replacement may ship"))
+
+
+def _check_early_replacement(plan: _Plan, r: Receipt) -> None:
+    """After a replacement was released early, what did not come back as described is a clawback of its
+    value for a person to follow up (never an automatic charge)."""
+    f = plan.facts
+    if not f.replacement_released or f"receipt:{r.receipt_id}" in f.decided:
+        return
+    shortfall = max(0, f.goods_value - value_of_units(f.lines, _units(r, [Condition.as_described])))
+    if shortfall > 0:
+        plan.add(
+            FlagClawback(
+                f"clawback:{r.receipt_id}",
+                shortfall,
+                r.receipt_id,
+                f"after the replacement was released early the warehouse found: {_shortfall_text(f.lines, r)}",
+            )
+        )
+    plan.add(Wait(f"receipt:{r.receipt_id}", "replacement released early; receipt checked against it"))
+
+
+def _cancelled_after_release(plan: _Plan) -> None:
+    """A cancelled exchange whose early-released replacement left the warehouse: its goods' value is a
+    clawback, unless they came back (a receipt, checked as above). A replacement not shipped yet never
+    will be (the warehouse refuses a cancelled exchange): nothing to claw back."""
+    f = plan.facts
+    for r in f.receipts:
+        _check_early_replacement(plan, r)
+    if f.receipts or not f.replacement_shipped or "clawback:cancelled" in plan.facts.decided or f.goods_value <= 0:
+        return
+    plan.add(
+        FlagClawback(
+            "clawback:cancelled",
+            f.goods_value,
+            "",
+            "exchange cancelled after its replacement was released early and shipped: the goods will not come back",
+        )
+    )
 
 
 def _early_refund(plan: _Plan, p: Policy) -> None:

@@ -28,6 +28,10 @@ class RefundsSettings(ServiceSettings):
     early_refund_max_clawbacks: int = 0
     clawback_lookback_days: int = 90
     return_window_days: int | None = None
+    # An exchange's replacement ships at the parcel's first moving scan (exchange.replacement_released),
+    # under the early refund's cap, clawback gate and return window; off: after the goods are received.
+    # A shop's `exchanges.ship_at_first_scan` in the shops file overrides it.
+    exchange_ship_at_first_scan: bool = False
     # Refund provider. `simulated` is a local HTTP PSP; `returnflow up` starts it and sets the URL.
     # `stripe`: the Refunds API with stripe_api_key (a secret or restricted key with refund rights);
     # stripe_webhook_secret (whsec_…) verifies POST /v1/webhooks/stripe/refunds; stripe_base_url may

@@ -38,6 +38,8 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "Nothing to do: our team is reviewing your refund. We will text you when it is decided.",
         "next.refund_paid": "All done: your refund has been paid.",
         "next.exchange_checked": "Your exchange has been checked. We will text you when the new item ships.",
+        "next.replacement_released": "Your parcel is on its way to us, so we are sending your new item without "
+        "waiting for it. We will text you when it ships.",
         "step.replacement_shipped": "New item on its way",
         "step.replacement_delivered": "New item delivered",
         "step.refund_instead": "Refund instead",
@@ -103,6 +105,7 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "无需操作：退款正在由专人审核，结果会短信通知您。",
         "next.refund_paid": "已完成：退款已到账。",
         "next.exchange_checked": "换货商品已检查，新商品发出后我们会短信通知您。",
+        "next.replacement_released": "您的包裹已在寄回途中，我们无需等待收货即可寄出新商品，发货后会短信通知您。",
         "step.replacement_shipped": "新商品已寄出",
         "step.replacement_delivered": "新商品已送达",
         "step.refund_instead": "改为退款",
@@ -164,6 +167,8 @@ TEXT: dict[str, dict[str, str]] = {
         "next.under_review": "No tienes que hacer nada: estamos revisando tu reembolso. Te avisaremos.",
         "next.refund_paid": "Listo: tu reembolso está pagado.",
         "next.exchange_checked": "Hemos revisado tu cambio. Te avisaremos cuando enviemos el artículo nuevo.",
+        "next.replacement_released": "Tu paquete ya viene de camino, así que enviamos el artículo nuevo sin esperar "
+        "a recibirlo. Te avisaremos cuando salga.",
         "step.replacement_shipped": "Artículo nuevo en camino",
         "step.replacement_delivered": "Artículo nuevo entregado",
         "step.refund_instead": "Reembolso en su lugar",

@@ -353,6 +353,7 @@ class Progress:
     out_of_stock_at: datetime | None = None
     converted_at: datetime | None = None
     replacement: Parcel | None = None  # the outgoing parcel, once the replacement shipped
+    released_at: datetime | None = None  # the shop sends the replacement without waiting for the goods
 
     def done(self, key: str) -> bool:
         return any(s.key == key and s.done for s in self.steps)
@@ -395,6 +396,7 @@ def progress(kind: str, facts: Sequence[Fact]) -> Progress:
         out_of_stock_at=_first(facts, lambda f: f.type == "exchange.out_of_stock"),
         converted_at=converted_at,
         replacement=replacement_parcel(facts) if kind == "exchange" else None,
+        released_at=_first(facts, lambda f: f.type == "exchange.replacement_released"),
     )
 
 
@@ -433,6 +435,7 @@ NextAction = Literal[
     "exchange_delivered",
     "replacement_on_its_way",
     "replacement_delayed",
+    "replacement_released",
     "refund_instead",
     "under_review",
     "nothing_to_send",
@@ -473,6 +476,8 @@ def _exchange_action(p: Progress) -> NextAction | None:
         return "replacement_delayed"
     if p.checked_at is not None:
         return "exchange_checked"
+    if p.released_at is not None:
+        return "replacement_released"
     return None
 
 

@@ -137,6 +137,9 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"Replacement shipped by {d.get('shipped_by')}: {d.get('carrier')} {d.get('tracking_no')}"
     ),
     "exchange.replacement_delivered": lambda d: f"Replacement delivered ({d.get('carrier')} {d.get('tracking_no')})",
+    "exchange.replacement_released": lambda _: (
+        "Replacement released at the first moving scan: it ships before the goods are back"
+    ),
     "exchange.out_of_stock": lambda d: f"Replacement out of stock (reported by {d.get('reported_by')}): for a person",
     "sms.sent": lambda d: f"SMS sent to customer: {d.get('step')}",
     "sms.deferred": lambda d: f"SMS for {d.get('step')} deferred: {d.get('reason')}",

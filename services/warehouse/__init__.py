@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from contracts.catalog import topic_of
-from contracts.events import RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import RefundDecided, ReplacementReleased, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.batching import GroupCommitter
 from returnflow.http import token_digest
 from returnflow.service import ConsumerSpec, Runtime, ServiceSpec
@@ -23,6 +23,7 @@ LIFECYCLE_TOPICS = [
     topic_of(TrackingRegistered),
     topic_of(ReturnCancelled),
     topic_of(RefundDecided),  # an exchange converted to a refund ships no replacement
+    topic_of(ReplacementReleased),  # ... and one released at the first moving scan ships before receipt
 ]
 
 

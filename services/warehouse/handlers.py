@@ -15,7 +15,15 @@ from uuid import UUID, uuid4
 import asyncpg
 import httpx
 
-from contracts.events import Message, RefundBasis, RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import (
+    Message,
+    RefundBasis,
+    RefundDecided,
+    ReplacementReleased,
+    ReturnCancelled,
+    ReturnRequested,
+    TrackingRegistered,
+)
 from returnflow.batching import GroupCommitter
 from returnflow.consumer import Batch
 from returnflow.db import Conn
@@ -100,6 +108,10 @@ async def apply_lifecycle(ctx: WarehouseContext, conn: Conn, batch: Batch) -> No
         e for e in batch.of(RefundDecided) if e.decision == "refund" and e.basis == RefundBasis.exchange_conversion
     ]
     await repository.record_converted(conn, sorted(converted, key=lambda e: e.return_id))
+    released: dict[UUID, ReplacementReleased] = {}  # one row per return (the first release), locked in id order
+    for e in sorted(batch.of(ReplacementReleased), key=lambda e: e.occurred_at):
+        released.setdefault(e.return_id, e)
+    await repository.record_released(conn, [released[rid] for rid in sorted(released)])
     await unpark(conn, await repository.tracking_holders(conn, wanted, lock=True))
 
 

@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from contracts.events import RefundDecided, ReturnCancelled, ReturnRequested, TrackingRegistered
+from contracts.events import RefundDecided, ReplacementReleased, ReturnCancelled, ReturnRequested, TrackingRegistered
 from returnflow.db import Conn
 from services.warehouse.rules import (
     CarrierScan,
@@ -110,6 +110,23 @@ async def record_cancelled(conn: Conn, cancelled: Sequence[ReturnCancelled]) -> 
         [e.return_id for e in cancelled],
         [e.occurred_at for e in cancelled],
         [e.correlation_id for e in cancelled],
+    )
+
+
+async def record_released(conn: Conn, released: Sequence[ReplacementReleased]) -> None:
+    """Exchanges whose replacement may ship before their goods arrive (a row may come before the request);
+    the first release stays."""
+    if not released:
+        return
+    await conn.execute(
+        """INSERT INTO parcels (return_id, replacement_released_at, correlation_id)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])
+           ON CONFLICT (return_id) DO UPDATE
+           SET replacement_released_at = COALESCE(parcels.replacement_released_at, EXCLUDED.replacement_released_at),
+               updated_at = now()""",
+        [e.return_id for e in released],
+        [e.occurred_at for e in released],
+        [e.correlation_id for e in released],
     )
 
 
@@ -335,6 +352,7 @@ async def shipment_facts(
     row = await conn.fetchrow(
         """SELECT p.requested, p.kind, p.cancelled_at IS NOT NULL AS cancelled, p.converted_at IS NOT NULL AS converted,
                EXISTS (SELECT 1 FROM receipts r WHERE r.return_id = p.return_id) AS received,
+               p.replacement_released_at IS NOT NULL AS released,
                x.shipment_id, x.fingerprint,
                (SELECT return_id FROM replacements WHERE shipment_id = $2) AS shipment_id_of,
                COALESCE((SELECT return_id FROM parcels WHERE tracking_no = $3),
@@ -357,6 +375,7 @@ async def shipment_facts(
         row["shipment_id_of"],
         row["tracking_of"],
         row["converted"],
+        row["released"],
     )
 
 

@@ -108,6 +108,11 @@ class Parcel(BaseModel):
     scans: list[ParcelScan]
     receipt: ParcelReceipt | None
     replacement: ParcelReplacement | None = None
+    replacement_released_at: datetime | None = Field(
+        default=None,
+        description="exchange: when refunds released the replacement at the first moving scan (it may ship "
+        "before the goods are received)",
+    )
 
 
 class ParkedScan(BaseModel):

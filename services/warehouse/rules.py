@@ -715,6 +715,7 @@ class ShipmentFacts:
     shipment_id_of: UUID | None  # the return whose shipment has the request's shipment id
     tracking_of: UUID | None  # the return whose parcel (either way) has the request's tracking number
     converted: bool = False  # a person converted the exchange to a refund
+    released: bool = False  # the shop ships it at the first moving scan: released before receipt
 
 
 @dataclass(frozen=True)
@@ -724,7 +725,7 @@ class NotAnExchange:  # 409
 
 
 @dataclass(frozen=True)
-class ExchangeClosed:  # 409: cancelled, or its goods not received yet
+class ExchangeClosed:  # 409: cancelled, or its goods neither received nor the replacement released early
     return_id: UUID
     reason: str
 
@@ -759,8 +760,9 @@ ShipmentDecision = ShipmentRefusal | ShipmentIdTaken | DoesNotFit | ShipReplacem
 def decide_shipment(
     f: ShipmentFacts | None, expected: Sequence[ExpectedLine], body: ReplacementBody, fingerprint: str
 ) -> ShipmentDecision:
-    """One replacement per received exchange, matching what it asked for; the same shipment sent again
-    is harmless, a different second one is refused."""
+    """One replacement per exchange whose goods were received (or whose replacement refunds released at the
+    parcel's first moving scan), matching what it asked for; the same shipment sent again is harmless, a
+    different second one is refused."""
     rid = body.return_id
     if f is None or not f.requested:
         return NoParcelExpected(f"return {rid}")
@@ -775,7 +777,7 @@ def decide_shipment(
         return ExchangeClosed(rid, "the exchange was cancelled")
     if f.converted:
         return ExchangeClosed(rid, "the exchange was converted to a refund")
-    if not f.received:
+    if not f.received and not f.released:
         return ExchangeClosed(rid, "its goods have not been received yet")
     if body.shipment_id and f.shipment_id_of not in (None, rid):
         return ShipmentIdTaken(body.shipment_id)

@@ -1,7 +1,8 @@
 """An exchange's replacement in the warehouse service, against a real PostgreSQL without a broker:
 shipped once (the same request again is harmless, a second refused, a mismatch named by field), attested
 as stock leaving, delivered by its outgoing parcel's scans (before or after the shipment is recorded),
-and out of stock reported for a person."""
+out of stock reported for a person, and shipped before the goods are back when refunds released it at the
+first moving scan."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from contracts.events import (
     RefundBasis,
     RefundDecided,
     ReplacementDelivered,
+    ReplacementReleased,
     ReplacementShipped,
     ReturnKind,
     ReturnRequested,
@@ -193,3 +195,22 @@ async def test_an_exchange_converted_to_a_refund_ships_no_replacement(h: Harness
     await h.apply("lifecycle", [conversion, goodwill])
     assert await ship(h, ask.return_id) == ExchangeClosed(ask.return_id, "the exchange was converted to a refund")
     assert await h.published(ReplacementShipped) == []
+
+
+async def test_a_replacement_released_at_the_first_scan_ships_before_the_goods_are_back(h: Harness) -> None:
+    ask, other, came_first = exchange(), exchange(), exchange()
+
+    def release(rid: uuid.UUID) -> ReplacementReleased:
+        return ReplacementReleased(occurred_at=T0, return_id=rid, correlation_id="corr-rel")
+
+    await h.apply("lifecycle", [release(came_first.return_id)])  # before its request: kept for it
+    await h.apply("lifecycle", [ask, other, came_first])
+    await h.apply("lifecycle", [release(ask.return_id), release(ask.return_id)])  # redelivered: harmless
+    assert isinstance(await ship(h, ask.return_id), ShipmentAccepted)
+    assert isinstance(await ship(h, came_first.return_id, tracking_no="SFOUT0003"), ShipmentAccepted)
+    refused = await ship(h, other.return_id, tracking_no="SFOUT0002")  # not released: still after receipt
+    assert refused == ExchangeClosed(other.return_id, "its goods have not been received yet")
+    assert {e.return_id for e in await h.published(ReplacementShipped)} == {ask.return_id, came_first.return_id}
+    assert await ship(h, ask.return_id, tracking_no="SFOUT0009") == SecondShipment(
+        (await h.published(ReplacementShipped))[0].shipment_id, ask.return_id
+    )

@@ -1,7 +1,9 @@
 """An exchange to its end on the real broker and PostgreSQL: the goods received, the replacement shipped
 through `returnflow replacement ship` (device token, idempotent, a second shipment refused, a mismatch
 named by field), its outgoing parcel scanned delivered through the same carrier intake, the customer's
-"replacement on its way" SMS with the outgoing tracking number, and the return's status and timeline."""
+"replacement on its way" SMS with the outgoing tracking number, and the return's status and timeline; and in
+a shop whose exchanges ship at the first scan, the replacement released by refunds at the inbound parcel's
+first moving scan and shipped before the goods are back."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import orjson
 
 from returnflow.signing import SIGNATURE_HEADER, sign
 from services.notify import SPEC as NOTIFY
+from services.refunds import SPEC as REFUNDS
 from services.returns import SPEC as RETURNS
 from services.warehouse import SPEC as WAREHOUSE
 from services.warehouse import dev as warehouse_dev
-from tests.integration.money_path_support import CARRIER_SECRET, DEVICE
+from tests.integration.money_path_support import CARRIER_SECRET, DEVICE, refunds_settings
 from tests.integration.notify_support import notify_settings, sms_lines
 from tests.integration.test_decisions_cli import cli, env_for
 from tests.kafkautil import wait_for
@@ -101,3 +104,61 @@ async def test_the_replacement_shipped_delivered_and_told(settings, service_runn
     assert parcel["replacement"]["tracking_no"] == outgoing and parcel["replacement"]["delivered_at"]
     assert parcel["replacement"]["lines"] == [{"sku": "SHOE-42", "qty": 1}]
     assert [s["scan_code"] for s in parcel["scans"]] == []  # the outgoing parcel's scan is not the return's
+
+
+async def test_a_shop_shipping_at_the_first_scan_sends_the_replacement_before_the_goods_are_back(
+    settings, service_runner, tmp_path
+):
+    shops = tmp_path / "shops.yaml"
+    shops.write_text("shops:\n  early-shop:\n    exchanges: {ship_at_first_scan: true}\n")
+    settings = settings.model_copy(update={"shops_file": shops})
+    inbound, outgoing = f"SFIN{uuid.uuid4().hex[:8].upper()}", f"SFOUT{uuid.uuid4().hex[:8].upper()}"
+    async with (
+        service_runner(RETURNS, settings) as ret,
+        service_runner(WAREHOUSE, settings, warehouse_dev.dev_settings()) as wh,
+        service_runner(REFUNDS, settings, refunds_settings("http://127.0.0.1:9")),
+        httpx.AsyncClient(base_url=wh.base_url, headers=READ) as warehouse,
+        httpx.AsyncClient(base_url=ret.base_url, headers=READ) as returns,
+    ):
+        line = {"sku": "SHOE-41", "qty": 1, "unit_price": 6000, "reason": "size", "replacement_sku": "SHOE-42"}
+        body = return_body(kind="exchange", tracking_no=inbound, paid_total=6000, lines=[line], shop_id="early-shop")
+        raw, h = signed(body)
+        rid = (await returns.post("/v1/webhooks/generic/returns", content=raw, headers=h)).json()["return_id"]
+
+        async def known() -> bool:
+            return (await warehouse.get(f"/v1/warehouse/parcels/{rid}")).status_code == 200
+
+        await wait_for(known)
+        url = "/v1/warehouse/replacements"
+        ship = {"return_id": rid, "carrier": "sf", "tracking_no": outgoing, "packed_by": "packer-li"}
+        ship |= {"shipment_id": "pack-early", "lines": [{"sku": "SHOE-42", "qty": 1}]}
+        too_soon = await warehouse.post(url, json=ship, headers=DEVICE)
+        assert too_soon.status_code == 409 and "not been received" in too_soon.text  # not even moving yet
+
+        scan = orjson.dumps(
+            {"tracking_no": inbound, "scan_code": "picked_up", "scanned_at": "2026-11-23T10:00:00+08:00"}
+        )
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(CARRIER_SECRET, scan)}
+        assert (
+            await warehouse.post("/v1/webhooks/carriers/sf/scans", content=scan, headers=headers)
+        ).status_code == 202
+
+        async def released() -> dict | None:
+            parcel = (await warehouse.get(f"/v1/warehouse/parcels/{rid}")).json()
+            return parcel if parcel.get("replacement_released_at") else None
+
+        await wait_for(released)  # refunds decided it, the warehouse recorded it: no receipt yet
+        shipped = await warehouse.post(url, json=ship, headers=DEVICE)
+        assert shipped.status_code == 201, shipped.text
+
+        async def on_timeline() -> list | None:
+            timeline = (await returns.get(f"/v1/returns/{rid}/timeline")).json()
+            entries = timeline["entries"] if isinstance(timeline, dict) else timeline
+            types = [e["type"] for e in entries]
+            return types if "exchange.replacement_shipped" in types else None
+
+        types = await wait_for(on_timeline)
+        parcel = (await warehouse.get(f"/v1/warehouse/parcels/{rid}")).json()
+
+    assert types.count("exchange.replacement_released") == 1
+    assert parcel["receipt"] is None and parcel["replacement"]["shipment_id"] == "pack-early"

@@ -118,6 +118,9 @@ def test_an_exchange_tells_where_its_replacement_is():
     assert action(REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK) == "replacement_delayed"
     assert action(REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK, SHIPPED) == "replacement_on_its_way"
     assert action(REQUESTED, MOVING, RECEIVED, SHIPPED, DELIVERED) == "exchange_delivered"
+    released = fact("exchange.replacement_released", 21, basis="first_moving_scan")
+    assert action(REQUESTED, MOVING, released) == "replacement_released"  # sent without waiting for the goods
+    assert action(REQUESTED, MOVING, released, SHIPPED) == "replacement_on_its_way"
     converted = rules.progress("exchange", [REQUESTED, MOVING, RECEIVED, OUT_OF_STOCK, CONVERTED])
     assert [s.key for s in converted.steps][-2:] == ["refund_instead", "refund_paid"]
     assert rules.next_action("exchange", converted) == "refund_instead"

@@ -85,7 +85,11 @@ def test_lines_worth_more_than_paid_are_rejected_naming_lines(ls, short):
 
 KINDS = ["refund_only", "return_and_refund", "exchange"]
 BASES = [None, "agent_authority", "refund_only", "early_scan", "warehouse_receipt", "exchange_conversion"]
-EVENT_TYPES = sorted(STATUS_BY_EVENT) + sorted(EXCHANGE_STATUS_BY_EVENT) + ["sms.sent", "inventory.verified"]
+EVENT_TYPES = (
+    sorted(STATUS_BY_EVENT)
+    + sorted(EXCHANGE_STATUS_BY_EVENT)
+    + ["sms.sent", "inventory.verified", "exchange.replacement_released"]
+)
 lifecycle_events = st.tuples(
     st.sampled_from(EVENT_TYPES),
     st.fixed_dictionaries({"basis": st.sampled_from(BASES), "decision": st.sampled_from(["refund", "reject"])}),
@@ -235,4 +239,7 @@ def test_every_lifecycle_event_reads_as_a_sentence_on_the_timeline():
         "Refund of CNY 40.00 needs an owner's approval"
     )
     assert summarize("return.cancelled", {}) == "Return cancelled by customer"
+    assert summarize("exchange.replacement_released", {"basis": "first_moving_scan"}) == (
+        "Replacement released at the first moving scan: it ships before the goods are back"
+    )
     assert summarize("something.new", {}) == "something.new"
