@@ -17,12 +17,20 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page
 
 from tests.e2e.customer_support import browser, chromium_or_fail
 from tests.e2e.test_up import DEV_READ, base, start, stop, wait_ready
 from tests.e2e.workbench_support import DESK, file_parcel_return, seed_roster, sign_in, wb, workbench_env
 
 pytestmark = pytest.mark.e2e
+
+
+async def on_page(page: Page, selector: str, timeout_ms: float = 15_000) -> None:
+    """The element is on the page. A queue page reloads itself every second: `locator.count()` there has no
+    timeout and, on a machine so loaded that a load takes longer than the reload interval, waited for a
+    stable page forever (a 300 s test timeout in a soak run); this wait ends, either way."""
+    await page.wait_for_selector(selector, state="attached", timeout=timeout_ms)
 
 
 async def test_an_after_sales_team_works_from_the_browser():
@@ -93,7 +101,7 @@ async def test_an_after_sales_team_works_from_the_browser():
 
             # the agent watches the queue; the supervisor approves *their* escalation in another browser
             await agent.goto(wb(env, "/queue?kind=escalation"))
-            assert await agent.locator(f"tr.item[data-id='{sup_escalation}']").count() == 1
+            await on_page(agent, f"tr.item[data-id='{sup_escalation}']")
             sup_ctx = await b.new_context(viewport=DESK, locale="zh-CN")
             sup = await sup_ctx.new_page()
             await sign_in(sup, env, "supervisor", lang="zh-CN", then=f"/returns/{rid}")
@@ -105,7 +113,8 @@ async def test_an_after_sales_team_works_from_the_browser():
             seen_after = time.monotonic() - approved
             print(f"queue change seen by the second browser {seen_after:.2f}s after the approval")
             assert seen_after < 2.0
-            assert await agent.locator(f"tr.item[data-id='{mgr_escalation}']").count() == 1  # the older one stays
+            await on_page(agent, f"tr.item[data-id='{mgr_escalation}']")  # the older one stays
+            await agent.goto(wb(env, f"/returns/{rid}"))  # off the self-reloading queue page
             await sup.reload()
             assert await sup.locator(f"tr.escalation.open[data-id='{mgr_escalation}']").count() == 1
             assert "sup-sam" in (await sup.text_content(f"tr.escalation[data-id='{sup_escalation}'] .status") or "")
@@ -185,12 +194,10 @@ async def test_an_after_sales_team_works_from_the_browser():
             while True:
                 with contextlib.suppress(PlaywrightError):  # the queue page's own 1 s reload may cut in
                     await rt2.goto(wb(env, "/queue?kind=discrepancy"))
-                    if await rt2.locator("#empty").count() == 1:
-                        break
-                if time.monotonic() > deadline:
+                    await rt2.wait_for_selector("#empty", state="attached", timeout=300)
                     break
+                assert time.monotonic() < deadline, "the resolved discrepancy is still in the queue after 2 s"
                 await asyncio.sleep(0.1)
-            assert await rt2.locator("#empty").count() == 1
 
             # signing out ends the session: the old cookie opens nothing
             # (from a page that does not reload itself: the agent's queue page refreshes every second, and
