@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,7 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from returnflow.local_server import serve_in_loop
+from returnflow.local_server import FaultQueue, serve_in_loop, stand_in_app
 from services.refunds.providers.alipay import QUERY, REFUND, fen, rsa2_sign, rsa2_verify, signing_string
 
 
@@ -64,18 +63,8 @@ class AlipayState:
     auto_trade_fen: int | None = None
     trades: dict[str, dict[str, Any]] = field(default_factory=dict)  # out_trade_no -> trade_no, total, refunded
     refunds: dict[tuple[str, str], int] = field(default_factory=dict)  # (out_trade_no, out_request_no) -> fen
-    faults: deque[Fault] = field(default_factory=deque)
+    faults: FaultQueue[Fault] = field(default_factory=FaultQueue)
     requests: int = 0
-
-    def next_fault(self) -> Fault | None:
-        while self.faults:
-            f = self.faults[0]
-            if f.count <= 0:
-                self.faults.popleft()
-                continue
-            f.count -= 1
-            return f.model_copy()
-        return None
 
     def trade(self, biz: dict[str, Any]) -> dict[str, Any] | None:
         if biz.get("trade_no"):
@@ -173,7 +162,7 @@ async def gateway(state: AlipayState, request: Request) -> Response:
         assert isinstance(biz, dict)
     except (orjson.JSONDecodeError, AssertionError):
         return answer(state, method, _failed("40002", "Invalid Arguments", "isv.invalid-parameter", "biz_content"))
-    fault = state.next_fault() if method == REFUND else None
+    fault = state.faults.next() if method == REFUND else None
     if fault is not None and fault.mode == "http_error":
         return Response(b"<html>Bad Gateway</html>", status_code=fault.status, media_type="text/html")
     if fault is not None and fault.mode == "rate_limit":
@@ -187,12 +176,14 @@ async def gateway(state: AlipayState, request: Request) -> Response:
 
 
 def create_alipay_app(state: AlipayState) -> FastAPI:
-    app = FastAPI(title="returnflow local Alipay (OpenAPI gateway)", description=__doc__)
+    app = stand_in_app(
+        title="returnflow local Alipay (OpenAPI gateway)",
+        service="alipay-local",
+        description=__doc__,
+        faults=state.faults,
+        fault_model=Fault,
+    )
     app.state.alipay = state
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"ready": True, "service": "alipay-local"}
 
     @app.post("/gateway.do")
     async def post_gateway(request: Request) -> Response:
@@ -201,11 +192,6 @@ def create_alipay_app(state: AlipayState) -> FastAPI:
     @app.post("/_dev/trades", status_code=204)
     async def add_trade(trade: Trade) -> Response:
         state.add(trade.out_trade_no, trade.total_fen)
-        return Response(status_code=204)
-
-    @app.post("/_dev/faults", status_code=204)
-    async def add_fault(fault: Fault) -> Response:
-        state.faults.append(fault)
         return Response(status_code=204)
 
     @app.get("/_dev/stats")

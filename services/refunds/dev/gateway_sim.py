@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from returnflow.local_server import serve_in_loop
+from returnflow.local_server import FaultQueue, json_response, serve_in_loop, stand_in_app
 
 
 class RefundRequest(BaseModel):
@@ -61,29 +60,15 @@ class SimState:
     )  # key -> (fingerprint, status, body)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
-    faults: deque[Fault] = field(default_factory=deque)
+    faults: FaultQueue[Fault] = field(default_factory=FaultQueue)
     requests: int = 0
-
-    def next_fault(self) -> Fault | None:
-        while self.faults:
-            f = self.faults[0]
-            if f.count <= 0:
-                self.faults.popleft()
-                continue
-            f.count -= 1
-            return f.model_copy()
-        return None
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _err(status: int, type_: str, message: str, param: str | None = None) -> Response:
     e: dict[str, Any] = {"type": type_, "message": message}
     if param:
         e["param"] = param
-    return _json({"error": e}, status)
+    return json_response({"error": e}, status)
 
 
 async def _parse(state: SimState, request: Request) -> tuple[str, RefundRequest, str] | Response:
@@ -107,7 +92,7 @@ def _replay(state: SimState, key: str, fingerprint: str) -> Response:
     if fp != fingerprint:
         message = "keys for idempotent requests can only be used with the same parameters they were first used with"
         return _err(422, "idempotency_error", message)
-    return _json(body, 200 if status == 201 else status, {"Idempotent-Replayed": "true"})
+    return json_response(body, 200 if status == 201 else status, {"Idempotent-Replayed": "true"})
 
 
 def _make_refund(state: SimState, req: RefundRequest, fault: Fault | None) -> tuple[int, dict[str, Any]]:
@@ -135,7 +120,7 @@ async def create_refund(state: SimState, request: Request) -> Response:
     if isinstance(parsed, Response):
         return parsed
     key, req, fingerprint = parsed
-    fault = state.next_fault()
+    fault = state.faults.next()
     if fault is not None and fault.mode == "hang":
         await asyncio.sleep(fault.delay_s)
         return _err(504, "api_error", "simulated hang")
@@ -148,7 +133,7 @@ async def create_refund(state: SimState, request: Request) -> Response:
     else:
         status, body = _make_refund(state, req, fault)
         state.by_key[key] = (fingerprint, status, body)
-        answer = _json(body, status)
+        answer = json_response(body, status)
     if fault is not None and fault.mode == "timeout":
         await asyncio.sleep(fault.delay_s)  # made, but the answer arrives after the caller gave up
     return answer
@@ -156,16 +141,15 @@ async def create_refund(state: SimState, request: Request) -> Response:
 
 def create_sim_app(api_key: str | None = None) -> FastAPI:
     state = SimState(api_key=api_key)
-    app = FastAPI(title="returnflow simulated payment gateway", description=__doc__)
+    app = stand_in_app(
+        title="returnflow simulated payment gateway",
+        service="gateway-sim",
+        description=__doc__,
+        faults=state.faults,
+        fault_model=Fault,
+        faults_path="/_sim/faults",
+    )
     app.state.sim = state
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive", "service": "gateway-sim"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"ready": True, "service": "gateway-sim"}
 
     @app.post("/v1/refunds", status_code=201)
     async def post_refund(request: Request) -> Response:
@@ -174,26 +158,16 @@ def create_sim_app(api_key: str | None = None) -> FastAPI:
     @app.get("/v1/refunds/{refund_id}")
     async def get_refund(refund_id: str) -> Response:
         found = state.refunds.get(refund_id)
-        return _json(found) if found else _err(404, "invalid_request_error", f"no refund {refund_id}")
+        return json_response(found) if found else _err(404, "invalid_request_error", f"no refund {refund_id}")
 
     @app.get("/v1/refunds")
     async def list_refunds(payment_id: str | None = None) -> Response:
         data = [r for r in state.refunds.values() if payment_id is None or r["payment_id"] == payment_id]
-        return _json({"object": "list", "data": data})
-
-    @app.post("/_sim/faults", status_code=204)
-    async def add_fault(fault: Fault) -> Response:
-        state.faults.append(fault)
-        return Response(status_code=204)
-
-    @app.delete("/_sim/faults", status_code=204)
-    async def clear_faults() -> Response:
-        state.faults.clear()
-        return Response(status_code=204)
+        return json_response({"object": "list", "data": data})
 
     @app.get("/_sim/stats")
     async def stats() -> Response:
-        return _json({"requests": state.requests, "refunds": len(state.refunds), "keys": len(state.by_key)})
+        return json_response({"requests": state.requests, "refunds": len(state.refunds), "keys": len(state.by_key)})
 
     return app
 

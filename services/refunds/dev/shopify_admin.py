@@ -46,7 +46,6 @@ import contextlib
 import hashlib
 import itertools
 import re
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,7 +69,7 @@ from graphql import (
 from graphql.execution.values import get_directive_values
 from pydantic import BaseModel, Field
 
-from returnflow.local_server import serve_in_loop
+from returnflow.local_server import FaultQueue, json_response, serve_in_loop, stand_in_app
 from services.refunds.providers.shopify import decimal_amount, digits
 
 DEFAULT_VERSION = "2026-01"
@@ -153,7 +152,7 @@ class ShopifyState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # GID -> Order
     by_key: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # key -> input fingerprint, refund GID
     in_flight: set[str] = field(default_factory=set)
-    faults: deque[Fault] = field(default_factory=deque)
+    faults: FaultQueue[Fault] = field(default_factory=FaultQueue)
     requests: int = 0
     replays: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(5_000_000_001))
@@ -194,15 +193,6 @@ class ShopifyState:
                 self.auto_order_currency,
             )
         return self.orders.get(gid)
-
-    def next_fault(self, target: str) -> Fault | None:
-        for f in list(self.faults):
-            if f.target in ("any", target):
-                f.count -= 1
-                if f.count <= 0:
-                    self.faults.remove(f)
-                return f.model_copy()
-        return None
 
 
 @dataclass
@@ -364,10 +354,6 @@ def _cost(requested: int, available: float, restore_rate: float = 100.0, actual:
     }
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
     ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if name:
@@ -378,39 +364,41 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
 async def graphql_endpoint(state: ShopifyState, request: Request, version: str) -> Response:
     state.requests += 1
     if not VERSION_PATH.match(version):
-        return _json({"errors": "Not Found"}, 404)
+        return json_response({"errors": "Not Found"}, 404)
     token = request.headers.get("x-shopify-access-token", "")
     if token != state.access_token:
-        return _json({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401)
+        return json_response(
+            {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401
+        )
     try:
         body = orjson.loads(await request.body())
         query, variables, name = body["query"], body.get("variables") or {}, body.get("operationName")
         document = parse(query)
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return _json({"errors": [{"message": "Bad Request: a JSON body with `query` is required"}]}, 400)
+        return json_response({"errors": [{"message": "Bad Request: a JSON body with `query` is required"}]}, 400)
     except GraphQLError as exc:
-        return _json({"errors": [exc.formatted]})
+        return json_response({"errors": [exc.formatted]})
     problems = validate(SCHEMA, document)
     if problems:
-        return _json({"errors": [e.formatted for e in problems]})
+        return json_response({"errors": [e.formatted for e in problems]})
     op = _operation(document, name)
     if op is None:
-        return _json({"errors": [{"message": "An operation name is required"}]})
+        return json_response({"errors": [{"message": "An operation name is required"}]})
     mutation = op.operation is OperationType.MUTATION
     requested = 10 if mutation else 12
-    fault = state.next_fault("mutation" if mutation else "query")
+    fault = state.faults.next("mutation" if mutation else "query")
     if fault is not None and fault.mode == "throttled":
         throttled = {"message": "Throttled", "extensions": {"code": "THROTTLED"}}
-        return _json({"errors": [throttled], "extensions": _cost(requested, 0.0, fault.restore_rate)})
+        return json_response({"errors": [throttled], "extensions": _cost(requested, 0.0, fault.restore_rate)})
     if fault is not None and fault.mode == "rate_limit":
-        return _json(
+        return json_response(
             {"errors": "Exceeded 2 calls per second for api client."}, 429, {"retry-after": str(fault.retry_after)}
         )
     if fault is not None and fault.mode == "error":
-        return _json({"errors": "Internal Server Error"}, fault.status)
+        return json_response({"errors": "Internal Server Error"}, fault.status)
     if fault is not None and fault.mode == "hang":
         await asyncio.sleep(fault.delay_s)
-        return _json({"errors": "Internal Server Error"}, 500)
+        return json_response({"errors": "Internal Server Error"}, 500)
     ctx = _Request(state, fault)
     if fault is not None and fault.mode == "timeout" and not mutation:
         await asyncio.sleep(fault.delay_s)
@@ -428,7 +416,7 @@ async def graphql_endpoint(state: ShopifyState, request: Request, version: str) 
         finally:
             if ctx.key:
                 state.in_flight.discard(ctx.key)
-    return _json(answer)
+    return json_response(answer)
 
 
 def _plain(order: dict[str, Any]) -> dict[str, Any]:
@@ -459,16 +447,14 @@ def listed(refund: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_shopify_app(state: ShopifyState) -> FastAPI:
-    app = FastAPI(title="returnflow local Shopify (Admin GraphQL, refunds subset)", description=__doc__)
+    app = stand_in_app(
+        title="returnflow local Shopify (Admin GraphQL, refunds subset)",
+        service="shopify-local",
+        description=__doc__,
+        faults=state.faults,
+        fault_model=Fault,
+    )
     app.state.shopify = state
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive", "service": "shopify-local"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"ready": True, "service": "shopify-local"}
 
     @app.post("/admin/api/{version}/graphql.json")
     async def graphql(version: str, request: Request) -> Response:
@@ -482,25 +468,15 @@ def create_shopify_app(state: ShopifyState) -> FastAPI:
     @app.get("/_dev/orders/{number}")
     async def get_order(number: int) -> Response:
         found = state.orders.get(f"gid://shopify/Order/{number}")
-        return _json(_plain(found)) if found else _json({"errors": "Not Found"}, 404)
-
-    @app.post("/_dev/faults", status_code=204)
-    async def add_fault(fault: Fault) -> Response:
-        state.faults.append(fault)
-        return Response(status_code=204)
-
-    @app.delete("/_dev/faults", status_code=204)
-    async def clear_faults() -> Response:
-        state.faults.clear()
-        return Response(status_code=204)
+        return json_response(_plain(found)) if found else json_response({"errors": "Not Found"}, 404)
 
     @app.get("/_dev/refunds")
     async def list_refunds() -> Response:
-        return _json({"data": [listed(r) for r in state.refunds()]})
+        return json_response({"data": [listed(r) for r in state.refunds()]})
 
     @app.get("/_dev/stats")
     async def stats() -> Response:
-        return _json({"requests": state.requests, "refunds": len(state.refunds()), "replays": state.replays})
+        return json_response({"requests": state.requests, "refunds": len(state.refunds()), "replays": state.replays})
 
     return app
 

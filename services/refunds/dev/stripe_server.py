@@ -33,7 +33,6 @@ import hashlib
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -45,7 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from returnflow.local_server import serve_in_loop
+from returnflow.local_server import FaultQueue, serve_in_loop, stand_in_app
 from services.refunds.providers.stripe import sign_webhook
 
 API_VERSION = "2024-06-20"
@@ -82,20 +81,10 @@ class StripeState:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)  # key -> fingerprint, answer
     in_flight: set[str] = field(default_factory=set)
-    faults: deque[Fault] = field(default_factory=deque)
+    faults: FaultQueue[Fault] = field(default_factory=FaultQueue)
     requests: int = 0
     replays: int = 0
     webhooks: list[dict[str, Any]] = field(default_factory=list)
-
-    def next_fault(self) -> Fault | None:
-        while self.faults:
-            f = self.faults[0]
-            if f.count <= 0:
-                self.faults.popleft()
-                continue
-            f.count -= 1
-            return f.model_copy()
-        return None
 
     def charge(self, payment: str) -> dict[str, Any] | None:
         if payment not in self.charges and self.auto_charge_amount:
@@ -214,7 +203,7 @@ async def create_refund(state: StripeState, request: Request) -> Response:
     params, problem = parse_refund_form(await request.body())
     if problem is not None:
         return _json(problem[1], problem[0])  # a request that fails validation is not saved under its key
-    fault = state.next_fault()
+    fault = state.faults.next()
     if fault is not None and fault.mode == "hang":
         await asyncio.sleep(fault.delay_s)
         return _json(_error(500, "api_error", "simulated hang")[1], 500)
@@ -301,16 +290,14 @@ async def send_webhooks(state: StripeState, refund: dict[str, Any]) -> list[int]
 
 
 def create_stripe_app(state: StripeState) -> FastAPI:
-    app = FastAPI(title="returnflow local Stripe (Refunds API)", description=__doc__)
+    app = stand_in_app(
+        title="returnflow local Stripe (Refunds API)",
+        service="stripe-local",
+        description=__doc__,
+        faults=state.faults,
+        fault_model=Fault,
+    )
     app.state.stripe = state
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive", "service": "stripe-local"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"ready": True, "service": "stripe-local"}
 
     @app.post("/v1/refunds")
     async def post_refund(request: Request) -> Response:
@@ -343,16 +330,6 @@ def create_stripe_app(state: StripeState) -> FastAPI:
     @app.post("/_dev/charges", status_code=204)
     async def add_charge(charge: Charge) -> Response:
         state.charges[charge.id] = {"amount": charge.amount, "currency": charge.currency, "refunded": 0}
-        return Response(status_code=204)
-
-    @app.post("/_dev/faults", status_code=204)
-    async def add_fault(fault: Fault) -> Response:
-        state.faults.append(fault)
-        return Response(status_code=204)
-
-    @app.delete("/_dev/faults", status_code=204)
-    async def clear_faults() -> Response:
-        state.faults.clear()
         return Response(status_code=204)
 
     @app.post("/_dev/refunds/{refund_id}/settle")

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from returnflow.local_server import serve_in_loop
+from returnflow.local_server import FaultQueue, json_response, serve_in_loop, stand_in_app
 
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 FIRST = re.compile(r"lineItems\(first:\s*(\d+)")
@@ -87,27 +87,14 @@ class AdminState:
     available: float = 1000.0
     at: float = field(default_factory=time.monotonic)
     orders: dict[str, Order] = field(default_factory=dict)
-    faults: deque[Fault] = field(default_factory=deque)
+    faults: FaultQueue[Fault] = field(default_factory=FaultQueue)
     answers: Counter[str] = field(default_factory=Counter)
-
-    def next_fault(self) -> Fault | None:
-        if not self.faults:
-            return None
-        fault = self.faults[0]
-        fault.count -= 1
-        if fault.count <= 0:
-            self.faults.popleft()
-        return fault
 
     def refill(self) -> float:
         now = time.monotonic()
         self.available = min(self.maximum, self.available + self.restore_rate * (now - self.at))
         self.at = now
         return self.available
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def query_cost(query: str) -> int:
@@ -159,15 +146,15 @@ def order_node(o: Order, first: int, after: str | None) -> dict[str, Any]:
 async def graphql(state: AdminState, request: Request) -> Response:
     if request.headers.get("x-shopify-access-token") != state.access_token:
         state.answers["401"] += 1
-        return _json({"errors": INVALID_TOKEN}, 401)
-    fault = state.next_fault()
+        return json_response({"errors": INVALID_TOKEN}, 401)
+    fault = state.faults.next()
     if fault is not None and fault.mode == "error":
         state.answers[str(fault.status)] += 1
-        return _json({"errors": "Internal Server Error"}, fault.status)
+        return json_response({"errors": "Internal Server Error"}, fault.status)
     if fault is not None and fault.mode == "rate_limit":
         state.answers["429"] += 1
         retry = {"Retry-After": str(fault.retry_after)}
-        return _json({"errors": "Exceeded 2 calls per second for api client."}, 429, retry)
+        return json_response({"errors": "Exceeded 2 calls per second for api client."}, 429, retry)
     if fault is not None and fault.mode == "hang":
         await asyncio.sleep(fault.delay_s)
     if fault is not None and fault.mode == "throttle":
@@ -179,7 +166,7 @@ async def graphql(state: AdminState, request: Request) -> Response:
     status = {"maximumAvailable": state.maximum, "restoreRate": state.restore_rate}
     if available < cost:
         state.answers["THROTTLED"] += 1
-        return _json(
+        return json_response(
             {
                 "errors": [
                     {
@@ -205,7 +192,7 @@ async def graphql(state: AdminState, request: Request) -> Response:
     actual = cost if found else 1
     state.available -= actual
     state.answers["200"] += 1
-    return _json(
+    return json_response(
         {
             "data": {"order": node, "shop": {"ianaTimezone": state.timezone}},
             "extensions": {
@@ -220,7 +207,13 @@ async def graphql(state: AdminState, request: Request) -> Response:
 
 
 def create_admin_app(state: AdminState) -> FastAPI:
-    app = FastAPI(title="local Shopify Admin API")
+    app = stand_in_app(
+        title="local Shopify Admin API",
+        service="shopify-admin-local",
+        description=__doc__,
+        faults=state.faults,
+        fault_model=Fault,
+    )
 
     @app.post("/admin/api/{version}/graphql.json")
     async def post_graphql(version: str, request: Request) -> Response:
@@ -231,19 +224,9 @@ def create_admin_app(state: AdminState) -> FastAPI:
         state.orders[f"gid://shopify/Order/{order.id}"] = order
         return Response(status_code=204)
 
-    @app.post("/_dev/faults", status_code=204)
-    async def add_fault(fault: Fault) -> Response:
-        state.faults.append(fault)
-        return Response(status_code=204)
-
-    @app.delete("/_dev/faults", status_code=204)
-    async def clear_faults() -> Response:
-        state.faults.clear()
-        return Response(status_code=204)
-
     @app.get("/_dev/stats")
     async def stats() -> Response:
-        return _json({"requests": sum(state.answers.values()), "answers": dict(state.answers)})
+        return json_response({"requests": sum(state.answers.values()), "answers": dict(state.answers)})
 
     return app
 
