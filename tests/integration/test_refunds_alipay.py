@@ -47,7 +47,7 @@ def alipay(url: str, app_key: rsa.RSAPrivateKey | None = None, alipay_key: rsa.R
         APP_ID,
         pem_private(app_key or app),
         pem_public(alipay_key or ali),
-        timeout_s=0.4,
+        timeout_s=1.5,
         attempts=3,
         backoff_s=0.02,
     )
@@ -118,7 +118,7 @@ async def test_system_error_5xx_and_429_are_retried_under_the_same_out_request_n
 
 async def test_a_timeout_is_learnt_with_the_refund_query_without_refunding_twice():
     async with local(auto_trade_fen=10**6) as s, httpx.AsyncClient() as c:
-        await c.post(s.url.removesuffix("/gateway.do") + "/_dev/faults", json={"mode": "timeout", "delay_s": 0.8})
+        await c.post(s.url.removesuffix("/gateway.do") + "/_dev/faults", json={"mode": "timeout", "delay_s": 4.0})
         gw = alipay(s.url)
         try:
             r = await gw.refund("rf-d1", "order-d", 900, "CNY", META)

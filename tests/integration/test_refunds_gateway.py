@@ -14,7 +14,7 @@ KEY = "sk_test_x"
 
 
 def gateway(url: str, **over) -> HttpGateway:
-    return HttpGateway(url, KEY, **{"timeout_s": 0.3, "attempts": 3, "backoff_s": 0.02, **over})
+    return HttpGateway(url, KEY, **{"timeout_s": 1.5, "attempts": 3, "backoff_s": 0.02, **over})
 
 
 async def test_psp_semantics_same_key_same_result_different_amount_refused():
@@ -50,7 +50,7 @@ async def test_adapter_retries_5xx_and_keeps_connections_alive():
 
 async def test_unknown_outcome_is_retryable_and_a_later_series_pays_once():
     async with serve_gateway(api_key=KEY) as url, httpx.AsyncClient(base_url=url) as c:
-        await c.post("/_sim/faults", json={"mode": "timeout", "count": 3, "delay_s": 0.6})
+        await c.post("/_sim/faults", json={"mode": "timeout", "count": 3, "delay_s": 4.0})
         gw = gateway(url)
         try:
             first = await gw.refund("rf-9", "order-9", 700, "CNY", {})

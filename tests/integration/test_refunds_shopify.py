@@ -32,7 +32,7 @@ ORDER = "gid://shopify/Order/1001"
 
 
 def shopify(admin_url: str, token: str = TOKEN, **over) -> ShopifyGateway:
-    return ShopifyGateway(admin_url, token, **{"timeout_s": 0.4, "attempts": 3, "backoff_s": 0.02, **over})
+    return ShopifyGateway(admin_url, token, **{"timeout_s": 1.5, "attempts": 3, "backoff_s": 0.02, **over})
 
 
 @given(st.integers(min_value=1, max_value=10**12), st.sampled_from(["CNY", "USD", "EUR", "JPY", "KRW"]))
@@ -167,7 +167,7 @@ async def test_5xx_is_retried_and_a_refund_never_answered_stays_unknown():
 
 async def test_a_timeout_after_the_refund_was_made_is_unknown_and_the_next_series_finds_it_paid():
     async with serve_shopify(TOKEN, auto_order_amount=10**6) as s, httpx.AsyncClient(base_url=s.url) as c:
-        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 1.0})
+        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 4.0})
         gw = shopify(s.admin_url, attempts=1)
         try:
             first = await gw.refund("rf-e1", ORDER, 900, "CNY", META)
@@ -179,7 +179,7 @@ async def test_a_timeout_after_the_refund_was_made_is_unknown_and_the_next_serie
         finally:
             await gw.close()
         # within one series: the next attempt's order query finds it
-        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 1.0})
+        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 4.0})
         gw = shopify(s.admin_url, attempts=3)
         try:
             r = await gw.refund("rf-e2", ORDER, 300, "CNY", META)
@@ -193,7 +193,7 @@ async def test_an_api_version_without_idempotent_never_sends_a_lost_refund_again
         serve_shopify(TOKEN, auto_order_amount=10**6, api_version="2025-07") as s,
         httpx.AsyncClient(base_url=s.url) as c,
     ):
-        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 1.0})
+        await c.post("/_dev/faults", json={"mode": "timeout", "target": "mutation", "delay_s": 4.0})
         gw = shopify(s.admin_url)
         try:
             r = await gw.refund("rf-f1", ORDER, 500, "CNY", META)

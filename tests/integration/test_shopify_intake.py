@@ -79,11 +79,11 @@ def with_shops(settings: Any, tmp_path: Path, admin_url: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def shopify_shop(
-    settings: Any, service_runner: Any, tmp_path: Path, restore_rate: float = 1000.0, budget_s: float = 2.0
+    settings: Any, service_runner: Any, tmp_path: Path, restore_rate: float = 1000.0, budget_s: float = 4.0
 ) -> AsyncIterator[Shop]:
     async with serve_shopify_admin(TOKEN, restore_rate=restore_rate) as admin:
         s = with_shops(settings, tmp_path, admin.url)
-        returns_settings = ReturnsSettings(shopify_admin_budget_s=budget_s, shopify_admin_attempt_timeout_s=0.5)
+        returns_settings = ReturnsSettings(shopify_admin_budget_s=budget_s, shopify_admin_attempt_timeout_s=1.5)
         async with (
             service_runner(RETURNS, s, returns_settings) as svc,
             httpx.AsyncClient(base_url=svc.base_url, headers=READ) as client,
