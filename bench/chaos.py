@@ -371,8 +371,18 @@ async def inject_poison(bootstrap: str) -> list[invariants.Poison]:
 
 
 async def gateway_fault(stack: Stack, **fault: Any) -> None:
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=5) as client:
-        (await client.post(faults_path(stack), json=fault)).raise_for_status()
+    """Ask the gateway for a fault; retried on transport errors for up to a minute (this process runs the
+    load too: in a soak run at load 10 one connect outlived a 5 s timeout)."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=15) as client:
+        while True:
+            try:
+                (await client.post(faults_path(stack), json=fault)).raise_for_status()
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
 
 async def chaos(
