@@ -131,7 +131,9 @@ class WebhookSender:
         )
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
-        self.swept_at = 0.0  # monotonic time of the last housekeeping
+        # monotonic time of the last housekeeping; None: not yet (monotonic time counts from boot, so 0.0 would
+        # skip housekeeping for a process started in a machine's first 10 minutes)
+        self.swept_at: float | None = None
         self.worker = Worker(
             "notify-webhooks",
             self.step,
@@ -150,7 +152,7 @@ class WebhookSender:
     async def housekeeping(self) -> None:
         """At most every 10 minutes: forget finished deliveries past the log's retention, and news still waiting
         for its return's request after the give-up time."""
-        if time.monotonic() - self.swept_at < HOUSEKEEPING_S:
+        if self.swept_at is not None and time.monotonic() - self.swept_at < HOUSEKEEPING_S:
             return
         self.swept_at = time.monotonic()
         now, s = self.clock.now(), self.settings
