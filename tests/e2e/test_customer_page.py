@@ -4,7 +4,6 @@ tracking number, a courier scan shows as a new step, and a tampered, expired or 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +27,11 @@ from tests.kafkautil import read_topic, values
 pytestmark = pytest.mark.e2e
 
 
-async def test_a_customer_follows_their_return_from_the_sms_link():
+async def test_a_customer_follows_their_return_from_the_sms_link(stack_root: Path):
     chromium_or_fail()
     # not under pytest's basetemp (0700 under /tmp/pytest-of-root at times): embedded PostgreSQL's initdb
     # runs as its own user and must reach the data directory
-    data = Path(tempfile.mkdtemp(prefix="returnflow-e2e-page-")) / "data"
+    data = stack_root / "data"  # removed after the test (tests/conftest.py)
     env = customer_env(data)
     env["RETURNFLOW_RETURNS_LINK_TTL_DAYS_AFTER_CLOSE"] = "0"  # a closed return's link expires at once
     proc = start(env)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +32,9 @@ async def on_page(page: Page, selector: str, timeout_ms: float = 15_000) -> None
     await page.wait_for_selector(selector, state="attached", timeout=timeout_ms)
 
 
-async def test_an_after_sales_team_works_from_the_browser():
+async def test_an_after_sales_team_works_from_the_browser(stack_root: Path):
     chromium_or_fail()
-    data = Path(tempfile.mkdtemp(prefix="returnflow-e2e-wb-")) / "data"
+    data = stack_root / "data"  # removed after the test (tests/conftest.py)
     env = workbench_env(data)
     proc = start(env)
     try:
