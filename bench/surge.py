@@ -464,6 +464,119 @@ def lifecycles(records: list[dict[str, Any]], col: Collector) -> tuple[list[dict
     return done, lat
 
 
+class Load:
+    """Runs the load generator (bench/surgegen.py) against the stack, one phase at a time."""
+
+    def __init__(self, a: argparse.Namespace, tmp: Path, tz: str, col: Collector, sampler: Sampler) -> None:
+        self.a, self.tmp, self.tz, self.col, self.sampler = a, tmp, tz, col, sampler
+
+    async def start(
+        self, name: str, peak: float, ramp_s: float, hold_s: float, start_fraction: float
+    ) -> asyncio.subprocess.Process:
+        self.records_path = self.tmp / name
+        gen = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.surgegen",
+            *("--returns-port", str(port_for("returns"))),
+            *("--warehouse-port", str(port_for("warehouse"))),
+            *("--audit-port", str(port_for("audit"))),
+            *("--peak", str(peak), "--ramp-s", str(ramp_s), "--hold-s", str(hold_s)),
+            *("--start-fraction", str(start_fraction)),
+            *("--max-returns", str(self.a.max_returns), "--connections", str(self.a.connections)),
+            *("--max-seconds", str(ramp_s + hold_s + 120)),
+            *("--timezone", self.tz, "--out", str(self.records_path)),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.sampler.extra["load-generator"] = gen.pid
+        return gen
+
+    async def finish(
+        self, gen: asyncio.subprocess.Process, total_s: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], float]:
+        """(records, progress lines, the generator's summary, when it ended) once it has sent its load."""
+        progress: list[dict[str, Any]] = []
+        gsum = await read_generator(gen, progress, self.col, total_s)
+        await gen.wait()
+        t_end = time.time()
+        records = [orjson.loads(x) for x in self.records_path.read_bytes().splitlines()]
+        return records, progress, gsum, t_end
+
+
+async def drain(records: list[dict[str, Any]], col: Collector, sampler: Sampler, timeout_s: float) -> None:
+    """Wait until every accepted lifecycle is complete, or the backlog is gone, or time is up."""
+    wanted = sum(1 for r in records if r.get("return_id"))
+    print(f"surge: load done ({len(records)} returns); draining ...", flush=True)
+    deadline = time.time() + timeout_s
+    last_change, last_n = time.time(), -1
+    while time.time() < deadline:
+        done, _ = lifecycles(records, col)
+        if len(done) != last_n:
+            last_change, last_n = time.time(), len(done)
+        last = sampler.samples[-1] if sampler.samples else {}
+        backlog = sum((last.get("outbox_backlog") or {}).values()) + sum((last.get("consumer_lag") or {}).values())
+        sys.stdout.write(
+            f"\r  drain {bar(len(done) / max(1, wanted))} complete {len(done)}/{wanted}  backlog {backlog} "
+        )
+        sys.stdout.flush()
+        if len(done) >= wanted or (backlog == 0 and time.time() - last_change > 10):
+            break
+        await asyncio.sleep(1.0)
+    print()
+
+
+# issue 17's latency targets at half of the capacity measured in the same run (p99, ms)
+TARGETS_P99_MS = {
+    "webhook_ack": 100.0,
+    "moving_scan_to_refund_issued": 500.0,
+    "request_to_first_sms": 2000.0,
+    "receipt_to_dual_check_verified": 2000.0,
+}
+
+
+async def at_share_of_capacity(a: argparse.Namespace, load: Load, capacity: float, t0: float) -> dict[str, Any]:
+    """The second phase: once the surge has drained, a steady load at `--share` of the capacity the surge
+    measured (its best sustained completions/s), for `--share-s` seconds; the latencies of those returns
+    against the targets, and the largest consumer lag and outbox backlog meanwhile."""
+    rate = round(max(1.0, capacity * a.share), 1)
+    print(f"steady: {rate:.1f} returns/s = {a.share:.0%} of the {capacity:.1f}/s measured, for {a.share_s:.0f}s")
+    gen = await load.start("records-steady.jsonl", rate, 1.0, a.share_s, start_fraction=1.0)
+    t_start = time.time()
+    records, _, gsum, t_end = await load.finish(gen, 1.0 + a.share_s)
+    await drain(records, load.col, load.sampler, a.drain_timeout_s)
+    done, lat = lifecycles(records, load.col)
+    during = [s for s in load.sampler.samples if t_start - t0 <= s["t"] <= t_end - t0]
+    latency = {k: summary_ms(v) for k, v in lat.items() if not k.startswith("stage:")}
+    targets = {
+        k: {"p99_ms": latency.get(k, {}).get("p99_ms"), "target_ms": limit}
+        | {"met": (latency.get(k, {}).get("p99_ms") or float("inf")) < limit}
+        for k, limit in TARGETS_P99_MS.items()
+    }
+    return {
+        "share": a.share,
+        "capacity_lifecycles_per_s": capacity,
+        "offered_returns_per_s": rate,
+        "seconds": a.share_s,
+        "returns_started": len(records),
+        "webhooks_accepted": sum(1 for r in records if r.get("status") == 202),
+        "lifecycles_complete": len(done),
+        "latency": latency,
+        "targets": targets,
+        "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in during), default=0),
+        "max_consumer_lag_by_group": {
+            g: max((s.get("consumer_lag", {}).get(g, 0) for s in during), default=0)
+            for g in sorted({g for s in during for g in s.get("consumer_lag", {})})
+        },
+        "max_outbox_backlog": max((sum(s.get("outbox_backlog", {}).values()) for s in during), default=0),
+        "generator_errors": gsum.get("errors", {}),
+    }
+
+
+def best_span(a: argparse.Namespace) -> int:
+    """The rolling window (s) of the sustained rate: as long as the hold phase, at most 60 s."""
+    return max(1, min(60, int(a.hold_s)))
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peak", type=float, default=100.0, help="returns started per second at the peak")
@@ -503,12 +616,28 @@ async def main() -> None:
         "off: RETURNFLOW_TRACE_ENABLED=false (no trace context at all). Alternate runs to measure its CPU cost",
     )
     ap.add_argument("--trace-rate", type=float, default=0.01, help="--tracing on: the share of traces recorded")
+    ap.add_argument(
+        "--share-s",
+        type=float,
+        default=30.0,
+        help="then, once drained: a steady load at --share of the capacity just measured for this many seconds, "
+        "its latencies against the targets (0: skip)",
+    )
+    ap.add_argument("--share", type=float, default=0.5, help="the steady phase's share of the measured capacity")
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=0,
+        help="pin the whole run (stack, generator, this harness) to the first N cores (taskset): scaling evidence",
+    )
     ap.add_argument("--out", default=str(RESULTS / "surge.json"))
     a = ap.parse_args()
 
     from contracts.catalog import CATALOG
 
     EVERY_TOPIC.extend(t.name for t in CATALOG)
+    if a.cores:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: a.cores]))  # children inherit it
     tmp = Path(tempfile.mkdtemp(prefix="rf-surge-"))
     env = {
         "RETURNFLOW_DATA_DIR": str(tmp / "data"),
@@ -580,40 +709,12 @@ async def main() -> None:
         sampler = Sampler(stack, stack.dsn, stack.bootstrap)
         col_task = asyncio.create_task(col.run(stop))
         smp_task = asyncio.create_task(sampler.run(stop, t0))
-        records_path = tmp / "records.jsonl"
         tz = daytime_zone()
         total = a.ramp_s + a.hold_s
         print(f"surge: ramp to {a.peak:.0f} returns/s over {a.ramp_s:.0f}s, hold {a.hold_s:.0f}s (customers in {tz})")
-        gen = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.surgegen",
-            "--returns-port",
-            str(port_for("returns")),
-            "--warehouse-port",
-            str(port_for("warehouse")),
-            "--audit-port",
-            str(port_for("audit")),
-            "--peak",
-            str(a.peak),
-            "--ramp-s",
-            str(a.ramp_s),
-            "--hold-s",
-            str(a.hold_s),
-            "--max-returns",
-            str(a.max_returns),
-            "--connections",
-            str(a.connections),
-            "--max-seconds",
-            str(total + 120),
-            "--timezone",
-            tz,
-            "--out",
-            str(records_path),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        sampler.extra["load-generator"] = gen.pid
-        sampler.extra.update(parts)
+        load = Load(a, tmp, tz, col, sampler)
+        gen = await load.start("records.jsonl", a.peak, a.ramp_s, a.hold_s, start_fraction=0.1)
+        sampler.extra.update(parts)  # the embedded PostgreSQL and broker: their CPU is the stack's
         cpu0 = dict(sampler.cpu_s)
         others0 = cpu_by_pid()
         lag0 = await loop_lag_buckets(settings)
@@ -641,30 +742,8 @@ async def main() -> None:
                     stderr=asyncio.subprocess.DEVNULL,
                 )
             )
-        progress: list[dict[str, Any]] = []
-        gsum = await read_generator(gen, progress, col, total)
-        await gen.wait()
-        t_gen_end = time.time()
-        records = [orjson.loads(x) for x in records_path.read_bytes().splitlines()]
-        # drain: wait until every accepted lifecycle is complete, or the backlog is gone, or time is up
-        wanted = sum(1 for r in records if r.get("return_id"))
-        print(f"surge: load done ({len(records)} returns); draining ...", flush=True)
-        drain_deadline = time.time() + a.drain_timeout_s
-        last_change, last_n = time.time(), -1
-        while time.time() < drain_deadline:
-            done, _ = lifecycles(records, col)
-            if len(done) != last_n:
-                last_change, last_n = time.time(), len(done)
-            last = sampler.samples[-1] if sampler.samples else {}
-            backlog = sum((last.get("outbox_backlog") or {}).values()) + sum((last.get("consumer_lag") or {}).values())
-            sys.stdout.write(
-                f"\r  drain {bar(len(done) / max(1, wanted))} complete {len(done)}/{wanted}  backlog {backlog} "
-            )
-            sys.stdout.flush()
-            if len(done) >= wanted or (backlog == 0 and time.time() - last_change > 10):
-                break
-            await asyncio.sleep(1.0)
-        print()
+        records, progress, gsum, t_gen_end = await load.finish(gen, total)
+        await drain(records, col, sampler, a.drain_timeout_s)
         await asyncio.sleep(1.5)  # a last sample after the drain
         for spy in spies:
             with contextlib.suppress(TimeoutError):
@@ -684,9 +763,6 @@ async def main() -> None:
         )
         hops = await sampler.committed_total(sampler.consumers, sampler.ends_c)
         loop_lag = lag_quantiles(lag0, await loop_lag_buckets(settings))
-        stop.set()
-        await asyncio.gather(col_task, smp_task)
-        await sampler.close()
         done, lat = lifecycles(records, col)
         report = build_report(
             a, baseline, floor, gsum, progress, records, done, lat, col, sampler, hops, t0, t_gen_end, tz
@@ -694,6 +770,12 @@ async def main() -> None:
         report["summary"]["event_loop_lag"] = loop_lag
         if a.pg_stats:
             report["pg_statements"] = await top_statements(stack.dsn)
+        if a.share_s > 0:
+            capacity = report["summary"][f"lifecycles_per_s_best_{best_span(a)}s"]
+            report["summary"]["at_share_of_capacity"] = await at_share_of_capacity(a, load, capacity, t0)
+        stop.set()
+        await asyncio.gather(col_task, smp_task)
+        await sampler.close()
     finally:
         await stack.stop()
         if not (a.keep_data or a.profile):
@@ -759,8 +841,7 @@ def build_report(
             )
     for k, secs in by_sec.items():
         lat_series[k] = [_ms(pct(secs[i], 95)) if secs.get(i) else None for i in range(n)]
-    # sustained: the best rolling window as long as the hold phase (at most 60 s)
-    span = max(1, min(60, int(a.hold_s)))
+    span = best_span(a)  # sustained: the best rolling window as long as the hold phase
     best = max((sum(done_s[i : i + span]) for i in range(max(1, n - span + 1))), default=0)
     hops_per_s = hops / window if window > 0 else 0.0
     eff = hops_per_s / baseline["per_s"] if baseline.get("per_s") else None
@@ -774,7 +855,14 @@ def build_report(
         "http_requests": round(gsum.get("http_requests", 0) / n_done, 2),
         "message_hops": round(hops / n_done, 2),
     }
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # --cores pins the run to fewer than the machine has
+    floor_ms = (
+        per_lifecycle["http_requests"] * floor["cpu_ms_per_request"]
+        + per_lifecycle["message_hops"] * baseline["cpu_ms_per_message"]
+    )
+    # issue 17's first target: CPU per lifecycle at overload ≤ 3 times the plumbing floor of the same run
+    per_lifecycle["floor_cpu_ms"] = round(floor_ms, 2)
+    per_lifecycle["times_floor"] = round(per_lifecycle["cpu_ms"] / floor_ms, 2) if floor_ms > 0 and done else None
     ceilings = {
         # what the CPU measured per lifecycle leaves room for on this machine's cores
         "at_measured_cpu": round(cores * 1000 / per_lifecycle["cpu_ms"], 1) if done else None,
@@ -816,6 +904,10 @@ def build_report(
         "baseline_cpu_ms_per_message": baseline["cpu_ms_per_message"],
         "max_outbox_backlog": max((sum(s.get("outbox_backlog", {}).values()) for s in sampler.samples), default=0),
         "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in sampler.samples), default=0),
+        # each group's lag when the load stopped: a stage that falls behind at capacity shows here
+        "consumer_lag_by_group_at_load_end": next(
+            (s.get("consumer_lag", {}) for s in reversed(sampler.samples) if s["t"] <= t_gen_end - t0), {}
+        ),
         "window_s": round(window, 1),
         "webhook_client_queue_p50_ms": round(gsum.get("webhook_client_queue_p50_ms", 0.0), 1),
         "webhook_client_queue_p99_ms": round(gsum.get("webhook_client_queue_p99_ms", 0.0), 1),
@@ -823,7 +915,8 @@ def build_report(
     }
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} used), "
+        f"{platform.system()}, "
         f"Python {platform.python_version()}",
         "command": " ".join(sys.argv),
         "config": vars(a),
