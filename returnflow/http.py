@@ -307,7 +307,7 @@ async def problem_response(_: Any, exc: Exception) -> Response:
 _bearer_scheme = HTTPBearer(auto_error=False, description="a person's or a device's bearer token")
 
 
-def _bearer_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer_scheme)) -> str | None:
+async def _bearer_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer_scheme)) -> str | None:
     token = credentials.credentials.strip() if credentials is not None else ""
     return token or None
 
@@ -369,11 +369,11 @@ def find_by_token(token: str | None, by_digest: Mapping[bytes, T]) -> T | None:
     return None
 
 
-def context_dependency(kind: type[T]) -> Callable[[Request], T]:
+def context_dependency(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A FastAPI dependency giving the service's typed context (built at start by its SPEC):
     `Ctx = Annotated[RefundsContext, Depends(context_dependency(RefundsContext))]`."""
 
-    def current(request: Request) -> T:
+    async def current(request: Request) -> T:
         context = request.app.state.context
         if not isinstance(context, kind):
             raise RuntimeError(f"service context is {type(context).__name__}, not {kind.__name__}")

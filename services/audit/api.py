@@ -102,7 +102,7 @@ RESOLUTION_BODY_LIMIT = 64 * 1024
 
 
 # -- who is asking ---------------------------------------------------------------------------------
-def returns_team_person(ctx: Ctx, token: BearerToken) -> str:
+async def returns_team_person(ctx: Ctx, token: BearerToken) -> str:
     """The returns-team person a bearer token belongs to; 401 otherwise."""
     person = find_by_token(token, ctx.people_by_token)
     if person is None:
@@ -148,7 +148,7 @@ def bad_query(field: str, message: str) -> HttpProblem:
     return HttpProblem(422, "invalid query parameter", [{"field": field, "message": message}])
 
 
-def wants_csv(
+async def wants_csv(
     request: Request,
     fmt: Annotated[Literal["csv", "json"] | None, Query(alias="format", description="csv or json")] = None,
 ) -> bool:
@@ -162,7 +162,7 @@ def wants_csv(
 CsvWanted = Annotated[bool, Depends(wants_csv)]
 
 
-def reasons_filter(
+async def reasons_filter(
     reason: Annotated[
         list[str] | None, Query(description=f"one of {', '.join(REASONS)}; repeat or comma-separate")
     ] = None,
@@ -174,7 +174,7 @@ def reasons_filter(
     return reasons
 
 
-def discrepancy_filter(
+async def discrepancy_filter(
     reasons: Annotated[tuple[str, ...], Depends(reasons_filter)],
     status: Annotated[Literal["open", "resolved"] | None, Query()] = None,
     since: Annotated[Instant, Query(description="opened at or after (ISO 8601)")] = None,

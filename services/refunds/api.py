@@ -211,7 +211,7 @@ async def whoami(ctx: Ctx, actor: RosterActor) -> Response:
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-def queue_filter(
+async def queue_filter(
     shop: Annotated[str | None, Query(min_length=1, max_length=128, description="shop id")] = None,
     min_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
     max_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
@@ -283,7 +283,7 @@ def unknown_time_zone(tz: str) -> HttpProblem:
     return HttpProblem(422, "validation failed", [{"field": "tz", "message": f"unknown time zone {tz!r}"}])
 
 
-def time_zone(
+async def time_zone(
     tz: Annotated[str, Query(max_length=64, description="IANA time zone the days are counted in")] = "UTC",
 ) -> str:
     if tz not in known_time_zones():  # IANA names only (no paths, no POSIX rules)

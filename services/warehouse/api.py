@@ -96,7 +96,7 @@ from services.warehouse.signatures import AFTERSHIP_HMAC_HEADER, aftership_verif
 Ctx = Annotated[WarehouseContext, Depends(context_dependency(WarehouseContext))]
 
 
-def registered_device(token: BearerToken, ctx: Ctx) -> Device:
+async def registered_device(token: BearerToken, ctx: Ctx) -> Device:
     device = find_by_token(token, ctx.devices)
     if device is None:
         raise unauthorized("a registered warehouse device's bearer token is required")
