@@ -64,6 +64,7 @@ async def main() -> None:
             "RETURNFLOW_RETURNS_PORT": str(port),
             "RETURNFLOW_RETURNS_WORKERS": os.environ.get("RETURNFLOW_RETURNS_WORKERS", "1"),
             "RETURNFLOW_LOG_FORMAT": "json",
+            "RETURNFLOW_DEV_STACK": "true",  # its development secrets sign the load generator's webhooks
             "RETURNFLOW_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "RETURNFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "400",
         }
