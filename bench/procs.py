@@ -34,8 +34,15 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def cpu_seconds_of(procs: Iterable[psutil.Process]) -> float:
-    """User + system CPU of these processes."""
-    return sum(sum(p.cpu_times()[:2]) for p in procs)
+    """User + system CPU of these processes (one that ended since it was listed, e.g. a PostgreSQL backend
+    whose connection closed, counts as nothing: a bench run failed on one)."""
+    total = 0.0
+    for p in procs:
+        try:
+            total += sum(p.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
