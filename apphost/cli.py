@@ -30,7 +30,8 @@ def _serve(name: str) -> int:
         # Every worker writes its metrics to files here; /metrics adds them up.
         import shutil
 
-        metrics_dir = settings.data_dir / "metrics" / name
+        # (each half of a split service its own: one half starting must not clear the other's files)
+        metrics_dir = settings.data_dir / "metrics" / (name if settings.role == "all" else f"{name}-{settings.role}")
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())

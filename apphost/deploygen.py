@@ -332,13 +332,25 @@ class Workload:
     cpu_request: str
     memory_request: str
     memory_limit: str
+    # A service split in two (ServiceSettings.consumers_apart) is two Deployments: `web` (its routes; the
+    # Service selects these pods) and `consumers` (its consumer groups), scaled apart. `all`: one of each.
+    role: str = "all"
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-consumers" if self.role == "consumers" else self.service
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return _labels(self.service) | ({"app.kubernetes.io/component": self.role} if self.role != "all" else {})
 
 
 # Consumers per group are bounded by partitions (4 per topic in the catalog): each partition has one member of
 # a group, so at most 4 pods work on any one topic; a 5th pod never speeds up the busiest topic. Only `returns`
 # goes past that bound: its webhook intake is HTTP and CPU-bound, extra pods take HTTP load.
 WORKLOADS: tuple[Workload, ...] = (
-    Workload("returns", 2, 8, "500m", "256Mi", "512Mi"),
+    Workload("returns", 2, 8, "500m", "256Mi", "512Mi", role="web"),
+    Workload("returns", 2, 4, "250m", "192Mi", "384Mi", role="consumers"),
     Workload("warehouse", 2, 4, "250m", "192Mi", "384Mi"),
     Workload("refunds", 2, 4, "250m", "192Mi", "384Mi"),
     Workload("notify", 2, 4, "250m", "192Mi", "384Mi"),
@@ -420,7 +432,8 @@ _CONTAINER_SECURITY = {
 
 def _deployment(w: Workload, image: str) -> dict[str, Any]:
     port = port_for(w.service)
-    labels = _labels(w.service)
+    labels = w.labels
+    env = _env(w.service) + ([{"name": "RETURNFLOW_ROLE", "value": w.role}] if w.role != "all" else [])
     resources = {
         "requests": {"cpu": w.cpu_request, "memory": w.memory_request},
         "limits": {"memory": w.memory_limit},  # no CPU limit: throttling stalls consumers' heartbeats
@@ -429,7 +442,7 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": f"returnflow-{w.service}",
+            "name": f"returnflow-{w.name}",
             "labels": {**labels, "app.kubernetes.io/version": project_version()},
         },
         "spec": {
@@ -484,13 +497,13 @@ def _deployment(w: Workload, image: str) -> dict[str, Any]:
                     ],
                     "containers": [
                         {
-                            "name": w.service,
+                            "name": w.name,
                             "image": image,
                             "imagePullPolicy": "IfNotPresent",
                             "args": ["serve", w.service],
                             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                             "envFrom": _ENV_FROM,
-                            "env": _env(w.service),
+                            "env": env,
                             "startupProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
                                 "periodSeconds": 2,
@@ -529,7 +542,7 @@ def _service(w: Workload) -> dict[str, Any]:
         "metadata": {"name": f"returnflow-{w.service}", "labels": _labels(w.service)},
         "spec": {
             "type": "ClusterIP",
-            "selector": _labels(w.service),
+            "selector": w.labels,  # a split service's web pods
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -539,8 +552,8 @@ def _pdb(w: Workload) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": f"returnflow-{w.service}", "labels": _labels(w.service)},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels(w.service)}},
+        "metadata": {"name": f"returnflow-{w.name}", "labels": w.labels},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": w.labels}},
     }
 
 
@@ -548,9 +561,9 @@ def _hpa(w: Workload) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": f"returnflow-{w.service}", "labels": _labels(w.service)},
+        "metadata": {"name": f"returnflow-{w.name}", "labels": w.labels},
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"returnflow-{w.service}"},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"returnflow-{w.name}"},
             "minReplicas": w.min_replicas,
             "maxReplicas": w.max_replicas,
             "metrics": [
@@ -638,16 +651,18 @@ def render_services() -> str:
     )
     docs: list[tuple[str, dict[str, Any]]] = []
     for w in WORKLOADS:
-        topics = consumed_topics(w.service)
+        topics = consumed_topics(w.service) if w.role != "web" else []
         note = (
-            f"{w.service}: port {port_for(w.service)}; consumes {len(topics)} topics "
+            f"{w.name}: port {port_for(w.service)}; consumes {len(topics)} topics "
             f"(at most {partition_bound(w.service)} partitions each) -> "
             f"{w.min_replicas}..{w.max_replicas} pods, one consumer per pod and group"
             if topics
-            else f"{w.service}: port {port_for(w.service)}; consumes no topic (HTTP only) -> "
-            f"{w.min_replicas}..{w.max_replicas} pods"
+            else f"{w.name}: port {port_for(w.service)}; consumes no topic (HTTP only"
+            + ("; its consumer groups run in the consumers Deployment" if w.role == "web" else "")
+            + f") -> {w.min_replicas}..{w.max_replicas} pods"
         )
-        docs += [(note, _deployment(w, image)), ("", _service(w)), ("", _pdb(w)), ("", _hpa(w))]
+        routed = [("", _service(w))] if w.role != "consumers" else []  # nothing calls the consumers half
+        docs += [(note, _deployment(w, image)), *routed, ("", _pdb(w)), ("", _hpa(w))]
     return _dump_docs(docs, header)
 
 

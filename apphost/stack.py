@@ -38,6 +38,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # this child's own settings, over the stack's
     exits: list[datetime] = field(default_factory=list)  # when the supervisor found it dead
     argv: list[str] | None = None  # a helper process (not a service): its command line
 
@@ -84,6 +85,11 @@ class Stack:
 
     def check_ports(self) -> None:
         wanted = [(f"{name} service", registry.port_for(name)) for name in self.services]
+        wanted += [
+            (f"{name} consumers", own.consumers_port)
+            for name in self.services
+            if (own := registry.settings_of(name)).consumers_apart and own.consumers_port
+        ]
         if not self.settings.kafka_bootstrap:
             wanted.append(("embedded Kafka broker", self.settings.embedded_kafka_port))
         if self.refunds.gateway_sim_port:
@@ -121,9 +127,34 @@ class Stack:
         self.out(f"  migrations   applied for {', '.join(self.services)}")
         self._add_gateway_sim(logs)
         for name in self.services:
-            self.children[name] = Child(name, registry.port_for(name), logs / f"{name}.log")
-            self._spawn(self.children[name])
+            self._add_service(name, logs)
         await self.wait_ready()
+
+    def _add_service(self, name: str, logs: Path) -> None:
+        """A service's process; a service whose settings ask for it (`consumers_apart`) runs as two: the web
+        half on its port, and its consumer groups in `<name>-consumers`."""
+        own = registry.settings_of(name)
+        if not own.consumers_apart:
+            self.children[name] = Child(name, own.port, logs / f"{name}.log")
+            self._spawn(self.children[name])
+            return
+        self.children[name] = Child(name, own.port, logs / f"{name}.log", env={"RETURNFLOW_ROLE": "web"})
+        port = own.consumers_port or free_port(self.settings.host)
+        apart = f"{name}-consumers"
+        self.children[apart] = Child(
+            apart,
+            port,
+            logs / f"{apart}.log",
+            argv=[sys.executable, "-m", "apphost.cli", "serve", name],
+            # one process: its consumers scale by partitions and replicas, not uvicorn workers
+            env={
+                "RETURNFLOW_ROLE": "consumers",
+                f"RETURNFLOW_{name.upper()}_PORT": str(port),
+                f"RETURNFLOW_{name.upper()}_WORKERS": "1",
+            },
+        )
+        self._spawn(self.children[name])
+        self._spawn(self.children[apart])
 
     def _add_gateway_sim(self, logs: Path) -> None:
         """The refunds service pays through a gateway; unless one is configured, run the simulated
@@ -201,7 +232,7 @@ class Stack:
         child.log_file = open(child.log_path, "ab")
         child.proc = subprocess.Popen(
             child.argv or [sys.executable, "-m", "apphost.cli", "serve", child.name],
-            env=self.child_env(),
+            env={**self.child_env(), **child.env},
             stdout=child.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children once, in order

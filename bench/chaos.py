@@ -409,7 +409,8 @@ async def chaos(
         done["gateway_faults"] += 1
     for k in range(1, cfg.kills + 1):
         await asyncio.sleep(cfg.kill_interval_s * (0.6 + 0.8 * rng.random()))
-        name = rng.choice(list(SERVICES))
+        # every service process, the consumers half of a split service (returns-consumers) too
+        name = rng.choice([n for n in stack.children if n in SERVICES or n.removesuffix("-consumers") in SERVICES])
         if name == "notify":
             done["notify_crashes"].append(datetime.now(UTC).isoformat())
         pid = stack.kill_service(name)

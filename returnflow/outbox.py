@@ -123,6 +123,7 @@ class Relay:
         on_broker_loss: Callable[[], Awaitable[None]] | None = None,
         kafka_options: Mapping[str, Any] | None = None,
         tracing: Tracing | None = None,
+        listen: bool = True,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -143,7 +144,11 @@ class Relay:
         self.published_total = 0
         self._next_check = 0.0
         self._next_purge = time.monotonic() + 60
-        self.worker = Worker(f"{schema}.relay", self.step, poll_s=poll_interval_s, dsn=dsn, channel=f"{schema}_outbox")
+        self._epoch: int | None = None  # broker_epoch as this process last saw it
+        # `listen`: woken by the outbox trigger's NOTIFY; else by `wake()` and the poll interval (a second relay
+        # of the service in another process, for rows its own process writes)
+        channel = f"{schema}_outbox" if listen else None
+        self.worker = Worker(f"{schema}.relay", self.step, poll_s=poll_interval_s, dsn=dsn, channel=channel)
 
     def wake(self) -> None:
         self.worker.wake()
@@ -235,14 +240,24 @@ class Relay:
                    SELECT count(*) FROM r"""
             )
             await conn.execute("DELETE FROM outbox_offsets")
+            self._epoch = await conn.fetchval("UPDATE broker_epoch SET epoch = epoch + 1 RETURNING epoch")
         log.warning("broker lost its log: re-publishing retained outbox rows", schema=self.schema, rows=n)
         return int(n)
+
+    async def epoch_moved(self) -> bool:
+        """Whether another process of this service found the broker's log lost since this one last looked."""
+        epoch = await self.pool.fetchval("SELECT epoch FROM broker_epoch")
+        moved = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        return moved
 
     async def check_broker(self) -> None:
         try:
             if await self.broker_lost_log():
                 await self.republish_retained()
                 self.wake()
+            elif await self.epoch_moved() and self.on_broker_loss is not None:
+                await self.on_broker_loss()  # its relay re-published; our consumers read the new log
         except Exception as exc:  # the broker may be restarting; try again next round
             log.warning("broker offset check failed", schema=self.schema, error=repr(exc))
 

@@ -134,7 +134,8 @@ class Runtime:
         for group in self.consumers:
             if not await _caught_up(self.kafka_consumers.get(group) or _started_consumer(self, group)):
                 waiting.append(group)
-        if self.spec.idle is not None and self.context is not None and not await self.spec.idle(self.context):
+        idle = self.spec.idle if self.settings.role != "consumers" else None  # the workers run in the web half
+        if idle is not None and self.context is not None and not await idle(self.context):
             waiting.append("workers")
         return {"idle": not waiting, "waiting": waiting}
 
@@ -193,6 +194,8 @@ def relay_for(rt: Runtime) -> Relay:
         on_broker_loss=lambda: _rewind_consumers(rt.broker),
         kafka_options=client_options(s),
         tracing=rt.tracing,
+        # the consumers half of a split service wakes its relay itself, after each batch; the web half listens
+        listen=s.role != "consumers",
     )
 
 
@@ -236,6 +239,8 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         rt.kafka_consumers[group] = sub.consumer
         await consumer.process_records(records)
+        if rt.settings.role == "consumers":
+            rt.wake_relay()  # what the batch wrote to the outbox (this relay does not LISTEN)
         # Commit only after the transaction committed, and only the partitions this batch read: a
         # consumer of many topics holds dozens of partitions, and committing them all cost 3 times
         # the CPU (client and broker) of committing the few a batch touched.
@@ -346,8 +351,9 @@ def create_app(
         shops=shops,
         tracing=tracing,
     )
-    for cspec in spec.consumers:
-        _subscribe(rt, cspec)
+    if settings.role != "web":  # the web half of a split service leaves its consumer groups to the other
+        for cspec in spec.consumers:
+            _subscribe(rt, cspec)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -370,7 +376,7 @@ def create_app(
     app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
     app.add_middleware(HttpMetricsMiddleware, tracing=tracing)
     _ops_routes(app, rt)
-    if spec.router is not None:
+    if spec.router is not None and settings.role != "consumers":
         app.include_router(spec.router)
     return app
 
@@ -419,7 +425,10 @@ async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
     await rt.broker.connect()
     rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{spec.name}-relay"))
     await rt.broker.start()
-    workers = [asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}") for w in spec.workers]
+    workers = [
+        asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}")
+        for w in (spec.workers if settings.role != "consumers" else ())
+    ]
     rt.tasks.extend(workers)
     rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))
     if rt.shops.path is not None:

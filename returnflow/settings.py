@@ -152,6 +152,11 @@ class Settings(Loadable):
     trace_export_delay_ms: int = 1000
 
     log_format: str = "auto"  # auto | json | console
+    # What this process of a service runs (RETURNFLOW_ROLE): everything (`all`), or one half of a service
+    # split in two processes — `web` (its HTTP routes, workers and relay) and `consumers` (its consumer
+    # groups and relay, with the ops endpoints only). `returnflow up` splits a service whose settings ask for
+    # it (`consumers_apart`), so a consumer's batches cannot hold up the webhooks the other process acks.
+    role: Literal["all", "web", "consumers"] = "all"
     log_level: str = "INFO"
 
     def secrets_for(self, source: str) -> list[bytes]:
@@ -169,6 +174,13 @@ class ServiceSettings(Loadable):
     # cores to spare: with the whole stack on 2 cores a second returns worker added no throughput and
     # raised the webhook ack p99 (bench/surge.py); production scales by replicas.
     workers: int = 1
+    # Run the service's consumer groups in a process of their own (role `consumers`), beside the one serving
+    # its HTTP routes (role `web`). Measured for the returns service (issue 17): its timeline consumer reads
+    # every lifecycle topic, and in the same event loop it took the webhook ack p99 at 41 returns/s from
+    # 57 to 158 ms. Where the process would be idle (a service with little to consume), one is cheaper.
+    consumers_apart: bool = False
+    # The consumers process's port (its /healthz, /readyz, /idlez and /metrics); 0: any free port.
+    consumers_port: int = 0
 
 
 def _dev_secret_paths(value: Any, path: str) -> list[str]:

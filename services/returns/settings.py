@@ -12,6 +12,8 @@ class ReturnsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RETURNFLOW_RETURNS_", extra="ignore")
 
     port: int = 8081
+    # The timeline consumer in its own process (ServiceSettings.consumers_apart): intake answers faster.
+    consumers_apart: bool = True
 
     # Intake group commit: webhooks accepted in one transaction (RETURNFLOW_RETURNS_INTAKE_BATCH_MAX, ...).
     intake_batch_max: int = 200

@@ -140,3 +140,27 @@ async def test_housekeeping_forgets_old_event_ids_and_published_rows_only(dsn, b
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
     await pool.close()
+
+
+async def test_a_broker_loss_found_by_one_relay_rewinds_the_consumers_of_the_other(dsn, bootstrap):
+    """A service split in two processes has a relay in each, on one outbox: whichever finds that the broker
+    lost its log re-publishes and moves the schema's broker epoch; the other sees the epoch move on its own
+    broker check and sends its consumers back to the start (once)."""
+    pool, _ = await setup(dsn, 0)
+    rewound: list[str] = []
+
+    async def rewind() -> None:
+        rewound.append("consumers")
+
+    broker = make_broker(Settings(), bootstrap, "t")
+    finder = relay(pool, dsn, bootstrap, broker)
+    other = Relay(pool=pool, dsn=dsn, schema=SCHEMA, publish=publisher_for(broker), bootstrap=bootstrap)
+    other.on_broker_loss = rewind
+    await other.check_broker()  # nothing lost, the epoch as it is now
+    assert rewound == []
+    await finder.republish_retained()
+    await other.check_broker()
+    assert rewound == ["consumers"]
+    await other.check_broker()
+    assert rewound == ["consumers"], "one loss, one rewind"
+    await pool.close()

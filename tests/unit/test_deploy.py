@@ -36,7 +36,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from apphost import cli, deploygen, healthcheck
+from apphost import cli, deploygen, healthcheck, registry
 from apphost.registry import DEPLOYED as SERVICES
 from apphost.registry import port_for, spec_of
 from contracts.catalog import TOPICS_BY_NAME, all_topic_names
@@ -130,6 +130,33 @@ def test_compose_runs_the_five_services_from_one_image(compose: dict[str, Any]) 
             "migrate": {"condition": "service_completed_successfully"},
         }
         assert "healthcheck" not in svc  # the image's HEALTHCHECK (/readyz) applies
+
+
+def test_a_service_split_in_two_runs_as_two_everywhere(
+    compose: dict[str, Any], k8s_docs: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """A service whose settings ask for its consumers apart (returns) runs its web half where it is called and
+    its consumer groups beside it, in compose and on Kubernetes, as `returnflow up` runs it."""
+    split = [name for name in SERVICES if registry.settings_of(name).consumers_apart]
+    assert "returns" in split
+    deployments, k8s_services = by_kind(k8s_docs, "Deployment"), by_kind(k8s_docs, "Service")
+
+    def role_of(deployment: dict[str, Any]) -> str | None:
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next((e["value"] for e in env if e["name"] == "RETURNFLOW_ROLE"), None)
+
+    for name in split:
+        assert compose["services"][name]["environment"]["RETURNFLOW_ROLE"] == "web"
+        apart = compose["services"][f"{name}-consumers"]
+        assert apart["command"] == ["serve", name] and apart["environment"]["RETURNFLOW_ROLE"] == "consumers"
+        assert "ports" not in apart  # nothing calls it
+        web, consumers = deployments[f"returnflow-{name}"], deployments[f"returnflow-{name}-consumers"]
+        assert (role_of(web), role_of(consumers)) == ("web", "consumers")
+        selector = k8s_services[f"returnflow-{name}"]["spec"]["selector"]
+        assert selector["app.kubernetes.io/component"] == "web"  # calls reach the web half only
+        assert web["spec"]["selector"]["matchLabels"] != consumers["spec"]["selector"]["matchLabels"]
+    for name in set(SERVICES) - set(split):
+        assert role_of(deployments[f"returnflow-{name}"]) is None and f"{name}-consumers" not in compose["services"]
 
 
 def test_the_workbench_calls_each_service_where_compose_and_kubernetes_serve_it(
@@ -320,10 +347,13 @@ def test_strimzi_cluster_and_users_match_the_crds(k8s_docs: list[tuple[str, dict
 
 def test_k8s_deployments_probes_and_security(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
     deployments = by_kind(k8s_docs, "Deployment")
-    assert set(deployments) == {f"returnflow-{s}" for s in SERVICES}
+    split = {s for s in SERVICES if registry.settings_of(s).consumers_apart}
+    assert set(deployments) == {f"returnflow-{s}" for s in SERVICES} | {f"returnflow-{s}-consumers" for s in split}
     config_maps, secrets = by_kind(k8s_docs, "ConfigMap"), by_kind(k8s_docs, "Secret")
-    for service in SERVICES:
-        spec = deployments[f"returnflow-{service}"]["spec"]
+    for name, deployment in deployments.items():
+        service = deployment["spec"]["template"]["spec"]["containers"][0]["args"][1]
+        role = {f"returnflow-{service}": "web", f"returnflow-{service}-consumers": "consumers"}[name]
+        spec = deployment["spec"]
         pod = spec["template"]["spec"]
         assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -342,7 +372,7 @@ def test_k8s_deployments_probes_and_security(k8s_docs: list[tuple[str, dict[str,
             assert env == {
                 "RETURNFLOW_SECRETS_DIR": deploygen.SECRETS_DIR,
                 "RETURNFLOW_KAFKA_SASL_USERNAME": deploygen.kafka_user(service),
-            }
+            } | ({"RETURNFLOW_ROLE": role} if service in split and c in pod["containers"] else {})
             assert {"name": "secrets", "mountPath": deploygen.SECRETS_DIR, "readOnly": True} in c["volumeMounts"]
         (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
         sources = [src["secret"]["name"] for src in volume["projected"]["sources"]]
@@ -362,8 +392,11 @@ def test_k8s_services_pdbs_and_hpas_point_at_the_deployments(k8s_docs: list[tupl
     for name, deployment in deployments.items():
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         service = deployment["spec"]["template"]["spec"]["containers"][0]["args"][1]
-        assert services[name]["spec"]["selector"].items() <= pod_labels.items()
-        assert services[name]["spec"]["ports"][0]["port"] == DEFAULT_PORTS[service]
+        if name == f"returnflow-{service}":  # the consumers half of a split service has no Service: nothing calls it
+            assert services[name]["spec"]["selector"].items() <= pod_labels.items()
+            assert services[name]["spec"]["ports"][0]["port"] == DEFAULT_PORTS[service]
+        else:
+            assert name not in services
         assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
         hpa = hpas[name]["spec"]
         assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
