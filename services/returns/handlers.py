@@ -79,8 +79,7 @@ def intake_step(link_secret: bytes | None) -> partial[Any]:
 async def accept_returns(conn: Conn, items: Sequence[Intake], link_secret: bytes | None = None) -> list[IntakeResult]:
     """New returns inserted with their lines, link digest, return-requested event and timeline entry; a
     webhook delivered again, or naming a return accepted before, is answered with that return."""
-    now = await repository.now(conn)
-    known = await repository.known_deliveries(conn, [it.delivery for it in items])
+    now, known = await repository.now_and_known_deliveries(conn, [it.delivery for it in items])
     candidates = rules.new_return_candidates(items, known)
     digests = (
         {rid: token_digest(link_token(link_secret, rid)) for rid, _ in candidates.values()} if link_secret else None
@@ -90,12 +89,10 @@ async def accept_returns(conn: Conn, items: Sequence[Intake], link_secret: bytes
     # lost to a return accepted earlier (or by a concurrent batch): answer with that return
     return_of |= await repository.returns_by_platform_key(conn, [k for k, r in return_of.items() if r not in created])
     new = [(rid, it) for rid, it in candidates.values() if rid in created]
-    await repository.insert_lines(conn, new)
     requested = [events.return_requested(rid, it, now) for rid, it in new]
     await enqueue(conn, requested)
-    await repository.add_timeline(conn, [timeline.entry(e) for e in requested])
     results, deliveries = rules.intake_results(items, known, return_of, created)
-    await repository.record_deliveries(conn, deliveries)
+    await repository.record_accepted(conn, new, [timeline.entry(e) for e in requested], deliveries)
     return results
 
 

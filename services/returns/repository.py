@@ -18,20 +18,30 @@ from services.returns.timeline import TimelineEntry
 Key = tuple[str, str]
 
 
-async def now(conn: Conn) -> datetime:
-    at: datetime = await conn.fetchval("SELECT now()")
-    return at
+def _unnest(first: int, *types: str) -> str:
+    """`unnest($first::type, ...)`: the parameters of one batch insert, numbered from `first`."""
+    return "unnest(" + ", ".join(f"${first + i}::{t}" for i, t in enumerate(types)) + ")"
+
+
+_KNOWN_DELIVERIES = """SELECT d.source, d.delivery_id, d.return_id FROM deliveries d
+    JOIN unnest($1::text[], $2::text[]) AS k(source, delivery_id) USING (source, delivery_id)"""
 
 
 async def known_deliveries(conn: Conn, deliveries: Sequence[Key]) -> dict[Key, UUID]:
     """(source, delivery id) -> the return an earlier delivery named."""
+    rows = await conn.fetch(_KNOWN_DELIVERIES, [d[0] for d in deliveries], [d[1] for d in deliveries])
+    return {(r["source"], r["delivery_id"]): r["return_id"] for r in rows}
+
+
+async def now_and_known_deliveries(conn: Conn, deliveries: Sequence[Key]) -> tuple[datetime, dict[Key, UUID]]:
+    """The transaction's time and `known_deliveries`, in one round trip (the intake's first statement)."""
     rows = await conn.fetch(
-        """SELECT d.source, d.delivery_id, d.return_id FROM deliveries d
-           JOIN unnest($1::text[], $2::text[]) AS k(source, delivery_id) USING (source, delivery_id)""",
+        f"SELECT now() AS now, d.* FROM (VALUES (1)) AS one(x) LEFT JOIN ({_KNOWN_DELIVERIES}) d ON true",
         [d[0] for d in deliveries],
         [d[1] for d in deliveries],
     )
-    return {(r["source"], r["delivery_id"]): r["return_id"] for r in rows}
+    known = {(r["source"], r["delivery_id"]): r["return_id"] for r in rows if r["source"] is not None}
+    return rows[0]["now"], known
 
 
 async def insert_returns(
@@ -84,14 +94,14 @@ async def returns_by_platform_key(conn: Conn, keys: Sequence[Key]) -> dict[Key, 
     return {(r["shop_id"], r["platform_return_id"]): r["id"] for r in rows}
 
 
-async def insert_lines(conn: Conn, new: Sequence[tuple[UUID, Intake]]) -> None:
+def _lines_insert(first: int) -> str:
+    return f"""INSERT INTO return_lines (return_id, line_no, sku, qty, unit_price, reason, note)
+        SELECT * FROM {_unnest(first, "uuid[]", "int[]", "text[]", "int[]", "bigint[]", "text[]", "text[]")}"""
+
+
+def _lines_columns(new: Sequence[tuple[UUID, Intake]]) -> list[list[Any]]:
     lines = [(rid, n, line) for rid, it in new for n, line in enumerate(it.body.lines, 1)]
-    if not lines:
-        return
-    await conn.execute(
-        """INSERT INTO return_lines (return_id, line_no, sku, qty, unit_price, reason, note)
-           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::bigint[],
-               $6::text[], $7::text[])""",
+    return [
         [x[0] for x in lines],
         [x[1] for x in lines],
         [x[2].sku for x in lines],
@@ -99,19 +109,39 @@ async def insert_lines(conn: Conn, new: Sequence[tuple[UUID, Intake]]) -> None:
         [x[2].unit_price for x in lines],
         [x[2].reason for x in lines],
         [x[2].note for x in lines],
-    )
+    ]
+
+
+def _deliveries_insert(first: int) -> str:
+    return f"""INSERT INTO deliveries (source, delivery_id, return_id)
+        SELECT * FROM {_unnest(first, "text[]", "text[]", "uuid[]")} ON CONFLICT DO NOTHING"""
+
+
+def _deliveries_columns(deliveries: Sequence[tuple[str, str, UUID]]) -> list[list[Any]]:
+    return [[d[0] for d in deliveries], [d[1] for d in deliveries], [d[2] for d in deliveries]]
 
 
 async def record_deliveries(conn: Conn, deliveries: Sequence[tuple[str, str, UUID]]) -> None:
     """Remember (source, delivery id) -> return id, so a webhook delivered again is a duplicate."""
     if not deliveries:
         return
+    await conn.execute(_deliveries_insert(1), *_deliveries_columns(deliveries))
+
+
+async def record_accepted(
+    conn: Conn,
+    new: Sequence[tuple[UUID, Intake]],
+    entries: Sequence[TimelineEntry],
+    deliveries: Sequence[tuple[str, str, UUID]],
+) -> None:
+    """The new returns' lines and timeline entries, and the deliveries answered: one statement, one round trip
+    (the intake's webhook waits for each of its transaction's round trips to a busy database)."""
     await conn.execute(
-        """INSERT INTO deliveries (source, delivery_id, return_id)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) ON CONFLICT DO NOTHING""",
-        [d[0] for d in deliveries],
-        [d[1] for d in deliveries],
-        [d[2] for d in deliveries],
+        f"""WITH lines AS ({_lines_insert(1)}), entries AS ({_timeline_insert(8)})
+            {_deliveries_insert(14)}""",
+        *_lines_columns(new),
+        *_timeline_columns(entries),
+        *_deliveries_columns(deliveries),
     )
 
 
@@ -122,21 +152,28 @@ async def find_delivery(conn: Conn, source: str, delivery_id: str) -> UUID | Non
     return rid
 
 
-async def add_timeline(conn: Conn, entries: Sequence[TimelineEntry]) -> None:
-    """Add entries; one already on its return's timeline (same event id) is skipped."""
-    if not entries:
-        return
-    await conn.execute(
-        """INSERT INTO timeline (return_id, event_id, occurred_at, type, summary, data)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[])
-           ON CONFLICT (return_id, event_id) DO NOTHING""",
+def _timeline_insert(first: int) -> str:
+    return f"""INSERT INTO timeline (return_id, event_id, occurred_at, type, summary, data)
+        SELECT * FROM {_unnest(first, "uuid[]", "text[]", "timestamptz[]", "text[]", "text[]", "jsonb[]")}
+        ON CONFLICT (return_id, event_id) DO NOTHING"""
+
+
+def _timeline_columns(entries: Sequence[TimelineEntry]) -> list[list[Any]]:
+    return [
         [e.return_id for e in entries],
         [e.event_id for e in entries],
         [e.occurred_at for e in entries],
         [e.type for e in entries],
         [e.summary for e in entries],
         [e.data for e in entries],
-    )
+    ]
+
+
+async def add_timeline(conn: Conn, entries: Sequence[TimelineEntry]) -> None:
+    """Add entries; one already on its return's timeline (same event id) is skipped."""
+    if not entries:
+        return
+    await conn.execute(_timeline_insert(1), *_timeline_columns(entries))
 
 
 async def kinds_of(conn: Conn, return_ids: set[UUID]) -> dict[UUID, str]:
