@@ -435,7 +435,7 @@ async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
         shops_worker = Worker("shops", rt.shops.check, poll_s=settings.shops_reload_interval_s)
         rt.tasks.append(asyncio.create_task(shops_worker.run(), name=f"{spec.name}-shops"))
     rt.tasks.append(asyncio.create_task(_watch_backlogs(rt), name=f"{spec.name}-backlogs"))
-    if rt.consumers:
+    if spec.consumers:  # both halves of a split service: the web half's /metrics shows its groups' lag too
         rt.tasks.append(asyncio.create_task(_watch_group_lag(rt), name=f"{spec.name}-group-lag"))
     # What exists now (modules, models, the app) lives as long as the process: keep it out of every
     # garbage collection, and collect the young generation less often (it showed as up to 5 % of a

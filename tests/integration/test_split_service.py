@@ -5,8 +5,10 @@ what one process did — also when the broker restarts empty under them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from apphost.embedded import EmbeddedKafka, free_port
@@ -14,6 +16,7 @@ from returnflow.kafka import create_topics
 from services.returns import SPEC
 from tests.idle import wait_idle
 from tests.integration.test_broker_restart_consumers import scan
+from tests.integration.test_consumer_group_lag import scrape
 from tests.integration.test_returns_timeline import publish
 from tests.kafkautil import wait_for
 from tests.webhooks import return_body, signed
@@ -79,3 +82,32 @@ async def test_a_split_service_rereads_a_restarted_broker(settings, service_runn
             assert await pool.fetchval("SELECT epoch FROM broker_epoch") >= 1
     finally:
         kafka.stop()
+
+
+async def test_the_web_half_reports_the_lag_of_the_groups_it_leaves_to_the_other(settings, service_runner, kafka):
+    """`returnflow backlogs` and the lag alerts read the service's port: the web half measures its service's
+    consumer groups from the broker's side though it runs none of them."""
+    web = settings.model_copy(update={"role": "web", "consumer_group_lag_interval_s": 0.2})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    try:
+        async with service_runner(SPEC, web) as w, httpx.AsyncClient(base_url=w.base_url) as client:
+            for i in range(7):  # one record batch each: the embedded broker's end offsets are then exact
+                await producer.send_and_wait("parcels.scanned", b"{}", key=f"r-{i}".encode())
+
+            async def lag() -> float | None:
+                metrics = await scrape(client)
+                values = [
+                    v
+                    for k, v in metrics["returnflow_consumer_group_lag"].items()
+                    if dict(k)["group"] == "returns.timeline" and dict(k)["topic"] == "parcels.scanned"
+                ]
+                return sum(values) if values else None
+
+            await wait_for(lambda: _equals(lag, 7), timeout_s=15)
+    finally:
+        await producer.stop()
+
+
+async def _equals(read: Callable[[], Awaitable[float | None]], expected: float) -> bool:
+    return await read() == expected

@@ -243,7 +243,9 @@ def test_compose_topic_job_creates_exactly_the_catalog(compose: dict[str, Any]) 
 def test_compose_observability_profile(compose: dict[str, Any]) -> None:
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prometheus["scrape_configs"]}
-    assert targets == {s: [f"{s}:{DEFAULT_PORTS[s]}"] for s in SERVICES}  # job label = service name
+    halves = {s: ["", "-consumers"] if registry.settings_of(s).consumers_apart else [""] for s in SERVICES}
+    # job label = service name; a split service's two processes under its one job
+    assert targets == {s: [f"{s}{half}:{DEFAULT_PORTS[s]}" for half in halves[s]] for s in SERVICES}
     for name in ("prometheus", "grafana"):
         svc = compose["services"][name]
         assert svc["profiles"] == ["observability"]
