@@ -134,7 +134,7 @@ class Runtime:
         for group in self.consumers:
             if not await _caught_up(self.kafka_consumers.get(group) or _started_consumer(self, group)):
                 waiting.append(group)
-        idle = self.spec.idle if self.settings.role != "consumers" else None  # the workers run in the web half
+        idle = self.spec.idle if self.settings.serves else None  # the workers run in the web half
         if idle is not None and self.context is not None and not await idle(self.context):
             waiting.append("workers")
         return {"idle": not waiting, "waiting": waiting}
@@ -195,7 +195,7 @@ def relay_for(rt: Runtime) -> Relay:
         kafka_options=client_options(s),
         tracing=rt.tracing,
         # the consumers half of a split service wakes its relay itself, after each batch; the web half listens
-        listen=s.role != "consumers",
+        listen=s.serves,
     )
 
 
@@ -239,7 +239,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         rt.kafka_consumers[group] = sub.consumer
         await consumer.process_records(records)
-        if rt.settings.role == "consumers":
+        if not rt.settings.serves:
             rt.wake_relay()  # what the batch wrote to the outbox (this relay does not LISTEN)
         # Commit only after the transaction committed, and only the partitions this batch read: a
         # consumer of many topics holds dozens of partitions, and committing them all cost 3 times
@@ -351,7 +351,7 @@ def create_app(
         shops=shops,
         tracing=tracing,
     )
-    if settings.role != "web":  # the web half of a split service leaves its consumer groups to the other
+    if settings.consumes:  # the web half of a split service leaves its consumer groups to the other
         for cspec in spec.consumers:
             _subscribe(rt, cspec)
 
@@ -376,7 +376,7 @@ def create_app(
     app.add_middleware(WebhookLogMiddleware)  # inside the metrics middleware: the correlation id is set
     app.add_middleware(HttpMetricsMiddleware, tracing=tracing)
     _ops_routes(app, rt)
-    if spec.router is not None and settings.role != "consumers":
+    if spec.router is not None and settings.serves:
         app.include_router(spec.router)
     return app
 
@@ -427,7 +427,7 @@ async def _start(app: FastAPI, rt: Runtime) -> list[asyncio.Task[None]]:
     await rt.broker.start()
     workers = [
         asyncio.create_task(w(rt.context), name=f"{spec.name}-{w.__name__}")
-        for w in (spec.workers if settings.role != "consumers" else ())
+        for w in (spec.workers if settings.serves else ())
     ]
     rt.tasks.extend(workers)
     rt.tasks.append(asyncio.create_task(_watch_loop_lag(), name=f"{spec.name}-loop-lag"))

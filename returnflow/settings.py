@@ -159,6 +159,16 @@ class Settings(Loadable):
     role: Literal["all", "web", "consumers"] = "all"
     log_level: str = "INFO"
 
+    @property
+    def serves(self) -> bool:
+        """This process runs the service's routes, workers and the outbox's LISTENing relay (role all or web)."""
+        return self.role != "consumers"
+
+    @property
+    def consumes(self) -> bool:
+        """This process runs the service's consumer groups (role all or consumers)."""
+        return self.role != "web"
+
     def secrets_for(self, source: str) -> list[bytes]:
         return [s.get_secret_value().encode() for s in self.webhook_secrets.get(source, [])]
 
