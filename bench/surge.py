@@ -291,6 +291,7 @@ async def top_statements(dsn: str, n: int = 60) -> dict[str, Any]:
             "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()"
         )
         total = await conn.fetchval("SELECT sum(total_exec_time + total_plan_time) FROM pg_stat_statements")
+        calls = await conn.fetchval("SELECT sum(calls) FROM pg_stat_statements")
         rows = await conn.fetch(
             """SELECT s.query, s.calls, s.rows, s.total_exec_time + s.total_plan_time AS ms,
                       s.shared_blks_hit + s.shared_blks_read AS blocks, s.wal_bytes
@@ -309,6 +310,7 @@ async def top_statements(dsn: str, n: int = 60) -> dict[str, Any]:
     return {
         "tables_by_rows_seq_read": [dict(r) for r in scans],
         "commits": db["xact_commit"] if db else None,
+        "statements": int(calls or 0),
         "rollbacks": db["xact_rollback"] if db else None,
         "top": [
             {
@@ -713,6 +715,8 @@ async def main() -> None:
         total = a.ramp_s + a.hold_s
         print(f"surge: ramp to {a.peak:.0f} returns/s over {a.ramp_s:.0f}s, hold {a.hold_s:.0f}s (customers in {tz})")
         load = Load(a, tmp, tz, col, sampler)
+        if a.pg_stats:  # count the surge's statements alone (not the baseline's)
+            await reset_pg_stats(stack.dsn)
         gen = await load.start("records.jsonl", a.peak, a.ramp_s, a.hold_s, start_fraction=0.1)
         sampler.extra.update(parts)  # the embedded PostgreSQL and broker: their CPU is the stack's
         cpu0 = dict(sampler.cpu_s)
@@ -769,7 +773,12 @@ async def main() -> None:
         )
         report["summary"]["event_loop_lag"] = loop_lag
         if a.pg_stats:
-            report["pg_statements"] = await top_statements(stack.dsn)
+            report["pg_statements"] = stats = await top_statements(stack.dsn)
+            done_n = report["summary"]["lifecycles_complete"] or 1
+            report["summary"]["per_lifecycle"] |= {
+                "pg_statements": round(stats["statements"] / done_n, 1),
+                "pg_commits": round((stats["commits"] or 0) / done_n, 1),
+            }
         if a.share_s > 0:
             capacity = report["summary"][f"lifecycles_per_s_best_{best_span(a)}s"]
             report["summary"]["at_share_of_capacity"] = await at_share_of_capacity(a, load, capacity, t0)
