@@ -437,6 +437,10 @@ def lifecycles(records: list[dict[str, Any]], col: Collector) -> tuple[list[dict
         if kind == "return_and_refund" and refund is not None and "t_scan_ack" in r:
             start = max(r["t_scan_ack"], r["t_ack"])
             lat["moving_scan_to_refund_issued"].append(refund - start)
+            # a scan that came before its return (10 % of parcels) waits for the warehouse to learn the return:
+            # its refund's path holds one more relay and one more consumer hop
+            first = "scan_first" if r.get("scan_before_return") else "scan_after_return"
+            lat[f"moving_scan_to_refund_issued:{first}"].append(refund - start)
             scan_pub, dec, iss = col.moving_scan.get(rid), col.decided.get(rid), col.issued.get(rid)
             if scan_pub is not None and dec is not None and iss is not None and scan_pub >= start - 1:
                 # the steps of an early refund, from Kafka record times and the events' occurred_at
