@@ -221,6 +221,7 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
     consumer = consumer_for(rt, cspec)
     group = consumer.name
     rt.consumers[group] = consumer
+    fetch = rt.service_settings.fetch_options(rt.settings)
     sub = rt.broker.subscriber(
         *cspec.topics,
         group_id=group,
@@ -232,7 +233,8 @@ def _subscribe(rt: Runtime, cspec: ConsumerSpec[Any]) -> None:
         ack_policy=AckPolicy.MANUAL,
         session_timeout_ms=rt.settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=rt.settings.kafka_heartbeat_interval_ms,
-        fetch_max_wait_ms=rt.settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=fetch["fetch_min_bytes"],
+        fetch_max_wait_ms=fetch["fetch_max_wait_ms"],
     )
 
     async def on_batch(msg: KafkaMessage) -> None:
