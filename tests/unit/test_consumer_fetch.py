@@ -20,14 +20,14 @@ def test_a_service_answers_at_the_first_record_within_the_runtime_wait_by_defaul
     assert ServiceSettings().fetch_options(runtime(123)) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 123}
 
 
-@pytest.mark.parametrize("settings", [RefundsSettings, WarehouseSettings, AuditSettings])
-def test_the_money_and_stock_paths_do_not_wait_to_gather(settings: type[ServiceSettings]) -> None:
-    # refunds decides early refunds, warehouse matches scans, audit attests movements: each on a measured path
+@pytest.mark.parametrize("settings", [RefundsSettings, WarehouseSettings])
+def test_the_money_path_does_not_wait_to_gather(settings: type[ServiceSettings]) -> None:
+    # refunds decides early refunds; warehouse matches the scans that start them
     assert settings().fetch_options(runtime(100)) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 100}
 
 
-@pytest.mark.parametrize("settings", [ReturnsSettings, NotifySettings])
-def test_the_timeline_and_sms_consumers_gather_for_at_most_a_third_of_a_second(
+@pytest.mark.parametrize("settings", [ReturnsSettings, NotifySettings, AuditSettings])
+def test_the_timeline_sms_and_audit_consumers_gather_for_at_most_a_third_of_a_second(
     settings: type[ServiceSettings],
 ) -> None:
     options = settings().fetch_options(runtime(100))
