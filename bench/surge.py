@@ -548,11 +548,13 @@ async def at_share_of_capacity(a: argparse.Namespace, load: Load, capacity: floa
     print(f"steady: {rate:.1f} returns/s = {a.share:.0%} of the {capacity:.1f}/s measured, for {a.share_s:.0f}s")
     gen = await load.start("records-steady.jsonl", rate, 1.0, a.share_s, start_fraction=1.0)
     t_start = time.time()
+    cpu0 = dict(load.sampler.cpu_s)
     records, _, gsum, t_end = await load.finish(gen, 1.0 + a.share_s)
     await drain(records, load.col, load.sampler, a.drain_timeout_s)
+    cpu1 = dict(load.sampler.cpu_s)
     done, lat = lifecycles(records, load.col)
     during = [s for s in load.sampler.samples if t_start - t0 <= s["t"] <= t_end - t0]
-    latency = {k: summary_ms(v) for k, v in lat.items() if not k.startswith("stage:")}
+    latency = {k: summary_ms(v) for k, v in lat.items()}
     targets = {
         k: {"p99_ms": latency.get(k, {}).get("p99_ms"), "target_ms": limit}
         | {"met": (latency.get(k, {}).get("p99_ms") or float("inf")) < limit}
@@ -566,6 +568,10 @@ async def at_share_of_capacity(a: argparse.Namespace, load: Load, capacity: floa
         "returns_started": len(records),
         "webhooks_accepted": sum(1 for r in records if r.get("status") == 202),
         "lifecycles_complete": len(done),
+        # CPU of each process from the phase's start until it drained, per lifecycle of the phase
+        "cpu_ms_per_lifecycle_by_process": {
+            k: round(1000 * (v - cpu0.get(k, 0.0)) / max(1, len(done)), 1) for k, v in cpu1.items()
+        },
         "latency": latency,
         "targets": targets,
         "max_consumer_lag": max((sum(s.get("consumer_lag", {}).values()) for s in during), default=0),
@@ -785,7 +791,11 @@ async def main() -> None:
             }
         if a.share_s > 0:
             capacity = report["summary"][f"lifecycles_per_s_best_{best_span(a)}s"]
+            if a.pg_stats:  # the steady phase's statements apart from the surge's
+                await reset_pg_stats(stack.dsn)
             report["summary"]["at_share_of_capacity"] = await at_share_of_capacity(a, load, capacity, t0)
+            if a.pg_stats:
+                report["pg_statements_at_share"] = await top_statements(stack.dsn)
         stop.set()
         await asyncio.gather(col_task, smp_task)
         await sampler.close()
