@@ -186,7 +186,10 @@ async def test_receipt_attestation_and_check_make_a_verified_movement(settings, 
                 attested(rid, "CREAM-50", "destroy", 1, aid="att-cream"),
             ],
         )
+        # the warehouse's three sides, and the return they belong to (its topic is read in a batch of its own when the
+        # consumer's fetch catches the records apart), before the checks that pair with them
         await wait_for(lambda: pool.fetchval("SELECT count(*) = 3 FROM sides"))
+        await wait_for(lambda: pool.fetchval("SELECT EXISTS (SELECT 1 FROM known_returns WHERE return_id = $1)", rid))
         # returns-team side through each door: HTTP, the Kafka command, the CLI
         r = await post_check(client, "rt-lin", check_id="chk-jacket", return_id=rid, sku="JACKET-M",
                              movement="restock", quantity=1, note="counted on the shelf")  # fmt: skip
