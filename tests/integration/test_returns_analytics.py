@@ -20,6 +20,7 @@ from contracts.events import (
     SmsSuppressed,
 )
 from services.returns import SPEC
+from tests.idle import wait_idle
 from tests.integration.test_returns_timeline import publish
 from tests.kafkautil import wait_for
 from tests.readers import READ, READER_TOKEN
@@ -136,6 +137,7 @@ async def test_reports_over_http_and_cli(settings, service_runner, tmp_path):
             ] == 1
 
         await wait_for(all_in)
+        await wait_idle(svc)  # and every other topic read too: a gathering consumer reads topics in separate batches
         reasons = await report("reasons")
         damaged = next(r for r in reasons["rows"] if r["reason"] == "damaged")
         assert damaged["count"] == 2 and abs(damaged["share"] - 2 / 3) < 0.001
