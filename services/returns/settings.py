@@ -14,6 +14,10 @@ class ReturnsSettings(ServiceSettings):
     port: int = 8081
     # The timeline consumer in its own process (ServiceSettings.consumers_apart): intake answers faster.
     consumers_apart: bool = True
+    # The timeline consumer gathers (ServiceSettings.consumer_fetch_*): its readers (the customer's page, the
+    # workbench) see a step within a second; it reads every lifecycle topic, 10 of a lifecycle's 24 hops.
+    consumer_fetch_min_bytes: int = 64 * 1024
+    consumer_fetch_max_wait_ms: int | None = 300
 
     # Intake group commit: webhooks accepted in one transaction (RETURNFLOW_RETURNS_INTAKE_BATCH_MAX, ...).
     intake_batch_max: int = 200
