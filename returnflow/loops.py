@@ -64,6 +64,9 @@ class Worker:
     dsn: str | None = None
     channel: str | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(0.05, 2.0))
+    # after a wake-up, let this long pass before the step, so what is written meanwhile goes in the same round
+    # (a relay off the money path: one claim, produce and mark for several wake-ups)
+    gather_s: float = 0.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -96,6 +99,8 @@ class Worker:
                 timeout = self.poll_s if due_in is None else min(max(due_in, 0.01), self.poll_s)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                    if self.gather_s > 0 and not self._stopping:
+                        await asyncio.sleep(self.gather_s)
         finally:
             if wakeups is not None:
                 await wakeups.close()

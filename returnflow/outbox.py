@@ -124,6 +124,7 @@ class Relay:
         kafka_options: Mapping[str, Any] | None = None,
         tracing: Tracing | None = None,
         listen: bool = True,
+        gather_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -148,7 +149,9 @@ class Relay:
         # `listen`: woken by the outbox trigger's NOTIFY; else by `wake()` and the poll interval (a second relay
         # of the service in another process, for rows its own process writes)
         channel = f"{schema}_outbox" if listen else None
-        self.worker = Worker(f"{schema}.relay", self.step, poll_s=poll_interval_s, dsn=dsn, channel=channel)
+        self.worker = Worker(
+            f"{schema}.relay", self.step, poll_s=poll_interval_s, dsn=dsn, channel=channel, gather_s=gather_s
+        )
 
     def wake(self) -> None:
         self.worker.wake()

@@ -196,6 +196,7 @@ def relay_for(rt: Runtime) -> Relay:
         tracing=rt.tracing,
         # the consumers half of a split service wakes its relay itself, after each batch; the web half listens
         listen=s.serves,
+        gather_s=rt.service_settings.relay_gather_ms / 1000,
     )
 
 
