@@ -39,3 +39,15 @@ def test_an_operator_can_turn_gathering_off(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("RETURNFLOW_NOTIFY_CONSUMER_FETCH_MIN_BYTES", "1")
     monkeypatch.setenv("RETURNFLOW_NOTIFY_CONSUMER_FETCH_MAX_WAIT_MS", "50")
     assert NotifySettings().fetch_options(runtime(100)) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 50}
+
+
+@pytest.mark.parametrize("settings", [RefundsSettings, WarehouseSettings, ReturnsSettings])
+def test_the_relays_of_the_money_path_and_of_intake_publish_at_once(settings: type[ServiceSettings]) -> None:
+    # warehouse's parcels.scanned starts an early refund; refunds' refund.issued ends it; returns' return.requested
+    # starts everything
+    assert settings().relay_gather_ms == 0
+
+
+@pytest.mark.parametrize("settings", [NotifySettings, AuditSettings])
+def test_the_sms_and_audit_relays_gather_for_a_tenth_of_a_second(settings: type[ServiceSettings]) -> None:
+    assert 0 < settings().relay_gather_ms <= 100
