@@ -31,15 +31,22 @@ async def return_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | N
 
 
 async def timeline_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
-    """A return's status and what happened to it, in order."""
-    status = await pool.fetchval("SELECT status FROM returns WHERE id = $1", return_id)
-    if status is None:
-        return None
+    """A return's status and what happened to it, in order. One statement, so one snapshot: read apart, a
+    batch of the timeline consumer committed in between showed its entries beside the status from before it."""
     rows = await pool.fetch(
-        "SELECT occurred_at, type, summary FROM timeline WHERE return_id = $1 ORDER BY occurred_at, id",
+        """SELECT r.status, t.occurred_at, t.type, t.summary
+           FROM returns r LEFT JOIN timeline t ON t.return_id = r.id
+           WHERE r.id = $1 ORDER BY t.occurred_at, t.id""",
         return_id,
     )
-    return {"return_id": str(return_id), "status": status, "entries": [dict(r) for r in rows]}
+    if not rows:
+        return None
+    entries = [
+        {"occurred_at": r["occurred_at"], "type": r["type"], "summary": r["summary"]}
+        for r in rows
+        if r["type"] is not None  # the return's row alone: nothing on its timeline yet
+    ]
+    return {"return_id": str(return_id), "status": rows[0]["status"], "entries": entries}
 
 
 SEARCH_COLUMNS = {"order_id": "order_id", "phone": "customer ->> 'phone'", "tracking_number": "tracking_no"}
