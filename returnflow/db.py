@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,15 @@ async def connect(dsn: str, schema: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await _open(dsn, server_settings={"search_path": f"{schema},public"}, **kwargs)
     await _init_connection(conn)
     return conn
+
+
+@contextlib.asynccontextmanager
+async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
+    """A connection whose reads all see one moment (a read-only repeatable-read transaction): a view that
+    reads a row and its children in several statements shows them as they were together, never a commit
+    of a consumer's batch half-way between them."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        yield conn
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

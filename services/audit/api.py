@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from contracts.events import Movement
+from returnflow.db import snapshot
 from returnflow.http import (
     BearerToken,
     HttpProblem,
@@ -366,7 +367,8 @@ async def reconciliation(
     responses=READ_ERRORS,
 )
 async def return_view(ctx: Ctx, _: AuditReader, return_id: UUID) -> Response:
-    return json_response(await views.return_view(ctx.pool, return_id))
+    async with snapshot(ctx.pool) as db:  # sides, movements and discrepancies as of one moment
+        return json_response(await views.return_view(db, return_id))
 
 
 @router.get(

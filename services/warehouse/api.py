@@ -12,6 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
+from returnflow.db import snapshot
 from returnflow.http import (
     BearerToken,
     BodyTooLarge,
@@ -559,7 +560,8 @@ async def parcel_by_tracking_number(
     responses=problems(401, 403, 404),
 )
 async def parcel(return_id: UUID, ctx: Ctx, _: ParcelReader) -> Response:
-    found = await views.parcel_view(ctx.pool, return_id)
+    async with snapshot(ctx.pool) as db:  # the parcel, its scans and receipt as of one moment
+        found = await views.parcel_view(db, return_id)
     if found is None:
         return error(404, f"no parcel for return {return_id}")
     return json_response(found)

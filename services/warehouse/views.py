@@ -12,25 +12,25 @@ from returnflow.db import Conn
 from returnflow.shops import Shops
 
 
-async def parcel_view(pool: asyncpg.Pool, return_id: UUID) -> dict[str, Any] | None:
-    row = await pool.fetchrow("SELECT * FROM parcels WHERE return_id = $1", return_id)
+async def parcel_view(db: Conn, return_id: UUID) -> dict[str, Any] | None:
+    row = await db.fetchrow("SELECT * FROM parcels WHERE return_id = $1", return_id)
     if row is None:
         return None
-    lines = await pool.fetch(
+    lines = await db.fetch(
         "SELECT sku, qty, unit_price, replacement_sku FROM parcel_lines WHERE return_id = $1 ORDER BY line_no",
         return_id,
     )
-    scans = await pool.fetch(
+    scans = await db.fetch(
         """SELECT scan_id, carrier, scan_code, scanned_at, location, first_moving FROM scans
            WHERE return_id = $1 AND NOT outgoing ORDER BY scanned_at, scan_id""",
         return_id,
     )
-    receipt = await pool.fetchrow(
+    receipt = await db.fetchrow(
         """SELECT receipt_id, warehouse_id, device_id, inspector_id, received_at, lines FROM receipts
            WHERE return_id = $1""",
         return_id,
     )
-    replacement = await pool.fetchrow(
+    replacement = await db.fetchrow(
         """SELECT shipment_id, carrier, tracking_no, packed_by, shipped_at, lines, delivered_at FROM replacements
            WHERE return_id = $1""",
         return_id,
