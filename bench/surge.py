@@ -570,7 +570,7 @@ async def at_share_of_capacity(a: argparse.Namespace, load: Load, capacity: floa
         "webhooks_accepted": sum(1 for r in records if r.get("status") == 202),
         "lifecycles_complete": len(done),
         # CPU of each process from the phase's start until it drained, per lifecycle of the phase (harness:
-        # this process — the collector reading every outcome topic and the sampler — not part of the stack)
+        # this process — the collector reading the six outcome topics, and the sampler — not part of the stack)
         "cpu_ms_per_lifecycle_by_process": {
             k: round(1000 * (v - cpu0.get(k, 0.0)) / max(1, len(done)), 1) for k, v in cpu1.items()
         },
